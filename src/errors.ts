@@ -1,0 +1,94 @@
+/**
+ * @module errors
+ * The one error hierarchy of oaknet. Every failure a caller can act on has its own subclass with a stable
+ * string `code`; the HTTP layer maps codes to status codes in one place (`protocol/http-errors.ts`).
+ * Bare `Error` is only for assertions (programmer errors).
+ */
+
+export class OakNetError extends Error {
+  /** Stable, machine-readable code (E_*); never changes once published. */
+  readonly code: string;
+
+  constructor(code: string, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+    this.name = new.target.name;
+  }
+}
+
+/** An address pool has no free address or block left. The caller cannot retry; an operator must free space. */
+export class AddressSpaceExhaustedError extends OakNetError {
+  constructor(
+    readonly pool: string,
+    capacity: number,
+  ) {
+    super(
+      'E_ADDRESS_SPACE_EXHAUSTED',
+      `address space exhausted: all ${capacity} entries of pool "${pool}" are allocated; release some first`,
+    );
+  }
+}
+
+/** A specific address was asked for but another owner holds it. */
+export class AddressInUseError extends OakNetError {
+  constructor(address: string, owner: string) {
+    super('E_ADDRESS_IN_USE', `address ${address} is already used by ${owner}`);
+  }
+}
+
+/** A specific address was asked for outside the range that may hold it. */
+export class AddressOutOfRangeError extends OakNetError {
+  constructor(address: string, range: string, reserved = false) {
+    super(
+      'E_ADDRESS_OUT_OF_RANGE',
+      reserved ? `address ${address} is reserved inside ${range}` : `address ${address} is outside ${range}`,
+    );
+  }
+}
+
+/** Input from outside (HTTP body, MQTT payload, flag, config file) failed validation. */
+export class InvalidInputError extends OakNetError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('E_INVALID_INPUT', message, options);
+  }
+}
+
+/** The thing named does not exist (job, instance, cluster, worker). */
+export class NotFoundError extends OakNetError {
+  constructor(message: string) {
+    super('E_NOT_FOUND', message);
+  }
+}
+
+/** The request contradicts the current state (e.g. deleting a service that still has instances). */
+export class ConflictError extends OakNetError {
+  constructor(message: string) {
+    super('E_CONFLICT', message);
+  }
+}
+
+/** A peer this process depends on (root, cluster, broker) did not answer or answered with an error. */
+export class UnavailableError extends OakNetError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('E_UNAVAILABLE', message, options);
+  }
+}
+
+/** The NetManager API was called before `/register`. */
+export class NotRegisteredError extends OakNetError {
+  constructor() {
+    super('E_NOT_REGISTERED', 'the NetManager is not registered yet: call POST /register first');
+  }
+}
+
+/** A system operation (ip, nft, tun, sysctl) failed. */
+export class SystemError extends OakNetError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('E_SYSTEM', message, options);
+  }
+}
+
+/** The message of any thrown value, for logs. */
+export function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

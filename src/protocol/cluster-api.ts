@@ -1,0 +1,42 @@
+/**
+ * @module protocol/cluster-api
+ * HTTP contract of the cluster service manager (upstream reference section 2.3).
+ */
+import { Type, type Static } from 'typebox';
+import { JOB_NAME_PATTERN } from './names.ts';
+
+/** The cluster manager announces a job scheduled on one of this cluster's nodes. */
+export const DeploymentRequest = Type.Object({ job_name: Type.String({ pattern: JOB_NAME_PATTERN }) });
+export type DeploymentRequest = Static<typeof DeploymentRequest>;
+
+export const ClusterStatus = Type.Object({
+  cluster_id: Type.String(),
+  root: Type.String(),
+  root_reachable: Type.Boolean(),
+  mqtt: Type.String(),
+  nodes: Type.Array(
+    Type.Object({
+      worker_id: Type.String(),
+      subnet: Type.String(),
+      subnet_v6: Type.String(),
+      connected: Type.Boolean(),
+    }),
+  ),
+  cached_jobs: Type.Array(
+    Type.Object({
+      job_name: Type.String(),
+      instances: Type.Integer(),
+      interested_nodes: Type.Array(Type.String()),
+    }),
+  ),
+});
+export type ClusterStatus = Static<typeof ClusterStatus>;
+
+export const clusterPaths = {
+  deployment: '/api/net/deployment',
+  deploymentOf: (job: string) => `/api/net/deployment/${encodeURIComponent(job)}`,
+  jobUpdate: '/api/net/job/update',
+  status: '/api/net/status',
+  health: '/api/net/health',
+  openapi: '/docs/openapi.json',
+} as const;

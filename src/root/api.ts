@@ -1,0 +1,277 @@
+/**
+ * @module root/api
+ * The root service manager's HTTP API: upstream's paths, bodies and text replies (reference section 2.4),
+ * with explicit cluster identity (`?cluster_id=`), 404 for unknown jobs, 400 with a message for bad
+ * bodies, and an OpenAPI document at /docs/openapi.json.
+ */
+import swagger from '@fastify/swagger';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import Fastify, { type FastifyBaseLogger } from 'fastify';
+import type { Logger } from 'pino';
+import { Type } from 'typebox';
+import { InvalidInputError } from '../errors.ts';
+import { installErrorHandler } from '../protocol/http-errors.ts';
+import { fromPathSegment, requireJobName } from '../protocol/names.ts';
+import {
+  AvailableIpQuery,
+  AvailableIps,
+  ClusterInfo,
+  ClusterQuery,
+  ClusterRegistration,
+  ErrorReply,
+  Health,
+  InstanceDeploy,
+  JobDocument,
+  NetDeployStatus,
+  rootPaths,
+  ServiceDeploy,
+  ServiceNetinfo,
+  SubnetQuery,
+  SubnetReply,
+  WorkerInfo,
+} from '../protocol/root-api.ts';
+import type { Notifier } from './notifier.ts';
+import { Registry } from './registry.ts';
+
+export interface RootApiDeps {
+  registry: Registry;
+  notifier: Notifier;
+  log: Logger;
+  bootId: string;
+  version: string;
+}
+
+const Text = Type.String();
+const TEXT = 'text/plain; charset=utf-8';
+const errors = { 400: ErrorReply, 404: ErrorReply, 409: ErrorReply, 507: ErrorReply };
+
+export async function buildRootApi(deps: RootApiDeps) {
+  const { registry, notifier } = deps;
+  const loggerInstance: FastifyBaseLogger = deps.log;
+  const app = Fastify({
+    loggerInstance,
+    bodyLimit: 1 << 20,
+  }).withTypeProvider<TypeBoxTypeProvider>();
+  installErrorHandler(app);
+  await app.register(swagger, {
+    openapi: {
+      info: {
+        title: 'oaknet root service manager',
+        version: deps.version,
+        description:
+          'Upstream Oakestra root service manager API (paths, bodies, text replies), with explicit cluster identity: clusters pass ?cluster_id=.',
+      },
+    },
+  });
+
+  app.get(rootPaths.openapi, { schema: { hide: true } }, () => app.swagger());
+
+  app.get(rootPaths.health, { schema: { response: { 200: Health } } }, () => ({
+    status: 'ok' as const,
+    boot_id: deps.bootId,
+    version: deps.version,
+  }));
+
+  // ---- clusters
+  app.post(
+    rootPaths.cluster,
+    { schema: { body: ClusterRegistration, response: { 200: Text, ...errors } } },
+    (req, reply) => {
+      const c = registry.registerCluster(req.body);
+      notifier.kick(c.id, true);
+      void reply.type(TEXT);
+      return 'cluster registered';
+    },
+  );
+
+  app.get(rootPaths.clusters, { schema: { response: { 200: Type.Array(ClusterInfo) } } }, () =>
+    registry.listClusters(),
+  );
+
+  app.delete(
+    '/api/net/interest/:job_name',
+    {
+      schema: {
+        params: Type.Object({ job_name: Type.String() }),
+        querystring: ClusterQuery,
+        response: { 200: Text, ...errors },
+      },
+    },
+    (req, reply) => {
+      const clusterId = requireCluster(req.query.cluster_id);
+      registry.removeInterest(requireJobName(fromPathSegment(req.params.job_name)), clusterId);
+      void reply.type(TEXT);
+      return 'deregistered';
+    },
+  );
+
+  // ---- services
+  app.get('/api/net/service', { schema: { response: { 200: Type.Array(JobDocument) } } }, () =>
+    registry.listJobs().map((j) => Registry.toDocument(j)),
+  );
+
+  app.post(
+    rootPaths.serviceDeploy,
+    { schema: { body: ServiceDeploy, response: { 200: Text, ...errors } } },
+    (req, reply) => {
+      registry.deployService(req.body._id, req.body.deployment_descriptor);
+      void reply.type(TEXT);
+      return 'Instance info added';
+    },
+  );
+
+  app.delete(
+    '/api/net/service/:id',
+    {
+      schema: {
+        params: Type.Object({ id: Type.String() }),
+        querystring: Type.Object({ force: Type.Optional(Type.Boolean()) }),
+        response: { 200: Text, ...errors },
+      },
+    },
+    (req, reply) => {
+      registry.removeService(req.params.id, req.query.force ?? false);
+      void reply.type(TEXT);
+      return 'Job removed successfully';
+    },
+  );
+
+  // ---- instances
+  app.post(
+    rootPaths.instanceDeploy,
+    { schema: { body: InstanceDeploy, response: { 200: Text, ...errors } } },
+    (req, reply) => {
+      registry.deployInstance(req.body._id, req.body.instance_number, req.body.cluster_id);
+      void reply.type(TEXT);
+      return 'Instance info added';
+    },
+  );
+
+  app.delete(
+    '/api/net/:id/:instance_number',
+    {
+      schema: {
+        params: Type.Object({ id: Type.String(), instance_number: Type.Integer({ minimum: -1 }) }),
+        response: { 200: Text, ...errors },
+      },
+    },
+    (req, reply) => {
+      registry.removeInstance(req.params.id, req.params.instance_number);
+      void reply.type(TEXT);
+      return 'Instance info cleared';
+    },
+  );
+
+  app.post(
+    rootPaths.netDeployStatus,
+    { schema: { body: NetDeployStatus, response: { 200: Text, ...errors } } },
+    (req, reply) => {
+      registry.updateDeployStatus(req.body.job_id, req.body.instances);
+      void reply.type(TEXT);
+      return 'Status updated';
+    },
+  );
+
+  // ---- resolution (registers the calling cluster's interest when it names itself)
+  app.get(
+    '/api/net/service/:name/instances',
+    {
+      schema: {
+        params: Type.Object({ name: Type.String() }),
+        querystring: ClusterQuery,
+        response: { 200: JobDocument, ...errors },
+      },
+    },
+    (req) =>
+      Registry.toDocument(
+        registry.resolveByName(requireJobName(fromPathSegment(req.params.name)), req.query.cluster_id),
+      ),
+  );
+
+  app.get(
+    '/api/net/service/ip/:ip/instances',
+    {
+      schema: {
+        params: Type.Object({ ip: Type.String() }),
+        querystring: ClusterQuery,
+        response: { 200: JobDocument, ...errors },
+      },
+    },
+    (req) => Registry.toDocument(registry.resolveByIp(fromPathSegment(req.params.ip), req.query.cluster_id)),
+  );
+
+  // ---- worker subnetworks
+  app.get(
+    rootPaths.subnet,
+    { schema: { querystring: SubnetQuery, response: { 200: SubnetReply, ...errors } } },
+    (req) => {
+      const w = registry.allocateSubnet(req.query.cluster_id, req.query.worker_id);
+      return { subnet_addr: w.subnet, subnet_addr_v6: w.subnetV6 };
+    },
+  );
+
+  app.delete(
+    '/api/net/subnet/:worker_id',
+    {
+      schema: {
+        params: Type.Object({ worker_id: Type.String() }),
+        querystring: ClusterQuery,
+        response: { 200: WorkerInfo, ...errors },
+      },
+    },
+    (req) => {
+      const w = registry.releaseSubnet(requireCluster(req.query.cluster_id), req.params.worker_id);
+      return { cluster_id: w.clusterId, worker_id: w.workerId, subnet: w.subnet, subnet_v6: w.subnetV6 };
+    },
+  );
+
+  app.get(
+    rootPaths.workers,
+    { schema: { querystring: ClusterQuery, response: { 200: Type.Array(WorkerInfo) } } },
+    (req) => registry.listWorkers(req.query.cluster_id),
+  );
+
+  // ---- public netinfo (upstream guards it with a JWT; oaknet serves it read-only without one)
+  const available = (count: number, v: '4' | '6' | undefined) => ({
+    available_service_ips: registry.availableIps(count, v === undefined ? undefined : v === '4' ? 4 : 6),
+  });
+  app.get(
+    rootPaths.availableIps,
+    { schema: { querystring: AvailableIpQuery, response: { 200: AvailableIps } } },
+    (req) => available(1, req.query.v),
+  );
+  app.get(
+    '/api/pubnet/service/netinfo/available-ip/:x',
+    {
+      schema: {
+        params: Type.Object({ x: Type.Integer({ minimum: 1, maximum: 1000 }) }),
+        querystring: AvailableIpQuery,
+        response: { 200: AvailableIps, ...errors },
+      },
+    },
+    (req) => available(req.params.x, req.query.v),
+  );
+  app.get(
+    '/api/pubnet/service/netinfo/ip/:ip',
+    { schema: { params: Type.Object({ ip: Type.String() }), response: { 200: ServiceNetinfo, ...errors } } },
+    (req) => Registry.toNetinfo(registry.resolveByIp(fromPathSegment(req.params.ip))),
+  );
+  app.get(
+    '/api/pubnet/service/netinfo/:name',
+    {
+      schema: { params: Type.Object({ name: Type.String() }), response: { 200: ServiceNetinfo, ...errors } },
+    },
+    (req) => Registry.toNetinfo(registry.resolveByName(requireJobName(fromPathSegment(req.params.name)))),
+  );
+
+  return app;
+}
+
+function requireCluster(id: string | undefined): string {
+  if (id === undefined) {
+    throw new InvalidInputError(
+      'this call needs ?cluster_id=<id>: oaknet identifies clusters explicitly, not by source address',
+    );
+  }
+  return id;
+}

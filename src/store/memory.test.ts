@@ -1,0 +1,4 @@
+import { MemoryStore } from './memory.ts';
+import { runStoreConformance } from './store.case.ts';
+
+runStoreConformance('MemoryStore', () => new MemoryStore());

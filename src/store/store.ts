@@ -1,0 +1,35 @@
+/**
+ * @module store/store
+ * The durable key-value store every control-plane role keeps its state in.
+ *
+ * Transactions are synchronous: a role's state changes are short and local (an allocation touches a pool
+ * cursor, a used-set entry and a job record, which must change together), and a synchronous transaction cannot
+ * interleave with another request's on the event loop. Keys are strings ordered bytewise; values are JSON.
+ */
+
+/** A JSON value as stored. */
+export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
+
+/** Reads and writes inside one transaction. */
+export interface Tx {
+  /** The value at key, or undefined. The caller states the type it wrote there. */
+  get<T = Json>(key: string): T | undefined;
+  /** Writes value at key (insert or replace). */
+  put(key: string, value: Json): void;
+  /** Removes key; returns whether it existed. */
+  delete(key: string): boolean;
+  /** Entries whose key starts with prefix, in key order; at most `limit` of them when given. */
+  list<T = Json>(prefix: string, limit?: number): Array<[string, T]>;
+}
+
+export interface Store {
+  /** Runs fn as one atomic, isolated transaction: all of its writes land or, if fn throws, none do. */
+  transact<T>(fn: (tx: Tx) => T): T;
+  /** Releases the store; later calls throw. */
+  close(): void;
+}
+
+/** The exclusive upper bound of the keys that start with prefix. */
+export function prefixEnd(prefix: string): string {
+  return prefix + '\uffff';
+}
