@@ -19,9 +19,12 @@ export const ClusterStatus = Type.Object({
       worker_id: Type.String(),
       subnet: Type.String(),
       subnet_v6: Type.String(),
-      connected: Type.Boolean(),
+      last_seen: Type.String({
+        description: 'ISO time of the last MQTT message from the node since this process started, or empty',
+      }),
     }),
   ),
+  pending_status_reports: Type.Integer({ description: 'deployment reports not yet accepted by the root' }),
   cached_jobs: Type.Array(
     Type.Object({
       job_name: Type.String(),

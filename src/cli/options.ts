@@ -1,0 +1,71 @@
+/**
+ * @module cli/options
+ * Flag parsers shared by the commands: each validates at the edge and says what is wrong.
+ */
+import { mkdirSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { InvalidArgumentError } from 'commander';
+import { IpAddress } from '../addressing/ip.ts';
+import { isId, isJobName } from '../protocol/names.ts';
+import { SqliteStore } from '../store/sqlite.ts';
+import type { Store } from '../store/store.ts';
+import { MemoryStore } from '../store/memory.ts';
+
+export function parsePort(text: string): number {
+  const n = Number(text);
+  if (!/^\d{1,5}$/.test(text) || n > 65535) throw new InvalidArgumentError('expected a port number 0-65535');
+  return n;
+}
+
+export function parseUrl(text: string): string {
+  try {
+    const u = new URL(text);
+    if (
+      u.protocol !== 'http:' &&
+      u.protocol !== 'https:' &&
+      u.protocol !== 'mqtt:' &&
+      u.protocol !== 'tcp:'
+    ) {
+      throw new Error('protocol');
+    }
+    return text.replace(/\/+$/, '');
+  } catch {
+    throw new InvalidArgumentError('expected a URL such as http://10.0.0.1:10010');
+  }
+}
+
+export function parseIp(text: string): string {
+  const ip = IpAddress.tryParse(text);
+  if (!ip) throw new InvalidArgumentError('expected an IPv4 or IPv6 address');
+  return ip.toString();
+}
+
+export function parseId(text: string): string {
+  if (!isId(text)) throw new InvalidArgumentError("expected 1-128 of letters, digits, '_', '.', '-'");
+  return text;
+}
+
+export function parseJobName(text: string): string {
+  if (!isJobName(text)) {
+    throw new InvalidArgumentError('expected app.appns.service.servicens (each part 1-30 letters or digits)');
+  }
+  return text;
+}
+
+/** Where state files go by default: $XDG_STATE_HOME/oaknet or ~/.local/state/oaknet. */
+export function defaultStateDir(): string {
+  return join(process.env['XDG_STATE_HOME'] ?? join(homedir(), '.local', 'state'), 'oaknet');
+}
+
+/** Opens a store: ':memory:' for a throwaway one, else an SQLite file (its directory is created). */
+export function openStore(path: string): Store {
+  if (path === ':memory:') return new MemoryStore();
+  mkdirSync(dirname(path), { recursive: true });
+  return new SqliteStore(path);
+}
+
+/** The root URL: the flag, else $OAKNET_ROOT, else the local default. */
+export function rootUrlFrom(flag: string | undefined): string {
+  return flag ?? process.env['OAKNET_ROOT'] ?? 'http://127.0.0.1:10010';
+}

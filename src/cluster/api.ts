@@ -1,0 +1,94 @@
+/**
+ * @module cluster/api
+ * The cluster service manager's HTTP API (upstream reference section 2.3): the cluster manager announces
+ * deployments, the root pushes job updates. A job update is answered only after the cache was refreshed and
+ * the nodes were told, so a failure makes the root retry instead of losing the update.
+ */
+import swagger from '@fastify/swagger';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import Fastify, { type FastifyBaseLogger } from 'fastify';
+import type { Logger } from 'pino';
+import { Type } from 'typebox';
+import { NotFoundError } from '../errors.ts';
+import { ClusterStatus, clusterPaths, DeploymentRequest } from '../protocol/cluster-api.ts';
+import { installErrorHandler } from '../protocol/http-errors.ts';
+import { JOB_NAME_PATTERN } from '../protocol/names.ts';
+import { ErrorReply, Health, JobUpdateNotification } from '../protocol/root-api.ts';
+import type { ClusterCache } from './cache.ts';
+import type { NodeChannel } from './node-channel.ts';
+import type { Resolver } from './resolver.ts';
+
+export interface ClusterApiDeps {
+  cache: ClusterCache;
+  resolver: Resolver;
+  channel: NodeChannel;
+  log: Logger;
+  status: () => ClusterStatus;
+  bootId: string;
+  version: string;
+}
+
+const TEXT = 'text/plain; charset=utf-8';
+const errors = { 400: ErrorReply, 404: ErrorReply, 503: ErrorReply };
+
+export async function buildClusterApi(deps: ClusterApiDeps) {
+  const loggerInstance: FastifyBaseLogger = deps.log;
+  const app = Fastify({ loggerInstance, bodyLimit: 1 << 20 }).withTypeProvider<TypeBoxTypeProvider>();
+  installErrorHandler(app);
+  await app.register(swagger, {
+    openapi: { info: { title: 'oaknet cluster service manager', version: deps.version } },
+  });
+  app.get(clusterPaths.openapi, { schema: { hide: true } }, () => app.swagger());
+
+  app.get(clusterPaths.health, { schema: { response: { 200: Health } } }, () => ({
+    status: 'ok' as const,
+    boot_id: deps.bootId,
+    version: deps.version,
+  }));
+
+  app.get(clusterPaths.status, { schema: { response: { 200: ClusterStatus } } }, () => deps.status());
+
+  app.post(
+    clusterPaths.deployment,
+    { schema: { body: DeploymentRequest, response: { 200: Type.String(), ...errors } } },
+    async (req, reply) => {
+      const doc = await deps.resolver.refresh(req.body.job_name);
+      if (!doc) throw new NotFoundError(`the root knows no service ${req.body.job_name}`);
+      void reply.type(TEXT);
+      return 'job stored succesfully';
+    },
+  );
+
+  app.delete(
+    '/api/net/deployment/:job_name',
+    {
+      schema: {
+        params: Type.Object({ job_name: Type.String({ pattern: JOB_NAME_PATTERN }) }),
+        response: { 200: Type.String(), ...errors },
+      },
+    },
+    async (req, reply) => {
+      deps.cache.removeJob(req.params.job_name);
+      await deps.channel.publishUpdates(req.params.job_name, 'UNDEPLOYMENT');
+      void reply.type(TEXT);
+      return 'job removed succesfully';
+    },
+  );
+
+  app.post(
+    clusterPaths.jobUpdate,
+    { schema: { body: JobUpdateNotification, response: { 200: Type.String(), ...errors } } },
+    async (req, reply) => {
+      const { job_name: job, instance_number: n, type } = req.body;
+      if (type === 'DEPLOYMENT') await deps.resolver.refresh(job);
+      else if (n === -1) deps.cache.removeJob(job);
+      else deps.cache.removeInstance(job, n);
+      await deps.channel.publishUpdates(job, type);
+      req.log.debug({ job, instance: n, type }, 'job update from root');
+      void reply.type(TEXT);
+      return 'update notification received';
+    },
+  );
+
+  return app;
+}

@@ -1,0 +1,225 @@
+/**
+ * @module cluster/node-channel
+ * The cluster side of the MQTT contract with NetManagers (reference section 2.2): one handler per topic
+ * kind. Every message is validated at the edge; a malformed payload, an unknown worker or a failing root is
+ * logged and answered (or ignored), never a crash and never a half-updated cache.
+ */
+import type { Logger } from 'pino';
+import { canonicalIp } from '../addressing/ip.ts';
+import { errorMessage } from '../errors.ts';
+import { parseNodeTopic, parsers, topics, type NodeTopicKind } from '../protocol/mqtt.ts';
+import { isId, isJobName } from '../protocol/names.ts';
+import type { JobDocument } from '../protocol/root-api.ts';
+import type { RootClient } from '../protocol/root-client.ts';
+import { parseJson } from '../protocol/validate.ts';
+import type { ClusterCache } from './cache.ts';
+import { toTableResult, type Resolver } from './resolver.ts';
+
+/** Publishes one message of the contract (QoS 1, not retained). */
+export type Publish = (topic: string, payload: string) => Promise<void>;
+
+export interface NodeChannelDeps {
+  cache: ClusterCache;
+  resolver: Resolver;
+  root: RootClient;
+  publish: Publish;
+  log: Logger;
+  /** Wakes the status outbox after a deployment report was queued. */
+  onStatusQueued: () => void;
+  now?: () => Date;
+}
+
+export class NodeChannel {
+  private readonly now: () => Date;
+  /** Messages handled and dropped, by reason (for status and tests). */
+  readonly counters = { handled: 0, invalid: 0, failed: 0 };
+
+  constructor(private readonly deps: NodeChannelDeps) {
+    this.now = deps.now ?? (() => new Date());
+  }
+
+  /** Handles one message from nodes/+/net/#; never rejects. */
+  async handle(topic: string, payload: Buffer): Promise<void> {
+    const parsed = parseNodeTopic(topic);
+    if (!parsed) return; // our own results, or topics outside the contract
+    const { worker, kind } = parsed;
+    const log = this.deps.log.child({ worker, kind });
+    if (!isId(worker)) {
+      this.counters.invalid++;
+      log.warn('ignoring message from a worker ID that is not a safe ID');
+      return;
+    }
+    try {
+      await this.dispatch(worker, kind, payload.toString('utf8'), log);
+      this.counters.handled++;
+    } catch (err) {
+      const invalid = (err as { code?: string }).code === 'E_INVALID_INPUT';
+      if (invalid) this.counters.invalid++;
+      else this.counters.failed++;
+      log.warn(
+        { err: errorMessage(err) },
+        invalid ? 'ignoring malformed message' : 'message handling failed',
+      );
+    }
+  }
+
+  /** Tells every NetManager subscribed to the job that its table changed. */
+  async publishUpdates(job: string, type: 'DEPLOYMENT' | 'UNDEPLOYMENT'): Promise<void> {
+    await this.deps.publish(topics.jobUpdates(job), JSON.stringify({ type }));
+  }
+
+  private async dispatch(worker: string, kind: NodeTopicKind, text: string, log: Logger): Promise<void> {
+    this.deps.cache.touchNode(worker, this.now());
+    switch (kind) {
+      case 'subnet':
+        return this.onSubnet(worker, text, log);
+      case 'tablequery/request':
+        return this.onTableQuery(worker, text);
+      case 'service/deployed':
+        return this.onDeployed(worker, text, log);
+      case 'service/address-changed':
+        return this.onAddressChanged(worker, text, log);
+      case 'interest/remove':
+        return this.onInterestRemove(worker, text, log);
+      case 'service/undeployed':
+        log.debug('instance undeployed on node (the orchestrator removes it at the root)');
+        return;
+    }
+  }
+
+  /** subnet {METHOD: GET|DELETE}: the worker's subnetworks from the root (or the cluster's record of them). */
+  private async onSubnet(worker: string, text: string, log: Logger): Promise<void> {
+    const req = parseJson(parsers.subnetRequest, text, 'subnet request');
+    if (req.METHOD === 'DELETE') {
+      await this.deps.root.releaseSubnet(worker).catch((err: unknown) => {
+        if ((err as { code?: string }).code !== 'E_NOT_FOUND') throw err;
+      });
+      this.deps.cache.removeNode(worker);
+      log.info('worker left: subnetwork released');
+      return;
+    }
+    let reply = { address: '', addressv6: '' };
+    try {
+      const s = await this.deps.root.subnet(worker);
+      reply = { address: s.subnet_addr, addressv6: s.subnet_addr_v6 };
+      this.deps.cache.putNode({
+        workerId: worker,
+        subnet: s.subnet_addr,
+        subnetV6: s.subnet_addr_v6,
+      });
+    } catch (err) {
+      const known = this.deps.cache.node(worker);
+      if (known) {
+        reply = { address: known.subnet, addressv6: known.subnetV6 };
+        log.warn({ err: errorMessage(err) }, 'root unavailable: answering with the subnetwork on record');
+      } else {
+        log.error(
+          { err: errorMessage(err) },
+          'no subnetwork for worker: the root failed and none is on record',
+        );
+      }
+    }
+    await this.deps.publish(topics.subnetResult(worker), JSON.stringify(reply));
+  }
+
+  /** tablequery/request {sname, sip}: always answered, with an empty table when nothing matches. */
+  private async onTableQuery(worker: string, text: string): Promise<void> {
+    const req = parseJson(parsers.tableQueryRequest, text, 'table query');
+    const sip = req.sip ?? '';
+    const sname = req.sname ?? '';
+    const key = sip !== '' ? sip : sname;
+    let doc: JobDocument | undefined;
+    let failure: unknown;
+    try {
+      if (sip !== '') doc = await this.deps.resolver.byIp(sip);
+      else if (isJobName(sname)) doc = await this.deps.resolver.byName(sname);
+    } catch (err) {
+      failure = err;
+    }
+    if (doc) this.deps.cache.addInterest(doc.job_name, worker);
+    // always answered, even when resolution failed, so the node does not wait for a timeout
+    await this.deps.publish(topics.tableQueryResult(worker), JSON.stringify(toTableResult(doc, key)));
+    if (failure !== undefined) throw failure instanceof Error ? failure : new Error(errorMessage(failure));
+  }
+
+  /** service/deployed: record where the instance runs, tell this cluster's nodes, and report to the root. */
+  private async onDeployed(worker: string, text: string, log: Logger): Promise<void> {
+    const msg = parseJson(parsers.serviceDeployed, text, 'deployment report');
+    let doc = await this.deps.resolver.byName(msg.appname);
+    if (!doc?.instance_list.some((i) => i.instance_number === msg.instance_number)) {
+      doc = await this.deps.resolver.refresh(msg.appname);
+    }
+    const inst = doc?.instance_list.find((i) => i.instance_number === msg.instance_number);
+    if (!doc || !inst) {
+      log.warn(
+        { job: msg.appname, instance: msg.instance_number },
+        'deployment report for an instance the root never scheduled',
+      );
+      return;
+    }
+    const report = {
+      instance_number: msg.instance_number,
+      namespace_ip: canonicalIp(msg.nsip),
+      ...(msg.nsipv6 && msg.nsipv6 !== '<nil>' ? { namespace_ip_v6: canonicalIp(msg.nsipv6) } : {}),
+      host_ip: canonicalIp(msg.host_ip),
+      host_port: Number(msg.host_port),
+      worker_id: worker,
+    };
+    this.deps.cache.updateJob(doc.job_name, (d) => {
+      const i = d.instance_list.find((x) => x.instance_number === msg.instance_number);
+      if (i) Object.assign(i, report);
+    });
+    this.deps.cache.addInterest(doc.job_name, worker);
+    this.deps.cache.queueStatus({ job_id: doc._id, instances: [report] });
+    this.deps.onStatusQueued();
+    await this.publishUpdates(doc.job_name, 'DEPLOYMENT');
+    log.info(
+      { job: doc.job_name, instance: msg.instance_number, nsip: report.namespace_ip },
+      'instance deployed',
+    );
+  }
+
+  /** service/address-changed: the node's public address moved; update every instance that runs there. */
+  private async onAddressChanged(worker: string, text: string, log: Logger): Promise<void> {
+    const msg = parseJson(parsers.serviceDeployed, text, 'address change');
+    const hostIp = canonicalIp(msg.host_ip);
+    const hostPort = Number(msg.host_port);
+    const changed: JobDocument[] = [];
+    for (const doc of this.deps.cache.jobs()) {
+      const mine = doc.instance_list.filter((i) => i.worker_id === worker);
+      if (mine.length === 0) continue;
+      for (const i of mine) Object.assign(i, { host_ip: hostIp, host_port: hostPort });
+      this.deps.cache.putJob(doc);
+      changed.push(doc);
+      this.deps.cache.queueStatus({
+        job_id: doc._id,
+        instances: mine.map((i) => ({
+          instance_number: i.instance_number,
+          namespace_ip: i.namespace_ip ?? '',
+          ...(i.namespace_ip_v6 !== undefined ? { namespace_ip_v6: i.namespace_ip_v6 } : {}),
+          host_ip: hostIp,
+          host_port: hostPort,
+          worker_id: worker,
+        })),
+      });
+    }
+    if (changed.length) this.deps.onStatusQueued();
+    for (const doc of changed) await this.publishUpdates(doc.job_name, 'DEPLOYMENT');
+    log.info({ hostIp, hostPort, jobs: changed.map((d) => d.job_name) }, 'node address changed');
+  }
+
+  /** interest/remove {appname}: the node forgot a job; the last node to forget it ends the root interest. */
+  private async onInterestRemove(worker: string, text: string, log: Logger): Promise<void> {
+    const msg = parseJson(parsers.interestRemove, text, 'interest removal');
+    if (!isJobName(msg.appname)) return; // upstream also sends IP-keyed removals: nothing to do
+    const left = this.deps.cache.removeInterest(msg.appname, worker);
+    if (left.length > 0) return;
+    this.deps.cache.removeJob(msg.appname);
+    await this.deps.root.removeInterest(msg.appname).catch((err: unknown) => {
+      log.debug(
+        { err: errorMessage(err) },
+        'root interest removal failed (harmless: the root keeps notifying)',
+      );
+    });
+  }
+}

@@ -1,0 +1,186 @@
+/**
+ * @module protocol/root-client
+ * A typed client of the root service manager's HTTP API, used by clusters (with their cluster_id) and by
+ * the operator CLI. Replies are validated; failures come back as OakNetErrors: the root's own error code
+ * when it answered with one, UnavailableError when it could not be reached or timed out.
+ */
+import type { Static, TSchema } from 'typebox';
+import { NotFoundError, OakNetError, UnavailableError } from '../errors.ts';
+import { toPathSegment } from './names.ts';
+import {
+  ClusterInfo,
+  Health,
+  JobDocument,
+  rootPaths,
+  SubnetReply,
+  WorkerInfo,
+  type ClusterRegistration,
+  type DeploymentDescriptor,
+  type NetDeployStatus,
+} from './root-api.ts';
+import { parser, type Parser } from './validate.ts';
+import { Type } from 'typebox';
+
+export interface RootClientOptions {
+  /** The calling cluster; sent as ?cluster_id= where the root needs to know who asks. */
+  clusterId?: string;
+  /** Per-request timeout (default 5 s). */
+  timeoutMs?: number;
+}
+
+const parsers = {
+  health: parser(Health),
+  job: parser(JobDocument),
+  jobs: parser(Type.Array(JobDocument)),
+  subnet: parser(SubnetReply),
+  worker: parser(WorkerInfo),
+  workers: parser(Type.Array(WorkerInfo)),
+  clusters: parser(Type.Array(ClusterInfo)),
+};
+
+export class RootClient {
+  readonly baseUrl: string;
+  private readonly timeoutMs: number;
+
+  constructor(
+    baseUrl: string,
+    private readonly options: RootClientOptions = {},
+  ) {
+    this.baseUrl = baseUrl.replace(/\/+$/, '');
+    this.timeoutMs = options.timeoutMs ?? 5000;
+  }
+
+  health(): Promise<Health> {
+    return this.json('GET', rootPaths.health, parsers.health);
+  }
+
+  async registerCluster(reg: ClusterRegistration): Promise<void> {
+    await this.text('POST', rootPaths.cluster, { body: reg });
+  }
+
+  /** The subnetworks of a worker of this cluster (the same ones on every call for a known worker). */
+  subnet(workerId: string): Promise<SubnetReply> {
+    return this.json('GET', rootPaths.subnet, parsers.subnet, {
+      query: { worker_id: workerId },
+      withCluster: true,
+    });
+  }
+
+  releaseSubnet(workerId: string): Promise<WorkerInfo> {
+    return this.json('DELETE', rootPaths.workerSubnet(workerId), parsers.worker, { withCluster: true });
+  }
+
+  workers(): Promise<WorkerInfo[]> {
+    return this.json('GET', rootPaths.workers, parsers.workers);
+  }
+
+  clusters(): Promise<ClusterInfo[]> {
+    return this.json('GET', rootPaths.clusters, parsers.clusters);
+  }
+
+  async deployStatus(status: NetDeployStatus): Promise<void> {
+    await this.text('POST', rootPaths.netDeployStatus, { body: status });
+  }
+
+  /** The job named `name` (registers this cluster's interest when a cluster_id is set). */
+  jobByName(name: string): Promise<JobDocument> {
+    return this.json('GET', rootPaths.instancesByName(toPathSegment(name)), parsers.job, {
+      withCluster: true,
+    });
+  }
+
+  /** The job owning a ServiceIP or instance IP (registers interest like jobByName). */
+  jobByIp(ip: string): Promise<JobDocument> {
+    return this.json('GET', rootPaths.instancesByIp(toPathSegment(ip)), parsers.job, { withCluster: true });
+  }
+
+  async removeInterest(jobName: string): Promise<void> {
+    await this.text('DELETE', rootPaths.interest(toPathSegment(jobName)), { withCluster: true });
+  }
+
+  async deployService(id: string, descriptor: DeploymentDescriptor): Promise<void> {
+    await this.text('POST', rootPaths.serviceDeploy, {
+      body: { _id: id, deployment_descriptor: descriptor },
+    });
+  }
+
+  async removeService(id: string, force: boolean): Promise<void> {
+    await this.text('DELETE', rootPaths.service(id), { query: force ? { force: 'true' } : {} });
+  }
+
+  services(): Promise<JobDocument[]> {
+    return this.json('GET', rootPaths.services, parsers.jobs);
+  }
+
+  async deployInstance(jobId: string, instance: number, clusterId: string): Promise<void> {
+    await this.text('POST', rootPaths.instanceDeploy, {
+      body: { _id: jobId, instance_number: instance, cluster_id: clusterId },
+    });
+  }
+
+  async removeInstance(jobId: string, instance: number): Promise<void> {
+    await this.text('DELETE', rootPaths.instance(jobId, instance));
+  }
+
+  private async json<T extends TSchema>(
+    method: string,
+    path: string,
+    p: Parser<T>,
+    opts: RequestOptions = {},
+  ): Promise<Static<T>> {
+    const body = await this.request(method, path, opts);
+    let value: unknown;
+    try {
+      value = JSON.parse(body);
+    } catch (cause) {
+      throw new UnavailableError(`root ${method} ${path} answered with non-JSON`, { cause });
+    }
+    return p.parse(value, `root reply to ${method} ${path}`);
+  }
+
+  private text(method: string, path: string, opts: RequestOptions = {}): Promise<string> {
+    return this.request(method, path, opts);
+  }
+
+  private async request(method: string, path: string, opts: RequestOptions): Promise<string> {
+    const url = new URL(this.baseUrl + path);
+    for (const [k, v] of Object.entries(opts.query ?? {})) url.searchParams.set(k, v);
+    if (opts.withCluster && this.options.clusterId !== undefined)
+      url.searchParams.set('cluster_id', this.options.clusterId);
+    let res: Response;
+    try {
+      res = await fetch(url, {
+        method,
+        ...(opts.body !== undefined
+          ? { body: JSON.stringify(opts.body), headers: { 'content-type': 'application/json' } }
+          : {}),
+        signal: AbortSignal.timeout(this.timeoutMs),
+      });
+    } catch (cause) {
+      throw new UnavailableError(`root ${this.baseUrl} unreachable (${method} ${path})`, { cause });
+    }
+    const text = await res.text().catch(() => '');
+    if (res.ok) return text;
+    let code = 'E_UNAVAILABLE';
+    let message = `root answered ${res.status} to ${method} ${path}`;
+    try {
+      const err = JSON.parse(text) as { error?: unknown; message?: unknown };
+      if (typeof err.error === 'string' && typeof err.message === 'string') {
+        code = err.error;
+        message = err.message;
+      }
+    } catch {
+      if (text) message += `: ${text.slice(0, 200)}`;
+    }
+    if (res.status >= 500 && res.status !== 507) throw new UnavailableError(message);
+    if (code === 'E_NOT_FOUND') throw new NotFoundError(message);
+    throw new OakNetError(code, message);
+  }
+}
+
+interface RequestOptions {
+  query?: Record<string, string>;
+  body?: unknown;
+  /** Adds ?cluster_id= of this client. */
+  withCluster?: boolean;
+}

@@ -1,0 +1,117 @@
+/**
+ * The operator CLI as a user runs it: `oaknet root` as a process, `oaknet service ...` against it.
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { after, before, describe, it } from 'node:test';
+import { Cidr } from '../../src/addressing/cidr.ts';
+import { IpAddress } from '../../src/addressing/ip.ts';
+import type { JobDocument } from '../../src/protocol/root-api.ts';
+import { OAKNET_BIN, runOaknet, waitHttpOk, type OaknetProcess } from '../support/oaknet-process.ts';
+import { freePort } from '../support/ports.ts';
+
+const exec = promisify(execFile);
+
+describe('oaknet service commands', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'oaknet-cli-'));
+  let root: OaknetProcess;
+  let url: string;
+
+  const oaknet = async (...args: string[]) => {
+    try {
+      const { stdout, stderr } = await exec(process.execPath, [OAKNET_BIN, ...args, '--root', url]);
+      return { code: 0, stdout, stderr };
+    } catch (err) {
+      const e = err as { code: number; stdout: string; stderr: string };
+      return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+    }
+  };
+
+  before(async () => {
+    const port = await freePort();
+    url = `http://127.0.0.1:${port}`;
+    root = runOaknet([
+      'root',
+      '--port',
+      String(port),
+      '--host',
+      '127.0.0.1',
+      '--store',
+      join(dir, 'root.db'),
+      '--log-level',
+      'warn',
+    ]);
+    await waitHttpOk(`${url}/api/net/health`, root);
+  });
+  after(async () => {
+    await root.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('creates a service and prints its ServiceIPs', async () => {
+    const r = await oaknet('service', 'create', 'web.prod.api.v1');
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /created service web\.prod\.api\.v1/);
+    const rr = /^RR\s+(\S+)\s+(\S+)$/m.exec(r.stdout);
+    const closest = /^Closest\s+(\S+)\s+(\S+)$/m.exec(r.stdout);
+    assert.ok(rr && closest, r.stdout);
+    assert.ok(Cidr.parse('10.30.0.0/16').contains(IpAddress.parse(rr[1]!)));
+    assert.ok(Cidr.parse('fdff:2000::/21').contains(IpAddress.parse(rr[2]!)));
+    assert.ok(Cidr.parse('fdff:1000::/21').contains(IpAddress.parse(closest[2]!)));
+  });
+
+  it('honours a chosen RR_IP and refuses one in use with a clear message', async () => {
+    const ok = await oaknet('service', 'create', 'web.prod.db.v1', '--rr-ip', '10.30.42.42', '--json');
+    assert.equal(ok.code, 0, ok.stderr);
+    const job = JSON.parse(ok.stdout) as JobDocument;
+    assert.equal(job.service_ip_list.find((s) => s.IpType === 'RR')?.Address, '10.30.42.42');
+    const taken = await oaknet('service', 'create', 'web.prod.cache.v1', '--rr-ip', '10.30.42.42');
+    assert.notEqual(taken.code, 0);
+    assert.match(taken.stderr, /10\.30\.42\.42 is already used by job web\.prod\.db\.v1.*E_ADDRESS_IN_USE/);
+    const outside = await oaknet('service', 'create', 'web.prod.cache.v1', '--rr-ip', '192.168.1.1');
+    assert.match(outside.stderr, /outside 10\.30\.0\.0\/16/);
+    const badName = await oaknet('service', 'create', 'not-a-job-name');
+    assert.notEqual(badName.code, 0);
+    assert.match(badName.stderr, /app\.appns\.service\.servicens/);
+  });
+
+  it('lists and shows services, as tables and as JSON', async () => {
+    const list = await oaknet('service', 'list');
+    assert.match(list.stdout, /^SERVICE\s+RR_IP\s+CLOSEST_IP/m);
+    assert.match(list.stdout, /^web\.prod\.api\.v1\s+10\.30\./m);
+    assert.match(list.stdout, /^web\.prod\.db\.v1\s+10\.30\.42\.42/m);
+    const json = JSON.parse((await oaknet('service', 'list', '--json')).stdout) as JobDocument[];
+    assert.deepEqual(json.map((j) => j.job_name).sort(), ['web.prod.api.v1', 'web.prod.db.v1']);
+    const show = await oaknet('service', 'show', 'web.prod.db.v1');
+    assert.match(show.stdout, /service web\.prod\.db\.v1/);
+    assert.match(show.stdout, /no instances/);
+    const missing = await oaknet('service', 'show', 'web.prod.nope.v1');
+    assert.notEqual(missing.code, 0);
+    assert.match(missing.stderr, /no service named web\.prod\.nope\.v1/);
+  });
+
+  it('deletes a service and releases its ServiceIPs', async () => {
+    const del = await oaknet('service', 'delete', 'web.prod.db.v1');
+    assert.equal(del.code, 0, del.stderr);
+    const again = await oaknet('service', 'create', 'web.prod.other.v1', '--rr-ip', '10.30.42.42');
+    assert.equal(again.code, 0, 'the released RR_IP can be chosen again');
+    const list = JSON.parse((await oaknet('service', 'list', '--json')).stdout) as JobDocument[];
+    assert.ok(!list.some((j) => j.job_name === 'web.prod.db.v1'));
+  });
+
+  it('reports an unreachable root plainly', async () => {
+    const r = await exec(process.execPath, [
+      OAKNET_BIN,
+      'service',
+      'list',
+      '--root',
+      'http://127.0.0.1:9',
+    ]).catch((e: { code: number; stderr: string }) => e);
+    assert.notEqual((r as { code?: number }).code ?? 0, 0);
+    assert.match((r as { stderr: string }).stderr, /root http:\/\/127\.0\.0\.1:9 unreachable/);
+  });
+});

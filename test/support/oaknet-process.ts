@@ -1,0 +1,58 @@
+/**
+ * Runs `oaknet <command>` as a real child process (as a user would), and waits for it to answer HTTP.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+
+export const OAKNET_BIN = fileURLToPath(new URL('../../bin/oaknet.mjs', import.meta.url));
+
+export interface OaknetProcess {
+  child: ChildProcess;
+  /** Everything the process wrote to stdout and stderr so far. */
+  output(): string;
+  /** Resolves with the exit code or signal name once the process ended. */
+  exited: Promise<number | string>;
+  /** SIGTERM (or the given signal) and wait for the exit. */
+  stop(signal?: NodeJS.Signals): Promise<number | string>;
+}
+
+export function runOaknet(args: string[], env: NodeJS.ProcessEnv = {}): OaknetProcess {
+  const child = spawn(process.execPath, [OAKNET_BIN, ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, ...env },
+  });
+  let out = '';
+  child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
+  const exited = new Promise<number | string>((resolve) =>
+    child.once('exit', (code, signal) => resolve(code ?? signal ?? 'unknown')),
+  );
+  return {
+    child,
+    output: () => out,
+    exited,
+    async stop(signal: NodeJS.Signals = 'SIGTERM') {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      return exited;
+    },
+  };
+}
+
+/** Resolves when GET url answers 200, rejects after timeoutMs (or when the process died). */
+export async function waitHttpOk(url: string, proc: OaknetProcess, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let died = false;
+  void proc.exited.then(() => (died = true));
+  for (;;) {
+    try {
+      const res = await fetch(url, { signal: AbortSignal.timeout(1000) });
+      if (res.ok) return;
+    } catch {
+      // not up yet
+    }
+    if (died) throw new Error(`process exited before ${url} answered:\n${proc.output()}`);
+    if (Date.now() > deadline)
+      throw new Error(`${url} did not answer within ${timeoutMs} ms:\n${proc.output()}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
