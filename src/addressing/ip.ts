@@ -38,6 +38,10 @@ export class IpAddress {
       return new IpAddress(4, v);
     }
     if (isIPv6(text) && !text.includes('%')) {
+      // ipaddr.js reads the deprecated IPv4-compatible form "::a.b.c.d" as "::ffff:a.b.c.d"; RFC 4291
+      // 2.5.5.1 gives it the value a.b.c.d (the dotted quad was already checked by isIPv6).
+      const compatible = /^::(\d+\.\d+\.\d+\.\d+)$/.exec(text);
+      if (compatible) return new IpAddress(6, IpAddress.parse(compatible[1]!).value);
       return IpAddress.fromBytes(Uint8Array.from(ipaddr.IPv6.parse(text).toByteArray()));
     }
     return undefined;

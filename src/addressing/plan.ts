@@ -101,6 +101,17 @@ export class AddressPlan {
         if (ra.overlaps(rb)) throw new InvalidInputError(`${a} and ${b} overlap`);
       }
     }
+    for (const [name, prefix, range] of [
+      ['workerPrefixV4', c.workerPrefixV4, workerRangeV4],
+      ['workerPrefixV6', c.workerPrefixV6, workerRangeV6],
+    ] as const) {
+      const bits = familyBits(range.family);
+      if (!Number.isInteger(prefix) || prefix < range.prefix || prefix > bits) {
+        throw new InvalidInputError(
+          `${name} ${prefix} must be an integer from ${range.prefix} to ${bits} (blocks inside ${range.toString()})`,
+        );
+      }
+    }
     const hostBits = familyBits(4) - c.workerPrefixV4;
     if (hostBits < 2 || familyBits(6) - c.workerPrefixV6 < hostBits) {
       throw new InvalidInputError(

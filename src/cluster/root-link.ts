@@ -4,9 +4,9 @@
  * boot_id changes or it was unreachable), and the outbox of deployment reports, delivered in order and kept
  * until the root accepted them, so a flaky link to the root loses no deployment.
  */
-import { connect } from 'node:net';
 import type { Logger } from 'pino';
 import { errorMessage } from '../errors.ts';
+import { localAddressTowards } from '../protocol/local-address.ts';
 import type { RootClient } from '../protocol/root-client.ts';
 import type { ClusterCache } from './cache.ts';
 
@@ -122,25 +122,4 @@ export class RootLink {
       }
     }
   }
-}
-
-/** This host's source address on the route to the URL's host (what the root sees and can call back). */
-export function localAddressTowards(url: string): Promise<string> {
-  const u = new URL(url);
-  const port = Number(u.port || (u.protocol === 'https:' ? 443 : 80));
-  const host = u.hostname.replace(/^\[|\]$/g, '');
-  return new Promise((resolve, reject) => {
-    const socket = connect({ host, port, timeout: 3000 });
-    socket.once('connect', () => {
-      const addr = socket.localAddress;
-      socket.destroy();
-      if (addr) resolve(addr.replace(/^::ffff:/, ''));
-      else reject(new Error('no local address'));
-    });
-    socket.once('timeout', () => {
-      socket.destroy();
-      reject(new Error(`timeout connecting to ${url}`));
-    });
-    socket.once('error', reject);
-  });
 }

@@ -13,7 +13,10 @@ const Id = Type.String({
 const NamePart = Type.String({ pattern: NAME_PART_PATTERN });
 const Port = Type.Union([
   Type.Integer({ minimum: 1, maximum: 65535 }),
-  Type.String({ pattern: '^[0-9]{1,5}$' }),
+  // the same range as text (upstream sends host_port as a string): 1-65535, no leading zeros
+  Type.String({
+    pattern: '^(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])$',
+  }),
 ]);
 
 /** The route's response when upstream answers with plain text. */

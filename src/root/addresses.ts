@@ -50,15 +50,15 @@ export class RootAddresses {
 
   /**
    * An IPv4 ServiceIP or instance IP for owner: `wanted` when given (it must lie in the service range and be
-   * free), else the next free one.
+   * free), else the next free one. `field` names where `wanted` came from, for messages.
    */
-  allocateV4(tx: AllocationTx, owner: string, wanted?: string): string {
-    return this.allocateFrom(this.v4, tx, owner, wanted, 4);
+  allocateV4(tx: AllocationTx, owner: string, wanted?: string, field = 'address'): string {
+    return this.allocateFrom(this.v4, tx, owner, wanted, 4, field);
   }
 
   /** An IPv6 address of the role's block for owner, `wanted` or the next free one. */
-  allocateV6(tx: AllocationTx, role: V6Role, owner: string, wanted?: string): string {
-    return this.allocateFrom(this.v6[role], tx, owner, wanted, 6);
+  allocateV6(tx: AllocationTx, role: V6Role, owner: string, wanted?: string, field = 'address'): string {
+    return this.allocateFrom(this.v6[role], tx, owner, wanted, 6, field);
   }
 
   /** Returns a ServiceIP or instance IP (either family) to its pool; false when it was not allocated. */
@@ -100,13 +100,14 @@ export class RootAddresses {
     owner: string,
     wanted: string | undefined,
     family: 4 | 6,
+    field: string,
   ): string {
     if (wanted === undefined || wanted === '') {
       return pool.space.addressAt(pool.allocator.allocate(tx, owner)).toString();
     }
     const ip = IpAddress.tryParse(wanted);
     if (!ip || ip.family !== family)
-      throw new InvalidInputError(`${JSON.stringify(wanted)} is not an IPv${family} address`);
+      throw new InvalidInputError(`${field} ${JSON.stringify(wanted)} is not an IPv${family} address`);
     pool.allocator.claim(tx, pool.space.requireIndexOf(ip), owner);
     return ip.toString();
   }

@@ -172,12 +172,18 @@ export class Registry {
       if (holder !== undefined) throw new ConflictError(`service ${name} already exists (job ${holder})`);
       const owner = `job ${name}`;
       const rr = {
-        v4: this.addresses.allocateV4(tx, `${owner} (RR)`, descriptor.RR_ip),
-        v6: this.addresses.allocateV6(tx, 'rr', `${owner} (RR)`, descriptor.RR_ip_v6),
+        v4: this.addresses.allocateV4(tx, `${owner} (RR)`, descriptor.RR_ip, 'RR_ip'),
+        v6: this.addresses.allocateV6(tx, 'rr', `${owner} (RR)`, descriptor.RR_ip_v6, 'RR_ip_v6'),
       };
       const closest = {
-        v4: this.addresses.allocateV4(tx, `${owner} (Closest)`, descriptor.closest_ip),
-        v6: this.addresses.allocateV6(tx, 'closest', `${owner} (Closest)`, descriptor.closest_ip_v6),
+        v4: this.addresses.allocateV4(tx, `${owner} (Closest)`, descriptor.closest_ip, 'closest_ip'),
+        v6: this.addresses.allocateV6(
+          tx,
+          'closest',
+          `${owner} (Closest)`,
+          descriptor.closest_ip_v6,
+          'closest_ip_v6',
+        ),
       };
       const job: JobRecord = {
         id,

@@ -1,0 +1,81 @@
+/**
+ * @module dataplane/proxy/counters
+ * Why packets did not make it: every drop has a reason and a counter, so a bad packet is a number in
+ * `oaknet status`, never an exception.
+ */
+import { DECODE_ERROR_COUNT, decodeErrorName } from '../packet/index.ts';
+
+/** Drop reasons besides decode errors (which are counted per DecodeError). */
+export const Drop = {
+  NotSemantic: 0,
+  UnknownSource: 1,
+  NoInstance: 2,
+  Unresolved: 3,
+  QueueFull: 4,
+  NotForThisNode: 5,
+  FromOutsideOverlay: 6,
+  UnsupportedIcmp: 7,
+  FragmentUnmatched: 8,
+  TunnelSendFailed: 9,
+  TunWriteFailed: 10,
+  Truncated: 11,
+  Reset: 12,
+} as const;
+export type Drop = (typeof Drop)[keyof typeof Drop];
+
+const DROP_NAMES: Record<Drop, string> = {
+  0: 'destination not a ServiceIP or instance IP',
+  1: 'source is no deployed instance',
+  2: 'no live instance for the address',
+  3: 'address unknown to the control plane',
+  4: 'queue for an unresolved address full',
+  5: 'tunnelled packet not for this node',
+  6: 'tunnelled packet from outside the overlay',
+  7: 'ICMP other than echo',
+  8: 'fragment without its first fragment',
+  9: 'tunnel send failed',
+  10: 'TUN write failed',
+  11: 'packet truncated on read',
+  12: 'TCP flow reset (instance gone)',
+};
+
+export class ProxyCounters {
+  readonly drops = new Float64Array(Object.keys(Drop).length);
+  readonly decodeErrors = new Float64Array(DECODE_ERROR_COUNT);
+  /** Packets read from the TUN and from the tunnel. */
+  tunIn = 0;
+  tunnelIn = 0;
+  /** Packets written to the TUN and sent into the tunnel. */
+  tunOut = 0;
+  tunnelOut = 0;
+  /** Packets delivered on this node without the network. */
+  local = 0;
+  flowsCreated = 0;
+  resetsSent = 0;
+
+  drop(reason: Drop): void {
+    this.drops[reason]!++;
+  }
+
+  /** A JSON-friendly view: non-zero drop counts by reason name. */
+  snapshot(): Record<string, unknown> {
+    const drops: Record<string, number> = {};
+    this.drops.forEach((n, i) => {
+      if (n) drops[DROP_NAMES[i as Drop]] = n;
+    });
+    this.decodeErrors.forEach((n, i) => {
+      if (n) drops[`malformed: ${decodeErrorName(i)}`] = n;
+    });
+    return {
+      tun_in: this.tunIn,
+      tunnel_in: this.tunnelIn,
+      tun_out: this.tunOut,
+      tunnel_out: this.tunnelOut,
+      local: this.local,
+      flows_created: this.flowsCreated,
+      resets_sent: this.resetsSent,
+      drops,
+      dropped: drops ? Object.values(drops).reduce((a, b) => a + b, 0) : 0,
+    };
+  }
+}

@@ -1,0 +1,696 @@
+/**
+ * @module dataplane/proxy/proxy
+ * ProxyTUN: the L4 proxy that turns semantic addresses into real ones (reference section 4, the seed's
+ * "packet proxying"). Wire-compatible with upstream: on the tunnel a packet carries the sender instance's
+ * instance IP as source and the receiving namespace address as destination, as a raw IP packet in UDP.
+ *
+ * Packet flow (the functions below follow this order):
+ *  Outbound, a batch read from the TUN (packets of local instances to semantic addresses):
+ *   1. decode into the one reused ParsedPacket; malformed -> counted drop
+ *   2. the destination must be a ServiceIP or instance IP (the semantic ranges) -> else counted drop
+ *   3. non-first IPv4/IPv6 fragments follow the translation of their first fragment (held until it came)
+ *   4. the source namespace address must belong to a local instance: its instance IP becomes the source;
+ *      unknown yet -> the packet waits (bounded) for the instance's own table entry
+ *   5. flow lookup by the outbound 5-tuple; a new flow resolves the destination (unknown -> the packet waits in a
+ *      bounded per-address queue while the control plane is asked; other flows go on) and the address's
+ *      policy chooses an instance (round robin per new flow, closest, or the named instance)
+ *   6. TCP progress is tracked (SYN, FIN both ways, RST) for the flow's lifetime
+ *   7. in-place rewrite: source := own instance IP, destination := chosen instance's namespace address,
+ *      checksums updated incrementally (RFC 1624)
+ *   8. delivery: an instance on this node goes straight to step 10 (no network); else to the chosen node's
+ *      tunnel endpoint (batched send)
+ *  Inbound, a batch received on the tunnel (and step 8's local deliveries):
+ *   9. decode; the destination must be a namespace address of this node and the source a semantic address
+ *  10. a reply of a flow opened here (found by its reply 5-tuple): source := the address the client dialed;
+ *      anything else is a new request and goes in unchanged
+ *  11. written to the TUN in one batch (the kernel hands it to the bridge and the instance)
+ *  Housekeeping: idle flows expire (TCP-aware), held packets time out, flows to vanished instances are
+ *  re-resolved (UDP, ICMP) or reset (TCP: the client gets a RST instead of a black hole).
+ */
+import type { Logger } from 'pino';
+import type { Cidr } from '../../addressing/cidr.ts';
+import { IpAddress } from '../../addressing/ip.ts';
+import { buildTcp } from '../packet/build.ts';
+import { IpProto, ParsedPacket, setDstAddress, setSrcAddress, TcpFlag } from '../packet/index.ts';
+import { OutboundBatch, type Tunnel } from '../tunnel/tunnel.ts';
+import { BatchBuilder, type PacketBatch, type Tun } from '../tun/tun.ts';
+import { Drop, ProxyCounters } from './counters.ts';
+import {
+  addressKey,
+  type AddressTarget,
+  type Directory,
+  type DirectoryEvents,
+  type ServiceInstance,
+} from './directory.ts';
+import { Flow, FlowTable, TcpProgress } from './flow-table.ts';
+import { PendingPackets } from './pending.ts';
+import { createPolicies, type Policy, type PolicyContext } from './policy.ts';
+import { PrefixSet } from './prefix-set.ts';
+
+export interface ProxyConfig {
+  /** This node's namespace subnetworks (v4 /26, v6 /120): tunnelled packets must be addressed into them. */
+  localSubnets: readonly Cidr[];
+  /** ServiceIP and instance IP ranges (10.30.0.0/16, fdff::/16). */
+  semanticRanges: readonly Cidr[];
+  /** This node's cluster (for Closest). */
+  cluster: string;
+  /** How long a packet waits for the control plane (ms, default 3000). */
+  resolveTimeoutMs?: number;
+  /** Idle timeouts in ms. */
+  idle?: Partial<IdleTimeouts>;
+}
+
+export interface IdleTimeouts {
+  tcpEstablished: number;
+  tcpOpening: number;
+  tcpClosed: number;
+  udp: number;
+  icmp: number;
+}
+
+const DEFAULT_IDLE: IdleTimeouts = {
+  tcpEstablished: 2 * 3600_000,
+  tcpOpening: 30_000,
+  tcpClosed: 10_000,
+  udp: 60_000,
+  icmp: 30_000,
+};
+
+const BATCH = 512;
+const SWEEP_MS = 1000;
+
+interface FragmentRecord {
+  flow: Flow;
+  outbound: boolean;
+  at: number;
+}
+
+export class ProxyTun implements DirectoryEvents {
+  readonly counters = new ProxyCounters();
+  private readonly flows = new FlowTable();
+  private readonly p = new ParsedPacket();
+  private readonly toTun = new BatchBuilder(BATCH * 2);
+  private readonly toTunnel = new OutboundBatch(BATCH);
+  private readonly local: PrefixSet;
+  private readonly semantic: PrefixSet;
+  private readonly policies: Record<'rr' | 'closest' | 'instance', Policy>;
+  private readonly ctx: PolicyContext;
+  private readonly idle: IdleTimeouts;
+  private readonly resolveTimeoutMs: number;
+  /** Packets waiting for a destination address, by address key; and for their source's own entry. */
+  private readonly waitingForDestination = new PendingPackets();
+  private readonly waitingForSource = new PendingPackets(64, 512);
+  private readonly waitingForFirstFragment = new PendingPackets(64, 256);
+  /** Addresses asked about (text -> time), so one question per address is in flight. */
+  private readonly asked = new Map<string, number>();
+  private readonly fragments = new Map<string, FragmentRecord>();
+  private readonly flowsByInstance = new Map<ServiceInstance, Set<Flow>>();
+  private now = Date.now();
+  private timer: NodeJS.Timeout | undefined;
+  private readonly aside: PacketBatch = {
+    buffer: Buffer.alloc(0),
+    offsets: new Uint32Array(1),
+    lengths: new Uint32Array(1),
+    count: 1,
+  };
+  /** True while a batch is being processed: work that would start another batch waits for its end. */
+  private inCycle = false;
+  private afterCycle: Array<() => void> = [];
+
+  constructor(
+    private readonly tun: Tun,
+    private readonly tunnel: Tunnel,
+    private readonly directory: Directory,
+    config: ProxyConfig,
+    private readonly log: Logger,
+  ) {
+    this.local = new PrefixSet(config.localSubnets);
+    this.semantic = new PrefixSet(config.semanticRanges);
+    this.policies = createPolicies();
+    this.ctx = { cluster: config.cluster };
+    this.idle = { ...DEFAULT_IDLE, ...config.idle };
+    this.resolveTimeoutMs = config.resolveTimeoutMs ?? 3000;
+  }
+
+  /** Starts reading the TUN and the tunnel. */
+  start(): void {
+    this.tun.start(
+      (batch) => this.onTunBatch(batch),
+      (err) => this.log.error({ err: err.message }, 'TUN read failed'),
+    );
+    this.tunnel.start(
+      (batch) => this.onTunnelBatch(batch),
+      (err) => this.log.error({ err: err.message }, 'tunnel receive failed'),
+    );
+    this.timer = setInterval(() => this.sweep(), SWEEP_MS);
+    this.timer.unref();
+  }
+
+  /** Stops reading; the devices are closed by their owner. */
+  stop(): void {
+    clearInterval(this.timer);
+  }
+
+  /** Flow and queue figures for status. */
+  status(): Record<string, unknown> {
+    return {
+      flows: this.flows.size,
+      waiting_packets:
+        this.waitingForDestination.size + this.waitingForSource.size + this.waitingForFirstFragment.size,
+      ...this.counters.snapshot(),
+    };
+  }
+
+  // ---- outbound: TUN -> tunnel (steps 1-8) ----------------------------------------------------------------
+
+  private onTunBatch(batch: PacketBatch): void {
+    this.now = Date.now();
+    this.beginCycle(batch.buffer);
+    for (let i = 0; i < batch.count; i++) {
+      const len = batch.lengths[i]!;
+      this.counters.tunIn++;
+      if (len === 0) {
+        this.counters.drop(Drop.Truncated);
+        continue;
+      }
+      this.outbound(batch.buffer, batch.offsets[i]!, len);
+    }
+    this.flush();
+  }
+
+  private outbound(buf: Buffer, off: number, len: number): void {
+    const p = this.p;
+    // 1. decode
+    if (!p.decode(buf, off, len)) {
+      this.counters.decodeErrors[p.error]!++;
+      return;
+    }
+    // 2. semantic destination
+    if (!this.semantic.contains(buf, p.dstOffset, p.addrLength)) {
+      this.counters.drop(Drop.NotSemantic);
+      return;
+    }
+    // 3. fragments after the first
+    if (p.isFragment && !p.isFirstFragment) {
+      this.outboundFragment(buf, off, len);
+      return;
+    }
+    if (p.proto !== IpProto.Tcp && p.proto !== IpProto.Udp && !p.isEcho) {
+      this.counters.drop(Drop.UnsupportedIcmp);
+      return;
+    }
+    // 4. the source instance
+    const source = this.directory.localByNamespace(buf, p.srcOffset, p.addrLength);
+    const ownIp = source ? (p.addrLength === 4 ? source.instanceIp4 : source.instanceIp6) : null;
+    if (!source || !ownIp) {
+      const key = addressKey(buf, p.srcOffset, p.addrLength);
+      if (!this.waitingForSource.hold(key, buf, off, len, this.now)) this.counters.drop(Drop.UnknownSource);
+      return;
+    }
+    // 5. the flow
+    this.flows.setKey(p.proto, buf, p.srcOffset, buf, p.dstOffset, p.addrLength, p.srcPort, p.dstPort);
+    let flow = this.flows.get();
+    if (flow && (flow.stale || !flow.instance.alive)) flow = this.refresh(flow, buf, p.dstOffset);
+    if (
+      flow &&
+      p.proto === IpProto.Tcp &&
+      (p.tcpFlags & TcpFlag.Syn) !== 0 &&
+      (p.tcpFlags & TcpFlag.Ack) === 0 &&
+      closed(flow)
+    ) {
+      this.closeFlow(flow); // port reuse after a finished connection: a new flow, a new choice
+      flow = undefined;
+    }
+    if (!flow) {
+      const target = this.directory.target(buf, p.dstOffset, p.addrLength);
+      if (!target) {
+        this.waitForDestination(buf, off, len);
+        return;
+      }
+      flow = this.newFlow(target, source, ownIp, buf);
+      if (!flow) return;
+    }
+    flow.lastSeen = this.now;
+    flow.packets++;
+    flow.bytes += len;
+    // 6. TCP progress
+    if (p.proto === IpProto.Tcp) this.trackOutboundTcp(flow, buf);
+    // 7. rewrite
+    setSrcAddress(p, buf, flow.ownIp);
+    setDstAddress(p, buf, flow.targetNs);
+    if (p.isFragment) this.rememberFragment(flow, true);
+    // 8. deliver
+    this.deliver(flow, buf, off, len);
+  }
+
+  private deliver(flow: Flow, buf: Buffer, off: number, len: number): void {
+    if (flow.instance.local) {
+      this.counters.local++;
+      this.inbound(buf, off, len);
+    } else if (!this.toTunnel.pushTo(off, len, flow.instance.endpoint)) {
+      this.flushTunnel();
+      this.toTunnel.pushTo(off, len, flow.instance.endpoint);
+    }
+  }
+
+  private outboundFragment(buf: Buffer, off: number, len: number): void {
+    const p = this.p;
+    const key = fragmentKey(buf, p.srcOffset, p.dstOffset, p.addrLength, p.proto, p.fragmentId);
+    const rec = this.fragments.get(key);
+    if (!rec || !rec.outbound || rec.flow.dead) {
+      if (!this.waitingForFirstFragment.hold(key, buf, off, len, this.now))
+        this.counters.drop(Drop.FragmentUnmatched);
+      return;
+    }
+    setSrcAddress(p, buf, rec.flow.ownIp);
+    setDstAddress(p, buf, rec.flow.targetNs);
+    this.deliver(rec.flow, buf, off, len);
+  }
+
+  private rememberFragment(flow: Flow, outbound: boolean): void {
+    const p = this.p;
+    // keyed as the later fragments will arrive: with the original (untranslated) addresses; for an outbound
+    // first fragment those are the client's namespace address and the dialed address
+    const key = outbound
+      ? fragmentKeyOf(flow.clientAddr, 0, flow.dialed, 0, flow.dialed.length, p.proto, p.fragmentId)
+      : fragmentKeyOf(flow.targetIp, 0, flow.clientAddr, 0, flow.dialed.length, p.proto, p.fragmentId);
+    this.fragments.set(key, { flow, outbound, at: this.now });
+    const held = this.waitingForFirstFragment.take(key);
+    if (held.length) this.afterCycle.push(() => this.replay(held, outbound));
+  }
+
+  private waitForDestination(buf: Buffer, off: number, len: number): void {
+    const p = this.p;
+    const key = addressKey(buf, p.dstOffset, p.addrLength);
+    if (!this.waitingForDestination.hold(key, buf, off, len, this.now)) {
+      this.counters.drop(Drop.QueueFull);
+      return;
+    }
+    this.ask(p.dstAddress());
+  }
+
+  private ask(address: string): void {
+    const at = this.asked.get(address);
+    if (at !== undefined && this.now - at < this.resolveTimeoutMs) return;
+    this.asked.set(address, this.now);
+    this.directory.request(address);
+  }
+
+  private newFlow(
+    target: AddressTarget,
+    source: ServiceInstance,
+    ownIp: Uint8Array,
+    buf: Buffer,
+  ): Flow | undefined {
+    const p = this.p;
+    const chosen = this.choose(target, p.addrLength);
+    if (!chosen) {
+      this.counters.drop(Drop.NoInstance);
+      if (p.proto === IpProto.Tcp && (p.tcpFlags & TcpFlag.Rst) === 0) this.resetClient(buf);
+      return undefined;
+    }
+    const copy = (o: number) => Uint8Array.prototype.slice.call(buf, o, o + p.addrLength);
+    const flow = new Flow(
+      p.proto,
+      copy(p.srcOffset),
+      p.srcPort,
+      copy(p.dstOffset),
+      p.dstPort,
+      ownIp,
+      source.job,
+      chosen,
+      familyAddress(chosen, p.addrLength, 'ns')!,
+      familyAddress(chosen, p.addrLength, 'ip')!,
+      this.now,
+    );
+    this.flows.add(flow);
+    this.link(flow);
+    this.counters.flowsCreated++;
+    this.directory.touch(target.service.job);
+    return flow;
+  }
+
+  /** A policy's choice among the instances that have an address of the packet's family. */
+  private choose(target: AddressTarget, family: number): ServiceInstance | undefined {
+    const fits = (i: ServiceInstance) =>
+      i.alive && familyAddress(i, family, 'ns') !== null && familyAddress(i, family, 'ip') !== null;
+    const instances = target.service.instances.every(fits)
+      ? target.service.instances
+      : target.service.instances.filter(fits);
+    const view: AddressTarget =
+      instances === target.service.instances
+        ? target
+        : { ...target, service: { job: target.service.job, instances } };
+    const chosen = this.policies[target.kind].choose(view, this.ctx);
+    return chosen && fits(chosen) ? chosen : undefined;
+  }
+
+  /** A flow whose instance vanished: UDP/ICMP choose again; TCP cannot move, so the client is reset. */
+  private refresh(flow: Flow, buf: Buffer, dstOff: number): Flow | undefined {
+    if (flow.proto === IpProto.Tcp) {
+      this.resetClient(buf);
+      this.closeFlow(flow);
+      return undefined;
+    }
+    const target = this.directory.target(buf, dstOff, flow.dialed.length);
+    const chosen = target ? this.choose(target, flow.dialed.length) : undefined;
+    if (!chosen) {
+      this.closeFlow(flow);
+      return undefined;
+    }
+    this.unlink(flow);
+    this.flows.retarget(
+      flow,
+      chosen,
+      familyAddress(chosen, flow.dialed.length, 'ns')!,
+      familyAddress(chosen, flow.dialed.length, 'ip')!,
+    );
+    this.link(flow);
+    return flow;
+  }
+
+  private trackOutboundTcp(flow: Flow, buf: Buffer): void {
+    const f = this.p.tcpFlags;
+    if (f & TcpFlag.Syn) flow.tcp |= TcpProgress.SynOut;
+    if (f & TcpFlag.Fin) flow.tcp |= TcpProgress.FinOut;
+    if (f & TcpFlag.Rst) flow.tcp |= TcpProgress.Reset;
+    if (f & TcpFlag.Ack) flow.clientAck = buf.readUInt32BE(this.p.l4Offset + 8);
+  }
+
+  // ---- inbound: tunnel (and local deliveries) -> TUN (steps 9-11) -----------------------------------------
+
+  private onTunnelBatch(batch: PacketBatch): void {
+    this.now = Date.now();
+    this.beginCycle(batch.buffer);
+    for (let i = 0; i < batch.count; i++) {
+      const len = batch.lengths[i]!;
+      this.counters.tunnelIn++;
+      if (len === 0) {
+        this.counters.drop(Drop.Truncated);
+        continue;
+      }
+      this.inbound(batch.buffer, batch.offsets[i]!, len);
+    }
+    this.flush();
+  }
+
+  private inbound(buf: Buffer, off: number, len: number): void {
+    const p = this.p;
+    // 9. decode and check it belongs here
+    if (!p.decode(buf, off, len)) {
+      this.counters.decodeErrors[p.error]!++;
+      return;
+    }
+    if (!this.local.contains(buf, p.dstOffset, p.addrLength)) {
+      this.counters.drop(Drop.NotForThisNode);
+      return;
+    }
+    if (!this.semantic.contains(buf, p.srcOffset, p.addrLength)) {
+      this.counters.drop(Drop.FromOutsideOverlay);
+      return;
+    }
+    // 10. replies of flows opened here get the dialed address back as source
+    if (p.isFragment && !p.isFirstFragment) {
+      const rec = this.fragments.get(
+        fragmentKey(buf, p.srcOffset, p.dstOffset, p.addrLength, p.proto, p.fragmentId),
+      );
+      if (rec && !rec.outbound && !rec.flow.dead) setSrcAddress(p, buf, rec.flow.dialed);
+    } else if (p.proto === IpProto.Tcp || p.proto === IpProto.Udp || p.isEcho) {
+      this.flows.setKey(p.proto, buf, p.srcOffset, buf, p.dstOffset, p.addrLength, p.srcPort, p.dstPort);
+      const flow = this.flows.get();
+      if (flow) {
+        flow.lastSeen = this.now;
+        flow.packets++;
+        flow.bytes += len;
+        if (p.proto === IpProto.Tcp) {
+          const f = p.tcpFlags;
+          if (f & TcpFlag.Syn) flow.tcp |= TcpProgress.SynAckIn;
+          if (f & TcpFlag.Fin) flow.tcp |= TcpProgress.FinIn;
+          if (f & TcpFlag.Rst) flow.tcp |= TcpProgress.Reset;
+        }
+        if (p.isFragment) this.rememberFragment(flow, false);
+        setSrcAddress(p, buf, flow.dialed);
+      } else if (!this.directory.target(buf, p.srcOffset, p.addrLength)) {
+        // a new request from an instance this node does not know yet: the answer will need it, ask now
+        this.ask(p.srcAddress());
+      }
+    }
+    // 11. to the TUN
+    if (!this.toTun.push(off, len)) {
+      this.flushTun();
+      this.toTun.push(off, len);
+    }
+  }
+
+  // ---- batches --------------------------------------------------------------------------------------------
+
+  private beginCycle(buffer: Buffer): void {
+    this.inCycle = true;
+    this.toTun.reset(buffer);
+    this.toTunnel.reset(buffer);
+  }
+
+  private flush(): void {
+    this.flushTun();
+    this.flushTunnel();
+    this.inCycle = false;
+    while (this.afterCycle.length) this.afterCycle.shift()!();
+  }
+
+  /** Runs fn now, or after the batch in progress. */
+  private soon(fn: () => void): void {
+    if (this.inCycle) this.afterCycle.push(fn);
+    else fn();
+  }
+
+  private flushTun(): void {
+    const n = this.toTun.count;
+    if (n === 0) return;
+    const written = this.tun.write(this.toTun);
+    this.counters.tunOut += written;
+    for (let i = written; i < n; i++) this.counters.drop(Drop.TunWriteFailed);
+    this.toTun.reset();
+  }
+
+  private flushTunnel(): void {
+    const b = this.toTunnel;
+    if (b.count === 0) return;
+    const sent = this.tunnel.send(b.buffer, b.offsets, b.lengths, b.endpoints, b.count);
+    this.counters.tunnelOut += sent;
+    for (let i = sent; i < b.count; i++) this.counters.drop(Drop.TunnelSendFailed);
+    b.reset();
+  }
+
+  /** Runs held packets through the outbound path again, as one batch of their own. */
+  private replay(packets: readonly Buffer[], outbound = true): void {
+    if (packets.length === 0) return;
+    const total = packets.reduce((n, b) => n + b.length, 0);
+    const buffer = Buffer.allocUnsafe(total);
+    let at = 0;
+    this.beginCycle(buffer);
+    for (const pkt of packets) {
+      pkt.copy(buffer, at);
+      if (outbound) this.outbound(buffer, at, pkt.length);
+      else this.inbound(buffer, at, pkt.length);
+      at += pkt.length;
+    }
+    this.flush();
+  }
+
+  // ---- directory events -----------------------------------------------------------------------------------
+
+  resolved(address: string, ok: boolean): void {
+    if (this.inCycle) return this.soon(() => this.resolved(address, ok));
+    this.now = Date.now();
+    this.asked.delete(address);
+    const key = textKey(address);
+    if (key === undefined) return;
+    const held = this.waitingForDestination.take(key);
+    if (!ok) {
+      for (let i = 0; i < held.length; i++) this.counters.drop(Drop.Unresolved);
+      return;
+    }
+    this.replay(held);
+  }
+
+  localChanged(address: string): void {
+    if (this.inCycle) return this.soon(() => this.localChanged(address));
+    this.now = Date.now();
+    const key = textKey(address);
+    if (key !== undefined) this.replay(this.waitingForSource.take(key));
+  }
+
+  instancesGone(instances: readonly ServiceInstance[]): void {
+    if (this.inCycle) return this.soon(() => this.instancesGone(instances));
+    this.now = Date.now();
+    for (const inst of instances) {
+      const flows = this.flowsByInstance.get(inst);
+      if (!flows) continue;
+      for (const flow of [...flows]) {
+        if (flow.proto === IpProto.Tcp) {
+          this.resetFlow(flow);
+          this.closeFlow(flow);
+        } else {
+          flow.stale = true;
+        }
+      }
+    }
+    // flows opened by instances that left this node
+    for (const flow of [...this.flows.flows]) {
+      if (
+        instances.some(
+          (i) => i.local && sameBytes(familyAddress(i, flow.clientAddr.length, 'ns'), flow.clientAddr),
+        )
+      ) {
+        this.closeFlow(flow);
+      }
+    }
+  }
+
+  // ---- resets, flow bookkeeping, housekeeping -------------------------------------------------------------
+
+  /** Answers the TCP segment in this.p (from a client) with a RST that appears to come from the dialed address. */
+  private resetClient(buf: Buffer): void {
+    const p = this.p;
+    const ack = (p.tcpFlags & TcpFlag.Ack) !== 0 ? buf.readUInt32BE(p.l4Offset + 8) : 0;
+    const seq = buf.readUInt32BE(p.l4Offset + 4);
+    const payload = Math.max(0, p.l4Length - ((buf[p.l4Offset + 12]! >> 4) << 2));
+    const syn = (p.tcpFlags & TcpFlag.Syn) !== 0 ? 1 : 0;
+    const rst = buildTcp({
+      src: Uint8Array.prototype.slice.call(buf, p.dstOffset, p.dstOffset + p.addrLength),
+      dst: Uint8Array.prototype.slice.call(buf, p.srcOffset, p.srcOffset + p.addrLength),
+      srcPort: p.dstPort,
+      dstPort: p.srcPort,
+      seq: ack,
+      ack: (seq + payload + syn) >>> 0,
+      flags: TcpFlag.Rst | TcpFlag.Ack,
+      window: 0,
+    });
+    this.writeAside(rst);
+  }
+
+  /** Resets the client side of an established flow (its instance is gone). */
+  private resetFlow(flow: Flow): void {
+    const rst = buildTcp({
+      src: flow.dialed,
+      dst: flow.clientAddr,
+      srcPort: flow.port,
+      dstPort: flow.clientPort,
+      seq: flow.clientAck,
+      flags: TcpFlag.Rst,
+      window: 0,
+    });
+    this.writeAside(rst);
+    this.counters.drop(Drop.Reset);
+  }
+
+  private writeAside(packet: Buffer): void {
+    this.aside.buffer = packet;
+    this.aside.lengths[0] = packet.length;
+    this.aside.offsets[0] = 0;
+    if (this.tun.write(this.aside) === 1) this.counters.resetsSent++;
+  }
+
+  private link(flow: Flow): void {
+    let set = this.flowsByInstance.get(flow.instance);
+    if (!set) {
+      set = new Set();
+      this.flowsByInstance.set(flow.instance, set);
+    }
+    set.add(flow);
+  }
+
+  private unlink(flow: Flow): void {
+    const set = this.flowsByInstance.get(flow.instance);
+    if (!set) return;
+    set.delete(flow);
+    if (set.size === 0) this.flowsByInstance.delete(flow.instance);
+  }
+
+  private closeFlow(flow: Flow): void {
+    this.unlink(flow);
+    this.flows.remove(flow);
+  }
+
+  private sweep(): void {
+    this.now = Date.now();
+    const touched = new Set<string>();
+    for (const flow of [...this.flows.flows]) {
+      const idle = this.now - flow.lastSeen;
+      if (idle > this.idleLimit(flow)) {
+        this.closeFlow(flow);
+        continue;
+      }
+      touched.add(flow.instance.job); // a job with live flows stays watched, however idle they are
+    }
+    for (const job of touched) this.directory.touch(job);
+    for (const [key, rec] of this.fragments)
+      if (this.now - rec.at > 5000 || rec.flow.dead) this.fragments.delete(key);
+    for (const [address, at] of this.asked)
+      if (this.now - at > this.resolveTimeoutMs) this.asked.delete(address);
+    const expired =
+      this.waitingForDestination.expire(this.now, this.resolveTimeoutMs) +
+      this.waitingForFirstFragment.expire(this.now, this.resolveTimeoutMs);
+    for (let i = 0; i < expired; i++) this.counters.drop(Drop.Unresolved);
+    const orphans = this.waitingForSource.expire(this.now, this.resolveTimeoutMs);
+    for (let i = 0; i < orphans; i++) this.counters.drop(Drop.UnknownSource);
+  }
+
+  private idleLimit(flow: Flow): number {
+    if (flow.proto === IpProto.Udp) return this.idle.udp;
+    if (flow.proto !== IpProto.Tcp) return this.idle.icmp;
+    if (closed(flow)) return this.idle.tcpClosed;
+    if ((flow.tcp & TcpProgress.SynAckIn) === 0 && (flow.tcp & TcpProgress.SynOut) !== 0)
+      return this.idle.tcpOpening;
+    return this.idle.tcpEstablished;
+  }
+}
+
+function closed(flow: Flow): boolean {
+  return (
+    (flow.tcp & TcpProgress.Reset) !== 0 ||
+    (flow.tcp & (TcpProgress.FinOut | TcpProgress.FinIn)) === (TcpProgress.FinOut | TcpProgress.FinIn)
+  );
+}
+
+function familyAddress(i: ServiceInstance, family: number, which: 'ns' | 'ip'): Uint8Array | null {
+  if (which === 'ns') return family === 4 ? i.nsip4 : i.nsip6;
+  return family === 4 ? i.instanceIp4 : i.instanceIp6;
+}
+
+function sameBytes(a: Uint8Array | null, b: Uint8Array): boolean {
+  if (!a || a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+function fragmentKey(
+  buf: Uint8Array,
+  srcOff: number,
+  dstOff: number,
+  len: number,
+  proto: number,
+  id: number,
+): string {
+  return fragmentKeyOf(buf, srcOff, buf, dstOff, len, proto, id);
+}
+
+function fragmentKeyOf(
+  src: Uint8Array,
+  srcOff: number,
+  dst: Uint8Array,
+  dstOff: number,
+  len: number,
+  proto: number,
+  id: number,
+): string {
+  return `${proto}/${id}/${String(addressKey(src, srcOff, len))}/${String(addressKey(dst, dstOff, len))}`;
+}
+
+/** The address key of an address in text (as the directory reports it). */
+function textKey(address: string): number | string | undefined {
+  const ip = IpAddress.tryParse(address);
+  if (!ip) return undefined;
+  const bytes = ip.toBytes();
+  return addressKey(bytes, 0, bytes.length);
+}

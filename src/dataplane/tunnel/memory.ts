@@ -1,0 +1,141 @@
+/**
+ * @module dataplane/tunnel/memory
+ * In-memory tunnels for tests, so several ProxyTUN instances can talk inside one process. A `MemorySwitch` is
+ * a tiny network: each `MemoryTunnel` on it holds an endpoint (host:port), and `send` copies every datagram to
+ * the tunnel holding its destination endpoint, which delivers it later, in batches, with the sender's endpoint
+ * as its source, as UDP would. A datagram to an endpoint nobody holds is lost and counted, not an error (UDP
+ * again). `createMemoryTunnelPair()` is the common two-node case.
+ */
+import { SystemError } from '../../errors.ts';
+import { PacketQueue } from '../tun/packet-queue.ts';
+import type { PacketBatch } from '../tun/tun.ts';
+import {
+  ENDPOINT_BYTES,
+  type SendCounters,
+  type Tunnel,
+  decodeEndpoint,
+  endpoint,
+  endpointKey,
+} from './tunnel.ts';
+
+/** Largest UDP payload over IPv4; longer datagrams are refused, as the kernel does (EMSGSIZE). */
+const MAX_DATAGRAM_BYTES = 65507;
+
+export interface MemoryTunnelOptions {
+  /** Most datagrams per delivered batch (default 64). */
+  batchSize?: number;
+  /** Largest datagram delivered intact; longer ones arrive with length 0 (default 2048). */
+  maxDatagramBytes?: number;
+  /** Free bytes before each delivered datagram (default 0). */
+  headroom?: number;
+  /** Most datagrams waiting for the receiver; more are lost (default 4096). */
+  queueCapacity?: number;
+}
+
+export class MemorySwitch {
+  /** Datagrams sent to an endpoint nobody holds, or to a receiver whose queue was full or closed. */
+  lost = 0;
+  private readonly tunnels = new Map<number | string, MemoryTunnel>();
+  private nextPort = 40000;
+
+  /** Attaches a tunnel at host:port (port 0 picks a free one); throws SystemError if the endpoint is taken. */
+  open(host = '127.0.0.1', port = 0, options: MemoryTunnelOptions = {}): MemoryTunnel {
+    let chosen = port;
+    if (chosen === 0) {
+      do chosen = this.nextPort++;
+      while (this.tunnels.has(endpointKey(endpoint(host, chosen))));
+    }
+    const at = endpoint(host, chosen);
+    const key = endpointKey(at);
+    if (this.tunnels.has(key)) throw new SystemError(`memory tunnel endpoint ${host}:${chosen} is in use`);
+    const tunnel = new MemoryTunnel(this, at, options);
+    this.tunnels.set(key, tunnel);
+    return tunnel;
+  }
+
+  /** Hands one datagram to the tunnel at to[toOffset]; false (and counted as lost) if nobody takes it. */
+  carry(datagram: Buffer, to: Buffer, toOffset: number, from: Buffer): boolean {
+    const receiver = this.tunnels.get(endpointKey(to, toOffset));
+    if (receiver?.receive(datagram, from)) return true;
+    this.lost++;
+    return false;
+  }
+
+  /** Detaches a closed tunnel so its endpoint can be reused. */
+  detach(tunnel: MemoryTunnel): void {
+    const key = endpointKey(tunnel.endpoint);
+    if (this.tunnels.get(key) === tunnel) this.tunnels.delete(key);
+  }
+}
+
+export class MemoryTunnel implements Tunnel {
+  readonly counters: SendCounters = { sent: 0, rejected: 0, busy: 0 };
+  readonly port: number;
+  /** Host part of this tunnel's endpoint. */
+  readonly host: string;
+  private readonly queue: PacketQueue;
+  private closed = false;
+
+  constructor(
+    private readonly network: MemorySwitch,
+    /** This tunnel's own 18-byte endpoint: the source of what it sends. */
+    readonly endpoint: Buffer,
+    options: MemoryTunnelOptions = {},
+  ) {
+    const { host, port } = decodeEndpoint(endpoint);
+    this.host = host;
+    this.port = port;
+    const headroom = options.headroom ?? 0;
+    this.queue = new PacketQueue({
+      batchSize: options.batchSize ?? 64,
+      slotBytes: headroom + (options.maxDatagramBytes ?? 2048),
+      headroom,
+      capacity: options.queueCapacity ?? 4096,
+    });
+  }
+
+  start(onBatch: (batch: PacketBatch, sources: Buffer) => void, _onError?: (err: Error) => void): void {
+    if (this.closed) throw new Error(`memory tunnel ${this.host}:${this.port} is closed`);
+    this.queue.start(onBatch); // throws "already started" on a second call
+  }
+
+  send(buffer: Buffer, offsets: Uint32Array, lengths: Uint32Array, endpoints: Buffer, count: number): number {
+    if (this.closed) return 0;
+    let sent = 0;
+    for (let i = 0; i < count; i++) {
+      const offset = offsets[i] ?? 0;
+      const length = lengths[i] ?? 0;
+      if (length > MAX_DATAGRAM_BYTES) {
+        this.counters.rejected++;
+        continue;
+      }
+      this.network.carry(
+        buffer.subarray(offset, offset + length),
+        endpoints,
+        i * ENDPOINT_BYTES,
+        this.endpoint,
+      );
+      sent++;
+    }
+    this.counters.sent += sent;
+    return sent;
+  }
+
+  /** Queues a datagram arriving from the switch; false if this tunnel cannot take it. */
+  receive(datagram: Buffer, from: Buffer): boolean {
+    return this.queue.push(datagram, from);
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.queue.close();
+    this.network.detach(this);
+  }
+}
+
+/** Two tunnels on a fresh switch, at 10.255.0.1:50103 and 10.255.0.2:50103. */
+export function createMemoryTunnelPair(options: MemoryTunnelOptions = {}): [MemoryTunnel, MemoryTunnel] {
+  const network = new MemorySwitch();
+  return [network.open('10.255.0.1', 50103, options), network.open('10.255.0.2', 50103, options)];
+}

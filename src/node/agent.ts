@@ -1,0 +1,447 @@
+/**
+ * @module node/agent
+ * The NetManager of one worker node. Registration (as upstream: on POST /register, or at start with a
+ * node ID) connects to the cluster over MQTT, gets the node's subnetworks (from its state file after a
+ * restart, else from the cluster), builds the host network (bridge, TUN, routes, rules) and starts ProxyTUN.
+ * Deploy wires an instance's network namespace, reports it to the cluster and waits until the instance's own
+ * table entry arrived, so the instance can talk through the overlay as soon as the deploy call returned.
+ *
+ * Every device and rule it creates is named after the node's configuration and removed on close.
+ */
+import type { Logger } from 'pino';
+import { Cidr } from '../addressing/cidr.ts';
+import { IpAddress } from '../addressing/ip.ts';
+import { FIRST_NAMESPACE_SLOT, type AddressPlan } from '../addressing/plan.ts';
+import { ProxyTun } from '../dataplane/proxy/proxy.ts';
+import type { Tun } from '../dataplane/tun/tun.ts';
+import type { Tunnel } from '../dataplane/tunnel/tunnel.ts';
+import {
+  AddressSpaceExhaustedError,
+  ConflictError,
+  errorMessage,
+  InvalidInputError,
+  NotRegisteredError,
+} from '../errors.ts';
+import { localAddressTowards } from '../protocol/local-address.ts';
+import { requireId, requireJobName } from '../protocol/names.ts';
+import type { NodeStatus } from '../protocol/node-api.ts';
+import { ClusterLink } from './cluster-link.ts';
+import type { Attachment, HostNetwork, HostNetworkConfig } from './host-network.ts';
+import { NodeResolver } from './resolver.ts';
+import { ServiceTable } from './service-table.ts';
+import { StateFile, type InstanceState, type NodeState } from './state.ts';
+
+export interface NetManagerOptions {
+  /** Broker host (and port) of the cluster; /register's cluster_address replaces the host. */
+  clusterHost: string;
+  clusterMqttPort: number;
+  /** Address other nodes send tunnel packets to (default: this host's address towards the broker). */
+  publicAddress?: string;
+  /** UDP tunnel port (announced as host_port). */
+  tunnelPort: number;
+  stateDir: string;
+  plan: AddressPlan;
+  log: Logger;
+  /** Names and MTU of what it creates. */
+  names: { bridge: string; tun: string; nftTable: string };
+  mtu: number;
+  /** Builders of the host-facing parts (real ones in production, fakes in tests). */
+  hostNetwork: (config: HostNetworkConfig) => HostNetwork;
+  openTun: (name: string, mtu: number) => Promise<Tun>;
+  openTunnel: (port: number) => Tunnel;
+  /** How long deploy waits for the instance's own table entry (ms, default 3000). */
+  ownEntryTimeoutMs?: number;
+}
+
+export interface DeployRequest {
+  pid: number;
+  serviceName: string;
+  instanceNumber: number;
+  portMappings?: string;
+}
+
+interface Running {
+  workerId: string;
+  link: ClusterLink;
+  table: ServiceTable;
+  resolver: NodeResolver;
+  net: HostNetwork;
+  tun: Tun;
+  tunnel: Tunnel;
+  proxy: ProxyTun;
+  subnetV4: Cidr;
+  subnetV6: Cidr;
+  hostIp: string;
+  clusterUrl: string;
+  cluster: string;
+}
+
+export class NetManager {
+  private running: Running | undefined;
+  private registering: Promise<void> | undefined;
+  private state: NodeState | undefined;
+  private readonly stateFile: StateFile;
+  /** Deploys and undeploys run one at a time (they share the slot allocator and the state file). */
+  private queue: Promise<unknown> = Promise.resolve();
+
+  constructor(private readonly o: NetManagerOptions) {
+    this.stateFile = new StateFile(o.stateDir);
+  }
+
+  get workerId(): string | undefined {
+    return this.running?.workerId ?? this.state?.workerId;
+  }
+
+  /**
+   * Registers this node as worker `workerId` (upstream's POST /register). Registering again with the same ID
+   * is a no-op; a different ID is a ConflictError.
+   */
+  async register(workerId: string, clusterAddress?: string): Promise<void> {
+    requireId(workerId, 'client_id');
+    const current = this.running?.workerId ?? this.pendingWorker;
+    if (current !== undefined) {
+      if (current !== workerId)
+        throw new ConflictError(`already registered as ${current}; restart to change the worker ID`);
+      await this.registering;
+      return;
+    }
+    this.pendingWorker = workerId;
+    this.registering = this.start(workerId, clusterAddress || this.o.clusterHost).catch((err: unknown) => {
+      this.pendingWorker = undefined;
+      throw err;
+    });
+    await this.registering;
+  }
+
+  private pendingWorker: string | undefined;
+
+  private async start(workerId: string, clusterHost: string): Promise<void> {
+    const log = this.o.log;
+    const stored = this.stateFile.load();
+    if (stored && stored.workerId !== workerId) {
+      throw new ConflictError(
+        `the state dir ${this.o.stateDir} belongs to worker ${stored.workerId}, not ${workerId}`,
+      );
+    }
+    const clusterUrl = `mqtt://${hostForUrl(clusterHost)}:${this.o.clusterMqttPort}`;
+    const link = new ClusterLink({ url: clusterUrl, workerId, log: log.child({ component: 'mqtt' }) });
+    try {
+      await link.ready();
+      let subnet: { v4: string; v6: string };
+      if (stored) {
+        subnet = { v4: stored.subnetV4, v6: stored.subnetV6 };
+        log.info({ subnet }, 'subnetworks from the state file');
+      } else {
+        subnet = await link.requestSubnet();
+        log.info({ subnet }, 'subnetworks from the cluster');
+      }
+      const subnetV4 = Cidr.of(IpAddress.parse(subnet.v4), this.o.plan.config.workerPrefixV4);
+      const subnetV6 = Cidr.of(IpAddress.parse(subnet.v6), this.o.plan.config.workerPrefixV6);
+      this.state = stored ?? {
+        version: 1,
+        workerId,
+        subnetV4: subnet.v4,
+        subnetV6: subnet.v6,
+        nextSlot: FIRST_NAMESPACE_SLOT,
+        freeSlots: [],
+        instances: [],
+      };
+      this.stateFile.save(this.state);
+      const hostIp = this.o.publicAddress ?? (await localAddressTowards(clusterUrl));
+      const cluster = clusterHost;
+      const net = this.o.hostNetwork({
+        bridge: this.o.names.bridge,
+        tun: this.o.names.tun,
+        nftTable: this.o.names.nftTable,
+        mtu: this.o.mtu,
+        subnetV4,
+        subnetV6,
+        tunRoutes: [
+          Cidr.parse(this.o.plan.config.workerRangeV4),
+          Cidr.parse(this.o.plan.config.workerRangeV6),
+        ],
+      });
+      await net.setUp();
+      const tun = await this.o.openTun(this.o.names.tun, this.o.mtu);
+      await net.addTunRoutes();
+      const tunnel = this.o.openTunnel(this.o.tunnelPort);
+      const table = new ServiceTable({ workerId, hostIp, hostPort: this.o.tunnelPort, cluster });
+      const resolver = new NodeResolver({
+        table,
+        link,
+        log: log.child({ component: 'resolver' }),
+        localJobs: () => new Set(this.state?.instances.map((i) => i.job) ?? []),
+      });
+      const proxy = new ProxyTun(
+        tun,
+        tunnel,
+        resolver,
+        {
+          localSubnets: [subnetV4, subnetV6],
+          semanticRanges: [this.o.plan.serviceRangeV4, this.o.plan.serviceRangeV6],
+          cluster,
+        },
+        log.child({ component: 'proxy' }),
+      );
+      resolver.setEvents(proxy);
+      resolver.start();
+      proxy.start();
+      this.running = {
+        workerId,
+        link,
+        table,
+        resolver,
+        net,
+        tun,
+        tunnel,
+        proxy,
+        subnetV4,
+        subnetV6,
+        hostIp,
+        clusterUrl,
+        cluster,
+      };
+      await this.restoreInstances();
+      log.info(
+        {
+          workerId,
+          subnetV4: subnetV4.toString(),
+          subnetV6: subnetV6.toString(),
+          hostIp,
+          tunnelPort: this.o.tunnelPort,
+        },
+        'NetManager registered and running',
+      );
+    } catch (err) {
+      await link.close();
+      throw err;
+    }
+  }
+
+  /** Wires an instance into its network namespace (upstream's /container/deploy). */
+  deploy(req: DeployRequest): Promise<{ serviceName: string; nsAddress: string; nsAddressv6: string }> {
+    return this.serialised(async () => {
+      const r = this.requireRunning();
+      const job = requireJobName(req.serviceName);
+      if (!Number.isInteger(req.pid) || req.pid <= 0)
+        throw new InvalidInputError(`pid must be a process ID, got ${req.pid}`);
+      const state = this.state!;
+      const existing = state.instances.find((i) => i.job === job && i.instance === req.instanceNumber);
+      if (existing) {
+        if (existing.pid === req.pid)
+          return { serviceName: job, nsAddress: existing.nsip, nsAddressv6: existing.nsipv6 };
+        throw new ConflictError(
+          `instance ${req.instanceNumber} of ${job} is already deployed on this node (pid ${existing.pid})`,
+        );
+      }
+      const slot = this.takeSlot(state);
+      const nsip = r.subnetV4.at(slot);
+      const nsipv6 = r.subnetV6.at(slot);
+      let attachment: Attachment;
+      try {
+        attachment = await r.net.attach({
+          pid: req.pid,
+          id: `${slot}`,
+          nsip,
+          nsipv6,
+          portMappings: req.portMappings ?? '',
+        });
+      } catch (err) {
+        state.freeSlots.push(slot);
+        throw err;
+      }
+      const record: InstanceState = {
+        job,
+        instance: req.instanceNumber,
+        pid: req.pid,
+        slot,
+        nsip: nsip.toString(),
+        nsipv6: nsipv6.toString(),
+        portMappings: req.portMappings ?? '',
+        attachment,
+        deployedAt: new Date().toISOString(),
+      };
+      state.instances.push(record);
+      this.stateFile.save(state);
+      this.announce(r, record);
+      await this.waitForOwnEntry(r, record);
+      this.o.log.info(
+        { job, instance: req.instanceNumber, nsip: record.nsip, pid: req.pid },
+        'instance deployed',
+      );
+      return { serviceName: job, nsAddress: record.nsip, nsAddressv6: record.nsipv6 };
+    });
+  }
+
+  /** Removes an instance's wiring (upstream's /container/undeploy); unknown instances are fine (200). */
+  undeploy(serviceName: string, instanceNumber: number): Promise<void> {
+    return this.serialised(async () => {
+      const r = this.requireRunning();
+      const state = this.state!;
+      const i = state.instances.findIndex((x) => x.job === serviceName && x.instance === instanceNumber);
+      if (i < 0) return;
+      const rec = state.instances[i]!;
+      await r.net.detach(rec.attachment);
+      state.instances.splice(i, 1);
+      state.freeSlots.push(rec.slot);
+      this.stateFile.save(state);
+      r.link.reportUndeployed(rec.job, rec.instance);
+      this.o.log.info({ job: rec.job, instance: rec.instance }, 'instance undeployed');
+    });
+  }
+
+  status(): NodeStatus {
+    const r = this.running;
+    return {
+      registered: r !== undefined,
+      worker_id: this.workerId ?? null,
+      cluster: r?.clusterUrl ?? null,
+      mqtt_connected: r?.link.connected ?? false,
+      subnet: r?.subnetV4.toString() ?? null,
+      subnet_v6: r?.subnetV6.toString() ?? null,
+      public_address: r?.hostIp ?? null,
+      tunnel_port: this.o.tunnelPort,
+      instances: (this.state?.instances ?? []).map((i) => ({
+        service: i.job,
+        instance: i.instance,
+        pid: i.pid,
+        ns_address: i.nsip,
+        ns_address_v6: i.nsipv6,
+      })),
+      services: r
+        ? r.table.jobNames().map((job) => ({
+            job,
+            instances: r.table.instancesOf(job).map((i) => ({
+              instance: i.number,
+              ns_address: i.nsip4 ? IpAddress.fromBytes(i.nsip4).toString() : null,
+              local: i.local,
+            })),
+          }))
+        : [],
+      proxy: r?.proxy.status() ?? null,
+    };
+  }
+
+  /** Stops the proxy and removes every device and rule this NetManager created. */
+  async close(): Promise<void> {
+    await this.registering?.catch(() => undefined);
+    await this.queue.catch(() => undefined);
+    const r = this.running;
+    this.running = undefined;
+    if (!r) return;
+    r.proxy.stop();
+    r.resolver.stop();
+    for (const inst of this.state?.instances ?? []) {
+      await r.net
+        .detach(inst.attachment)
+        .catch((err: unknown) => this.o.log.warn({ err: errorMessage(err), job: inst.job }, 'detach failed'));
+    }
+    r.tunnel.close();
+    r.tun.close();
+    await r.net.tearDown();
+    await r.link.close();
+    this.o.log.info('NetManager stopped; its devices and rules are removed');
+  }
+
+  // ---- helpers ------------------------------------------------------------------------------------------
+
+  private requireRunning(): Running {
+    if (!this.running) throw new NotRegisteredError();
+    return this.running;
+  }
+
+  private serialised<T>(fn: () => Promise<T>): Promise<T> {
+    const p = this.queue.then(fn, fn);
+    this.queue = p.catch(() => undefined);
+    return p;
+  }
+
+  private takeSlot(state: NodeState): number {
+    if (state.nextSlot <= this.o.plan.lastNamespaceSlot) return state.nextSlot++;
+    const slot = state.freeSlots.shift();
+    if (slot === undefined) {
+      throw new AddressSpaceExhaustedError(
+        `namespace addresses of ${state.subnetV4}`,
+        this.o.plan.lastNamespaceSlot - FIRST_NAMESPACE_SLOT + 1,
+      );
+    }
+    return slot;
+  }
+
+  private announce(r: Running, rec: InstanceState): void {
+    r.link.reportDeployed({
+      job: rec.job,
+      instance: rec.instance,
+      nsip: rec.nsip,
+      nsipv6: rec.nsipv6,
+      hostIp: r.hostIp,
+      hostPort: this.o.tunnelPort,
+    });
+  }
+
+  /** Waits (bounded) until the table lists the instance as local with its namespace address. */
+  private async waitForOwnEntry(r: Running, rec: InstanceState): Promise<void> {
+    const deadline = Date.now() + (this.o.ownEntryTimeoutMs ?? 3000);
+    const nsip = IpAddress.parse(rec.nsip).toBytes();
+    while (Date.now() < deadline) {
+      await r.resolver.refresh(rec.job);
+      if (r.table.localByNamespace(nsip, 0, 4)) return;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    this.o.log.warn(
+      { job: rec.job, instance: rec.instance },
+      'own table entry not there yet; its first packets will wait for it',
+    );
+  }
+
+  /** After a restart: re-wires the instances whose processes still run, forgets the others. */
+  private async restoreInstances(): Promise<void> {
+    const r = this.running!;
+    const state = this.state!;
+    const keep: InstanceState[] = [];
+    for (const rec of state.instances) {
+      if (!processAlive(rec.pid)) {
+        state.freeSlots.push(rec.slot);
+        this.o.log.info(
+          { job: rec.job, instance: rec.instance },
+          'instance process gone since the last run; forgotten',
+        );
+        continue;
+      }
+      try {
+        await r.net.detach(rec.attachment).catch(() => undefined);
+        rec.attachment = await r.net.attach({
+          pid: rec.pid,
+          id: `${rec.slot}`,
+          nsip: IpAddress.parse(rec.nsip),
+          nsipv6: IpAddress.parse(rec.nsipv6),
+          portMappings: rec.portMappings,
+        });
+        keep.push(rec);
+        this.announce(r, rec);
+        void r.resolver.refresh(rec.job);
+      } catch (err) {
+        state.freeSlots.push(rec.slot);
+        this.o.log.warn(
+          { job: rec.job, err: errorMessage(err) },
+          'could not re-wire an instance after restart',
+        );
+      }
+    }
+    state.instances = keep;
+    this.stateFile.save(state);
+  }
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function hostForUrl(host: string): string {
+  return host.includes(':') && !host.startsWith('[') ? `[${host}]` : host;
+}

@@ -1,0 +1,236 @@
+/**
+ * @module node/cluster-link
+ * The NetManager's side of the MQTT contract with its cluster (reference section 2.2), as upstream speaks
+ * it: client ID = worker ID, QoS 1, upstream's topics and payloads. Unlike upstream, every wait is bounded
+ * and cleaned up (a lost answer leaves nothing behind), the subnetwork request is retried instead of exiting,
+ * and answers are validated before use.
+ */
+import type { MqttClient } from 'mqtt';
+import type { Logger } from 'pino';
+import { IpAddress } from '../addressing/ip.ts';
+import { errorMessage, UnavailableError } from '../errors.ts';
+import { connectMqtt } from '../protocol/mqtt-client.ts';
+import { MQTT_QOS, parseJobUpdatesTopic, parsers, topics, type TableQueryResult } from '../protocol/mqtt.ts';
+
+export interface ClusterLinkOptions {
+  /** mqtt://host:port of the cluster's broker. */
+  url: string;
+  workerId: string;
+  log: Logger;
+  /** Per-attempt wait for an answer (ms, default 3000). */
+  answerTimeoutMs?: number;
+}
+
+interface PendingQuery {
+  keys: string[];
+  resolve: (r: TableQueryResult) => void;
+}
+
+export class ClusterLink {
+  readonly client: MqttClient;
+  private readonly pendingQueries = new Set<PendingQuery>();
+  private subnetWaiter: ((r: { address: string; addressv6: string }) => void) | undefined;
+  private readonly jobHandlers = new Set<(job: string) => void>();
+  private readonly subscribedJobs = new Set<string>();
+  private readonly answerTimeoutMs: number;
+  /** Answers that could not be parsed (counted, ignored). */
+  invalidMessages = 0;
+
+  constructor(private readonly o: ClusterLinkOptions) {
+    this.answerTimeoutMs = o.answerTimeoutMs ?? 3000;
+    this.client = connectMqtt(o.url, {
+      clientId: o.workerId,
+      clean: true,
+      reconnectPeriod: 1000,
+      connectTimeout: 5000,
+    });
+    this.client.on('error', (err) => o.log.warn({ err: err.message }, 'mqtt error'));
+    this.client.on('message', (topic, payload) => this.onMessage(topic, payload.toString('utf8')));
+  }
+
+  /** Resolves once connected and subscribed to this node's result topics. */
+  async ready(timeoutMs = 15_000): Promise<void> {
+    if (!this.client.connected) {
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(
+          () => reject(new UnavailableError(`MQTT broker ${this.o.url} not reachable`)),
+          timeoutMs,
+        );
+        this.client.once('connect', () => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
+    await this.client.subscribeAsync(
+      [topics.tableQueryResult(this.o.workerId), topics.subnetResult(this.o.workerId)],
+      { qos: MQTT_QOS },
+    );
+  }
+
+  get connected(): boolean {
+    return this.client.connected;
+  }
+
+  /** The worker's subnetworks (network addresses); asks until the cluster answers with one. */
+  async requestSubnet(signal?: AbortSignal): Promise<{ v4: string; v6: string }> {
+    let backoff = 500;
+    for (;;) {
+      signal?.throwIfAborted();
+      const answer = await new Promise<{ address: string; addressv6: string } | undefined>((resolve) => {
+        const timer = setTimeout(() => {
+          this.subnetWaiter = undefined;
+          resolve(undefined);
+        }, this.answerTimeoutMs);
+        this.subnetWaiter = (r) => {
+          clearTimeout(timer);
+          this.subnetWaiter = undefined;
+          resolve(r);
+        };
+        this.publish(topics.subnetRequest(this.o.workerId), { METHOD: 'GET' });
+      });
+      const v4 = answer?.address ? IpAddress.tryParse(answer.address) : undefined;
+      const v6 = answer?.addressv6 ? IpAddress.tryParse(answer.addressv6) : undefined;
+      if (v4?.family === 4 && v6?.family === 6) return { v4: v4.toString(), v6: v6.toString() };
+      this.o.log.warn({ answer, retryInMs: backoff }, 'no subnetwork from the cluster yet; asking again');
+      await new Promise((r) => setTimeout(r, backoff));
+      backoff = Math.min(backoff * 2, 10_000);
+    }
+  }
+
+  /** Tells the cluster this worker leaves: its subnetwork is released. */
+  releaseSubnet(): void {
+    this.publish(topics.subnetRequest(this.o.workerId), { METHOD: 'DELETE' });
+  }
+
+  /**
+   * A table query by job name or by address; resolves with the answer (an empty instance list when nothing
+   * matches) or undefined when no answer came in time.
+   */
+  query(by: { sname: string } | { sip: string }): Promise<TableQueryResult | undefined> {
+    const sname = 'sname' in by ? by.sname : '';
+    const sip = 'sip' in by ? by.sip : '';
+    return new Promise((resolve) => {
+      const q: PendingQuery = { keys: [sname || sip], resolve: (r) => done(r) };
+      const timer = setTimeout(() => done(undefined), this.answerTimeoutMs);
+      const done = (r: TableQueryResult | undefined) => {
+        clearTimeout(timer);
+        this.pendingQueries.delete(q);
+        resolve(r);
+      };
+      this.pendingQueries.add(q);
+      this.publish(topics.tableQueryRequest(this.o.workerId), { sname, sip });
+    });
+  }
+
+  /** Reports a deployed instance (upstream's Go struct: host_port is a string). */
+  reportDeployed(d: {
+    job: string;
+    instance: number;
+    nsip: string;
+    nsipv6: string;
+    hostIp: string;
+    hostPort: number;
+  }): void {
+    this.publish(topics.serviceDeployed(this.o.workerId), {
+      appname: d.job,
+      status: 'DEPLOYED',
+      instance_number: d.instance,
+      nsip: d.nsip,
+      nsipv6: d.nsipv6,
+      host_port: String(d.hostPort),
+      host_ip: d.hostIp,
+    });
+  }
+
+  /** Reports an instance that left this node (oaknet; upstream clusters ignore it). */
+  reportUndeployed(job: string, instance: number): void {
+    this.publish(topics.serviceUndeployed(this.o.workerId), { appname: job, instance_number: instance });
+  }
+
+  /** Reports a new public address of this node. */
+  reportAddressChanged(hostIp: string, hostPort: number): void {
+    this.publish(topics.addressChanged(this.o.workerId), {
+      appname: '',
+      status: '',
+      instance_number: 0,
+      nsip: '',
+      nsipv6: '',
+      host_port: String(hostPort),
+      host_ip: hostIp,
+    });
+  }
+
+  /** Subscribes to a job's updates_available. */
+  async watchJob(job: string): Promise<void> {
+    if (this.subscribedJobs.has(job)) return;
+    this.subscribedJobs.add(job);
+    await this.client.subscribeAsync(topics.jobUpdates(job), { qos: MQTT_QOS });
+  }
+
+  /** Unsubscribes and tells the cluster the interest is gone. */
+  async unwatchJob(job: string): Promise<void> {
+    if (!this.subscribedJobs.delete(job)) return;
+    this.publish(topics.interestRemove(this.o.workerId), { appname: job });
+    await this.client.unsubscribeAsync(topics.jobUpdates(job)).catch(() => undefined);
+  }
+
+  /** Calls handler(job) for every updates_available message. */
+  onJobUpdate(handler: (job: string) => void): void {
+    this.jobHandlers.add(handler);
+  }
+
+  async close(): Promise<void> {
+    for (const q of [...this.pendingQueries]) q.resolve({ app_name: '', instance_list: [], query_key: '' });
+    await this.client.endAsync(true).catch(() => undefined);
+  }
+
+  private publish(topic: string, payload: unknown): void {
+    this.client.publish(topic, JSON.stringify(payload), { qos: MQTT_QOS, retain: false }, (err) => {
+      if (err) this.o.log.warn({ topic, err: errorMessage(err) }, 'mqtt publish failed');
+    });
+  }
+
+  private onMessage(topic: string, text: string): void {
+    const job = parseJobUpdatesTopic(topic);
+    if (job !== undefined) {
+      for (const h of this.jobHandlers) h(job);
+      return;
+    }
+    let value: unknown;
+    try {
+      value = JSON.parse(text);
+    } catch {
+      this.invalidMessages++;
+      return;
+    }
+    if (topic === topics.subnetResult(this.o.workerId)) {
+      if (parsers.subnetResult.check(value)) this.subnetWaiter?.(value);
+      else this.invalidMessages++;
+      return;
+    }
+    if (topic === topics.tableQueryResult(this.o.workerId)) {
+      const envelope = value as Partial<TableQueryResult> | null;
+      if (!envelope || typeof envelope !== 'object' || !Array.isArray(envelope.instance_list)) {
+        this.invalidMessages++;
+        return;
+      }
+      const result: TableQueryResult = {
+        app_name: typeof envelope.app_name === 'string' ? envelope.app_name : '',
+        instance_list: envelope.instance_list,
+        query_key: typeof envelope.query_key === 'string' ? envelope.query_key : '',
+      };
+      // correlate by query key, job name, or any address in the answer (upstream's rule)
+      const keys = new Set<string>([result.query_key, result.app_name ?? '']);
+      for (const i of result.instance_list as Array<{
+        service_ip?: Array<{ Address?: unknown; Address_v6?: unknown }>;
+      }>) {
+        for (const s of i.service_ip ?? []) {
+          if (typeof s.Address === 'string') keys.add(s.Address);
+          if (typeof s.Address_v6 === 'string') keys.add(s.Address_v6);
+        }
+      }
+      for (const q of [...this.pendingQueries]) if (q.keys.some((k) => keys.has(k))) q.resolve(result);
+    }
+  }
+}

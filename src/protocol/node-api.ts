@@ -1,0 +1,79 @@
+/**
+ * @module protocol/node-api
+ * The NetManager's HTTP API on its unix socket (upstream reference section 2.1): the bodies an Oakestra node
+ * engine sends, and oaknet's status view.
+ */
+import { Type, type Static } from 'typebox';
+
+export const Register = Type.Object({
+  client_id: Type.String({ minLength: 1, maxLength: 128 }),
+  cluster_address: Type.Optional(Type.String({ maxLength: 255 })),
+});
+export type Register = Static<typeof Register>;
+
+export const ContainerDeploy = Type.Object({
+  pid: Type.Integer(),
+  serviceName: Type.String({ maxLength: 200 }),
+  instanceNumber: Type.Integer({ minimum: 0 }),
+  portMappings: Type.Optional(Type.String({ maxLength: 4096 })),
+});
+export type ContainerDeploy = Static<typeof ContainerDeploy>;
+
+export const ContainerDeployReply = Type.Object({
+  serviceName: Type.String(),
+  nsAddress: Type.String(),
+  nsAddressv6: Type.String(),
+});
+export type ContainerDeployReply = Static<typeof ContainerDeployReply>;
+
+export const ContainerUndeploy = Type.Object({
+  serviceName: Type.String({ maxLength: 200 }),
+  instanceNumber: Type.Integer({ minimum: 0 }),
+  pid: Type.Optional(Type.Integer()),
+});
+export type ContainerUndeploy = Static<typeof ContainerUndeploy>;
+
+export const NodeStatus = Type.Object({
+  registered: Type.Boolean(),
+  worker_id: Type.Union([Type.String(), Type.Null()]),
+  cluster: Type.Union([Type.String(), Type.Null()]),
+  mqtt_connected: Type.Boolean(),
+  subnet: Type.Union([Type.String(), Type.Null()]),
+  subnet_v6: Type.Union([Type.String(), Type.Null()]),
+  public_address: Type.Union([Type.String(), Type.Null()]),
+  tunnel_port: Type.Integer(),
+  instances: Type.Array(
+    Type.Object({
+      service: Type.String(),
+      instance: Type.Integer(),
+      pid: Type.Integer(),
+      ns_address: Type.String(),
+      ns_address_v6: Type.String(),
+    }),
+  ),
+  services: Type.Array(
+    Type.Object({
+      job: Type.String(),
+      instances: Type.Array(
+        Type.Object({
+          instance: Type.Integer(),
+          ns_address: Type.Union([Type.String(), Type.Null()]),
+          local: Type.Boolean(),
+        }),
+      ),
+    }),
+  ),
+  proxy: Type.Union([Type.Record(Type.String(), Type.Unknown()), Type.Null()]),
+});
+export type NodeStatus = Static<typeof NodeStatus>;
+
+export const nodePaths = {
+  register: '/register',
+  deploy: '/container/deploy',
+  undeploy: '/container/undeploy',
+  dockerUndeploy: '/docker/undeploy',
+  status: '/status',
+} as const;
+
+/** Upstream's default socket. */
+export const DEFAULT_NODE_SOCKET = '/etc/netmanager/netmanager.sock';
