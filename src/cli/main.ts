@@ -9,6 +9,7 @@ import { errorMessage, OakNetError } from '../errors.ts';
 import { VERSION } from '../version.ts';
 import { createLogger, LOG_LEVELS } from './log.ts';
 import { defaultStateDir, openStore, parseId, parsePort, parseUrl, rootUrlFrom } from './options.ts';
+import { registerNodeCommands } from './node-command.ts';
 import { registerServiceCommands } from './service-command.ts';
 import { closeOnSignals } from './signals.ts';
 
@@ -93,6 +94,7 @@ program
     },
   );
 
+registerNodeCommands(program);
 registerServiceCommands(program, out);
 
 program.parseAsync(process.argv).catch((err: unknown) => {

@@ -5,13 +5,11 @@
  * the nodes were told, so a failure makes the root retry instead of losing the update.
  */
 import swagger from '@fastify/swagger';
-import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
-import Fastify, { type FastifyBaseLogger } from 'fastify';
 import type { Logger } from 'pino';
 import { Type } from 'typebox';
 import { NotFoundError } from '../errors.ts';
 import { ClusterStatus, clusterPaths, DeploymentRequest } from '../protocol/cluster-api.ts';
-import { installErrorHandler } from '../protocol/http-errors.ts';
+import { createApiServer } from '../protocol/http-server.ts';
 import { JOB_NAME_PATTERN } from '../protocol/names.ts';
 import { ErrorReply, Health, JobUpdateNotification } from '../protocol/root-api.ts';
 import type { ClusterCache } from './cache.ts';
@@ -32,9 +30,7 @@ const TEXT = 'text/plain; charset=utf-8';
 const errors = { 400: ErrorReply, 404: ErrorReply, 503: ErrorReply };
 
 export async function buildClusterApi(deps: ClusterApiDeps) {
-  const loggerInstance: FastifyBaseLogger = deps.log;
-  const app = Fastify({ loggerInstance, bodyLimit: 1 << 20 }).withTypeProvider<TypeBoxTypeProvider>();
-  installErrorHandler(app);
+  const app = createApiServer(deps.log, 1 << 20);
   await app.register(swagger, {
     openapi: { info: { title: 'oaknet cluster service manager', version: deps.version } },
   });

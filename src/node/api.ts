@@ -6,11 +6,9 @@
  */
 import { chmodSync, mkdirSync, rmSync } from 'node:fs';
 import { dirname } from 'node:path';
-import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
-import Fastify, { type FastifyBaseLogger } from 'fastify';
 import { Type } from 'typebox';
 import type { Logger } from 'pino';
-import { installErrorHandler } from '../protocol/http-errors.ts';
+import { createApiServer } from '../protocol/http-server.ts';
 import {
   ContainerDeploy,
   ContainerDeployReply,
@@ -26,9 +24,7 @@ const errors = { 400: ErrorReply, 404: ErrorReply, 409: ErrorReply, 500: ErrorRe
 const empty = { 200: Type.Null(), ...errors };
 
 function buildNodeApp(nm: NetManager, log: Logger) {
-  const loggerInstance: FastifyBaseLogger = log;
-  const app = Fastify({ loggerInstance, bodyLimit: 1 << 16 }).withTypeProvider<TypeBoxTypeProvider>();
-  installErrorHandler(app);
+  const app = createApiServer(log, 1 << 16);
 
   app.post(nodePaths.register, { schema: { body: Register, response: empty } }, async (req, reply) => {
     await nm.register(req.body.client_id, req.body.cluster_address);

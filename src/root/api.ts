@@ -5,12 +5,10 @@
  * bodies, and an OpenAPI document at /docs/openapi.json.
  */
 import swagger from '@fastify/swagger';
-import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
-import Fastify, { type FastifyBaseLogger, type FastifyReply } from 'fastify';
 import type { Logger } from 'pino';
 import { Type } from 'typebox';
 import { InvalidInputError } from '../errors.ts';
-import { errorReply, installErrorHandler } from '../protocol/http-errors.ts';
+import { createApiServer } from '../protocol/http-server.ts';
 import { fromPathSegment, requireJobName } from '../protocol/names.ts';
 import {
   AvailableIpQuery,
@@ -44,38 +42,10 @@ export interface RootApiDeps {
 const Text = Type.String();
 const TEXT = 'text/plain; charset=utf-8';
 const errors = { 400: ErrorReply, 404: ErrorReply, 409: ErrorReply, 507: ErrorReply };
-/**
- * Deepest nesting a JSON body may have. Descriptors are stored whole, and JSON.stringify of a value nested
- * thousands deep runs out of stack (a 500 for what is bad input).
- */
-const MAX_JSON_DEPTH = 64;
-/** Longest path parameter: IDs have up to 128 characters, job names up to 123 (fastify's default is 100). */
-const MAX_PARAM_LENGTH = 256;
 
 export async function buildRootApi(deps: RootApiDeps) {
   const { registry, notifier } = deps;
-  const loggerInstance: FastifyBaseLogger = deps.log;
-  const app = Fastify({
-    loggerInstance,
-    bodyLimit: 1 << 20,
-    routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
-    // errors found before routing (a broken %-escape in the path) get the same {error, message} body
-    frameworkErrors: (err, _req, reply) => {
-      const { status, body } = errorReply(err);
-      void (reply as unknown as FastifyReply).status(status).send(body);
-    },
-  }).withTypeProvider<TypeBoxTypeProvider>();
-  installErrorHandler(app);
-  const parseJson = app.getDefaultJsonParser('error', 'error');
-  app.removeContentTypeParser('application/json');
-  app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {
-    void parseJson(req, body.toString(), (err, value) => {
-      if (err) done(err);
-      else if (nestedDeeperThan(value, MAX_JSON_DEPTH))
-        done(new InvalidInputError(`body is nested deeper than ${MAX_JSON_DEPTH} levels`));
-      else done(null, value);
-    });
-  });
+  const app = createApiServer(deps.log, 1 << 20);
   await app.register(swagger, {
     openapi: {
       info: {
@@ -307,13 +277,3 @@ function requireCluster(id: string | undefined): string {
 }
 
 /** True when value (parsed JSON) has objects or arrays nested deeper than max; iterative, so any depth is safe. */
-function nestedDeeperThan(value: unknown, max: number): boolean {
-  const stack: Array<[unknown, number]> = [[value, 1]];
-  for (let item = stack.pop(); item; item = stack.pop()) {
-    const [v, depth] = item;
-    if (v === null || typeof v !== 'object') continue;
-    if (depth > max) return true;
-    for (const child of Object.values(v)) stack.push([child, depth + 1]);
-  }
-  return false;
-}

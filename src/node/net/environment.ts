@@ -20,8 +20,12 @@
  * route_localnet, which lets instances reach services bound to the node's loopback (CVE-2020-8558).
  *
  * Spawns per operation: setUp 5 (list links, 2 ip batches, nft script, nft listing for the warning);
- * attach 2 ip batches + 1 nft when there are mappings; detach 1 ip + 2 nft when there are mappings.
+ * attach 2 ip batches + 1 nft when there are mappings; detach 1 ip + 2 nft when there are mappings (the nft
+ * and ip steps run side by side). Measured in a namespace on this machine: setUp 30-60 ms, attach 13-20 ms,
+ * detach 27-35 ms; most of it is the kernel waiting for RCU grace periods (nft commit, device unregister).
  * Operations of one NodeEnvironment run one at a time (an internal queue).
+ * Removing a mapping does not cut connections already established through it (their conntrack entries stay
+ * until they time out); flushing them would need conntrack netlink, which nothing here speaks yet.
  */
 import type { Logger } from 'pino';
 import type { Cidr } from '../../addressing/cidr.ts';
@@ -62,7 +66,7 @@ export interface NodeEnvironmentConfig {
   /** The node's IPv6 instance subnet (upstream: a /120); the gateway is its first host address. */
   subnetV6: Cidr;
   /** Prefixes routed into the TUN (e.g. 10.16.0.0/12 and fc00::/7); the node's subnets stay on the bridge. */
-  tunRoutes: Cidr[];
+  tunRoutes: readonly Cidr[];
   /** Name of the nftables table (family inet) holding all our rules; must not be an nft keyword. */
   nftTable: string;
 }
@@ -265,15 +269,15 @@ export class NodeEnvironment {
 
   /**
    * Connects the namespace of `pid` to the bridge: a veth (host end on the bridge, hairpin on), the other end
-   * moved in as eth0 (or `oakc<id>` if eth0 exists), the addresses and default routes via the gateways, and the
-   * port mappings (DNAT from the node's addresses, both families when nsipv6 is given).
+   * moved in as eth0 (or `oakc<id>` if eth0 exists), the addresses and default routes via the gateways (replacing
+   * any default route the namespace had), and the port mappings (DNAT from the node's addresses, both families when nsipv6 is given).
    * InvalidInputError for bad input (nothing done); ConflictError when a host port is already mapped;
    * SystemError when a command fails. Any failure removes the veth again.
    */
-  attach(req: AttachRequest): Promise<Attachment> {
+  async attach(req: AttachRequest): Promise<Attachment> {
     // Validate before queueing, so bad input fails fast and touches nothing.
     const plan = this.planAttach(req);
-    return this.serial(async () => {
+    return await this.serial(async () => {
       const t0 = performance.now();
       const { id, pid, nsip, nsipv6, mappings } = plan;
       const { bridge, mtu, subnetV4, subnetV6 } = this.config;
@@ -368,23 +372,17 @@ export class NodeEnvironment {
    * Whatever is already gone (the namespace died, a tear-down ran) is fine. SystemError on other failures,
    * after trying every step.
    */
-  detach(att: Attachment): Promise<void> {
+  async detach(att: Attachment): Promise<void> {
     const a = attachmentFromJson(att);
-    return this.serial(async () => {
+    return await this.serial(async () => {
       const t0 = performance.now();
-      const errors: unknown[] = [];
-      if (a.portMappings.length > 0) {
-        try {
-          await this.removeMappings(a);
-        } catch (err) {
-          errors.push(err);
-        }
-      }
-      try {
-        await this.deleteVeth(a.hostVeth, 'detach', true);
-      } catch (err) {
-        errors.push(err);
-      }
+      // The two steps are independent and each waits for the kernel (an nft commit and a device unregister
+      // both wait for an RCU grace period), so they run side by side.
+      const results = await Promise.allSettled([
+        a.portMappings.length > 0 ? this.removeMappings(a) : Promise.resolve(),
+        this.deleteVeth(a.hostVeth, 'detach', true),
+      ]);
+      const errors = results.flatMap((r) => (r.status === 'rejected' ? [r.reason as unknown] : []));
       if (errors.length > 0) {
         throw new SystemError(
           `detach of ${a.id} incomplete: ${errors.map((e) => (e instanceof Error ? e.message : String(e))).join('; ')}`,

@@ -1,0 +1,163 @@
+/**
+ * @module cli/node-command
+ * `oaknet node` (the NetManager daemon) and `oaknet run` (a workload on it): flag parsing and wiring of the
+ * real implementations (iproute2/nftables host network, the TUN and UDP tunnel of the native addon).
+ */
+import { join } from 'node:path';
+import { Option, type Command } from 'commander';
+import { AddressPlan } from '../addressing/plan.ts';
+import { LinuxTun } from '../dataplane/tun/linux.ts';
+import { UdpTunnel } from '../dataplane/tunnel/udp.ts';
+import { InvalidInputError } from '../errors.ts';
+import { DEFAULT_NODE_SOCKET } from '../protocol/node-api.ts';
+import { createLogger, LOG_LEVELS } from './log.ts';
+import { defaultStateDir, parseId, parseIp, parseJobName, parsePort, parseUrl } from './options.ts';
+import { runWorkload } from './run-command.ts';
+import { closeOnSignals } from './signals.ts';
+
+/** The MTU of the TUN, the bridge and the veths (upstream's 1450: room for IPv4+UDP inside 1500). */
+const OVERLAY_MTU = 1450;
+
+export function parseHostPort(text: string, defaultPort: number): { host: string; port: number } {
+  const m = /^\[([^\]]+)\](?::(\d+))?$/.exec(text) ?? /^([^:]+)(?::(\d+))?$/.exec(text);
+  if (m) {
+    const port = m[2] === undefined ? defaultPort : Number(m[2]);
+    if (port >= 1 && port <= 65535) return { host: m[1]!, port };
+  }
+  if (text.includes(':') && !text.startsWith('[')) return { host: text, port: defaultPort }; // bare IPv6
+  throw new InvalidInputError(`expected HOST[:PORT], got ${JSON.stringify(text)}`);
+}
+
+export function registerNodeCommands(program: Command): void {
+  program
+    .command('node')
+    .description('run the NetManager of this worker node (as root): bridge, veths, TUN and ProxyTUN')
+    .requiredOption('--cluster <host[:port]>', "the cluster's MQTT broker (default port 10003)")
+    .option('--api-socket <path>', 'unix socket of the NetManager API', DEFAULT_NODE_SOCKET)
+    .option('--api-port <port>', 'also serve the API on 127.0.0.1:<port>', parsePort)
+    .option(
+      '--public-address <ip>',
+      'address other nodes send tunnel packets to (default: this host towards the cluster)',
+      parseIp,
+    )
+    .option('--tunnel-port <port>', 'UDP port of the tunnel', parsePort, 50103)
+    .option(
+      '--state-dir <dir>',
+      'where the node keeps its subnetwork and instances',
+      join(defaultStateDir(), 'node'),
+    )
+    .option(
+      '--node-id <id>',
+      'register at start as this worker (standalone use); without it, wait for POST /register',
+      parseId,
+    )
+    .addOption(new Option('--bridge <name>', 'bridge device name').default('oaknet0'))
+    .addOption(new Option('--tun <name>', 'TUN device name').default('oaknet-tun'))
+    .addOption(new Option('--log-level <level>', 'log level').choices(LOG_LEVELS).default('info'))
+    .action(
+      async (opts: {
+        cluster: string;
+        apiSocket: string;
+        apiPort?: number;
+        publicAddress?: string;
+        tunnelPort: number;
+        stateDir: string;
+        nodeId?: string;
+        bridge: string;
+        tun: string;
+        logLevel: string;
+      }) => {
+        const { NetManager } = await import('../node/agent.ts');
+        const { startNodeApi } = await import('../node/api.ts');
+        const { NodeEnvironment, attachmentFromJson } = await import('../node/net/environment.ts');
+        const { ExecRunner } = await import('../node/net/runner.ts');
+        const log = createLogger('oaknet-node', opts.logLevel);
+        const cluster = parseHostPort(opts.cluster, 10003);
+        const runner = new ExecRunner();
+        const nm = new NetManager({
+          clusterHost: cluster.host,
+          clusterMqttPort: cluster.port,
+          ...(opts.publicAddress !== undefined ? { publicAddress: opts.publicAddress } : {}),
+          tunnelPort: opts.tunnelPort,
+          stateDir: opts.stateDir,
+          plan: new AddressPlan(),
+          log,
+          names: { bridge: opts.bridge, tun: opts.tun, nftTable: 'oaknet' },
+          mtu: OVERLAY_MTU,
+          hostNetwork: (config) => {
+            const env = new NodeEnvironment(config, { runner, logger: log.child({ component: 'host' }) });
+            return {
+              setUp: () => env.setUp(),
+              addTunRoutes: () => env.addTunRoutes(),
+              attach: (spec) => env.attach(spec),
+              detach: (a) => env.detach(attachmentFromJson(a)),
+              tearDown: () => env.tearDown(),
+            };
+          },
+          openTun: (name, mtu) => LinuxTun.open({ name, mtu, batchSize: 128 }),
+          openTunnel: (port) => UdpTunnel.open({ port, batchSize: 128 }),
+        });
+        const api = await startNodeApi(nm, log.child({ component: 'api' }), opts.apiSocket, opts.apiPort);
+        log.info(
+          { socket: opts.apiSocket, cluster: `${cluster.host}:${cluster.port}` },
+          'NetManager API listening',
+        );
+        closeOnSignals(log, async () => {
+          await api.close();
+          await nm.close();
+        });
+        if (opts.nodeId !== undefined) await nm.register(opts.nodeId);
+      },
+    );
+
+  program
+    .command('run')
+    .description(
+      'run a command as an instance of a service on this node: fresh network namespace, ServiceIPs, overlay',
+    )
+    .requiredOption(
+      '--service <name>',
+      'job name app.appns.service.servicens (created when missing)',
+      parseJobName,
+    )
+    .requiredOption('--instance <n>', 'instance number', (t: string) => {
+      if (!/^\d{1,6}$/.test(t)) throw new InvalidInputError('expected an instance number');
+      return Number(t);
+    })
+    .option('--node-socket <path>', "the NetManager's API socket", DEFAULT_NODE_SOCKET)
+    .option('--root <url>', "root service manager URL (default: the cluster's root)", parseUrl)
+    .option(
+      '--cluster-url <url>',
+      'cluster service manager URL (default: http://<cluster host>:10110)',
+      parseUrl,
+    )
+    .option('--port-mappings <spec>', 'publish ports on the node: hostPort[:containerPort][/tcp|/udp];...')
+    .argument('<command...>', 'the command and its arguments (after --)')
+    .action(
+      async (
+        command: string[],
+        opts: {
+          service: string;
+          instance: number;
+          nodeSocket: string;
+          root?: string;
+          clusterUrl?: string;
+          portMappings?: string;
+        },
+      ) => {
+        const code = await runWorkload(
+          {
+            service: opts.service,
+            instance: opts.instance,
+            nodeSocket: opts.nodeSocket,
+            ...(opts.root !== undefined ? { root: opts.root } : {}),
+            ...(opts.clusterUrl !== undefined ? { clusterUrl: opts.clusterUrl } : {}),
+            ...(opts.portMappings !== undefined ? { portMappings: opts.portMappings } : {}),
+            say: (line) => process.stderr.write(line + '\n'),
+          },
+          command,
+        );
+        process.exit(code);
+      },
+    );
+}

@@ -1,0 +1,158 @@
+/**
+ * @module cli/run-command
+ * `oaknet run`: starts a command in a fresh network namespace and does what an orchestrator does for it:
+ * makes sure the service exists at the root, schedules the instance there (instance IPs), tells the cluster,
+ * deploys it on the node through the NetManager's socket, streams the command's output, and undoes all of it
+ * when the command exits or the user interrupts it.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { statSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { ConflictError, errorMessage, NotFoundError, SystemError } from '../errors.ts';
+import { ClusterClient } from '../protocol/cluster-client.ts';
+import { NodeClient } from '../protocol/node-client.ts';
+import type { JobDocument } from '../protocol/root-api.ts';
+import { RootClient } from '../protocol/root-client.ts';
+
+const exec = promisify(execFile);
+
+export interface RunOptions {
+  service: string;
+  instance: number;
+  nodeSocket: string;
+  root?: string;
+  clusterUrl?: string;
+  portMappings?: string;
+  /** Where progress lines go (stderr by default), so the command's own stdout stays clean. */
+  say: (line: string) => void;
+}
+
+/** Runs cmd as instance `instance` of `service`; resolves with the exit code to use. */
+export async function runWorkload(o: RunOptions, cmd: readonly string[]): Promise<number> {
+  const undo: Array<() => Promise<unknown>> = [];
+  const cleanup = async () => {
+    for (const step of undo.reverse())
+      await step().catch((err: unknown) => o.say(`cleanup: ${errorMessage(err)}`));
+    undo.length = 0;
+  };
+  let child: ChildProcess | undefined;
+  let stopping = false;
+  const onSignal = (signal: NodeJS.Signals) => {
+    stopping = true;
+    if (child && child.exitCode === null) child.kill(signal);
+    else void cleanup().then(() => process.exit(130));
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    const node = new NodeClient(o.nodeSocket);
+    const status = await node.status();
+    if (!status.registered || !status.cluster || !status.worker_id) {
+      throw new ConflictError(`the NetManager at ${o.nodeSocket} is not registered with a cluster yet`);
+    }
+    const clusterHost = new URL(status.cluster).hostname;
+    const cluster = new ClusterClient(
+      o.clusterUrl ?? `http://${clusterHost.includes(':') ? `[${clusterHost}]` : clusterHost}:10110`,
+    );
+    const clusterStatus = await cluster.status();
+    const root = new RootClient(o.root ?? clusterStatus.root);
+
+    const job = await ensureService(root, o.service, o.say);
+    const running = job.instance_list.find(
+      (i) => i.instance_number === o.instance && i.namespace_ip !== undefined,
+    );
+    if (running) {
+      throw new ConflictError(
+        `instance ${o.instance} of ${o.service} is already running (worker ${running.worker_id ?? '?'}); choose another --instance`,
+      );
+    }
+    await root.deployInstance(job._id, o.instance, clusterStatus.cluster_id);
+    undo.push(() => root.removeInstance(job._id, o.instance));
+    await cluster.announceDeployment(o.service);
+
+    const ns = `oakrun-${randomBytes(4).toString('hex')}`;
+    await exec('ip', ['netns', 'add', ns]);
+    undo.push(() => exec('ip', ['netns', 'del', ns]));
+    const holder = spawn('ip', ['netns', 'exec', ns, 'sleep', 'infinity'], { stdio: 'ignore' });
+    undo.push(async () => {
+      holder.kill('SIGKILL');
+      if (holder.exitCode === null && holder.signalCode === null)
+        await new Promise((r) => holder.once('exit', r));
+    });
+    await waitInNamespace(holder, ns);
+
+    const deployed = await node.deploy({
+      pid: holder.pid!,
+      serviceName: o.service,
+      instanceNumber: o.instance,
+      portMappings: o.portMappings ?? '',
+    });
+    undo.push(() => node.undeploy(o.service, o.instance));
+    const doc = await root.jobByName(o.service);
+    const inst = doc.instance_list.find((i) => i.instance_number === o.instance);
+    const ip = (type: string) => doc.service_ip_list.find((s) => s.IpType === type);
+    o.say(
+      `oaknet run: ${o.service} instance ${o.instance} on worker ${status.worker_id}: namespace ${deployed.nsAddress} ${deployed.nsAddressv6}, ` +
+        `instance IP ${inst?.instance_ip ?? '?'} ${inst?.instance_ip_v6 ?? ''}; RR_IP ${ip('RR')?.Address ?? '?'} ${ip('RR')?.Address_v6 ?? ''}, ` +
+        `Closest_IP ${ip('Closest')?.Address ?? '?'} ${ip('Closest')?.Address_v6 ?? ''}`,
+    );
+
+    if (stopping) return 130;
+    child = spawn('ip', ['netns', 'exec', ns, ...cmd], { stdio: 'inherit' });
+    const code = await new Promise<number>((resolve) => {
+      child!.once('error', (err) => {
+        o.say(`oaknet run: cannot start ${cmd[0] ?? ''}: ${err.message}`);
+        resolve(127);
+      });
+      child!.once('exit', (c, signal) => resolve(c ?? (signal ? 128 + signalNumber(signal) : 1)));
+    });
+    return code;
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    await cleanup();
+  }
+}
+
+/** The job named `name`, created (with fresh ServiceIPs) when it does not exist yet. */
+async function ensureService(root: RootClient, name: string, say: (l: string) => void): Promise<JobDocument> {
+  try {
+    return await root.jobByName(name);
+  } catch (err) {
+    if (!(err instanceof NotFoundError)) throw err;
+  }
+  const [app, appNs, svc, svcNs] = name.split('.') as [string, string, string, string];
+  await root.deployService(randomBytes(12).toString('hex'), {
+    app_name: app,
+    app_ns: appNs,
+    service_name: svc,
+    service_ns: svcNs,
+    microservice_name: svc,
+    microservice_namespace: svcNs,
+  });
+  say(`oaknet run: created service ${name}`);
+  return root.jobByName(name);
+}
+
+/** Waits until the holder process has entered the namespace (ip netns exec sets it, then execs). */
+async function waitInNamespace(holder: ChildProcess, ns: string): Promise<void> {
+  const want = statSync(`/run/netns/${ns}`).ino;
+  const deadline = Date.now() + 5000;
+  for (;;) {
+    if (holder.exitCode !== null || holder.pid === undefined)
+      throw new SystemError(`could not start a process in namespace ${ns}`);
+    try {
+      if (statSync(`/proc/${holder.pid}/ns/net`).ino === want) return;
+    } catch {
+      // the process is being set up
+    }
+    if (Date.now() > deadline) throw new SystemError(`process ${holder.pid} did not enter namespace ${ns}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+function signalNumber(signal: NodeJS.Signals): number {
+  return ({ SIGHUP: 1, SIGINT: 2, SIGKILL: 9, SIGTERM: 15 } as Record<string, number>)[signal] ?? 1;
+}

@@ -1,0 +1,506 @@
+/**
+ * The body of the NodeEnvironment integration test. environment.test.ts runs this file with
+ * `ip netns exec oktest-env-<random> node --import tsx --test`, so this process, its /proc/sys and everything
+ * NodeEnvironment creates live in a throwaway namespace that plays the node. It builds around it:
+ * - "containers": namespaces (names from the parent) each held by a `sleep` process whose PID is attached;
+ * - an "outside" host: a namespace behind a veth uplink (node 192.0.2.1 / 2001:db8::1, outside .2 / ::2) with
+ *   no route back to the instance subnets, so only masquerade lets instances reach it;
+ * - the TUN: `ip tuntap add` (the real one comes from the native addon).
+ * Assertions are what a user would check: ping the gateways, addresses and routes in the container, HTTP and
+ * UDP through port mappings from the node, from outside and from the container itself, removal afterwards.
+ * Waits are conditions with deadlines, never fixed sleeps.
+ */
+import assert from 'node:assert/strict';
+import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
+import dgram from 'node:dgram';
+import http from 'node:http';
+import { readFile, stat, writeFile } from 'node:fs/promises';
+import { after, before, describe, it } from 'node:test';
+import { type Logger, pino } from 'pino';
+import { Cidr } from '../../addressing/cidr.ts';
+import { IpAddress } from '../../addressing/ip.ts';
+import { ConflictError, SystemError } from '../../errors.ts';
+import {
+  type Attachment,
+  NodeEnvironment,
+  type NodeEnvironmentConfig,
+  attachmentFromJson,
+} from './environment.ts';
+import { ExecRunner, ipJson, isRecord, nftJson } from './runner.ts';
+
+function requiredEnv(name: string): string {
+  const value = process.env[name];
+  if (!value) throw new Error(`${name} is not set: run this file through environment.test.ts`);
+  return value;
+}
+
+const containerNs = requiredEnv('OKTEST_CONTAINER_NS');
+const container2Ns = requiredEnv('OKTEST_CONTAINER2_NS');
+const outsideNs = requiredEnv('OKTEST_OUTSIDE_NS');
+
+const runner = new ExecRunner({ timeoutMs: 20_000 });
+const logLines: Record<string, unknown>[] = [];
+const logger: Logger = pino(
+  { level: 'debug' },
+  { write: (msg: string) => void logLines.push(JSON.parse(msg) as Record<string, unknown>) },
+);
+
+const config: NodeEnvironmentConfig = {
+  bridge: 'okbr0',
+  tun: 'oktun0',
+  mtu: 1450,
+  subnetV4: Cidr.parse('10.18.0.0/26'),
+  subnetV6: Cidr.parse('fc00::/120'),
+  tunRoutes: [Cidr.parse('10.16.0.0/12'), Cidr.parse('fc00::/7')],
+  nftTable: 'oaktest',
+};
+const env = new NodeEnvironment(config, { runner, logger });
+
+const NODE4 = '192.0.2.1';
+const NODE6 = '2001:db8::1';
+const OUTSIDE4 = '192.0.2.2';
+const OUTSIDE6 = '2001:db8::2';
+const HTTP_PORT = 18080;
+const UDP_PORT = 15353;
+
+const processes: ChildProcessWithoutNullStreams[] = [];
+
+async function sh(cmd: string, args: string[]): Promise<string> {
+  return (await runner.run(cmd, args)).stdout;
+}
+
+/** Runs a command inside a named namespace. */
+function inNs(ns: string, cmd: string, args: string[]): Promise<string> {
+  return sh('ip', ['netns', 'exec', ns, cmd, ...args]);
+}
+
+async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 10_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe().catch(() => undefined);
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+/** Starts `cmd` inside `ns` (ip execs it, so the PID is the command's) and tracks it for clean-up. */
+function startInNs(ns: string, cmd: string, args: string[]): ChildProcessWithoutNullStreams {
+  const child = spawn('ip', ['netns', 'exec', ns, cmd, ...args]);
+  processes.push(child);
+  child.on('error', () => {});
+  return child;
+}
+
+/** A process that holds `ns` and whose PID is inside it (ip netns exec has switched namespace and exec'd). */
+async function startHolder(ns: string): Promise<number> {
+  const child = startInNs(ns, 'sleep', ['600']);
+  const pid = child.pid;
+  if (pid === undefined) throw new Error('could not start the holder');
+  const nsInode = (await stat(`/run/netns/${ns}`)).ino;
+  await waitFor(`holder ${pid} to enter ${ns}`, async () =>
+    (await stat(`/proc/${pid}/ns/net`)).ino === nsInode ? true : undefined,
+  );
+  return pid;
+}
+
+/** Starts a node script inside `ns` and waits for it to print "ready". */
+async function startServer(ns: string, script: string): Promise<void> {
+  const child = startInNs(ns, process.execPath, ['-e', script]);
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+  await waitFor(`server in ${ns} to be ready`, () =>
+    Promise.resolve(out.includes('ready') ? true : undefined),
+  );
+}
+
+const containerServer = `
+const http = require('node:http'), dgram = require('node:dgram');
+let n = 0;
+const done = () => { if (++n === 2) console.log('ready'); };
+http.createServer((q, s) => s.end('container sees ' + q.socket.remoteAddress)).listen(8080, '::', done);
+const u = dgram.createSocket({ type: 'udp6', ipv6Only: false });
+u.on('message', (m, r) => u.send(Buffer.concat([Buffer.from('echo '), m]), r.port, r.address));
+u.bind(5353, '::', done);
+`;
+const outsideServer = `
+require('node:http').createServer((q, s) => s.end('outside sees ' + q.socket.remoteAddress))
+  .listen(9000, '::', () => console.log('ready'));
+`;
+
+/** GET over a fresh connection (no keep-alive pool: a pooled connection would outlive a removed mapping). */
+function httpGet(url: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const req = http.get(url, { agent: false, timeout: 5000 }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => (body += chunk));
+      res.on('end', () => resolve(body));
+      res.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(new Error(`timeout: ${url}`)));
+    req.on('error', reject);
+  });
+}
+
+/** The error code of a GET that fails (e.g. ECONNREFUSED), or undefined when it succeeds. */
+async function connectError(url: string): Promise<string | undefined> {
+  try {
+    await httpGet(url);
+    return undefined;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code ?? String(err);
+  }
+}
+
+async function udpEcho(host: string, port: number, payload: string): Promise<string> {
+  const socket = dgram.createSocket(host.includes(':') ? 'udp6' : 'udp4');
+  try {
+    return await new Promise<string>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no UDP answer from ${host}:${port}`)), 5000);
+      socket.on('message', (msg) => {
+        clearTimeout(timer);
+        resolve(msg.toString());
+      });
+      socket.on('error', reject);
+      socket.send(payload, port, host);
+    });
+  } finally {
+    socket.close();
+  }
+}
+
+async function linkNames(ns?: string): Promise<string[]> {
+  const links = ns
+    ? (JSON.parse(await inNs(ns, 'ip', ['-j', 'link', 'show'])) as unknown[])
+    : await ipJson(runner, ['link', 'show']);
+  return links.filter(isRecord).map((l) => String(l['ifname']));
+}
+
+async function addressesOf(dev: string, ns?: string): Promise<string[]> {
+  const args = ['-j', 'addr', 'show', 'dev', dev];
+  const list = ns ? (JSON.parse(await inNs(ns, 'ip', args)) as unknown[]) : await ipJson(runner, args);
+  const first = list.find(isRecord);
+  const infos = first && Array.isArray(first['addr_info']) ? (first['addr_info'] as unknown[]) : [];
+  return infos.filter(isRecord).map((a) => `${String(a['local'])}/${String(a['prefixlen'])}`);
+}
+
+async function routeDev(dst: string): Promise<string> {
+  const list = await ipJson(runner, ['route', 'get', dst]);
+  const first = list.find(isRecord);
+  return String(first?.['dev']);
+}
+
+async function nftTables(): Promise<string[]> {
+  return (await nftJson(runner, ['list', 'tables']))
+    .map((i) => (isRecord(i) ? i['table'] : undefined))
+    .filter(isRecord)
+    .map((t) => `${String(t['family'])} ${String(t['name'])}`);
+}
+
+async function mapElementCount(): Promise<number> {
+  const listing = await nftJson(runner, ['list', 'table', 'inet', config.nftTable]);
+  let count = 0;
+  for (const item of listing) {
+    const map = isRecord(item) ? item['map'] : undefined;
+    if (isRecord(map) && Array.isArray(map['elem'])) count += map['elem'].length;
+  }
+  return count;
+}
+
+async function sysctl(key: string): Promise<string> {
+  return (await readFile(`/proc/sys/${key}`, 'utf8')).trim();
+}
+
+async function timed<T>(fn: () => Promise<T>): Promise<{ value: T; ms: number }> {
+  const t0 = performance.now();
+  const value = await fn();
+  return { value, ms: performance.now() - t0 };
+}
+
+describe('NodeEnvironment in a network namespace', () => {
+  let holder = 0;
+  let holder2 = 0;
+  let attachment: Attachment | undefined;
+
+  before(async () => {
+    await sh('ip', ['link', 'set', 'dev', 'lo', 'up']);
+    await sh('ip', ['netns', 'add', containerNs]);
+    await sh('ip', ['netns', 'add', container2Ns]);
+    await sh('ip', ['netns', 'add', outsideNs]);
+    await sh('ip', ['link', 'add', 'okup0', 'type', 'veth', 'peer', 'name', 'okup1', 'netns', outsideNs]);
+    await sh('ip', ['addr', 'add', `${NODE4}/24`, 'dev', 'okup0']);
+    await sh('ip', ['addr', 'add', `${NODE6}/64`, 'dev', 'okup0', 'nodad']);
+    await sh('ip', ['link', 'set', 'dev', 'okup0', 'up']);
+    await inNs(outsideNs, 'ip', ['link', 'set', 'dev', 'lo', 'up']);
+    await inNs(outsideNs, 'ip', ['addr', 'add', `${OUTSIDE4}/24`, 'dev', 'okup1']);
+    await inNs(outsideNs, 'ip', ['addr', 'add', `${OUTSIDE6}/64`, 'dev', 'okup1', 'nodad']);
+    await inNs(outsideNs, 'ip', ['link', 'set', 'dev', 'okup1', 'up']);
+    // The second container already has an eth0, as a container with another network would.
+    await inNs(container2Ns, 'ip', ['link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'eth0peer']);
+    await sh('ip', ['tuntap', 'add', 'dev', config.tun, 'mode', 'tun']);
+    holder = await startHolder(containerNs);
+    holder2 = await startHolder(container2Ns);
+    await startServer(outsideNs, outsideServer);
+  });
+
+  after(async () => {
+    for (const p of processes) {
+      if (p.pid !== undefined && p.exitCode === null) {
+        try {
+          process.kill(p.pid, 'SIGKILL');
+        } catch {
+          // already gone
+        }
+      }
+    }
+    await env.tearDown().catch(() => {});
+    for (const ns of [containerNs, container2Ns, outsideNs]) {
+      await sh('ip', ['netns', 'del', ns]).catch(() => {});
+    }
+    await sh('ip', ['link', 'del', 'dev', config.tun]).catch(() => {});
+  });
+
+  it('setUp builds the bridge, turns on forwarding and creates the table; warns about foreign drops', async (t) => {
+    // A firewall of someone else's with a drop policy: setUp must say that it will drop our traffic.
+    await sh('nft', ['add', 'table', 'ip', 'okforeign']);
+    await sh('nft', ['add chain ip okforeign FORWARD { type filter hook forward priority 0; policy drop; }']);
+    const { ms } = await timed(() => env.setUp());
+    t.diagnostic(`timing: setUp ${ms.toFixed(1)} ms`);
+    await sh('nft', ['delete', 'table', 'ip', 'okforeign']);
+    const warning = logLines.find((l) => Array.isArray(l['chains']));
+    assert.deepEqual(warning?.['chains'], ['ip okforeign FORWARD']);
+
+    const [bridge] = (await ipJson(runner, ['link', 'show', 'dev', config.bridge])).filter(isRecord);
+    assert.equal(bridge?.['mtu'], 1450);
+    assert.ok((bridge?.['flags'] as string[]).includes('UP'));
+    assert.deepEqual((await addressesOf(config.bridge)).filter((a) => !a.startsWith('fe80')).sort(), [
+      '10.18.0.1/26',
+      'fc00::1/120',
+    ]);
+    assert.equal(await sysctl('net/ipv4/ip_forward'), '1');
+    assert.equal(await sysctl('net/ipv6/conf/all/forwarding'), '1');
+    assert.equal(await sysctl(`net/ipv6/conf/${config.bridge}/disable_ipv6`), '0');
+    assert.ok((await nftTables()).includes('inet oaktest'));
+  });
+
+  it('addTunRoutes sends the other subnets to the TUN and keeps the node subnet on the bridge', async () => {
+    await sh('ip', ['link', 'set', 'dev', config.tun, 'mtu', '1500']);
+    await writeFile(`/proc/sys/net/ipv4/conf/${config.tun}/rp_filter`, '1\n');
+    await env.addTunRoutes();
+    await env.addTunRoutes(); // idempotent
+    assert.equal(await routeDev('10.20.0.5'), config.tun);
+    assert.equal(await routeDev('10.30.1.1'), config.tun);
+    assert.equal(await routeDev('fc00::1:5'), config.tun);
+    assert.equal(await routeDev('fd12::1'), config.tun);
+    assert.equal(await routeDev('10.18.0.5'), config.bridge);
+    assert.equal(await routeDev('fc00::5'), config.bridge);
+    const all = await sysctl('net/ipv4/conf/all/rp_filter');
+    assert.equal(await sysctl(`net/ipv4/conf/${config.tun}/rp_filter`), all === '0' ? '0' : '2');
+    assert.equal(await sysctl(`net/ipv6/conf/${config.tun}/disable_ipv6`), '0');
+    const [tun] = (await ipJson(runner, ['link', 'show', 'dev', config.tun])).filter(isRecord);
+    assert.equal(tun?.['mtu'], 1450);
+    assert.ok((tun?.['flags'] as string[]).includes('UP'));
+  });
+
+  it('attach gives the container eth0, its addresses, default routes and the gateways', async (t) => {
+    const { value, ms } = await timed(() =>
+      env.attach({
+        pid: holder,
+        id: 'main',
+        nsip: IpAddress.parse('10.18.0.2'),
+        nsipv6: IpAddress.parse('fc00::2'),
+        portMappings: `${HTTP_PORT}:8080;${UDP_PORT}:5353/udp`,
+      }),
+    );
+    t.diagnostic(`timing: attach (v4+v6, 2 mappings) ${ms.toFixed(1)} ms`);
+    attachment = attachmentFromJson(JSON.parse(JSON.stringify(value)));
+    assert.equal(attachment.containerVeth, 'eth0');
+    assert.ok((await linkNames()).includes('oakvmain'));
+    assert.deepEqual((await linkNames(containerNs)).sort(), ['eth0', 'lo']);
+    assert.deepEqual((await addressesOf('eth0', containerNs)).filter((a) => !a.startsWith('fe80')).sort(), [
+      '10.18.0.2/26',
+      'fc00::2/120',
+    ]);
+    const v4 = JSON.parse(await inNs(containerNs, 'ip', ['-j', 'route', 'show', 'default'])) as unknown[];
+    const v6 = JSON.parse(
+      await inNs(containerNs, 'ip', ['-j', '-6', 'route', 'show', 'default']),
+    ) as unknown[];
+    assert.equal((v4[0] as { gateway?: string }).gateway, '10.18.0.1');
+    assert.equal((v6[0] as { gateway?: string }).gateway, 'fc00::1');
+    const [eth0] = JSON.parse(await inNs(containerNs, 'ip', ['-j', 'link', 'show', 'dev', 'eth0'])) as {
+      mtu: number;
+    }[];
+    assert.equal(eth0?.mtu, 1450);
+    await inNs(containerNs, 'ping', ['-c1', '-w5', '10.18.0.1']);
+    await inNs(containerNs, 'ping', ['-6', '-c1', '-w5', 'fc00::1']);
+  });
+
+  it('port mappings reach the container from the node, from outside, and from the container itself', async () => {
+    await startServer(containerNs, containerServer);
+    // From the node (output hook), on its uplink addresses and on the bridge gateway.
+    assert.match(await httpGet(`http://${NODE4}:${HTTP_PORT}/`), /^container sees /);
+    assert.match(await httpGet(`http://[${NODE6}]:${HTTP_PORT}/`), /^container sees /);
+    assert.match(await httpGet(`http://10.18.0.1:${HTTP_PORT}/`), /^container sees /);
+    assert.equal(await udpEcho(NODE4, UDP_PORT, 'v4'), 'echo v4');
+    assert.equal(await udpEcho(NODE6, UDP_PORT, 'v6'), 'echo v6');
+    // From another host (prerouting): the container sees the real client.
+    assert.equal(
+      await inNs(outsideNs, 'curl', ['-sS', '-m5', `http://${NODE4}:${HTTP_PORT}/`]),
+      `container sees ::ffff:${OUTSIDE4}`,
+    );
+    assert.equal(
+      await inNs(outsideNs, 'curl', ['-sS', '-m5', `http://[${NODE6}]:${HTTP_PORT}/`]),
+      `container sees ${OUTSIDE6}`,
+    );
+    // Hairpin: the container through the node's address to itself.
+    assert.match(
+      await inNs(containerNs, 'curl', ['-sS', '-m5', `http://${NODE4}:${HTTP_PORT}/`]),
+      /^container sees/,
+    );
+    assert.match(
+      await inNs(containerNs, 'curl', ['-sS', '-m5', `http://[${NODE6}]:${HTTP_PORT}/`]),
+      /^container sees/,
+    );
+    // Loopback is deliberately not mapped (see environment.ts): nothing listens there on the node.
+    assert.equal(await connectError(`http://127.0.0.1:${HTTP_PORT}/`), 'ECONNREFUSED');
+  });
+
+  it('the container reaches the outside world through masquerade', async () => {
+    assert.equal(
+      await inNs(containerNs, 'curl', ['-sS', '-m5', `http://${OUTSIDE4}:9000/`]),
+      `outside sees ::ffff:${NODE4}`,
+    );
+    assert.equal(
+      await inNs(containerNs, 'curl', ['-sS', '-m5', `http://[${OUTSIDE6}]:9000/`]),
+      `outside sees ${NODE6}`,
+    );
+  });
+
+  it('a taken host port is a ConflictError and leaves nothing behind', async () => {
+    await assert.rejects(
+      env.attach({
+        pid: holder2,
+        id: 'dup',
+        nsip: IpAddress.parse('10.18.0.3'),
+        portMappings: String(HTTP_PORT),
+      }),
+      ConflictError,
+    );
+    assert.ok(!(await linkNames()).includes('oakvdup'));
+    assert.deepEqual((await linkNames(container2Ns)).sort(), ['eth0', 'eth0peer', 'lo']);
+    assert.equal(await mapElementCount(), 4);
+  });
+
+  it('attach into a namespace that has eth0 keeps the peer name, and instances talk directly', async () => {
+    const att = await env.attach({
+      pid: holder2,
+      id: 'two',
+      nsip: IpAddress.parse('10.18.0.3'),
+      nsipv6: IpAddress.parse('fc00::3'),
+      portMappings: [],
+    });
+    assert.equal(att.containerVeth, 'oakctwo');
+    assert.deepEqual(
+      (await addressesOf('oakctwo', container2Ns)).filter((a) => !a.startsWith('fe80')).sort(),
+      ['10.18.0.3/26', 'fc00::3/120'],
+    );
+    assert.equal(
+      await inNs(container2Ns, 'curl', ['-sS', '-m5', 'http://10.18.0.2:8080/']),
+      'container sees ::ffff:10.18.0.3',
+    );
+    assert.equal(
+      await inNs(container2Ns, 'curl', ['-sS', '-m5', 'http://[fc00::2]:8080/']),
+      'container sees fc00::3',
+    );
+    await env.detach(att);
+    assert.deepEqual((await linkNames(container2Ns)).sort(), ['eth0', 'eth0peer', 'lo']);
+  });
+
+  it('attach rolls back when the process does not exist', async () => {
+    await assert.rejects(
+      env.attach({ pid: 2 ** 22 + 7, id: 'ghost', nsip: IpAddress.parse('10.18.0.4'), portMappings: '9999' }),
+      SystemError,
+    );
+    assert.ok(!(await linkNames()).includes('oakvghost'));
+    assert.equal(await mapElementCount(), 4);
+  });
+
+  it('detach removes the veth and the mappings; a second detach is fine', async (t) => {
+    const att = attachment;
+    assert.ok(att);
+    const { ms } = await timed(() => env.detach(att));
+    t.diagnostic(`timing: detach (2 mappings, v4+v6) ${ms.toFixed(1)} ms`);
+    assert.ok(!(await linkNames()).includes('oakvmain'));
+    assert.deepEqual(await linkNames(containerNs), ['lo']);
+    assert.equal(await mapElementCount(), 0);
+    assert.equal(await connectError(`http://${NODE4}:${HTTP_PORT}/`), 'ECONNREFUSED');
+    assert.notEqual(
+      await inNs(outsideNs, 'curl', ['-sS', '-m2', `http://${NODE4}:${HTTP_PORT}/`]).catch(() => 'failed'),
+      `container sees ::ffff:${OUTSIDE4}`,
+    );
+    await env.detach(att);
+  });
+
+  it('setUp again after a crash removes leftovers and works', async () => {
+    await env.attach({
+      pid: holder,
+      id: 'crash',
+      nsip: IpAddress.parse('10.18.0.5'),
+      portMappings: '18082:8080',
+    });
+    await env.setUp(); // as a restarted NetManager would, without detaching
+    assert.ok(!(await linkNames()).includes('oakvcrash'));
+    assert.deepEqual(await linkNames(containerNs), ['lo']);
+    assert.equal(await mapElementCount(), 0);
+    await env.setUp(); // and once more in a row
+    const again = await env.attach({
+      pid: holder,
+      id: 'again',
+      nsip: IpAddress.parse('10.18.0.5'),
+      nsipv6: IpAddress.parse('fc00::5'),
+      portMappings: '18082:8080',
+    });
+    assert.equal(again.containerVeth, 'eth0');
+    await inNs(containerNs, 'ping', ['-c1', '-w5', '10.18.0.1']);
+    assert.match(await httpGet(`http://${NODE4}:18082/`), /^container sees /);
+    await env.detach(again);
+  });
+
+  it('attach/detach cycles', async (t) => {
+    const attachMs: number[] = [];
+    const detachMs: number[] = [];
+    for (let i = 0; i < 10; i++) {
+      const a = await timed(() =>
+        env.attach({
+          pid: holder,
+          id: `cyc${i}`,
+          nsip: IpAddress.parse('10.18.0.6'),
+          nsipv6: IpAddress.parse('fc00::6'),
+          portMappings: '18083:8080',
+        }),
+      );
+      attachMs.push(a.ms);
+      detachMs.push((await timed(() => env.detach(a.value))).ms);
+    }
+    const median = (xs: number[]): string => [...xs].sort((a, b) => a - b)[xs.length >> 1]!.toFixed(1);
+    t.diagnostic(
+      `timing: attach median ${median(attachMs)} ms, detach median ${median(detachMs)} ms (10 cycles)`,
+    );
+    assert.deepEqual(await linkNames(containerNs), ['lo']);
+  });
+
+  it('tearDown removes the bridge, its veths, the table and the TUN routes; twice is fine', async () => {
+    await env.attach({ pid: holder, id: 'td', nsip: IpAddress.parse('10.18.0.7'), portMappings: '18084' });
+    await env.tearDown();
+    const links = await linkNames();
+    assert.ok(!links.includes(config.bridge));
+    assert.ok(!links.some((l) => l.startsWith('oakv')));
+    assert.ok(!(await nftTables()).includes('inet oaktest'));
+    assert.deepEqual(await ipJson(runner, ['route', 'show', 'dev', config.tun]), []);
+    assert.deepEqual(await ipJson(runner, ['-6', 'route', 'show', 'dev', config.tun]), []);
+    assert.deepEqual(await linkNames(containerNs), ['lo']);
+    await env.tearDown();
+  });
+});

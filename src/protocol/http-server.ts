@@ -1,0 +1,69 @@
+/**
+ * @module protocol/http-server
+ * The one way oaknet builds an HTTP API server (root, cluster, NetManager), so every API treats input the
+ * same: bodies are validated exactly as their schema says (no silent type conversion: `null` is not 0),
+ * path and query strings are converted to the numbers and booleans their schema asks for, JSON nested
+ * absurdly deep is refused before it reaches a handler, long IDs fit in path parameters, and every failure,
+ * including ones the router finds before a route runs, gets the {error, message} body.
+ */
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import Fastify, { type FastifyBaseLogger, type FastifyReply } from 'fastify';
+import type { Logger } from 'pino';
+import type { TSchema } from 'typebox';
+import { Compile } from 'typebox/compile';
+import { InvalidInputError } from '../errors.ts';
+import { errorReply, installErrorHandler } from './http-errors.ts';
+
+/** Deepest nesting a JSON body may have (JSON.stringify of something nested thousands deep overflows the stack). */
+const MAX_JSON_DEPTH = 64;
+/** Longest path parameter: IDs have up to 128 characters, job names up to 123 (fastify's default is 100). */
+const MAX_PARAM_LENGTH = 256;
+
+export function createApiServer(log: Logger, bodyLimit: number) {
+  const loggerInstance: FastifyBaseLogger = log;
+  const app = Fastify({
+    loggerInstance,
+    bodyLimit,
+    routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
+    frameworkErrors: (err, _req, reply) => {
+      const { status, body } = errorReply(err);
+      void (reply as unknown as FastifyReply).status(status).send(body);
+    },
+  }).withTypeProvider<TypeBoxTypeProvider>();
+  installErrorHandler(app);
+  app.setValidatorCompiler(({ schema, httpPart }) => {
+    const validator = Compile(schema as TSchema);
+    const part = httpPart ?? 'input';
+    return (data: unknown) => {
+      const value = part === 'body' ? data : validator.Convert(data);
+      if (validator.Check(value)) return { value };
+      const problems = validator
+        .Errors(value)
+        .slice(0, 3)
+        .map((e) => `${part}${e.instancePath} ${e.message}`);
+      return { error: new InvalidInputError(problems.join('; ') || `invalid ${part}`) };
+    };
+  });
+  const parseJson = app.getDefaultJsonParser('error', 'error');
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {
+    void parseJson(req, body.toString(), (err, value) => {
+      if (err) done(err);
+      else if (nestedDeeperThan(value, MAX_JSON_DEPTH))
+        done(new InvalidInputError(`body is nested deeper than ${MAX_JSON_DEPTH} levels`));
+      else done(null, value);
+    });
+  });
+  return app;
+}
+
+function nestedDeeperThan(value: unknown, max: number): boolean {
+  const stack: Array<[unknown, number]> = [[value, 1]];
+  for (let item = stack.pop(); item; item = stack.pop()) {
+    const [v, depth] = item;
+    if (v === null || typeof v !== 'object') continue;
+    if (depth > max) return true;
+    for (const child of Object.values(v)) stack.push([child, depth + 1]);
+  }
+  return false;
+}
