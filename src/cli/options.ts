@@ -53,8 +53,9 @@ export function parseJobName(text: string): string {
   return text;
 }
 
-/** Where state files go by default: $XDG_STATE_HOME/oaknet or ~/.local/state/oaknet. */
+/** Where state files go by default: /var/lib/oaknet for root (daemons), else $XDG_STATE_HOME/oaknet. */
 export function defaultStateDir(): string {
+  if (process.getuid?.() === 0) return '/var/lib/oaknet';
   return join(process.env['XDG_STATE_HOME'] ?? join(homedir(), '.local', 'state'), 'oaknet');
 }
 

@@ -25,6 +25,8 @@ export interface RunOptions {
   root?: string;
   clusterUrl?: string;
   portMappings?: string;
+  /** On a signal: time between withdrawing the instance and stopping the command (ms, default 1000). */
+  drainMs?: number;
   /** Where progress lines go (stderr by default), so the command's own stdout stays clean. */
   say: (line: string) => void;
 }
@@ -33,16 +35,30 @@ export interface RunOptions {
 export async function runWorkload(o: RunOptions, cmd: readonly string[]): Promise<number> {
   const undo: Array<() => Promise<unknown>> = [];
   const cleanup = async () => {
+    // the root first: nodes stop choosing the instance before its network goes away
+    await withdraw().catch((err: unknown) => o.say(`cleanup: ${errorMessage(err)}`));
     for (const step of undo.reverse())
       await step().catch((err: unknown) => o.say(`cleanup: ${errorMessage(err)}`));
     undo.length = 0;
   };
   let child: ChildProcess | undefined;
   let stopping = false;
+  /** Takes the instance out of the service at the root (once): no new flows are sent to it afterwards. */
+  let withdraw: () => Promise<void> = () => Promise.resolve();
   const onSignal = (signal: NodeJS.Signals) => {
+    if (stopping) {
+      child?.kill('SIGKILL');
+      return;
+    }
     stopping = true;
-    if (child && child.exitCode === null) child.kill(signal);
-    else void cleanup().then(() => process.exit(130));
+    if (child && child.exitCode === null) {
+      // graceful: withdraw first, let the update reach the nodes, then stop the command
+      const running = child;
+      void withdraw()
+        .catch((err: unknown) => o.say(`oaknet run: withdrawing at the root failed: ${errorMessage(err)}`))
+        .then(() => new Promise((r) => setTimeout(r, o.drainMs ?? 1000)))
+        .then(() => running.kill(signal));
+    } else void cleanup().then(() => process.exit(130));
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
@@ -69,7 +85,9 @@ export async function runWorkload(o: RunOptions, cmd: readonly string[]): Promis
       );
     }
     await root.deployInstance(job._id, o.instance, clusterStatus.cluster_id);
-    undo.push(() => root.removeInstance(job._id, o.instance));
+    let withdrawn: Promise<void> | undefined;
+    withdraw = () => (withdrawn ??= root.removeInstance(job._id, o.instance));
+    undo.push(() => withdraw());
     await cluster.announceDeployment(o.service);
 
     const ns = `oakrun-${randomBytes(4).toString('hex')}`;

@@ -1,0 +1,304 @@
+/**
+ * @module platform/processes
+ * Supervision of the platform's long-lived processes without a supervisor process: each one is spawned
+ * detached (its own session and process group, stdio appended to a log file), so it outlives whoever
+ * created it, and is known afterwards only by what was recorded: PID plus the kernel's start time of that
+ * PID (`/proc/PID/stat` field 22). A PID alone can be reused after a crash; PID and start time together name
+ * one process forever, so teardown never signals a stranger.
+ *
+ * Nothing here kills by name or pattern. Stopping signals the recorded process and the members of its
+ * process group (forks such as socat's per-connection children), each member checked to carry the
+ * platform's environment marker and to be younger than the recorded leader.
+ *
+ * Readiness is always a condition with a deadline (`waitFor`), polled: an HTTP health endpoint, a file, a
+ * socket answer. The polling interval is not synchronisation; the condition is.
+ */
+import { spawn } from 'node:child_process';
+import { closeSync, openSync, readdirSync, readFileSync, statSync, writeSync } from 'node:fs';
+import { open } from 'node:fs/promises';
+import { setTimeout as delay } from 'node:timers/promises';
+import type { Logger } from 'pino';
+import { errorMessage, SystemError } from '../errors.ts';
+
+/** A process as the kernel knows it, stable across PID reuse. */
+export interface ProcessIdentity {
+  /** Process ID. */
+  pid: number;
+  /** Start time in clock ticks after boot (`/proc/PID/stat` field 22). */
+  startTime: number;
+}
+
+/** A process the platform started, as kept in the state file. */
+export interface ProcessRecord extends ProcessIdentity {
+  /** Unique name within the platform ("root", "c1", "n2", "fwd-root", ...). */
+  name: string;
+  /** The command line it was started with. */
+  argv: string[];
+  /** File its stdout and stderr are appended to. */
+  log: string;
+}
+
+/** What `/proc/PID/stat` says about a process. */
+export interface ProcStat {
+  /** State letter (R, S, D, Z, X, ...). */
+  state: string;
+  /** Process group ID. */
+  pgrp: number;
+  /** Start time in clock ticks after boot. */
+  startTime: number;
+}
+
+/** Reads `/proc/PID/stat`; undefined when there is no such process. */
+export function readProcStat(pid: number): ProcStat | undefined {
+  let text: string;
+  try {
+    text = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return undefined;
+  }
+  // The command name (field 2) is in parentheses and may itself contain spaces and parentheses.
+  const rest = text.slice(text.lastIndexOf(')') + 2).split(' ');
+  const state = rest[0];
+  const pgrp = Number(rest[2]);
+  const startTime = Number(rest[19]);
+  if (state === undefined || !Number.isFinite(pgrp) || !Number.isFinite(startTime)) return undefined;
+  return { state, pgrp, startTime };
+}
+
+/** True while the identified process exists, is the same process (start time) and is not a zombie. */
+export function isAlive(id: ProcessIdentity): boolean {
+  const stat = readProcStat(id.pid);
+  return stat !== undefined && stat.startTime === id.startTime && stat.state !== 'Z' && stat.state !== 'X';
+}
+
+/** True if process `pid` has `marker` ("KEY=value") in its environment. */
+export function hasEnvMarker(pid: number, marker: string): boolean {
+  try {
+    return readFileSync(`/proc/${pid}/environ`, 'latin1').split('\0').includes(marker);
+  } catch {
+    return false;
+  }
+}
+
+function allPids(): number[] {
+  return readdirSync('/proc')
+    .filter((e) => /^\d+$/.test(e))
+    .map(Number);
+}
+
+/** Live processes carrying environment `marker`: what a platform left running, whoever recorded it. */
+export function processesWithMarker(marker: string): number[] {
+  return allPids().filter((pid) => {
+    const stat = readProcStat(pid);
+    return stat !== undefined && stat.state !== 'Z' && hasEnvMarker(pid, marker);
+  });
+}
+
+/** Live processes whose network namespace is the named one (`/run/netns/NAME`); [] when it does not exist. */
+export function processesInNetns(name: string): number[] {
+  let ns: { dev: number; ino: number };
+  try {
+    ns = statSync(`/run/netns/${name}`);
+  } catch {
+    return [];
+  }
+  return allPids().filter((pid) => {
+    try {
+      const s = statSync(`/proc/${pid}/ns/net`);
+      return s.ino === ns.ino && s.dev === ns.dev && readProcStat(pid)?.state !== 'Z';
+    } catch {
+      return false;
+    }
+  });
+}
+
+/**
+ * The processes to signal for `rec`: the recorded leader if it is still the same process, plus live members
+ * of its process group that carry `marker` and started no earlier than the leader (they are its forks).
+ */
+export function recordedProcesses(rec: ProcessIdentity, marker: string): number[] {
+  const pids = isAlive(rec) ? [rec.pid] : [];
+  for (const pid of allPids()) {
+    if (pid === rec.pid) continue;
+    const stat = readProcStat(pid);
+    if (
+      stat !== undefined &&
+      stat.pgrp === rec.pid &&
+      stat.state !== 'Z' &&
+      stat.startTime >= rec.startTime &&
+      hasEnvMarker(pid, marker)
+    ) {
+      pids.push(pid);
+    }
+  }
+  return pids;
+}
+
+/** How to start a detached process. */
+export interface SpawnDetachedOptions {
+  /** Name of the process within the platform. */
+  name: string;
+  /** Command and arguments (argv[0] is looked up in PATH). */
+  argv: string[];
+  /** Log file (created if needed) that receives stdout and stderr, appended. */
+  log: string;
+  /** Extra environment variables (on top of this process's, minus the test runner's). */
+  env?: Record<string, string>;
+  /** Working directory. */
+  cwd?: string;
+}
+
+/** Starts a process in its own session (it survives our exit) and returns its record; SystemError if it cannot start. */
+export async function spawnDetached(opts: SpawnDetachedOptions): Promise<ProcessRecord> {
+  const [cmd, ...args] = opts.argv;
+  if (cmd === undefined) throw new Error('spawnDetached: empty argv');
+  const fd = openSync(opts.log, 'a');
+  try {
+    writeSync(fd, `--- ${new Date().toISOString()} starting ${opts.argv.join(' ')}\n`);
+    const env: NodeJS.ProcessEnv = { ...process.env, ...opts.env };
+    delete env['NODE_TEST_CONTEXT']; // a child node must not think it is a test runner's child
+    const child = spawn(cmd, args, { detached: true, stdio: ['ignore', fd, fd], env, cwd: opts.cwd });
+    await new Promise<void>((resolve, reject) => {
+      child.once('spawn', resolve);
+      child.once('error', (err) =>
+        reject(new SystemError(`cannot start ${opts.name} (${cmd}): ${errorMessage(err)}`, { cause: err })),
+      );
+    });
+    child.unref();
+    const pid = child.pid;
+    const stat = pid === undefined ? undefined : readProcStat(pid);
+    if (pid === undefined || stat === undefined) {
+      throw new SystemError(`${opts.name} exited at once; see ${opts.log}`);
+    }
+    return { name: opts.name, pid, startTime: stat.startTime, argv: [...opts.argv], log: opts.log };
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Options of waitFor. */
+export interface WaitOptions {
+  /** Give up after this many milliseconds. */
+  timeoutMs: number;
+  /** Time between two probes (default 100 ms). */
+  intervalMs?: number;
+  /** Checked after each failed probe: a message ends the wait at once (e.g. "process died"). */
+  failIf?: () => string | undefined;
+}
+
+/** Probes until `probe` returns a value (not undefined); SystemError on deadline or when failIf says so. */
+export async function waitFor<T>(
+  what: string,
+  probe: () => Promise<T | undefined> | T | undefined,
+  opts: WaitOptions,
+): Promise<T> {
+  const deadline = Date.now() + opts.timeoutMs;
+  let lastError: unknown;
+  for (;;) {
+    try {
+      const value = await probe();
+      if (value !== undefined) return value;
+    } catch (err) {
+      lastError = err;
+    }
+    const failure = opts.failIf?.();
+    if (failure !== undefined) throw new SystemError(`${what}: ${failure}`);
+    if (Date.now() >= deadline) {
+      const last = lastError === undefined ? '' : ` (last error: ${errorMessage(lastError)})`;
+      throw new SystemError(`${what}: not within ${opts.timeoutMs} ms${last}`);
+    }
+    await delay(opts.intervalMs ?? 100);
+  }
+}
+
+/** True if GET `url` answers 2xx within `timeoutMs`. */
+export async function httpOk(url: string, timeoutMs = 1000): Promise<boolean> {
+  try {
+    const res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) });
+    await res.arrayBuffer();
+    return res.ok;
+  } catch {
+    return false;
+  }
+}
+
+/** The last `maxBytes` of a file ('' if unreadable), for error messages. */
+export async function tailFile(path: string, maxBytes = 3000): Promise<string> {
+  try {
+    const fh = await open(path, 'r');
+    try {
+      const { size } = await fh.stat();
+      const start = Math.max(0, size - maxBytes);
+      const buf = Buffer.alloc(size - start);
+      await fh.read(buf, 0, buf.length, start);
+      return buf.toString('utf8');
+    } finally {
+      await fh.close();
+    }
+  } catch {
+    return '';
+  }
+}
+
+/** Options of stopProcesses. */
+export interface StopOptions {
+  /** Environment marker ("KEY=value") that group members must carry to be signalled. */
+  marker: string;
+  /** Time to exit after SIGTERM before SIGKILL (default 8000 ms). */
+  graceMs?: number;
+  /** Time to vanish after SIGKILL (default 3000 ms). */
+  killMs?: number;
+}
+
+function signal(pid: number, sig: NodeJS.Signals): void {
+  try {
+    process.kill(pid, sig);
+  } catch {
+    // gone meanwhile
+  }
+}
+
+function stillThere(pids: Map<number, number>): number[] {
+  return [...pids].filter(([pid, start]) => isAlive({ pid, startTime: start })).map(([pid]) => pid);
+}
+
+/**
+ * Stops the recorded processes (and their group members): SIGTERM, wait up to graceMs, SIGKILL, wait.
+ * Returns the names of records that needed SIGKILL; SystemError if something survived SIGKILL.
+ */
+export async function stopProcesses(records: readonly ProcessRecord[], opts: StopOptions, log: Logger): Promise<string[]> {
+  const targets = new Map<number, number>(); // pid -> start time
+  const owner = new Map<number, string>();
+  for (const rec of records) {
+    for (const pid of recordedProcesses(rec, opts.marker)) {
+      const stat = readProcStat(pid);
+      if (stat === undefined) continue;
+      targets.set(pid, stat.startTime);
+      owner.set(pid, rec.name);
+    }
+  }
+  if (targets.size === 0) return [];
+  for (const pid of targets.keys()) signal(pid, 'SIGTERM');
+  log.debug({ pids: [...targets.keys()] }, 'sent SIGTERM');
+  const graceMs = opts.graceMs ?? 8000;
+  let left = await waitGone(targets, graceMs);
+  if (left.length === 0) return [];
+  const killed = [...new Set(left.map((pid) => owner.get(pid) ?? String(pid)))];
+  log.warn({ processes: killed, graceMs }, 'processes did not stop on SIGTERM; sending SIGKILL');
+  for (const pid of left) signal(pid, 'SIGKILL');
+  left = await waitGone(targets, opts.killMs ?? 3000);
+  if (left.length > 0) throw new SystemError(`processes survived SIGKILL: ${left.join(', ')}`);
+  return killed;
+}
+
+async function waitGone(targets: Map<number, number>, timeoutMs: number): Promise<number[]> {
+  try {
+    await waitFor('exit', () => (stillThere(targets).length === 0 ? true : undefined), {
+      timeoutMs,
+      intervalMs: 50,
+    });
+    return [];
+  } catch {
+    return stillThere(targets);
+  }
+}
