@@ -73,7 +73,6 @@ interface Running {
   subnetV6: Cidr;
   hostIp: string;
   clusterUrl: string;
-  cluster: string;
 }
 
 export class NetManager {
@@ -148,7 +147,6 @@ export class NetManager {
       };
       this.stateFile.save(this.state);
       const hostIp = this.o.publicAddress ?? (await localAddressTowards(clusterUrl));
-      const cluster = clusterHost;
       const net = this.o.hostNetwork({
         bridge: this.o.names.bridge,
         tun: this.o.names.tun,
@@ -165,7 +163,7 @@ export class NetManager {
       const tun = await this.o.openTun(this.o.names.tun, this.o.mtu);
       await net.addTunRoutes();
       const tunnel = this.o.openTunnel(this.o.tunnelPort);
-      const table = new ServiceTable({ workerId, hostIp, hostPort: this.o.tunnelPort, cluster });
+      const table = new ServiceTable({ workerId, hostIp, hostPort: this.o.tunnelPort });
       const resolver = new NodeResolver({
         table,
         link,
@@ -179,7 +177,7 @@ export class NetManager {
         {
           localSubnets: [subnetV4, subnetV6],
           semanticRanges: [this.o.plan.serviceRangeV4, this.o.plan.serviceRangeV6],
-          cluster,
+          cluster: () => table.ownCluster,
         },
         log.child({ component: 'proxy' }),
       );
@@ -199,7 +197,6 @@ export class NetManager {
         subnetV6,
         hostIp,
         clusterUrl,
-        cluster,
       };
       await this.restoreInstances();
       log.info(

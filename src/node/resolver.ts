@@ -7,7 +7,6 @@
  * the background and answered through DirectoryEvents.
  */
 import type { Logger } from 'pino';
-import { IpAddress } from '../addressing/ip.ts';
 import type {
   AddressTarget,
   Directory,
@@ -111,9 +110,9 @@ export class NodeResolver implements Directory {
       return;
     }
     this.o.table.apply(job, answer.instance_list);
+    // answer first: the packets waiting for it must not wait for the subscription too
+    this.events?.resolved(address, this.o.table.targetOf(address) !== undefined);
     await this.watch(job);
-    const ip = IpAddress.tryParse(address);
-    this.events?.resolved(address, ip !== undefined && this.o.table.targetOf(address) !== undefined);
   }
 
   private async watch(job: string): Promise<void> {

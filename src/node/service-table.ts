@@ -28,7 +28,6 @@ export interface NodeIdentity {
   /** host_ip / host_port this node announces. */
   hostIp: string;
   hostPort: number;
-  cluster: string;
 }
 
 interface JobEntry {
@@ -45,6 +44,8 @@ export class ServiceTable implements Pick<Directory, 'target' | 'localByNamespac
   private readonly localByNs = new Map<number | string, ServiceInstance>();
   /** Instances skipped because they were invalid. */
   invalidEntries = 0;
+  /** This node's cluster ID, as the cluster reports it on this node's own instances ('' until one is seen). */
+  ownCluster = '';
   private events: DirectoryEvents | undefined;
 
   constructor(private readonly self: NodeIdentity) {}
@@ -126,6 +127,11 @@ export class ServiceTable implements Pick<Directory, 'target' | 'localByNamespac
     }
     instances.sort((a, b) => a.number - b.number);
     const gone = (old?.targets.instances ?? []).filter((i) => !instances.includes(i));
+    const before = new Map<number | string, ServiceInstance>();
+    for (const k of old?.localKeys ?? []) {
+      const inst = this.localByNs.get(k);
+      if (inst) before.set(k, inst);
+    }
     this.unindex(old);
     const targets: ServiceTargets = { job, instances };
     const entry: JobEntry = { job, targets, keys: [], localKeys: [] };
@@ -143,11 +149,13 @@ export class ServiceTable implements Pick<Directory, 'target' | 'localByNamespac
     const localChanged: string[] = [];
     for (const inst of instances) {
       if (!inst.local) continue;
+      if (inst.cluster) this.ownCluster = inst.cluster;
       for (const ns of [inst.nsip4, inst.nsip6]) {
         if (!ns) continue;
         const key = addressKey(ns, 0, ns.length);
         entry.localKeys.push(key);
-        if (this.localByNs.get(key) !== inst) localChanged.push(IpAddress.fromBytes(ns).toString());
+        if ((this.localByNs.get(key) ?? before.get(key)) !== inst)
+          localChanged.push(IpAddress.fromBytes(ns).toString());
         this.localByNs.set(key, inst);
       }
     }

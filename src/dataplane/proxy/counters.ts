@@ -36,7 +36,7 @@ const DROP_NAMES: Record<Drop, string> = {
   9: 'tunnel send failed',
   10: 'TUN write failed',
   11: 'packet truncated on read',
-  12: 'TCP flow reset (instance gone)',
+  12: 'TCP segment to a vanished instance (client reset)',
 };
 
 export class ProxyCounters {
@@ -52,6 +52,8 @@ export class ProxyCounters {
   local = 0;
   flowsCreated = 0;
   resetsSent = 0;
+  /** Table queries not asked because too many were asked (a scan of the semantic range). */
+  questionsThrottled = 0;
 
   drop(reason: Drop): void {
     this.drops[reason]!++;
@@ -74,6 +76,7 @@ export class ProxyCounters {
       local: this.local,
       flows_created: this.flowsCreated,
       resets_sent: this.resetsSent,
+      questions_throttled: this.questionsThrottled,
       drops,
       dropped: drops ? Object.values(drops).reduce((a, b) => a + b, 0) : 0,
     };

@@ -28,6 +28,8 @@ export class Flow {
   tcp = 0;
   /** Last acknowledgment number the client sent (TCP): a reset we inject must carry it as sequence number. */
   clientAck = 0;
+  /** The client's next sequence number (TCP): what a reset of a half-open connection acknowledges. */
+  clientNext = 0;
   /** True once the chosen instance is gone: the next packet chooses again (UDP/ICMP) or the flow resets (TCP). */
   stale = false;
   /** Packets and bytes that matched the flow, both directions. */
@@ -111,10 +113,12 @@ export class FlowTable {
     return slot < 0 ? undefined : this.values[slot];
   }
 
-  /** Adds flow under both of its keys (outbound and reply); the caller must have checked they are free. */
+  /**
+   * Adds flow under both of its keys (outbound and reply). The caller must have checked that the outbound key
+   * is free; a reply key another flow holds is taken over (two flows whose replies look alike: the later wins).
+   */
   add(flow: Flow): void {
-    if ((this.used + this.tombs + 2) * 4 > (this.mask + 1) * 3)
-      this.rebuild(this.used + 2 > (this.mask + 1) / 2);
+    this.reserve(2);
     this.outboundKey(flow);
     this.insert(flow);
     this.replyKey(flow);
@@ -141,6 +145,7 @@ export class FlowTable {
     flow.targetNs = targetNs;
     flow.targetIp = targetIp;
     flow.stale = false;
+    this.reserve(1);
     this.replyKey(flow);
     this.insert(flow);
   }
@@ -181,16 +186,30 @@ export class FlowTable {
     }
   }
 
+  /** Makes room for n more keys, so that probes always end at an empty slot. Clobbers the scratch key. */
+  private reserve(n: number): void {
+    if ((this.used + this.tombs + n) * 4 > (this.mask + 1) * 3)
+      this.rebuild(this.used + n > (this.mask + 1) / 2);
+  }
+
   private insert(flow: Flow): void {
+    // the whole probe chain is searched before a tombstone is reused: a key must never be stored twice
     let slot = this.hash() & this.mask;
-    while (this.state[slot] === USED) {
-      if (this.matches(slot)) {
-        this.values[slot] = flow; // replace (a stale key of a flow being superseded)
+    let free = -1;
+    for (;;) {
+      const s = this.state[slot];
+      if (s === EMPTY) break;
+      if (s === USED && this.matches(slot)) {
+        this.values[slot] = flow; // the key changes hands (see add)
         return;
       }
+      if (s === TOMB && free < 0) free = slot;
       slot = (slot + 1) & this.mask;
     }
-    if (this.state[slot] === TOMB) this.tombs--;
+    if (free >= 0) {
+      slot = free;
+      this.tombs--;
+    }
     this.state[slot] = USED;
     this.keys.set(this.scratch, slot * KEY_WORDS);
     this.values[slot] = flow;
@@ -206,20 +225,20 @@ export class FlowTable {
     this.tombs++;
   }
 
+  /** Re-inserts every key (dropping tombstones), into twice the slots when grow; keeps who holds which key. */
   private rebuild(grow: boolean): void {
+    const { keys, state, values } = this;
     const cap = (this.mask + 1) * (grow ? 2 : 1);
-    const live = [...this.flows];
     this.mask = cap - 1;
     this.keys = new Uint32Array(cap * KEY_WORDS);
     this.state = new Uint8Array(cap);
     this.values = new Array<Flow | undefined>(cap);
     this.used = 0;
     this.tombs = 0;
-    for (const f of live) {
-      this.outboundKey(f);
-      this.insert(f);
-      this.replyKey(f);
-      this.insert(f);
+    for (let slot = 0; slot < state.length; slot++) {
+      if (state[slot] !== USED) continue;
+      this.scratch.set(keys.subarray(slot * KEY_WORDS, (slot + 1) * KEY_WORDS));
+      this.insert(values[slot]!);
     }
   }
 }

@@ -9,11 +9,12 @@
  *   1. decode into the one reused ParsedPacket; malformed -> counted drop
  *   2. the destination must be a ServiceIP or instance IP (the semantic ranges) -> else counted drop
  *   3. non-first IPv4/IPv6 fragments follow the translation of their first fragment (held until it came)
- *   4. the source namespace address must belong to a local instance: its instance IP becomes the source;
- *      unknown yet -> the packet waits (bounded) for the instance's own table entry
- *   5. flow lookup by the outbound 5-tuple; a new flow resolves the destination (unknown -> the packet waits in a
- *      bounded per-address queue while the control plane is asked; other flows go on) and the address's
- *      policy chooses an instance (round robin per new flow, closest, or the named instance)
+ *   4. flow lookup by the outbound 5-tuple: a packet of a known flow goes straight to 6
+ *   5. a new flow: the source namespace address must belong to a local instance (its instance IP becomes the
+ *      source; unknown yet -> the packet waits, bounded, for the instance's own table entry), the destination
+ *      is resolved (unknown -> the packet waits in a bounded per-address queue while the control plane is
+ *      asked; other flows go on) and the address's policy chooses an instance (round robin per new flow,
+ *      closest, or the named instance)
  *   6. TCP progress is tracked (SYN, FIN both ways, RST) for the flow's lifetime
  *   7. in-place rewrite: source := own instance IP, destination := chosen instance's namespace address,
  *      checksums updated incrementally (RFC 1624)
@@ -22,7 +23,8 @@
  *  Inbound, a batch received on the tunnel (and step 8's local deliveries):
  *   9. decode; the destination must be a namespace address of this node and the source a semantic address
  *  10. a reply of a flow opened here (found by its reply 5-tuple): source := the address the client dialed;
- *      anything else is a new request and goes in unchanged
+ *      anything else is a new request and goes in unchanged; later fragments follow their first fragment
+ *      (held until it came)
  *  11. written to the TUN in one batch (the kernel hands it to the bridge and the instance)
  *  Housekeeping: idle flows expire (TCP-aware), held packets time out, flows to vanished instances are
  *  re-resolved (UDP, ICMP) or reset (TCP: the client gets a RST instead of a black hole).
@@ -52,8 +54,8 @@ export interface ProxyConfig {
   localSubnets: readonly Cidr[];
   /** ServiceIP and instance IP ranges (10.30.0.0/16, fdff::/16). */
   semanticRanges: readonly Cidr[];
-  /** This node's cluster (for Closest). */
-  cluster: string;
+  /** This node's cluster ID (for Closest); a function because a node learns it from its own table entries. */
+  cluster: () => string;
   /** How long a packet waits for the control plane (ms, default 3000). */
   resolveTimeoutMs?: number;
   /** Idle timeouts in ms. */
@@ -78,9 +80,13 @@ const DEFAULT_IDLE: IdleTimeouts = {
 
 const BATCH = 512;
 const SWEEP_MS = 1000;
+/** Table queries this proxy may start per second, and in a burst. */
+const QUESTIONS_PER_S = 200;
+const QUESTION_BURST = 400;
 
 interface FragmentRecord {
-  flow: Flow;
+  /** The flow whose translation the datagram's later fragments follow; none for an inbound request. */
+  flow: Flow | undefined;
   outbound: boolean;
   at: number;
 }
@@ -113,6 +119,8 @@ export class ProxyTun implements DirectoryEvents {
     lengths: new Uint32Array(1),
     count: 1,
   };
+  private questionTokens = QUESTION_BURST;
+  private questionsAt = 0;
   /** True while a batch is being processed: work that would start another batch waits for its end. */
   private inCycle = false;
   private afterCycle: Array<() => void> = [];
@@ -127,7 +135,12 @@ export class ProxyTun implements DirectoryEvents {
     this.local = new PrefixSet(config.localSubnets);
     this.semantic = new PrefixSet(config.semanticRanges);
     this.policies = createPolicies();
-    this.ctx = { cluster: config.cluster };
+    const cluster = config.cluster;
+    this.ctx = {
+      get cluster() {
+        return cluster();
+      },
+    };
     this.idle = { ...DEFAULT_IDLE, ...config.idle };
     this.resolveTimeoutMs = config.resolveTimeoutMs ?? 3000;
   }
@@ -166,16 +179,19 @@ export class ProxyTun implements DirectoryEvents {
   private onTunBatch(batch: PacketBatch): void {
     this.now = Date.now();
     this.beginCycle(batch.buffer);
-    for (let i = 0; i < batch.count; i++) {
-      const len = batch.lengths[i]!;
-      this.counters.tunIn++;
-      if (len === 0) {
-        this.counters.drop(Drop.Truncated);
-        continue;
+    try {
+      for (let i = 0; i < batch.count; i++) {
+        const len = batch.lengths[i]!;
+        this.counters.tunIn++;
+        if (len === 0) {
+          this.counters.drop(Drop.Truncated);
+          continue;
+        }
+        this.outbound(batch.buffer, batch.offsets[i]!, len);
       }
-      this.outbound(batch.buffer, batch.offsets[i]!, len);
+    } finally {
+      this.flush();
     }
-    this.flush();
   }
 
   private outbound(buf: Buffer, off: number, len: number): void {
@@ -199,15 +215,7 @@ export class ProxyTun implements DirectoryEvents {
       this.counters.drop(Drop.UnsupportedIcmp);
       return;
     }
-    // 4. the source instance
-    const source = this.directory.localByNamespace(buf, p.srcOffset, p.addrLength);
-    const ownIp = source ? (p.addrLength === 4 ? source.instanceIp4 : source.instanceIp6) : null;
-    if (!source || !ownIp) {
-      const key = addressKey(buf, p.srcOffset, p.addrLength);
-      if (!this.waitingForSource.hold(key, buf, off, len, this.now)) this.counters.drop(Drop.UnknownSource);
-      return;
-    }
-    // 5. the flow
+    // 4. the flow (a hit needs nothing else: its translation is decided)
     this.flows.setKey(p.proto, buf, p.srcOffset, buf, p.dstOffset, p.addrLength, p.srcPort, p.dstPort);
     let flow = this.flows.get();
     if (flow && (flow.stale || !flow.instance.alive)) flow = this.refresh(flow, buf, p.dstOffset);
@@ -222,10 +230,29 @@ export class ProxyTun implements DirectoryEvents {
       flow = undefined;
     }
     if (!flow) {
+      // 5. a new flow: the source must be a local instance (its instance IP becomes the source), the
+      // destination known, and the policy must find an instance
+      const source = this.directory.localByNamespace(buf, p.srcOffset, p.addrLength);
+      const ownIp = source ? (p.addrLength === 4 ? source.instanceIp4 : source.instanceIp6) : null;
+      if (!source || !ownIp) {
+        const key = addressKey(buf, p.srcOffset, p.addrLength);
+        if (!this.waitingForSource.hold(key, buf, off, len, this.now)) this.counters.drop(Drop.UnknownSource);
+        return;
+      }
       const target = this.directory.target(buf, p.dstOffset, p.addrLength);
       if (!target) {
         this.waitForDestination(buf, off, len);
         return;
+      }
+      if (this.waitingForDestination.size !== 0) {
+        // the table learned the address before its answer came: earlier packets to it still wait, go after them
+        const key = addressKey(buf, p.dstOffset, p.addrLength);
+        if (this.waitingForDestination.has(key)) {
+          if (this.waitingForDestination.hold(key, buf, off, len, this.now))
+            this.afterCycle.push(() => this.replay(this.waitingForDestination.take(key)));
+          else this.counters.drop(Drop.QueueFull);
+          return;
+        }
       }
       flow = this.newFlow(target, source, ownIp, buf);
       if (!flow) return;
@@ -257,7 +284,7 @@ export class ProxyTun implements DirectoryEvents {
     const p = this.p;
     const key = fragmentKey(buf, p.srcOffset, p.dstOffset, p.addrLength, p.proto, p.fragmentId);
     const rec = this.fragments.get(key);
-    if (!rec || !rec.outbound || rec.flow.dead) {
+    if (!rec?.outbound || !rec.flow || rec.flow.dead) {
       if (!this.waitingForFirstFragment.hold(key, buf, off, len, this.now))
         this.counters.drop(Drop.FragmentUnmatched);
       return;
@@ -267,13 +294,17 @@ export class ProxyTun implements DirectoryEvents {
     this.deliver(rec.flow, buf, off, len);
   }
 
-  private rememberFragment(flow: Flow, outbound: boolean): void {
+  /**
+   * Records the first fragment in this.p, so the datagram's later fragments follow its translation. Keyed as
+   * they will arrive, with the original addresses: for an outbound first fragment (already rewritten) the
+   * client's namespace address and the dialed address; an inbound one is recorded before its rewrite.
+   */
+  private rememberFragment(flow: Flow | undefined, outbound: boolean): void {
     const p = this.p;
-    // keyed as the later fragments will arrive: with the original (untranslated) addresses; for an outbound
-    // first fragment those are the client's namespace address and the dialed address
-    const key = outbound
-      ? fragmentKeyOf(flow.clientAddr, 0, flow.dialed, 0, flow.dialed.length, p.proto, p.fragmentId)
-      : fragmentKeyOf(flow.targetIp, 0, flow.clientAddr, 0, flow.dialed.length, p.proto, p.fragmentId);
+    const key =
+      outbound && flow
+        ? fragmentKeyOf(flow.clientAddr, 0, flow.dialed, 0, flow.dialed.length, p.proto, p.fragmentId)
+        : fragmentKey(p.buffer, p.srcOffset, p.dstOffset, p.addrLength, p.proto, p.fragmentId);
     this.fragments.set(key, { flow, outbound, at: this.now });
     const held = this.waitingForFirstFragment.take(key);
     if (held.length) this.afterCycle.push(() => this.replay(held, outbound));
@@ -292,6 +323,17 @@ export class ProxyTun implements DirectoryEvents {
   private ask(address: string): void {
     const at = this.asked.get(address);
     if (at !== undefined && this.now - at < this.resolveTimeoutMs) return;
+    // a scan of the semantic range must not turn into a flood of table queries: a token bucket
+    this.questionTokens = Math.min(
+      QUESTION_BURST,
+      this.questionTokens + ((this.now - this.questionsAt) * QUESTIONS_PER_S) / 1000,
+    );
+    this.questionsAt = this.now;
+    if (this.questionTokens < 1) {
+      this.counters.questionsThrottled++;
+      return;
+    }
+    this.questionTokens--;
     this.asked.set(address, this.now);
     this.directory.request(address);
   }
@@ -374,7 +416,15 @@ export class ProxyTun implements DirectoryEvents {
     if (f & TcpFlag.Syn) flow.tcp |= TcpProgress.SynOut;
     if (f & TcpFlag.Fin) flow.tcp |= TcpProgress.FinOut;
     if (f & TcpFlag.Rst) flow.tcp |= TcpProgress.Reset;
-    if (f & TcpFlag.Ack) flow.clientAck = buf.readUInt32BE(this.p.l4Offset + 8);
+    const at = this.p.l4Offset;
+    if (f & TcpFlag.Ack) flow.clientAck = buf.readUInt32BE(at + 8);
+    const payload = this.p.l4Length - ((buf[at + 12]! >> 4) << 2);
+    flow.clientNext =
+      (buf.readUInt32BE(at + 4) +
+        Math.max(0, payload) +
+        (f & TcpFlag.Syn ? 1 : 0) +
+        (f & TcpFlag.Fin ? 1 : 0)) >>>
+      0;
   }
 
   // ---- inbound: tunnel (and local deliveries) -> TUN (steps 9-11) -----------------------------------------
@@ -382,16 +432,19 @@ export class ProxyTun implements DirectoryEvents {
   private onTunnelBatch(batch: PacketBatch): void {
     this.now = Date.now();
     this.beginCycle(batch.buffer);
-    for (let i = 0; i < batch.count; i++) {
-      const len = batch.lengths[i]!;
-      this.counters.tunnelIn++;
-      if (len === 0) {
-        this.counters.drop(Drop.Truncated);
-        continue;
+    try {
+      for (let i = 0; i < batch.count; i++) {
+        const len = batch.lengths[i]!;
+        this.counters.tunnelIn++;
+        if (len === 0) {
+          this.counters.drop(Drop.Truncated);
+          continue;
+        }
+        this.inbound(batch.buffer, batch.offsets[i]!, len);
       }
-      this.inbound(batch.buffer, batch.offsets[i]!, len);
+    } finally {
+      this.flush();
     }
-    this.flush();
   }
 
   private inbound(buf: Buffer, off: number, len: number): void {
@@ -411,13 +464,19 @@ export class ProxyTun implements DirectoryEvents {
     }
     // 10. replies of flows opened here get the dialed address back as source
     if (p.isFragment && !p.isFirstFragment) {
-      const rec = this.fragments.get(
-        fragmentKey(buf, p.srcOffset, p.dstOffset, p.addrLength, p.proto, p.fragmentId),
-      );
-      if (rec && !rec.outbound && !rec.flow.dead) setSrcAddress(p, buf, rec.flow.dialed);
+      // whether the datagram is a reply is known from its first fragment only: wait for it (bounded)
+      const key = fragmentKey(buf, p.srcOffset, p.dstOffset, p.addrLength, p.proto, p.fragmentId);
+      const rec = this.fragments.get(key);
+      if (!rec) {
+        if (!this.waitingForFirstFragment.hold(key, buf, off, len, this.now))
+          this.counters.drop(Drop.FragmentUnmatched);
+        return;
+      }
+      if (!rec.outbound && rec.flow && !rec.flow.dead) setSrcAddress(p, buf, rec.flow.dialed);
     } else if (p.proto === IpProto.Tcp || p.proto === IpProto.Udp || p.isEcho) {
       this.flows.setKey(p.proto, buf, p.srcOffset, buf, p.dstOffset, p.addrLength, p.srcPort, p.dstPort);
       const flow = this.flows.get();
+      if (p.isFragment) this.rememberFragment(flow, false);
       if (flow) {
         flow.lastSeen = this.now;
         flow.packets++;
@@ -428,12 +487,13 @@ export class ProxyTun implements DirectoryEvents {
           if (f & TcpFlag.Fin) flow.tcp |= TcpProgress.FinIn;
           if (f & TcpFlag.Rst) flow.tcp |= TcpProgress.Reset;
         }
-        if (p.isFragment) this.rememberFragment(flow, false);
         setSrcAddress(p, buf, flow.dialed);
       } else if (!this.directory.target(buf, p.srcOffset, p.addrLength)) {
         // a new request from an instance this node does not know yet: the answer will need it, ask now
         this.ask(p.srcAddress());
       }
+    } else if (p.isFragment) {
+      this.rememberFragment(undefined, false); // another protocol's datagram: its fragments pass as they are
     }
     // 11. to the TUN
     if (!this.toTun.push(off, len)) {
@@ -488,13 +548,16 @@ export class ProxyTun implements DirectoryEvents {
     const buffer = Buffer.allocUnsafe(total);
     let at = 0;
     this.beginCycle(buffer);
-    for (const pkt of packets) {
-      pkt.copy(buffer, at);
-      if (outbound) this.outbound(buffer, at, pkt.length);
-      else this.inbound(buffer, at, pkt.length);
-      at += pkt.length;
+    try {
+      for (const pkt of packets) {
+        pkt.copy(buffer, at);
+        if (outbound) this.outbound(buffer, at, pkt.length);
+        else this.inbound(buffer, at, pkt.length);
+        at += pkt.length;
+      }
+    } finally {
+      this.flush();
     }
-    this.flush();
   }
 
   // ---- directory events -----------------------------------------------------------------------------------
@@ -527,6 +590,14 @@ export class ProxyTun implements DirectoryEvents {
       const flows = this.flowsByInstance.get(inst);
       if (!flows) continue;
       for (const flow of [...flows]) {
+        const successor = this.successor(flow);
+        if (successor) {
+          // the same instance with changed details (its node's address, its cluster): the flow follows it
+          this.unlink(flow);
+          this.flows.retarget(flow, successor, flow.targetNs, flow.targetIp);
+          this.link(flow);
+          continue;
+        }
         if (flow.proto === IpProto.Tcp) {
           this.resetFlow(flow);
           this.closeFlow(flow);
@@ -535,16 +606,25 @@ export class ProxyTun implements DirectoryEvents {
         }
       }
     }
-    // flows opened by instances that left this node
+    // flows opened by instances that left this node; namespace addresses are reused, so a flow whose address
+    // now belongs to a live instance with the flow's own instance IP is that instance's, and stays
     for (const flow of [...this.flows.flows]) {
-      if (
-        instances.some(
-          (i) => i.local && sameBytes(familyAddress(i, flow.clientAddr.length, 'ns'), flow.clientAddr),
-        )
-      ) {
-        this.closeFlow(flow);
-      }
+      const len = flow.clientAddr.length;
+      if (!instances.some((i) => i.local && sameBytes(familyAddress(i, len, 'ns'), flow.clientAddr)))
+        continue;
+      const owner = this.directory.localByNamespace(flow.clientAddr, 0, len);
+      if (owner?.alive && sameBytes(familyAddress(owner, len, 'ip'), flow.ownIp)) continue;
+      this.closeFlow(flow);
     }
+  }
+
+  /** The live record now behind a flow's target instance IP, if it is the same instance at the same address. */
+  private successor(flow: Flow): ServiceInstance | undefined {
+    const t = this.directory.target(flow.targetIp, 0, flow.targetIp.length);
+    const inst = t?.kind === 'instance' ? t.instance : undefined;
+    if (!inst?.alive || inst.job !== flow.instance.job || inst.number !== flow.instance.number)
+      return undefined;
+    return sameBytes(familyAddress(inst, flow.targetNs.length, 'ns'), flow.targetNs) ? inst : undefined;
   }
 
   // ---- resets, flow bookkeeping, housekeeping -------------------------------------------------------------
@@ -569,19 +649,24 @@ export class ProxyTun implements DirectoryEvents {
     this.writeAside(rst);
   }
 
-  /** Resets the client side of an established flow (its instance is gone). */
+  /**
+   * Resets the client side of a flow whose instance is gone. Established: RST with the sequence number the
+   * client expects (its last ACK). Still opening (no answer yet): RST|ACK acknowledging its SYN, which is what
+   * a SYN-SENT socket accepts.
+   */
   private resetFlow(flow: Flow): void {
+    const opening = (flow.tcp & TcpProgress.SynAckIn) === 0;
     const rst = buildTcp({
       src: flow.dialed,
       dst: flow.clientAddr,
       srcPort: flow.port,
       dstPort: flow.clientPort,
-      seq: flow.clientAck,
-      flags: TcpFlag.Rst,
+      seq: opening ? 0 : flow.clientAck,
+      ...(opening ? { ack: flow.clientNext } : {}),
+      flags: opening ? TcpFlag.Rst | TcpFlag.Ack : TcpFlag.Rst,
       window: 0,
     });
     this.writeAside(rst);
-    this.counters.drop(Drop.Reset);
   }
 
   private writeAside(packet: Buffer): void {
@@ -625,7 +710,7 @@ export class ProxyTun implements DirectoryEvents {
     }
     for (const job of touched) this.directory.touch(job);
     for (const [key, rec] of this.fragments)
-      if (this.now - rec.at > 5000 || rec.flow.dead) this.fragments.delete(key);
+      if (this.now - rec.at > 5000 || rec.flow?.dead) this.fragments.delete(key);
     for (const [address, at] of this.asked)
       if (this.now - at > this.resolveTimeoutMs) this.asked.delete(address);
     const expired =
@@ -684,7 +769,10 @@ function fragmentKeyOf(
   proto: number,
   id: number,
 ): string {
-  return `${proto}/${id}/${String(addressKey(src, srcOff, len))}/${String(addressKey(dst, dstOff, len))}`;
+  // a datagram is (src, dst, protocol, id) in IPv4 but (src, dst, id) in IPv6 (RFC 8200 4.5), where a later
+  // fragment may not name the transport at all (proto 0 when the fragmentable part starts with an option header)
+  const kind = len === 4 ? proto : 0;
+  return `${kind}/${id}/${String(addressKey(src, srcOff, len))}/${String(addressKey(dst, dstOff, len))}`;
 }
 
 /** The address key of an address in text (as the directory reports it). */

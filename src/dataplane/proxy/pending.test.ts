@@ -1,0 +1,51 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { PendingPackets } from './pending.ts';
+
+const text = (bufs: Buffer[]) => bufs.map((b) => b.toString());
+
+describe('PendingPackets', () => {
+  it('holds copies per key and gives them back oldest first, once', () => {
+    const q = new PendingPackets();
+    const buf = Buffer.from('xxAAxxBBxxCC');
+    assert.ok(q.hold(1, buf, 2, 2, 0));
+    assert.ok(q.hold('k', buf, 6, 2, 0));
+    assert.ok(q.hold(1, buf, 10, 2, 0));
+    buf.fill(0); // the reader reuses its buffer: held packets are copies
+    assert.equal(q.size, 3);
+    assert.ok(q.has(1) && q.has('k') && !q.has(2));
+    assert.deepEqual(text(q.take(1)), ['AA', 'CC']);
+    assert.deepEqual(q.take(1), []);
+    assert.equal(q.size, 1);
+    assert.deepEqual(text(q.take('k')), ['BB']);
+    assert.equal(q.size, 0);
+  });
+
+  it('refuses packets beyond the per-key and the total bound', () => {
+    const q = new PendingPackets(3, 5);
+    const p = Buffer.from('p');
+    for (let i = 0; i < 3; i++) assert.ok(q.hold(1, p, 0, 1, 0));
+    assert.equal(q.hold(1, p, 0, 1, 0), false, 'per key');
+    assert.ok(q.hold(2, p, 0, 1, 0));
+    assert.ok(q.hold(3, p, 0, 1, 0));
+    assert.equal(q.hold(4, p, 0, 1, 0), false, 'in total');
+    assert.equal(q.size, 5);
+    q.take(1);
+    assert.ok(q.hold(4, p, 0, 1, 0), 'room again after a take');
+  });
+
+  it('expires packets older than the limit, keeps younger ones, and counts', () => {
+    const q = new PendingPackets();
+    const p = Buffer.from('p');
+    q.hold(1, p, 0, 1, 1000);
+    q.hold(1, p, 0, 1, 2000);
+    q.hold(2, p, 0, 1, 1500);
+    assert.equal(q.expire(4000, 2400), 2);
+    assert.equal(q.size, 1);
+    assert.ok(q.has(1) && !q.has(2));
+    assert.equal(q.expire(4000, 2400), 0);
+    assert.equal(q.expire(10_000, 2400), 1);
+    assert.equal(q.size, 0);
+    assert.ok(!q.has(1));
+  });
+});

@@ -1,0 +1,94 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { endpoint } from '../tunnel/tunnel.ts';
+import type { AddressTarget, ServiceInstance } from './directory.ts';
+import { Closest, createPolicies, InstancePolicy, RoundRobin } from './policy.ts';
+
+function inst(job: string, n: number, local = false, cluster = 'c1'): ServiceInstance {
+  return {
+    job,
+    number: n,
+    nsip4: Uint8Array.of(10, 18, 0, 2 + n),
+    nsip6: null,
+    instanceIp4: Uint8Array.of(10, 30, 1, n),
+    instanceIp6: null,
+    endpoint: endpoint('10.255.0.1', 50103),
+    local,
+    cluster,
+    alive: true,
+  };
+}
+
+const rr = (job: string, instances: ServiceInstance[]): AddressTarget => ({
+  kind: 'rr',
+  service: { job, instances },
+});
+const ctx = { cluster: 'c1' };
+
+describe('RoundRobin', () => {
+  it('gives each new flow the next instance, per job', () => {
+    const policy = new RoundRobin();
+    const a = [inst('a.a.a.a', 0), inst('a.a.a.a', 1), inst('a.a.a.a', 2)];
+    const b = [inst('b.b.b.b', 0), inst('b.b.b.b', 1)];
+    const picks = [];
+    for (let i = 0; i < 7; i++) {
+      picks.push(policy.choose(rr('a.a.a.a', a))?.number);
+      if (i < 3) policy.choose(rr('b.b.b.b', b)); // another job does not move a's cursor
+    }
+    assert.deepEqual(picks, [0, 1, 2, 0, 1, 2, 0]);
+    assert.equal(policy.choose(rr('b.b.b.b', b))?.number, 1);
+  });
+
+  it('follows the live list when it shrinks and returns nothing for no instances', () => {
+    const policy = new RoundRobin();
+    const all = [inst('a.a.a.a', 0), inst('a.a.a.a', 1)];
+    assert.equal(policy.choose(rr('a.a.a.a', all))?.number, 0);
+    const one = [all[1]!];
+    for (let i = 0; i < 3; i++) assert.equal(policy.choose(rr('a.a.a.a', one))?.number, 1);
+    assert.equal(policy.choose(rr('a.a.a.a', [])), undefined);
+  });
+});
+
+describe('Closest', () => {
+  it('prefers local instances, then this cluster, then any, round robin within each group', () => {
+    const policy = new Closest(new RoundRobin());
+    const job = 's.s.s.s';
+    const remoteOther = inst(job, 0, false, 'c2');
+    const remoteSame = inst(job, 1, false, 'c1');
+    const local1 = inst(job, 2, true);
+    const local2 = inst(job, 3, true);
+    const closest = (instances: ServiceInstance[]) =>
+      policy.choose({ kind: 'closest', service: { job, instances } }, ctx)?.number;
+    const all = [remoteOther, remoteSame, local1, local2];
+    assert.deepEqual([closest(all), closest(all), closest(all)], [2, 3, 2]);
+    assert.deepEqual([closest([remoteOther, remoteSame]), closest([remoteOther, remoteSame])], [1, 1]);
+    const other = [remoteOther, inst(job, 4, false, 'c3')];
+    assert.deepEqual([closest(other), closest(other)], [0, 4]);
+    assert.equal(closest([]), undefined);
+  });
+});
+
+describe('InstancePolicy', () => {
+  it('names exactly the instance, while it is alive', () => {
+    const policy = new InstancePolicy();
+    const x = inst('s.s.s.s', 1);
+    const target: AddressTarget = {
+      kind: 'instance',
+      service: { job: 's.s.s.s', instances: [inst('s.s.s.s', 0), x] },
+      instance: x,
+    };
+    assert.equal(policy.choose(target), x);
+    x.alive = false;
+    assert.equal(policy.choose(target), undefined);
+    assert.equal(policy.choose({ kind: 'instance', service: target.service }), undefined);
+  });
+});
+
+describe('createPolicies', () => {
+  it('maps each address kind to its policy', () => {
+    const p = createPolicies();
+    assert.ok(p.rr instanceof RoundRobin);
+    assert.ok(p.closest instanceof Closest);
+    assert.ok(p.instance instanceof InstancePolicy);
+  });
+});
