@@ -99,7 +99,9 @@ export function parseLatencyArg(text: string): { latency: LatencySpec; sites?: S
     if (eq < 0) {
       const parts = item.split(',');
       if (parts.length !== 2) {
-        throw new InvalidInputError(`bad latency item ${JSON.stringify(item)}: expected INTRA,INTER (e.g. 2ms,40ms)`);
+        throw new InvalidInputError(
+          `bad latency item ${JSON.stringify(item)}: expected INTRA,INTER (e.g. 2ms,40ms)`,
+        );
       }
       latency.intraSiteMs = parseDelay(parts[0] ?? '');
       latency.interSiteMs = parseDelay(parts[1] ?? '');
@@ -111,7 +113,13 @@ export function parseLatencyArg(text: string): { latency: LatencySpec; sites?: S
     else if (key === 'inter') latency.interSiteMs = parseDelay(value);
     else if (key.includes(':')) {
       const [a, b, extra] = key.split(':');
-      if (a === undefined || b === undefined || extra !== undefined || !SITE_NAME.test(a) || !SITE_NAME.test(b)) {
+      if (
+        a === undefined ||
+        b === undefined ||
+        extra !== undefined ||
+        !SITE_NAME.test(a) ||
+        !SITE_NAME.test(b)
+      ) {
         throw new InvalidInputError(`bad site pair ${JSON.stringify(key)}: expected SITE:SITE`);
       }
       pairs.push({ a, b, ms: parseDelay(value) });
@@ -133,7 +141,8 @@ export function checkLatency(spec: LatencySpec): void {
   if (spec.interSiteMs !== undefined) checkDelay(spec.interSiteMs, 'interSiteMs');
   for (const p of spec.pairs ?? []) {
     checkDelay(p.ms, `${p.a}:${p.b}`);
-    if (!SITE_NAME.test(p.a) || !SITE_NAME.test(p.b)) throw new InvalidInputError(`bad site pair ${p.a}:${p.b}`);
+    if (!SITE_NAME.test(p.a) || !SITE_NAME.test(p.b))
+      throw new InvalidInputError(`bad site pair ${p.a}:${p.b}`);
   }
 }
 
@@ -141,13 +150,18 @@ export function checkLatency(spec: LatencySpec): void {
  * Site of every node: those named in `sites`, and each other node a site of its own (named like the node).
  * InvalidInputError for an unknown node, a node in two sites, or a pair naming an unknown site.
  */
-export function siteOfNodes(nodes: readonly string[], sites: SiteMap = {}, latency: LatencySpec = {}): Map<string, string> {
+export function siteOfNodes(
+  nodes: readonly string[],
+  sites: SiteMap = {},
+  latency: LatencySpec = {},
+): Map<string, string> {
   const known = new Set(nodes);
   const result = new Map<string, string>();
   for (const [site, members] of Object.entries(sites)) {
     if (!SITE_NAME.test(site)) throw new InvalidInputError(`bad site name ${JSON.stringify(site)}`);
     for (const node of members) {
-      if (!known.has(node)) throw new InvalidInputError(`site ${site} names unknown node ${node} (nodes: ${nodes.join(', ')})`);
+      if (!known.has(node))
+        throw new InvalidInputError(`site ${site} names unknown node ${node} (nodes: ${nodes.join(', ')})`);
       const other = result.get(node);
       if (other !== undefined) throw new InvalidInputError(`node ${node} is in sites ${other} and ${site}`);
       result.set(node, site);
@@ -156,7 +170,8 @@ export function siteOfNodes(nodes: readonly string[], sites: SiteMap = {}, laten
   for (const node of nodes) if (!result.has(node)) result.set(node, node);
   const siteNames = new Set(result.values());
   for (const p of latency.pairs ?? []) {
-    for (const s of [p.a, p.b]) if (!siteNames.has(s)) throw new InvalidInputError(`latency names unknown site ${s}`);
+    for (const s of [p.a, p.b])
+      if (!siteNames.has(s)) throw new InvalidInputError(`latency names unknown site ${s}`);
   }
   return result;
 }
@@ -218,7 +233,9 @@ export function netemScript(dev: string, delays: readonly { dst: string; ms: num
   }
   for (const { dst, ms } of delays) {
     const minor = classOf.get(ms) ?? 1;
-    lines.push(`filter add dev ${dev} parent 1: protocol ip prio 1 u32 match ip dst ${dst}/32 flowid 1:${minor.toString(16)}`);
+    lines.push(
+      `filter add dev ${dev} parent 1: protocol ip prio 1 u32 match ip dst ${dst}/32 flowid 1:${minor.toString(16)}`,
+    );
   }
   return lines;
 }
@@ -240,7 +257,10 @@ export async function applyNetem(
 }
 
 /** Whether tc and sch_netem work, tried on `lo` of namespace `ns`; when not, the reason tc gave. */
-export async function probeNetem(runner: CommandRunner, ns: string): Promise<{ ok: true } | { ok: false; reason: string }> {
+export async function probeNetem(
+  runner: CommandRunner,
+  ns: string,
+): Promise<{ ok: true } | { ok: false; reason: string }> {
   try {
     await runner.run('tc', ['-n', ns, 'qdisc', 'add', 'dev', 'lo', 'root', 'netem', 'delay', '1ms']);
   } catch (err) {

@@ -19,12 +19,14 @@ const IFNAME = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,14}$/;
 
 /** Throws InvalidInputError unless `name` is a namespace name this module creates (lowercase, digits, '-'). */
 export function checkNetnsName(name: string): void {
-  if (!NETNS_NAME.test(name)) throw new InvalidInputError(`bad network namespace name ${JSON.stringify(name)}`);
+  if (!NETNS_NAME.test(name))
+    throw new InvalidInputError(`bad network namespace name ${JSON.stringify(name)}`);
 }
 
 /** Throws InvalidInputError unless `name` is a valid interface name (at most 15 characters). */
 export function checkIfName(name: string): void {
-  if (!IFNAME.test(name)) throw new InvalidInputError(`bad interface name ${JSON.stringify(name)} (1-15 chars)`);
+  if (!IFNAME.test(name))
+    throw new InvalidInputError(`bad interface name ${JSON.stringify(name)} (1-15 chars)`);
 }
 
 /** The argv that runs `argv` inside namespace `ns` (`ip netns exec` execs it, so its PID is the command's). */
@@ -75,7 +77,11 @@ export async function ipIn(runner: CommandRunner, ns: string, lines: readonly st
 }
 
 /** Runs `ip -n NS -j ARGS` and returns the parsed JSON array. */
-export async function ipJsonIn(runner: CommandRunner, ns: string, args: readonly string[]): Promise<unknown[]> {
+export async function ipJsonIn(
+  runner: CommandRunner,
+  ns: string,
+  args: readonly string[],
+): Promise<unknown[]> {
   checkNetnsName(ns);
   const { stdout } = await runner.run('ip', ['-n', ns, '-j', ...args]);
   const text = stdout.trim();
@@ -85,7 +91,11 @@ export async function ipJsonIn(runner: CommandRunner, ns: string, args: readonly
 }
 
 /** Sets sysctls (e.g. `net.ipv4.ip_forward`) inside namespace `ns`. */
-export async function sysctlIn(runner: CommandRunner, ns: string, settings: Record<string, string>): Promise<void> {
+export async function sysctlIn(
+  runner: CommandRunner,
+  ns: string,
+  settings: Record<string, string>,
+): Promise<void> {
   const args = Object.entries(settings).map(([k, v]) => {
     if (!/^[a-z0-9_.-]+$/i.test(k) || !/^[a-z0-9_.-]+$/i.test(v)) throw new Error(`bad sysctl ${k}=${v}`);
     return `${k}=${v}`;

@@ -16,6 +16,7 @@
 import { spawn } from 'node:child_process';
 import { closeSync, openSync, readdirSync, readFileSync, statSync, writeSync } from 'node:fs';
 import { open } from 'node:fs/promises';
+import { get } from 'node:http';
 import { setTimeout as delay } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { errorMessage, SystemError } from '../errors.ts';
@@ -184,6 +185,30 @@ export interface WaitOptions {
   intervalMs?: number;
   /** Checked after each failed probe: a message ends the wait at once (e.g. "process died"). */
   failIf?: () => string | undefined;
+  /** A probe that has not settled after this long counts as failed (default 5000 ms). */
+  probeTimeoutMs?: number;
+}
+
+/**
+ * Runs `probe`, rejecting if it has not settled within `ms`. The timer is a normal (ref'd) one, so a probe
+ * whose I/O silently vanished cannot let the event loop run empty while someone awaits it.
+ */
+function withDeadline<T>(probe: () => Promise<T> | T, ms: number): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`probe did not settle within ${ms} ms`)), ms);
+    Promise.resolve()
+      .then(probe)
+      .then(
+        (v) => {
+          clearTimeout(timer);
+          resolve(v);
+        },
+        (err: unknown) => {
+          clearTimeout(timer);
+          reject(err instanceof Error ? err : new Error(String(err)));
+        },
+      );
+  });
 }
 
 /** Probes until `probe` returns a value (not undefined); SystemError on deadline or when failIf says so. */
@@ -193,10 +218,11 @@ export async function waitFor<T>(
   opts: WaitOptions,
 ): Promise<T> {
   const deadline = Date.now() + opts.timeoutMs;
+  const probeMs = opts.probeTimeoutMs ?? 5000;
   let lastError: unknown;
   for (;;) {
     try {
-      const value = await probe();
+      const value = await withDeadline(probe, Math.max(1, Math.min(probeMs, deadline - Date.now())));
       if (value !== undefined) return value;
     } catch (err) {
       lastError = err;
@@ -211,12 +237,29 @@ export async function waitFor<T>(
   }
 }
 
+/**
+ * GET `url` with node:http, one fresh connection (no keep-alive pool: a forwarder that accepts and then
+ * drops connections must not leave a pooled request hanging), bounded by `timeoutMs`.
+ */
+export function httpGet(url: string, timeoutMs = 2000): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = get(url, { agent: false, timeout: timeoutMs }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => (body += chunk));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      res.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(new Error(`GET ${url}: no answer within ${timeoutMs} ms`)));
+    req.on('error', reject);
+  });
+}
+
 /** True if GET `url` answers 2xx within `timeoutMs`. */
-export async function httpOk(url: string, timeoutMs = 1000): Promise<boolean> {
+export async function httpOk(url: string, timeoutMs = 2000): Promise<boolean> {
   try {
-    const res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) });
-    await res.arrayBuffer();
-    return res.ok;
+    const { status } = await httpGet(url, timeoutMs);
+    return status >= 200 && status < 300;
   } catch {
     return false;
   }
@@ -266,7 +309,11 @@ function stillThere(pids: Map<number, number>): number[] {
  * Stops the recorded processes (and their group members): SIGTERM, wait up to graceMs, SIGKILL, wait.
  * Returns the names of records that needed SIGKILL; SystemError if something survived SIGKILL.
  */
-export async function stopProcesses(records: readonly ProcessRecord[], opts: StopOptions, log: Logger): Promise<string[]> {
+export async function stopProcesses(
+  records: readonly ProcessRecord[],
+  opts: StopOptions,
+  log: Logger,
+): Promise<string[]> {
   const targets = new Map<number, number>(); // pid -> start time
   const owner = new Map<number, string>();
   for (const rec of records) {

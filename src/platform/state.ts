@@ -1,0 +1,158 @@
+/**
+ * @module platform/state
+ * `<stateDir>/platform.json`: everything needed to inspect a platform or tear it down after a crash, by
+ * another process that knows only the state directory. The creator writes it before each step (names of
+ * namespaces and links first, a process right after it started), always atomically (temp file, fsync,
+ * rename), so a reader sees the previous or the next version, never half of one.
+ */
+import { closeSync, fsyncSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
+import { InvalidInputError } from '../errors.ts';
+import type { LatencyBackend, LatencySpec, SiteMap } from './latency.ts';
+import type { VethSpec } from './netns.ts';
+import type { ProcessRecord } from './processes.ts';
+
+/** Version of the state file format. */
+export const STATE_VERSION = 1;
+
+/** A cluster service manager of the platform. */
+export interface ClusterState {
+  /** Cluster name within the platform ("c1", ...). */
+  name: string;
+  /** Cluster ID given to `oaknet cluster --cluster-id` ("<id>-c1"). */
+  clusterId: string;
+  /** HTTP port inside the control namespace. */
+  port: number;
+  /** Embedded MQTT broker port inside the control namespace. */
+  mqttPort: number;
+  /** Host loopback port forwarded to `port` (0 until the forwarder runs). */
+  hostPort: number;
+}
+
+/** A worker node of the platform. */
+export interface NodeState {
+  /** Node name within the platform ("n1", ...). */
+  name: string;
+  /** Its network namespace. */
+  netns: string;
+  /** Underlay address of its eth0. */
+  ip: string;
+  /** Site it belongs to (its own name when in no named site). */
+  site: string;
+  /** Worker ID it registers with ("<id>-n1"). */
+  workerId: string;
+  /** Name of its cluster ("c1"). */
+  cluster: string;
+  /** Unix socket of its NetManager API. */
+  socket: string;
+  /** Its NetManager's state directory. */
+  stateDir: string;
+}
+
+/** Latency in force and how it is applied. */
+export interface LatencyState {
+  /** The spec last applied. */
+  spec: LatencySpec;
+  /** Sites by name. */
+  sites: SiteMap;
+  /** Backend chosen at creation (`router` when the kernel has no sch_netem). */
+  backend: LatencyBackend;
+  /** Why netem was not used, when it was not. */
+  netemUnavailable?: string;
+  /** Generation of the router config last applied (router backend). */
+  generation: number;
+}
+
+/** The whole state of one platform. */
+export interface PlatformState {
+  /** Format version (STATE_VERSION). */
+  version: number;
+  /** Short platform id; every name derives from it. */
+  id: string;
+  /** The state directory (absolute). */
+  stateDir: string;
+  /** Repository whose bin/oaknet.mjs runs the processes. */
+  repo: string;
+  /** "creating" until every process is ready, then "ready". */
+  phase: 'creating' | 'ready';
+  /** ISO time of creation. */
+  createdAt: string;
+  /** The underlay /24. */
+  subnet: string;
+  /** Switch namespace. */
+  switchNs: string;
+  /** Control namespace (root and clusters). */
+  ctlNs: string;
+  /** Underlay address of the control namespace. */
+  ctlIp: string;
+  /** Every namespace of the platform (switch, control, nodes). */
+  namespaces: string[];
+  /** Every veth pair. */
+  links: VethSpec[];
+  /** Root service manager: HTTP port in the control namespace and its host forwarder port. */
+  root: { port: number; hostPort: number };
+  /** Cluster service managers. */
+  clusters: ClusterState[];
+  /** Worker nodes. */
+  nodes: NodeState[];
+  /** Every process started (oaknet roles, forwarders, delay router). */
+  processes: ProcessRecord[];
+  /** Latency in force, if any was ever set. */
+  latency?: LatencyState;
+}
+
+/** Path of the state file of `stateDir`. */
+export function statePath(stateDir: string): string {
+  return join(stateDir, 'platform.json');
+}
+
+/** Writes the state atomically (temp file, fsync, rename). Synchronous, so a record lands right after its action. */
+export function writeState(state: PlatformState): void {
+  const path = statePath(state.stateDir);
+  const tmp = `${path}.tmp-${process.pid}`;
+  const fd = openSync(tmp, 'w');
+  try {
+    writeSync(fd, JSON.stringify(state, null, 2) + '\n');
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(tmp, path);
+}
+
+/** Reads the state of `stateDir`: undefined when there is none; InvalidInputError when it is not a platform state. */
+export function readState(stateDir: string): PlatformState | undefined {
+  let text: string;
+  try {
+    text = readFileSync(statePath(stateDir), 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
+  let parsed: Partial<PlatformState>;
+  try {
+    parsed = JSON.parse(text) as Partial<PlatformState>;
+  } catch (cause) {
+    throw new InvalidInputError(`${statePath(stateDir)} is not JSON`, { cause });
+  }
+  if (
+    parsed.version !== STATE_VERSION ||
+    typeof parsed.id !== 'string' ||
+    !Array.isArray(parsed.namespaces)
+  ) {
+    throw new InvalidInputError(`${statePath(stateDir)} is not a platform state (version ${STATE_VERSION})`);
+  }
+  return {
+    ...parsed,
+    processes: Array.isArray(parsed.processes) ? parsed.processes : [],
+    links: Array.isArray(parsed.links) ? parsed.links : [],
+    nodes: Array.isArray(parsed.nodes) ? parsed.nodes : [],
+    clusters: Array.isArray(parsed.clusters) ? parsed.clusters : [],
+  } as PlatformState;
+}
+
+/** Removes the state file (and a leftover temp file of this process); no error when absent. */
+export function removeState(stateDir: string): void {
+  rmSync(statePath(stateDir), { force: true });
+  rmSync(`${statePath(stateDir)}.tmp-${process.pid}`, { force: true });
+}
