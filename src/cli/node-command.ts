@@ -125,13 +125,22 @@ export function registerNodeCommands(program: Command): void {
       return Number(t);
     })
     .option('--node-socket <path>', "the NetManager's API socket", DEFAULT_NODE_SOCKET)
-    .option('--root <url>', "root service manager URL (default: the cluster's root)", parseUrl)
+    .option('--root <url>', 'root service manager URL (default: the root the cluster announced)', parseUrl)
     .option(
       '--cluster-url <url>',
-      'cluster service manager URL (default: http://<cluster host>:10110)',
+      'cluster service manager URL (default: what the cluster announced, else http://<cluster host>:10110)',
       parseUrl,
     )
     .option('--port-mappings <spec>', 'publish ports on the node: hostPort[:containerPort][/tcp|/udp];...')
+    .option(
+      '--netns <name>',
+      'name of the network namespace to create (default oakrun-<random>)',
+      (t: string) => {
+        if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(t))
+          throw new InvalidInputError('expected a namespace name');
+        return t;
+      },
+    )
     .argument('<command...>', 'the command and its arguments (after --)')
     .action(
       async (
@@ -143,6 +152,7 @@ export function registerNodeCommands(program: Command): void {
           root?: string;
           clusterUrl?: string;
           portMappings?: string;
+          netns?: string;
         },
       ) => {
         const code = await runWorkload(
@@ -153,6 +163,7 @@ export function registerNodeCommands(program: Command): void {
             ...(opts.root !== undefined ? { root: opts.root } : {}),
             ...(opts.clusterUrl !== undefined ? { clusterUrl: opts.clusterUrl } : {}),
             ...(opts.portMappings !== undefined ? { portMappings: opts.portMappings } : {}),
+            ...(opts.netns !== undefined ? { netns: opts.netns } : {}),
             say: (line) => process.stderr.write(line + '\n'),
           },
           command,

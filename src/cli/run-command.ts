@@ -25,6 +25,8 @@ export interface RunOptions {
   root?: string;
   clusterUrl?: string;
   portMappings?: string;
+  /** Name of the network namespace to create (default oakrun-<random>); `ip netns exec NAME` enters it. */
+  netns?: string;
   /** On a signal: time between withdrawing the instance and stopping the command (ms, default 1000). */
   drainMs?: number;
   /** Where progress lines go (stderr by default), so the command's own stdout stays clean. */
@@ -69,11 +71,10 @@ export async function runWorkload(o: RunOptions, cmd: readonly string[]): Promis
       throw new ConflictError(`the NetManager at ${o.nodeSocket} is not registered with a cluster yet`);
     }
     const clusterHost = new URL(status.cluster).hostname;
-    const cluster = new ClusterClient(
-      o.clusterUrl ?? `http://${clusterHost.includes(':') ? `[${clusterHost}]` : clusterHost}:10110`,
-    );
+    // the URL `new URL()` gives for an IPv6 broker host keeps its brackets, as a URL needs
+    const cluster = new ClusterClient(o.clusterUrl ?? status.cluster_api ?? `http://${clusterHost}:10110`);
     const clusterStatus = await cluster.status();
-    const root = new RootClient(o.root ?? clusterStatus.root);
+    const root = new RootClient(o.root ?? status.root_api ?? clusterStatus.root);
 
     const job = await ensureService(root, o.service, o.say);
     const running = job.instance_list.find(
@@ -90,9 +91,16 @@ export async function runWorkload(o: RunOptions, cmd: readonly string[]): Promis
     undo.push(() => withdraw());
     await cluster.announceDeployment(o.service);
 
-    const ns = `oakrun-${randomBytes(4).toString('hex')}`;
+    const ns = o.netns ?? `oakrun-${randomBytes(4).toString('hex')}`;
     await exec('ip', ['netns', 'add', ns]);
     undo.push(() => exec('ip', ['netns', 'del', ns]));
+    await exec('ip', ['netns', 'exec', ns, 'true']).catch((cause: unknown) => {
+      throw new SystemError(
+        `the new namespace ${ns} cannot be entered: is oaknet run itself inside \`ip netns exec\`? Its private mount ` +
+          `namespace hides named namespaces; enter a node with nsenter --net=/run/netns/NODE instead`,
+        { cause },
+      );
+    });
     const holder = spawn('ip', ['netns', 'exec', ns, 'sleep', 'infinity'], { stdio: 'ignore' });
     undo.push(async () => {
       holder.kill('SIGKILL');
@@ -112,7 +120,7 @@ export async function runWorkload(o: RunOptions, cmd: readonly string[]): Promis
     const inst = doc.instance_list.find((i) => i.instance_number === o.instance);
     const ip = (type: string) => doc.service_ip_list.find((s) => s.IpType === type);
     o.say(
-      `oaknet run: ${o.service} instance ${o.instance} on worker ${status.worker_id}: namespace ${deployed.nsAddress} ${deployed.nsAddressv6}, ` +
+      `oaknet run: ${o.service} instance ${o.instance} on worker ${status.worker_id} (netns ${ns}): namespace address ${deployed.nsAddress} ${deployed.nsAddressv6}, ` +
         `instance IP ${inst?.instance_ip ?? '?'} ${inst?.instance_ip_v6 ?? ''}; RR_IP ${ip('RR')?.Address ?? '?'} ${ip('RR')?.Address_v6 ?? ''}, ` +
         `Closest_IP ${ip('Closest')?.Address ?? '?'} ${ip('Closest')?.Address_v6 ?? ''}`,
     );

@@ -19,6 +19,7 @@ import { ClusterCache } from './cache.ts';
 import { NodeChannel } from './node-channel.ts';
 import { Resolver } from './resolver.ts';
 import { RootLink } from './root-link.ts';
+import { hostForUrl } from '../root/notifier.ts';
 
 export interface ClusterOptions {
   rootUrl: string;
@@ -135,6 +136,12 @@ export async function startCluster(o: ClusterOptions): Promise<RunningCluster> {
     clusterPort: port,
     ...(o.advertiseAddress !== undefined ? { advertiseAddress: o.advertiseAddress } : {}),
     intervalMs: o.rootCheckMs ?? 2000,
+    onRegistered: (address) => {
+      const info = { cluster_id: clusterId, api: `http://${hostForUrl(address)}:${port}`, root: o.rootUrl };
+      mqtt.publish(topics.clusterInfo, JSON.stringify(info), { qos: MQTT_QOS, retain: true }, (err) => {
+        if (err) log.warn({ err: err.message }, 'could not publish the cluster info');
+      });
+    },
   });
   await link.start(5000);
   log.info({ clusterId, port, mqtt: mqttUrl }, 'cluster service manager ready');

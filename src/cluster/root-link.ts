@@ -22,6 +22,8 @@ export interface RootLinkOptions {
   advertiseAddress?: string;
   /** Health check period (default 2 s). */
   intervalMs?: number;
+  /** Called after every (re-)registration with the address the root was given. */
+  onRegistered?: (address: string) => void;
 }
 
 export class RootLink {
@@ -87,6 +89,7 @@ export class RootLink {
           'registered with the root',
         );
         this.registeredBootId = health.boot_id;
+        this.o.onRegistered?.(address);
         this.firstRegistration.resolve();
       }
       this.reachable = true;

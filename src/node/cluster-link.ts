@@ -10,7 +10,14 @@ import type { Logger } from 'pino';
 import { IpAddress } from '../addressing/ip.ts';
 import { errorMessage, UnavailableError } from '../errors.ts';
 import { connectMqtt } from '../protocol/mqtt-client.ts';
-import { MQTT_QOS, parseJobUpdatesTopic, parsers, topics, type TableQueryResult } from '../protocol/mqtt.ts';
+import {
+  MQTT_QOS,
+  parseJobUpdatesTopic,
+  parsers,
+  topics,
+  type ClusterInfoMessage,
+  type TableQueryResult,
+} from '../protocol/mqtt.ts';
 
 export interface ClusterLinkOptions {
   /** mqtt://host:port of the cluster's broker. */
@@ -35,6 +42,8 @@ export class ClusterLink {
   private readonly answerTimeoutMs: number;
   /** Answers that could not be parsed (counted, ignored). */
   invalidMessages = 0;
+  /** What the cluster announced about itself (oaknet clusters only). */
+  clusterInfo: ClusterInfoMessage | undefined;
 
   constructor(private readonly o: ClusterLinkOptions) {
     this.answerTimeoutMs = o.answerTimeoutMs ?? 3000;
@@ -63,7 +72,7 @@ export class ClusterLink {
       });
     }
     await this.client.subscribeAsync(
-      [topics.tableQueryResult(this.o.workerId), topics.subnetResult(this.o.workerId)],
+      [topics.tableQueryResult(this.o.workerId), topics.subnetResult(this.o.workerId), topics.clusterInfo],
       { qos: MQTT_QOS },
     );
   }
@@ -202,6 +211,11 @@ export class ClusterLink {
       value = JSON.parse(text);
     } catch {
       this.invalidMessages++;
+      return;
+    }
+    if (topic === topics.clusterInfo) {
+      if (parsers.clusterInfo.check(value)) this.clusterInfo = value;
+      else this.invalidMessages++;
       return;
     }
     if (topic === topics.subnetResult(this.o.workerId)) {

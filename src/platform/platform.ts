@@ -451,10 +451,14 @@ export class Platform {
   }
 
   /** Spawns `argv` inside the namespace of node `name` (marked as the platform's); the caller owns the child. */
+  /** Spawns argv inside node `name`'s network namespace (in the host's mount namespace). */
   exec(name: string, argv: readonly string[], opts: SpawnOptions = {}): ChildProcess {
     const ns = this.node(name).netns;
     if (argv.length === 0) throw new InvalidInputError('exec: empty command');
-    return spawn('ip', ['netns', 'exec', ns, ...argv], {
+    // nsenter switches only the network namespace: unlike `ip netns exec` it keeps the host's mount
+    // namespace, so what the command does with named namespaces (`ip netns add`, as `oaknet run` does) is
+    // visible outside it
+    return spawn('nsenter', [`--net=/run/netns/${ns}`, '--', ...argv], {
       ...opts,
       env: { ...(opts.env ?? process.env), [PLATFORM_ENV]: this.id },
     });

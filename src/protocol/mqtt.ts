@@ -49,6 +49,11 @@ export const topics = {
   interestRemove: (worker: string) => `nodes/${worker}/net/interest/remove`,
   /** Cluster -> every interested NetManager: the job's table changed. */
   jobUpdates: (job: string) => `jobs/${job}/updates_available`,
+  /**
+   * Cluster -> its NetManagers, retained (oaknet; upstream NetManagers never subscribe): the cluster's ID and
+   * where its HTTP API and its root are, so tools on a node need nothing but the node's socket.
+   */
+  clusterInfo: 'oaknet/cluster',
 } as const;
 
 /** Splits nodes/<worker>/net/<kind>; undefined for any other topic (including cluster -> node results). */
@@ -136,6 +141,13 @@ export const JobUpdate = Type.Object({
 });
 export type JobUpdate = Static<typeof JobUpdate>;
 
+export const ClusterInfoMessage = Type.Object({
+  cluster_id: Type.String(),
+  api: Type.String({ description: "the cluster's HTTP API, e.g. http://10.0.0.2:10110" }),
+  root: Type.String({ description: "the root's HTTP API as the cluster uses it" }),
+});
+export type ClusterInfoMessage = Static<typeof ClusterInfoMessage>;
+
 /** Wire names of the balancing policies in service_ip[].IpType. */
 export const IP_TYPE = { roundRobin: 'RR', closest: 'Closest', instance: 'instance_ip' } as const;
 
@@ -148,4 +160,5 @@ export const parsers = {
   serviceDeployed: parser(ServiceDeployed),
   interestRemove: parser(InterestRemove),
   jobUpdate: parser(JobUpdate),
+  clusterInfo: parser(ClusterInfoMessage),
 };

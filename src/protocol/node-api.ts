@@ -37,6 +37,11 @@ export const NodeStatus = Type.Object({
   registered: Type.Boolean(),
   worker_id: Type.Union([Type.String(), Type.Null()]),
   cluster: Type.Union([Type.String(), Type.Null()]),
+  cluster_id: Type.Union([Type.String(), Type.Null()]),
+  cluster_api: Type.Union([Type.String(), Type.Null()], {
+    description: "the cluster's HTTP API, as it announced it",
+  }),
+  root_api: Type.Union([Type.String(), Type.Null()]),
   mqtt_connected: Type.Boolean(),
   subnet: Type.Union([Type.String(), Type.Null()]),
   subnet_v6: Type.Union([Type.String(), Type.Null()]),

@@ -32,6 +32,8 @@ export class Flow {
   clientNext = 0;
   /** True once the chosen instance is gone: the next packet chooses again (UDP/ICMP) or the flow resets (TCP). */
   stale = false;
+  /** (client, ServiceIP, port) of a TCP flow to a ServiceIP: its session-affinity key. */
+  sessionKey: string | undefined;
   /** Packets and bytes that matched the flow, both directions. */
   packets = 0;
   bytes = 0;

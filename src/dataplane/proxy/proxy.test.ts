@@ -572,6 +572,38 @@ for (const f of FAMILIES) {
       ]);
     });
 
+    it("TCP session affinity: a client's overlapping connections to one RR_IP port meet one instance; closed ones free the turn", async (t) => {
+      const { n1, n2, n3 } = cluster(t, [X0, X1]);
+      const { Syn, Ack, Fin } = TcpFlag;
+      // iperf3-style: a control connection, then a data connection while it is open
+      n1.send(tcp(nsC, 7000, S, 5201, Syn, 1));
+      n1.send(tcp(nsC, 7001, S, 5201, Syn, 1));
+      assert.deepEqual(
+        (await n1.tunnel.sent.take(2)).map((x) => x.to),
+        [n2.endpoint, n2.endpoint],
+        'both to instance 0',
+      );
+      // another port is another session: a round-robin turn (instance 1)
+      n1.send(tcp(nsC, 7002, S, 5202, Syn, 1));
+      assert.equal((await n1.tunnel.sent.take(1))[0]?.to, n3.endpoint);
+      // both connections to 5201 close (FIN out, FIN back)
+      for (const port of [7000, 7001]) {
+        n1.send(tcp(nsC, port, S, 5201, Fin | Ack, 2, 2));
+        n2.send(tcp(nsT, 5201, iC, port, Fin | Ack, 2, 3));
+      }
+      await n1.tunnel.sent.take(2);
+      await n1.written.take(2);
+      // the next connection to 5201 is a new choice: instance 0 again (turns: x0, x1, now x0)
+      n1.send(tcp(nsC, 7003, S, 5201, Syn, 1));
+      assert.equal((await n1.tunnel.sent.take(1))[0]?.to, n2.endpoint);
+      n1.send(tcp(nsC, 7004, S, 5203, Syn, 1));
+      assert.equal(
+        (await n1.tunnel.sent.take(1))[0]?.to,
+        n3.endpoint,
+        'and the one after goes to instance 1',
+      );
+    });
+
     it('an instance IP reaches exactly that instance, and its replies come from that instance IP', async (t) => {
       const { n1, n3 } = cluster(t, [X0, X1, X2]);
       const iX1 = f.ip(X1);
@@ -736,7 +768,8 @@ describe('ProxyTUN cache misses', () => {
   it('a directory answering inside request() (mid-batch) releases the batch in order and applies removals', async (t) => {
     const { n1, n2, n3 } = cluster(t, [X0, X1]);
     await across(n1, n2, tcp(CLI.ns4, 3000, SERVER.rr4, 80, TcpFlag.Syn, 1)); // x0
-    await across(n1, n3, tcp(CLI.ns4, 3001, SERVER.rr4, 80, TcpFlag.Syn, 1)); // x1
+    // another port: a connection to port 80 while the first is open would join x0 (session affinity)
+    await across(n1, n3, tcp(CLI.ns4, 3001, SERVER.rr4, 81, TcpFlag.Syn, 1)); // x1
     n1.dir.onRequest = (address) => {
       n1.learn(SERVER, [X1]); // the cached answer also says that x0 is gone
       n1.answer(address, OTHER, [O0]);
@@ -757,7 +790,7 @@ describe('ProxyTUN cache misses', () => {
     // the flow never saw an answer (SYN-SENT): the reset acknowledges the SYN, as such a socket requires
     assert.equal(line(rst!), `tcp ${SERVER.rr4}:80 > ${CLI.ns4}:3000 [R.]`);
     assert.deepEqual(n1.dir.questions, [OTHER.rr4]);
-    const still = await across(n1, n3, tcp(CLI.ns4, 3001, SERVER.rr4, 80, TcpFlag.Ack, 2, 1));
+    const still = await across(n1, n3, tcp(CLI.ns4, 3001, SERVER.rr4, 81, TcpFlag.Ack, 2, 1));
     assert.equal(still.wire.to, n3.endpoint);
   });
 
@@ -1340,14 +1373,15 @@ describe('ProxyTUN flow lifetimes', () => {
       await across(n1, n2, tcp(CLI.ns4, 4400, SERVER.rr4, 80, Syn, 1)); // x0
       await across(n2, n1, tcp(X0.ns4, 80, CLI.ip4, 4400, Syn | Ack, 1, 2));
       await across(n1, n3, udp(CLI.ns4, 4401, SERVER.rr4, 53)); // x1
+      // joins the open connection's instance (session affinity), without taking a round-robin turn
       await across(n1, n2, tcp(CLI.ns4, 4402, SERVER.rr4, 80, Syn, 1)); // x0, never answered
       assert.equal(n1.proxy.status().flows, 3);
       t.mock.timers.tick(31_000);
       assert.equal(n1.proxy.status().flows, 2, 'the unanswered SYN expired after tcpOpening');
       t.mock.timers.tick(30_000);
       assert.equal(n1.proxy.status().flows, 1, 'the UDP flow expired after 60 s; the TCP one stays');
-      const udpAgain = await across(n1, n3, udp(CLI.ns4, 4401, SERVER.rr4, 53));
-      assert.equal(udpAgain.wire.to, n3.endpoint, 'a new choice (round robin: instance 1)');
+      const udpAgain = await across(n1, n2, udp(CLI.ns4, 4401, SERVER.rr4, 53));
+      assert.equal(udpAgain.wire.to, n2.endpoint, 'a new choice (round robin: after x0, x1 comes x0)');
       const tcpLater = await across(n1, n2, tcp(CLI.ns4, 4400, SERVER.rr4, 80, Ack, 2, 2));
       assert.equal(tcpLater.wire.to, n2.endpoint, 'the established flow still goes to its instance');
       t.mock.timers.tick(600_000 + 2000);

@@ -14,7 +14,8 @@
  *      source; unknown yet -> the packet waits, bounded, for the instance's own table entry), the destination
  *      is resolved (unknown -> the packet waits in a bounded per-address queue while the control plane is
  *      asked; other flows go on) and the address's policy chooses an instance (round robin per new flow,
- *      closest, or the named instance)
+ *      closest, or the named instance; a TCP connection opened while the same client's previous one to that
+ *      ServiceIP and port is still open joins its instance)
  *   6. TCP progress is tracked (SYN, FIN both ways, RST) for the flow's lifetime
  *   7. in-place rewrite: source := own instance IP, destination := chosen instance's namespace address,
  *      checksums updated incrementally (RFC 1624)
@@ -111,6 +112,8 @@ export class ProxyTun implements DirectoryEvents {
   private readonly asked = new Map<string, number>();
   private readonly fragments = new Map<string, FragmentRecord>();
   private readonly flowsByInstance = new Map<ServiceInstance, Set<Flow>>();
+  /** The latest TCP flow of each (client, ServiceIP, port): later connections join its instance while it is open. */
+  private readonly sessions = new Map<string, Flow>();
   private now = Date.now();
   private timer: NodeJS.Timeout | undefined;
   private readonly aside: PacketBatch = {
@@ -345,7 +348,18 @@ export class ProxyTun implements DirectoryEvents {
     buf: Buffer,
   ): Flow | undefined {
     const p = this.p;
-    const chosen = this.choose(target, p.addrLength);
+    // a client's TCP connection to a ServiceIP and port while another of its connections there is open goes
+    // to the same instance (a protocol's control and data connections, e.g. iperf3, must meet one server);
+    // once that connection closed, the next one is a new round-robin choice
+    const sessionKey =
+      p.proto === IpProto.Tcp && target.kind !== 'instance'
+        ? `${String(addressKey(buf, p.srcOffset, p.addrLength))}/${String(addressKey(buf, p.dstOffset, p.addrLength))}/${p.dstPort}`
+        : undefined;
+    const open = sessionKey !== undefined ? this.sessions.get(sessionKey) : undefined;
+    const chosen =
+      open && !open.dead && !closed(open) && open.instance.alive
+        ? open.instance
+        : this.choose(target, p.addrLength);
     if (!chosen) {
       this.counters.drop(Drop.NoInstance);
       if (p.proto === IpProto.Tcp && (p.tcpFlags & TcpFlag.Rst) === 0) this.resetClient(buf);
@@ -367,6 +381,10 @@ export class ProxyTun implements DirectoryEvents {
     );
     this.flows.add(flow);
     this.link(flow);
+    if (sessionKey !== undefined) {
+      flow.sessionKey = sessionKey;
+      this.sessions.set(sessionKey, flow);
+    }
     this.counters.flowsCreated++;
     this.directory.touch(target.service.job);
     return flow;
@@ -695,6 +713,8 @@ export class ProxyTun implements DirectoryEvents {
   private closeFlow(flow: Flow): void {
     this.unlink(flow);
     this.flows.remove(flow);
+    if (flow.sessionKey !== undefined && this.sessions.get(flow.sessionKey) === flow)
+      this.sessions.delete(flow.sessionKey);
   }
 
   private sweep(): void {

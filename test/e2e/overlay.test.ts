@@ -1,0 +1,258 @@
+/**
+ * The overlay end to end, with real processes: an underlay of three node namespaces, root and cluster, three
+ * `oaknet node` NetManagers; service A has two instances (real HTTP/UDP/iperf3 servers) on n2 and n3, and a
+ * client instance on n1 calls them through A's RR_IP and instance IPs with curl, ping, iperf3 and UDP.
+ */
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { pino } from 'pino';
+import { createPlatform, findLeftovers, type Platform } from '../../src/platform/platform.ts';
+import type { JobDocument } from '../../src/protocol/root-api.ts';
+import { FIXTURES, inNetns, runWorkload, type Workload } from '../support/workloads.ts';
+
+const A = 'e2e.test.svca.v1';
+const B = 'e2e.test.svcb.v1';
+const CLIENT = 'e2e.test.client.v1';
+
+async function job(platform: Platform, name: string): Promise<JobDocument> {
+  const res = await fetch(`${platform.rootUrl}/api/net/service/${name.replaceAll('.', '_')}/instances`);
+  assert.equal(res.status, 200, await res.clone().text());
+  return (await res.json()) as JobDocument;
+}
+
+function serviceIp(doc: JobDocument, type: 'RR' | 'Closest'): string {
+  const ip = doc.service_ip_list.find((s) => s.IpType === type)?.Address;
+  assert.ok(ip, `${doc.job_name} has a ${type} address`);
+  return ip;
+}
+
+function instanceIp(doc: JobDocument, n: number): string {
+  const i = doc.instance_list.find((x) => x.instance_number === n);
+  assert.ok(i, `${doc.job_name} has instance ${n}`);
+  return i.instance_ip;
+}
+
+describe('overlay end to end: 3 nodes, real applications', { timeout: 300_000 }, () => {
+  const stateDir = mkdtempSync(join(tmpdir(), 'oaknet-e2e-'));
+  let platform: Platform;
+  const workloads: Workload[] = [];
+  let a0: Workload;
+  let a1: Workload;
+  let client: Workload;
+  let b0: Workload;
+  let rr: string;
+  let clientIp: string;
+
+  before(async () => {
+    platform = await createPlatform(
+      { stateDir, nodes: 3, clusters: 1, logLevel: 'info' },
+      pino({ level: 'warn' }),
+    );
+    const server = (name: string) => ['python3', join(FIXTURES, 'server.py'), name];
+    const id = platform.id;
+    a0 = await runWorkload(platform, 'n2', {
+      service: A,
+      instance: 0,
+      netns: `${id}-a0`,
+      command: server('A0'),
+      readyLine: 'A0 ready',
+    });
+    workloads.push(a0);
+    a1 = await runWorkload(platform, 'n3', {
+      service: A,
+      instance: 1,
+      netns: `${id}-a1`,
+      command: server('A1'),
+      readyLine: 'A1 ready',
+    });
+    workloads.push(a1);
+    client = await runWorkload(platform, 'n1', {
+      service: CLIENT,
+      instance: 0,
+      netns: `${id}-cl`,
+      command: ['sleep', 'infinity'],
+    });
+    workloads.push(client);
+    b0 = await runWorkload(platform, 'n2', {
+      service: B,
+      instance: 0,
+      netns: `${id}-b0`,
+      command: ['sleep', 'infinity'],
+    });
+    workloads.push(b0);
+    rr = serviceIp(await job(platform, A), 'RR');
+    clientIp = instanceIp(await job(platform, CLIENT), 0);
+  });
+
+  after(async () => {
+    for (const w of workloads.reverse()) await w.stop();
+    const id = platform?.id;
+    await platform?.destroy();
+    if (id) {
+      const left = await findLeftovers(id);
+      assert.deepEqual(left.namespaces, [], 'no namespace left');
+      assert.deepEqual(left.links, [], 'no link left');
+      assert.deepEqual(left.processes, [], 'no process left');
+      const runNetns = (await inNetnsList()).filter((n) => n.startsWith(`${id}-`));
+      assert.deepEqual(runNetns, [], 'no workload namespace left');
+    }
+    rmSync(stateDir, { recursive: true, force: true });
+  });
+
+  it('spreads 100 curl requests to the RR_IP over both instances; each sees the client instance IP', async () => {
+    const out = await inNetns(client.netns, [
+      'sh',
+      '-c',
+      `for i in $(seq 100); do curl -s -m 5 http://${rr}/; done`,
+    ]);
+    const lines = out.trim().split('\n');
+    assert.equal(lines.length, 100, out);
+    const counts = { A0: 0, A1: 0 };
+    for (const line of lines) {
+      const [name, source] = line.split(' ');
+      assert.ok(name === 'A0' || name === 'A1', line);
+      counts[name]++;
+      assert.equal(source, clientIp, 'the server sees the client instance IP as source');
+    }
+    assert.ok(counts.A0 >= 40 && counts.A0 <= 60, JSON.stringify(counts));
+    assert.ok(counts.A1 >= 40 && counts.A1 <= 60, JSON.stringify(counts));
+  });
+
+  it('reaches exactly the named instance through each instance IP', async () => {
+    const doc = await job(platform, A);
+    for (const [n, name] of [
+      [0, 'A0'],
+      [1, 'A1'],
+    ] as const) {
+      const out = await inNetns(client.netns, [
+        'sh',
+        '-c',
+        `for i in 1 2 3 4 5; do curl -s -m 5 http://${instanceIp(doc, n)}/; done`,
+      ]);
+      assert.deepEqual(
+        out
+          .trim()
+          .split('\n')
+          .map((l) => l.split(' ')[0]),
+        [name, name, name, name, name],
+      );
+    }
+  });
+
+  it('carries UDP across nodes, and between two instances on the same node', async () => {
+    const across = await inNetns(client.netns, [
+      'python3',
+      join(FIXTURES, 'udp-client.py'),
+      rr,
+      '9000',
+      'hello',
+    ]);
+    assert.match(across.trim(), /^A[01] hello$/);
+    // B.0 and A.0 both run on n2: the packets never leave the node
+    const n2Before = (await platform.nodeClient('n2').status()).proxy as {
+      local: number;
+      tunnel_out: number;
+    };
+    const same = await inNetns(b0.netns, [
+      'python3',
+      join(FIXTURES, 'udp-client.py'),
+      instanceIp(await job(platform, A), 0),
+      '9000',
+      'neighbour',
+    ]);
+    assert.equal(same.trim(), 'A0 neighbour');
+    const n2After = (await platform.nodeClient('n2').status()).proxy as { local: number; tunnel_out: number };
+    assert.ok(n2After.local >= n2Before.local + 2, 'request and answer were delivered on the node');
+  });
+
+  it('answers ping to the RR_IP', async () => {
+    const out = await inNetns(client.netns, ['ping', '-c', '3', '-W', '2', rr]);
+    assert.match(out, /3 packets transmitted, 3 received/);
+    assert.match(out, new RegExp(`from ${rr.replaceAll('.', '\\.')}`));
+  });
+
+  it('runs iperf3 TCP through the RR_IP for 5 s without error', async () => {
+    const out = await inNetns(client.netns, ['iperf3', '-c', rr, '-t', '5', '-J'], 60_000);
+    const report = JSON.parse(out) as { error?: string; end: { sum_received: { bits_per_second: number } } };
+    assert.equal(report.error, undefined);
+    assert.ok(
+      report.end.sum_received.bits_per_second > 10e6,
+      `${report.end.sum_received.bits_per_second} bit/s`,
+    );
+  });
+
+  it('counts garbage on the tunnel port and malformed packets into the TUN as drops, and keeps working', async () => {
+    const n1 = platform.node('n1');
+    const n2 = platform.node('n2');
+    const before2 = (await platform.nodeClient('n2').status()).proxy as {
+      tunnel_in: number;
+      dropped: number;
+    };
+    const garbage = `import os,socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\nfor i in range(500): s.sendto(os.urandom(1+i%1400),("${n2.ip}",50103))\n`;
+    await inNetns(n1.netns, ['python3', '-c', garbage]);
+    const before1 = (await platform.nodeClient('n1').status()).proxy as { dropped: number };
+    const sent = await inNetns(n1.netns, ['python3', join(FIXTURES, 'raw-garbage.py'), rr, '300']);
+    assert.equal(sent.trim(), '300');
+    // they were read and dropped (the counters say so), and service goes on
+    const deadline = Date.now() + 10_000;
+    let after2 = before2;
+    let after1 = before1;
+    while (Date.now() < deadline) {
+      after2 = (await platform.nodeClient('n2').status()).proxy as typeof before2;
+      after1 = (await platform.nodeClient('n1').status()).proxy as typeof before1;
+      if (after2.dropped >= before2.dropped + 500 && after1.dropped >= before1.dropped + 300) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.ok(after2.tunnel_in >= before2.tunnel_in + 500, 'n2 read the garbage datagrams');
+    assert.ok(after2.dropped >= before2.dropped + 500, `n2 counted them as drops: ${JSON.stringify(after2)}`);
+    assert.ok(
+      after1.dropped >= before1.dropped + 300,
+      `n1 counted the malformed packets: ${JSON.stringify(after1)}`,
+    );
+    const out = await inNetns(client.netns, ['curl', '-s', '-m', '5', `http://${rr}/`]);
+    assert.match(out, /^A[01] /);
+  });
+
+  it('moves every new request to the remaining instance within 2 s of an undeploy, failing none', async () => {
+    const loop = inNetns(client.netns, ['python3', join(FIXTURES, 'http-loop.py'), rr, '6', '0.05'], 60_000);
+    await new Promise((r) => setTimeout(r, 1500)); // requests are flowing to both instances
+    const undeployedAt = Date.now();
+    const stopped = a1.stop();
+    const lines = (await loop)
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { start: number; end: number; ok: boolean; body: string });
+    await stopped;
+    const failed = lines.filter((l) => !l.ok);
+    const inFlight = (l: { start: number; end: number }) =>
+      l.start <= undeployedAt + 2000 && l.end >= undeployedAt;
+    assert.ok(
+      failed.every(inFlight),
+      `only requests in flight at the undeploy may fail: ${JSON.stringify(failed)}`,
+    );
+    assert.ok(failed.length <= 1, `${failed.length} requests failed`);
+    const late = lines.filter((l) => l.start > undeployedAt + 2000);
+    assert.ok(late.length > 10, 'requests went on after the undeploy');
+    assert.ok(
+      late.every((l) => l.ok && l.body.startsWith('A0 ')),
+      'every request 2 s after the undeploy reached A0',
+    );
+    assert.ok(
+      lines.some((l) => l.start < undeployedAt && l.body.startsWith('A1 ')),
+      'A1 served before',
+    );
+  });
+});
+
+async function inNetnsList(): Promise<string[]> {
+  const { execFile } = await import('node:child_process');
+  const { promisify } = await import('node:util');
+  const { stdout } = await promisify(execFile)('ip', ['netns', 'list']);
+  return stdout
+    .split('\n')
+    .map((l) => l.split(' ')[0] ?? '')
+    .filter(Boolean);
+}
