@@ -10,6 +10,7 @@ import { VERSION } from '../version.ts';
 import { createLogger, LOG_LEVELS } from './log.ts';
 import { defaultStateDir, openStore, parseId, parsePort, parseUrl, rootUrlFrom } from './options.ts';
 import { registerNodeCommands } from './node-command.ts';
+import { registerPlatformCommands } from './platform-command.ts';
 import { registerServiceCommands } from './service-command.ts';
 import { closeOnSignals } from './signals.ts';
 
@@ -96,6 +97,7 @@ program
 
 registerNodeCommands(program);
 registerServiceCommands(program, out);
+registerPlatformCommands(program, out);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   const code = err instanceof OakNetError ? ` [${err.code}]` : '';

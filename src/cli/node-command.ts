@@ -125,6 +125,8 @@ export function registerNodeCommands(program: Command): void {
       return Number(t);
     })
     .option('--node-socket <path>', "the NetManager's API socket", DEFAULT_NODE_SOCKET)
+    .option('--node <name>', 'a node of the local platform (oaknet up): runs inside that node')
+    .option('--state-dir <dir>', "the local platform's state directory (with --node)")
     .option('--root <url>', 'root service manager URL (default: the root the cluster announced)', parseUrl)
     .option(
       '--cluster-url <url>',
@@ -153,8 +155,13 @@ export function registerNodeCommands(program: Command): void {
           clusterUrl?: string;
           portMappings?: string;
           netns?: string;
+          node?: string;
+          stateDir?: string;
         },
       ) => {
+        if (opts.node !== undefined) {
+          process.exit(await runOnPlatformNode(opts.node, opts.stateDir, process.argv.slice(2), command));
+        }
         const code = await runWorkload(
           {
             service: opts.service,
@@ -171,4 +178,48 @@ export function registerNodeCommands(program: Command): void {
         process.exit(code);
       },
     );
+}
+
+/**
+ * `oaknet run --node NAME ...` on the local platform: the same command again, inside the node's network
+ * namespace (its root and cluster are only reachable from the underlay), with the node's socket.
+ */
+async function runOnPlatformNode(
+  node: string,
+  stateDir: string | undefined,
+  argv: string[],
+  command: string[],
+): Promise<number> {
+  const { loadPlatform } = await import('../platform/platform.ts');
+  const { platformDir } = await import('./platform-command.ts');
+  const platform = loadPlatform(platformDir(stateDir));
+  const n = platform.node(node);
+  const cut = argv.indexOf('--');
+  const flags = (cut >= 0 ? argv.slice(0, cut) : argv.slice(0, argv.length - command.length)).slice(1);
+  const own: string[] = [];
+  for (let i = 0; i < flags.length; i++) {
+    const f = flags[i]!;
+    if (f === '--node' || f === '--state-dir' || f === '--node-socket') i++;
+    else if (!f.startsWith('--node=') && !f.startsWith('--state-dir=') && !f.startsWith('--node-socket='))
+      own.push(f);
+  }
+  const { spawn } = await import('node:child_process');
+  const child = spawn(
+    'nsenter',
+    [
+      `--net=/run/netns/${n.netns}`,
+      '--',
+      process.execPath,
+      process.argv[1]!,
+      'run',
+      ...own,
+      '--node-socket',
+      n.socket,
+      '--',
+      ...command,
+    ],
+    { stdio: 'inherit' },
+  );
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => child.kill(sig));
+  return new Promise((resolve) => child.once('exit', (code) => resolve(code ?? 1)));
 }

@@ -11,6 +11,7 @@ import { isId, isJobName } from '../protocol/names.ts';
 import { SqliteStore } from '../store/sqlite.ts';
 import type { Store } from '../store/store.ts';
 import { MemoryStore } from '../store/memory.ts';
+import { readState } from '../platform/state.ts';
 
 export function parsePort(text: string): number {
   const n = Number(text);
@@ -66,7 +67,15 @@ export function openStore(path: string): Store {
   return new SqliteStore(path);
 }
 
-/** The root URL: the flag, else $OAKNET_ROOT, else the local default. */
+/** The root URL: the flag, else $OAKNET_ROOT, else the root of the local platform (oaknet up), else :10010. */
 export function rootUrlFrom(flag: string | undefined): string {
-  return flag ?? process.env['OAKNET_ROOT'] ?? 'http://127.0.0.1:10010';
+  if (flag ?? process.env['OAKNET_ROOT']) return (flag ?? process.env['OAKNET_ROOT'])!;
+  const dir = process.env['OAKNET_STATE_DIR'] ?? join(defaultStateDir(), 'platform');
+  try {
+    const state = readState(dir);
+    if (state) return `http://127.0.0.1:${state.root.hostPort}`;
+  } catch {
+    // no readable platform state: the default
+  }
+  return 'http://127.0.0.1:10010';
 }

@@ -65,6 +65,7 @@ import {
   type LatencyState,
   type NodeState,
   type PlatformState,
+  type WorkloadState,
 } from './state.ts';
 
 /** The repository whose bin/oaknet.mjs the platform runs. */
@@ -100,6 +101,21 @@ export interface PlatformSpec {
   logLevel?: string;
   /** Deadline of each readiness wait in ms (default 30000). */
   readyTimeoutMs?: number;
+  /** Progress: called when a step starts (done false) and ends (done true). */
+  onStep?: (step: string, done: boolean) => void;
+}
+
+/** What startWorkload runs. */
+export interface WorkloadSpec {
+  /** Name within the platform: 1-20 of [a-z0-9-]. */
+  name: string;
+  node: string;
+  service: string;
+  instance: number;
+  /** The command and its arguments. */
+  command: string[];
+  /** Wait until this line appears in the workload's log (besides the deployment line). */
+  readyLine?: string;
 }
 
 /** Liveness of one recorded process. */
@@ -331,18 +347,41 @@ export async function destroyPlatform(
   const nodeNames = new Set(state.nodes.map((n) => n.name));
   const clusterNames = new Set(state.clusters.map((c) => c.name));
   const tiers = [
+    // workloads first: oaknet run withdraws its instance at the root and undeploys it from its node
+    state.processes.filter((p) => p.name.startsWith('w-')),
     state.processes.filter((p) => nodeNames.has(p.name) || p.name === 'delay-router'),
     state.processes.filter((p) => clusterNames.has(p.name)),
     state.processes.filter(
-      (p) => !nodeNames.has(p.name) && p.name !== 'delay-router' && !clusterNames.has(p.name),
+      (p) =>
+        !p.name.startsWith('w-') &&
+        !nodeNames.has(p.name) &&
+        p.name !== 'delay-router' &&
+        !clusterNames.has(p.name),
     ),
   ];
   for (const tier of tiers) {
     report.stopped.push(...tier.filter((p) => isAlive(p)).map((p) => p.name));
     report.killed.push(...(await stopProcesses(tier, { marker: mark, graceMs: 8000 }, log)));
   }
-  const pattern = new RegExp(`^${state.id}-(sw|ctl|n\\d+)$`);
-  const names = new Set([...state.namespaces, ...(await listNetns(runner)).filter((ns) => pattern.test(ns))]);
+  // the platform's own namespaces, and workload namespaces a killed `oaknet run` could not remove
+  const pattern = new RegExp(`^${state.id}-[a-z0-9-]+$`);
+  const workloadNs = (state.workloads ?? []).map((w) => w.netns);
+  const names = new Set([
+    ...workloadNs,
+    ...state.namespaces,
+    ...(await listNetns(runner)).filter((ns) => pattern.test(ns)),
+  ]);
+  // what a killed `oaknet run` left in its workload namespace (the command and its holder) carries the
+  // platform's marker: ours by construction, so it goes too
+  for (const ns of workloadNs) {
+    for (const pid of processesInNetns(ns).filter((pid) => processesWithMarker(mark).includes(pid))) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+  }
   for (const ns of names) {
     const inside = processesInNetns(ns);
     if (inside.length > 0) {
@@ -560,21 +599,91 @@ export class Platform {
   private wantedBackend: 'auto' | LatencyBackend = 'auto';
 
   /** @internal the steps of createPlatform after planning. */
+  /**
+   * Starts a workload: `oaknet run` inside the node's network namespace (host mount namespace, so its named
+   * namespace `<id>-<name>` is usable from the host), detached and recorded like the platform's processes,
+   * and waits until it is deployed. `destroy` stops workloads first, while root and nodes still run.
+   */
+  async startWorkload(w: WorkloadSpec, timeoutMs = 30_000): Promise<WorkloadState> {
+    if (!/^[a-z0-9][a-z0-9-]{0,19}$/.test(w.name))
+      throw new InvalidInputError(`bad workload name ${JSON.stringify(w.name)}`);
+    const node = this.node(w.node);
+    const state: WorkloadState = {
+      name: w.name,
+      node: w.node,
+      service: w.service,
+      instance: w.instance,
+      netns: `${this.st.id}-${w.name}`,
+      command: [...w.command],
+    };
+    const rec = await this.spawnRecorded(`w-${w.name}`, [
+      'nsenter',
+      `--net=/run/netns/${node.netns}`,
+      '--',
+      process.execPath,
+      join(this.st.repo, 'bin', 'oaknet.mjs'),
+      'run',
+      '--service',
+      w.service,
+      '--instance',
+      String(w.instance),
+      '--node-socket',
+      node.socket,
+      '--netns',
+      state.netns,
+      '--',
+      ...w.command,
+    ]);
+    (this.st.workloads ??= []).push(state);
+    writeState(this.st);
+    await this.waitReady(
+      rec,
+      `${w.service} instance ${w.instance} deployed`,
+      async () => {
+        const log = await tailFile(rec.log);
+        return log.includes(`(netns ${state.netns})`) && (!w.readyLine || log.includes(w.readyLine))
+          ? true
+          : undefined;
+      },
+      timeoutMs,
+    );
+    return state;
+  }
+
+  /** The workloads started on this platform. */
+  get workloads(): readonly WorkloadState[] {
+    return this.st.workloads ?? [];
+  }
+
   async build(spec: PlatformSpec): Promise<void> {
     this.wantedBackend = spec.latencyBackend ?? 'auto';
     const t0 = Date.now();
-    await this.buildUnderlay();
+    const step = async (name: string, fn: () => Promise<unknown>) => {
+      spec.onStep?.(name, false);
+      await fn();
+      spec.onStep?.(name, true);
+    };
+    await step(`underlay: ${this.st.nodes.length} node namespaces on ${this.st.subnet}`, () =>
+      this.buildUnderlay(),
+    );
     this.log.debug({ ms: Date.now() - t0 }, 'underlay built');
     const latencyGiven =
       spec.latency !== undefined && pairDelays(this.st.nodes, spec.sites, spec.latency).length > 0;
-    if (latencyGiven && spec.latency) await this.setLatency(spec.latency, spec.sites);
+    if (latencyGiven && spec.latency) {
+      const latency = spec.latency;
+      await step('link latency between sites', () => this.setLatency(latency, spec.sites));
+    }
     const timeoutMs = spec.readyTimeoutMs ?? 30_000;
     const logLevel = spec.logLevel ?? 'info';
-    await this.startRoot(logLevel, timeoutMs);
+    await step('root service manager', () => this.startRoot(logLevel, timeoutMs));
     this.log.debug({ ms: Date.now() - t0 }, 'root ready');
-    await Promise.all(this.st.clusters.map((c) => this.startCluster(c, logLevel, timeoutMs)));
+    await step(`${this.st.clusters.length} cluster service manager(s) with MQTT brokers`, () =>
+      Promise.all(this.st.clusters.map((c) => this.startCluster(c, logLevel, timeoutMs))),
+    );
     this.log.debug({ ms: Date.now() - t0 }, 'clusters ready');
-    await Promise.all(this.st.nodes.map((n) => this.startNode(n, logLevel, timeoutMs)));
+    await step(`${this.st.nodes.length} NetManagers: bridge, TUN, ProxyTUN, registration`, () =>
+      Promise.all(this.st.nodes.map((n) => this.startNode(n, logLevel, timeoutMs))),
+    );
     this.st.phase = 'ready';
     this.save();
   }

@@ -99,6 +99,19 @@ export interface PlatformState {
   processes: ProcessRecord[];
   /** Latency in force, if any was ever set. */
   latency?: LatencyState;
+  /** Workloads started on the platform (`oaknet run` processes, recorded as processes `w-<name>`). */
+  workloads?: WorkloadState[];
+}
+
+/** A workload: one instance of a service, run with `oaknet run` inside a node. */
+export interface WorkloadState {
+  /** Name within the platform ("demo-web-0"); its process is "w-<name>", its namespace "<id>-<name>". */
+  name: string;
+  node: string;
+  service: string;
+  instance: number;
+  netns: string;
+  command: string[];
 }
 
 /** Path of the state file of `stateDir`. */

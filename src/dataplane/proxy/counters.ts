@@ -54,6 +54,8 @@ export class ProxyCounters {
   resetsSent = 0;
   /** Table queries not asked because too many were asked (a scan of the semantic range). */
   questionsThrottled = 0;
+  /** IPv6 multicast the kernel sent into the TUN (link chatter), ignored. */
+  multicast = 0;
 
   drop(reason: Drop): void {
     this.drops[reason]!++;
@@ -77,6 +79,7 @@ export class ProxyCounters {
       flows_created: this.flowsCreated,
       resets_sent: this.resetsSent,
       questions_throttled: this.questionsThrottled,
+      multicast_ignored: this.multicast,
       drops,
       dropped: drops ? Object.values(drops).reduce((a, b) => a + b, 0) : 0,
     };

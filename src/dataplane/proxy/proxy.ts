@@ -206,7 +206,9 @@ export class ProxyTun implements DirectoryEvents {
     }
     // 2. semantic destination
     if (!this.semantic.contains(buf, p.dstOffset, p.addrLength)) {
-      this.counters.drop(Drop.NotSemantic);
+      // the kernel's own link chatter on the TUN (IPv6 MLD, router solicitations) is no drop worth showing
+      if (p.addrLength === 16 && buf[p.dstOffset] === 0xff) this.counters.multicast++;
+      else this.counters.drop(Drop.NotSemantic);
       return;
     }
     // 3. fragments after the first

@@ -1,0 +1,373 @@
+/**
+ * @module cli/platform-command
+ * `oaknet up | status | down | exec`: a whole edge platform on one machine (network namespaces standing in
+ * for worker nodes, real root, cluster and NetManager processes), what it looks like, and a way in.
+ */
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Option, type Command } from 'commander';
+import { pino } from 'pino';
+import { errorMessage, InvalidInputError, NotFoundError } from '../errors.ts';
+import type { JobDocument } from '../protocol/root-api.ts';
+import { RootClient } from '../protocol/root-client.ts';
+import { parseLatencyArg } from '../platform/latency.ts';
+import {
+  createPlatform,
+  destroyPlatform,
+  loadPlatform,
+  type Platform,
+  type PlatformStatus,
+} from '../platform/platform.ts';
+import { defaultStateDir } from './options.ts';
+import { renderTable } from './table.ts';
+
+const DEMO_WEB = 'demo.oaknet.web.v1';
+const DEMO_CLIENT = 'demo.oaknet.client.v1';
+const DEMO_DIR = fileURLToPath(new URL('../platform/demo/', import.meta.url));
+
+/** The platform's state directory: the flag, else $OAKNET_STATE_DIR, else <state dir>/platform. */
+export function platformDir(flag: string | undefined): string {
+  return flag ?? process.env['OAKNET_STATE_DIR'] ?? join(defaultStateDir(), 'platform');
+}
+
+const stateDirOption = () =>
+  new Option(
+    '--state-dir <dir>',
+    'where the platform keeps its state and logs (default $OAKNET_STATE_DIR or <state dir>/platform)',
+  );
+
+export function registerPlatformCommands(program: Command, out: (text: string) => void): void {
+  program
+    .command('up')
+    .description(
+      'bring up a whole oaknet platform on this machine (as root): nodes as network namespaces, real processes',
+    )
+    .option('--nodes <n>', 'worker nodes', positive('nodes', 200), 3)
+    .option('--clusters <n>', 'clusters (nodes are spread over them)', positive('clusters', 9), 1)
+    .option(
+      '--latency <spec>',
+      'link latency, e.g. "2ms,40ms" (intra-site, inter-site) or "site-a=n1,n2;site-b=n3;intra=2ms;inter=40ms"',
+    )
+    .option('--empty', 'no demo services')
+    .addOption(stateDirOption())
+    .action(
+      async (opts: {
+        nodes: number;
+        clusters: number;
+        latency?: string;
+        empty?: boolean;
+        stateDir?: string;
+      }) => {
+        const stateDir = platformDir(opts.stateDir);
+        const latency = opts.latency !== undefined ? parseLatencyArg(opts.latency) : undefined;
+        const progress = new Progress();
+        const started = Date.now();
+        const platform = await createPlatform(
+          {
+            stateDir,
+            nodes: opts.nodes,
+            clusters: opts.clusters,
+            ...(latency
+              ? { latency: latency.latency, ...(latency.sites ? { sites: latency.sites } : {}) }
+              : {}),
+            onStep: (step, done) => progress.step(step, done),
+          },
+          pino({ level: 'warn' }),
+        );
+        if (!opts.empty) await deployDemo(platform, progress);
+        progress.end();
+        out(await summary(platform, (Date.now() - started) / 1000, !opts.empty));
+      },
+    );
+
+  program
+    .command('status')
+    .description(
+      'show the platform: nodes (up/down, subnetworks, instances, flows, drops), services and instances',
+    )
+    .option('--json', 'print JSON')
+    .option('--watch', 'refresh every 2 s')
+    .addOption(stateDirOption())
+    .action(async (opts: { json?: boolean; watch?: boolean; stateDir?: string }) => {
+      const platform = loadPlatform(platformDir(opts.stateDir));
+      const render = async () => {
+        const view = await statusView(platform);
+        return opts.json ? JSON.stringify(view, null, 2) : renderStatus(view);
+      };
+      if (!opts.watch) return out(await render());
+      for (;;) {
+        const text = await render();
+        if (process.stdout.isTTY) process.stdout.write('\x1b[2J\x1b[H');
+        out(`${text}\n\n(refreshing every 2 s; Ctrl-C to stop)`);
+        await new Promise((r) => setTimeout(r, 2000));
+      }
+    });
+
+  program
+    .command('down')
+    .description(
+      'remove everything `up` created (namespaces, links, rules, processes); safe to run again, and after a crash',
+    )
+    .addOption(stateDirOption())
+    .action(async (opts: { stateDir?: string }) => {
+      const report = await destroyPlatform(platformDir(opts.stateDir), pino({ level: 'warn' }));
+      if (report.id === undefined) return out('no platform to take down');
+      out(
+        `platform ${report.id} is down: stopped ${report.stopped.length} processes` +
+          (report.killed.length ? ` (${report.killed.length} needed SIGKILL)` : '') +
+          `, removed ${report.namespaces.length} namespaces`,
+      );
+    });
+
+  program
+    .command('exec')
+    .description("run a command inside a node's (or a workload's) network namespace")
+    .argument('<target>', 'a node (n1, n2, ...) or a workload (demo-client, ...)')
+    .argument('<command...>', 'the command and its arguments (after --)')
+    .addOption(stateDirOption())
+    .action(async (target: string, command: string[], opts: { stateDir?: string }) => {
+      const platform = loadPlatform(platformDir(opts.stateDir));
+      const code = await execIn(netnsOf(platform, target), command);
+      process.exit(code);
+    });
+}
+
+/** The namespace of a node or workload name. */
+export function netnsOf(platform: Platform, target: string): string {
+  const node = platform.state.nodes.find((n) => n.name === target);
+  if (node) return node.netns;
+  const w = platform.workloads.find((x) => x.name === target);
+  if (w) return w.netns;
+  const names = [...platform.state.nodes.map((n) => n.name), ...platform.workloads.map((x) => x.name)];
+  throw new NotFoundError(`no node or workload ${JSON.stringify(target)} (there are: ${names.join(', ')})`);
+}
+
+/** Runs a command in a namespace with the terminal attached; resolves with its exit code. */
+export function execIn(netns: string, command: string[]): Promise<number> {
+  return new Promise((resolve) => {
+    const child = spawn('nsenter', [`--net=/run/netns/${netns}`, '--', ...command], { stdio: 'inherit' });
+    child.once('error', (err) => {
+      process.stderr.write(`oaknet exec: ${err.message}\n`);
+      resolve(127);
+    });
+    child.once('exit', (code, signal) => resolve(code ?? (signal ? 128 : 1)));
+  });
+}
+
+async function deployDemo(platform: Platform, progress: Progress): Promise<void> {
+  const nodes = platform.state.nodes.map((n) => n.name);
+  const servers = nodes.length > 1 ? nodes.slice(1) : nodes;
+  const instances = Math.max(2, servers.length);
+  progress.step(`demo: ${DEMO_WEB} with ${instances} instances, a client on ${nodes[0]}`, false);
+  for (let i = 0; i < instances; i++) {
+    const node = servers[i % servers.length]!;
+    await platform.startWorkload({
+      name: `demo-web-${i}`,
+      node,
+      service: DEMO_WEB,
+      instance: i,
+      command: ['python3', join(DEMO_DIR, 'web.py'), DEMO_WEB, String(i), node],
+      readyLine: `demo web ${DEMO_WEB}.${i} ready`,
+    });
+  }
+  const doc = await new RootClient(platform.rootUrl).jobByName(DEMO_WEB);
+  const ip = (t: string) => doc.service_ip_list.find((s) => s.IpType === t)?.Address ?? '';
+  await platform.startWorkload({
+    name: 'demo-client',
+    node: nodes[0]!,
+    service: DEMO_CLIENT,
+    instance: 0,
+    command: ['python3', join(DEMO_DIR, 'client.py'), ip('RR'), ip('Closest'), '5'],
+    readyLine: 'demo client ready',
+  });
+  progress.step(`demo: ${DEMO_WEB} with ${instances} instances, a client on ${nodes[0]}`, true);
+}
+
+interface StatusView {
+  platform: PlatformStatus;
+  services: JobDocument[];
+  servicesError?: string;
+}
+
+async function statusView(platform: Platform): Promise<StatusView> {
+  const status = await platform.status();
+  try {
+    return {
+      platform: status,
+      services: await new RootClient(platform.rootUrl, { timeoutMs: 3000 }).services(),
+    };
+  } catch (err) {
+    return { platform: status, services: [], servicesError: errorMessage(err) };
+  }
+}
+
+function renderStatus(v: StatusView): string {
+  const p = v.platform;
+  const counters = (n: PlatformStatus['nodes'][number]) =>
+    (n.netmanager?.proxy ?? {}) as { flows?: number; dropped?: number; tun_in?: number; tunnel_in?: number };
+  const nodes = renderTable(
+    [
+      'NODE',
+      'STATE',
+      'UNDERLAY',
+      'SUBNET',
+      'SUBNET (v6)',
+      'CLUSTER',
+      'SITE',
+      'INSTANCES',
+      'FLOWS',
+      'PACKETS IN',
+      'DROPS',
+    ],
+    p.nodes.map((n) => {
+      const c = counters(n);
+      return [
+        n.name,
+        n.up && n.netmanager?.registered ? 'up' : n.up ? 'starting' : 'down',
+        n.ip,
+        n.netmanager?.subnet ?? '-',
+        n.netmanager?.subnet_v6 ?? '-',
+        n.cluster,
+        n.site,
+        n.netmanager ? String(n.netmanager.instances.length) : '-',
+        c.flows !== undefined ? String(c.flows) : '-',
+        c.tun_in !== undefined ? String((c.tun_in ?? 0) + (c.tunnel_in ?? 0)) : '-',
+        c.dropped !== undefined ? String(c.dropped) : '-',
+      ];
+    }),
+  );
+  const procs = p.processes.filter((x) => !x.running);
+  const services = v.services.length
+    ? renderTable(
+        ['SERVICE', 'RR_IP', 'CLOSEST_IP', 'RR_IP (v6)', 'CLOSEST_IP (v6)'],
+        v.services.map((j) => {
+          const rr = j.service_ip_list.find((s) => s.IpType === 'RR');
+          const cl = j.service_ip_list.find((s) => s.IpType === 'Closest');
+          return [
+            j.job_name,
+            rr?.Address ?? '-',
+            cl?.Address ?? '-',
+            rr?.Address_v6 ?? '-',
+            cl?.Address_v6 ?? '-',
+          ];
+        }),
+      )
+    : v.servicesError
+      ? `root unreachable: ${v.servicesError}`
+      : 'no services';
+  const workerToNode = new Map(p.nodes.map((n) => [n.workerId, n.name]));
+  const instances = v.services.flatMap((j) =>
+    j.instance_list.map((i) => [
+      j.job_name,
+      String(i.instance_number),
+      i.worker_id ? (workerToNode.get(i.worker_id) ?? i.worker_id) : '-',
+      i.instance_ip,
+      i.instance_ip_v6,
+      i.namespace_ip ?? '(not deployed)',
+      i.namespace_ip_v6 ?? '-',
+    ]),
+  );
+  return [
+    `platform ${p.id} (${p.phase}); root ${p.root.url} ${p.root.healthy ? 'healthy' : 'DOWN'}; ` +
+      p.clusters.map((c) => `cluster ${c.clusterId} ${c.healthy ? 'healthy' : 'DOWN'}`).join(', '),
+    '',
+    nodes,
+    '',
+    services,
+    ...(instances.length
+      ? [
+          '',
+          renderTable(
+            ['SERVICE', '#', 'NODE', 'INSTANCE_IP', 'INSTANCE_IP (v6)', 'NAMESPACE_IP', 'NAMESPACE_IP (v6)'],
+            instances,
+          ),
+        ]
+      : []),
+    ...(procs.length ? ['', `not running: ${procs.map((x) => `${x.name} (log ${x.log})`).join(', ')}`] : []),
+  ].join('\n');
+}
+
+async function summary(platform: Platform, seconds: number, demo: boolean): Promise<string> {
+  const view = await statusView(platform);
+  const st = platform.state;
+  const clusters = renderTable(
+    ['CLUSTER', 'CLUSTER ID', 'API (host)', 'MQTT (underlay)'],
+    st.clusters.map((c) => [
+      c.name,
+      view.platform.clusters.find((x) => x.name === c.name)?.clusterId ?? '',
+      platform.clusterUrl(c.name),
+      `${st.ctlIp}:${c.mqttPort}`,
+    ]),
+  );
+  const web = view.services.find((s) => s.job_name === DEMO_WEB);
+  const rr = web?.service_ip_list.find((s) => s.IpType === 'RR')?.Address ?? '<RR_IP>';
+  const closest = web?.service_ip_list.find((s) => s.IpType === 'Closest')?.Address ?? '<Closest_IP>';
+  const dirFlag =
+    process.env['OAKNET_STATE_DIR'] === undefined && st.stateDir !== platformDir(undefined)
+      ? ` --state-dir ${st.stateDir}`
+      : '';
+  const tries = [
+    [`oaknet status${dirFlag}`, 'nodes, services, instances, flow and drop counters (--watch, --json)'],
+    ...(demo
+      ? [
+          [
+            `oaknet exec${dirFlag} demo-client -- curl -s http://${rr}/`,
+            'a request through the RR_IP (round robin over the instances)',
+          ],
+          [`oaknet exec${dirFlag} demo-client -- curl -s http://${closest}/`, 'through the Closest_IP'],
+          [`oaknet exec${dirFlag} demo-client -- ping -c 3 ${rr}`, 'ping a ServiceIP'],
+          [
+            `tail -f ${join(st.stateDir, 'logs', 'w-demo-client.log')}`,
+            'the demo client calling both every 5 s',
+          ],
+        ]
+      : []),
+    [
+      `oaknet run --node n1${dirFlag} --service my.app.web.v1 --instance 0 -- python3 -m http.server 80`,
+      'your own instance',
+    ],
+    [`oaknet service list --root ${platform.rootUrl}`, "the root's view of every service"],
+    [`oaknet down${dirFlag}`, 'remove everything'],
+  ];
+  return [
+    `oaknet platform ${st.id} is up in ${seconds.toFixed(1)} s (state and logs in ${st.stateDir})`,
+    '',
+    clusters,
+    '',
+    renderStatus(view),
+    '',
+    'Try:',
+    ...tries.map(([cmd, what]) => `  ${cmd}\n      ${what}`),
+  ].join('\n');
+}
+
+function positive(what: string, max: number) {
+  return (text: string): number => {
+    const n = Number(text);
+    if (!/^\d+$/.test(text) || n < 1 || n > max) throw new InvalidInputError(`--${what} must be 1..${max}`);
+    return n;
+  };
+}
+
+/** A step list on stderr: on a terminal each step's line is rewritten when it ends, else plain lines. */
+class Progress {
+  private readonly tty = process.stderr.isTTY === true;
+  private readonly started = new Map<string, number>();
+
+  step(name: string, done: boolean): void {
+    if (!done) {
+      this.started.set(name, Date.now());
+      process.stderr.write(this.tty ? `  ... ${name}` : `oaknet up: ${name} ...\n`);
+      return;
+    }
+    const s = ((Date.now() - (this.started.get(name) ?? Date.now())) / 1000).toFixed(1);
+    process.stderr.write(
+      this.tty ? `\r\x1b[2K  ok  ${name} (${s} s)\n` : `oaknet up: ${name}: done in ${s} s\n`,
+    );
+  }
+
+  end(): void {
+    if (this.tty) process.stderr.write('\n');
+  }
+}

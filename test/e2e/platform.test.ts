@@ -1,0 +1,136 @@
+/**
+ * The local platform as a user meets it: the README's quick-start command from a clean clone, `oaknet status`,
+ * a request from the demo client, `oaknet down`; and a NetManager killed with SIGKILL while it runs.
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { after, describe, it } from 'node:test';
+import { findLeftovers } from '../../src/platform/platform.ts';
+import type { PlatformState } from '../../src/platform/state.ts';
+
+const exec = promisify(execFile);
+const REPO = fileURLToPath(new URL('../..', import.meta.url));
+
+interface StatusJson {
+  platform: {
+    id: string;
+    nodes: Array<{ name: string; up: boolean; netmanager?: { registered: boolean; subnet: string | null } }>;
+  };
+  services: Array<{
+    job_name: string;
+    service_ip_list: Array<{ IpType: string; Address: string }>;
+    instance_list: Array<{ namespace_ip?: string }>;
+  }>;
+}
+
+/** The commands of the README's quick start, in order. */
+function quickStart(): string[] {
+  const readme = readFileSync(join(REPO, 'README.md'), 'utf8');
+  const block = /<!-- quick-start -->\s*```sh\n([\s\S]*?)```\s*<!-- \/quick-start -->/.exec(readme);
+  assert.ok(block, 'the README has a quick-start block');
+  return block[1]!
+    .split('\n')
+    .map((l) => l.replace(/\s+#.*$/, '').trim())
+    .filter(Boolean);
+}
+
+async function oaknet(dir: string, stateDir: string, args: string[], timeout = 300_000) {
+  const env: NodeJS.ProcessEnv = { ...process.env, OAKNET_STATE_DIR: stateDir };
+  delete env['NODE_TEST_CONTEXT'];
+  return exec(join(dir, 'oaknet'), args, { cwd: dir, env, timeout, maxBuffer: 1 << 24 });
+}
+
+describe('the local platform, as the README says', { timeout: 900_000 }, () => {
+  const tmp = mkdtempSync(join(tmpdir(), 'oaknet-quickstart-'));
+  const cleanups: Array<() => Promise<unknown>> = [];
+  after(async () => {
+    for (const c of cleanups.reverse()) await c().catch(() => undefined);
+    rmSync(tmp, { recursive: true, force: true });
+  });
+
+  it('quick start from a clean clone: up, status, a request through the RR_IP, down leaves nothing', async () => {
+    const commands = quickStart();
+    assert.equal(commands.length, 2, 'exactly two commands');
+    const up = commands[0]!;
+    assert.match(up, /^(sudo )?\.\/oaknet up$/);
+    assert.match(commands[1]!, /^(sudo )?npm test$/);
+
+    const clone = join(tmp, 'oaknet');
+    await exec('git', ['clone', '--quiet', REPO, clone]);
+    const stateDir = join(tmp, 'state');
+    cleanups.push(() => oaknet(clone, stateDir, ['down']));
+    const env: NodeJS.ProcessEnv = { ...process.env, OAKNET_STATE_DIR: stateDir };
+    delete env['NODE_TEST_CONTEXT'];
+    const started = Date.now();
+    const { stdout } = await exec('sh', ['-c', process.getuid?.() === 0 ? up.replace(/^sudo /, '') : up], {
+      cwd: clone,
+      env,
+      timeout: 600_000,
+      maxBuffer: 1 << 24,
+    });
+    assert.match(stdout, /oaknet platform \w+ is up in/);
+    assert.match(stdout, /Try:/);
+    process.stderr.write(
+      `# quick start (install included) took ${((Date.now() - started) / 1000).toFixed(0)} s\n`,
+    );
+
+    const status = JSON.parse((await oaknet(clone, stateDir, ['status', '--json'])).stdout) as StatusJson;
+    assert.equal(status.platform.nodes.length, 3);
+    for (const n of status.platform.nodes) {
+      assert.ok(n.up && n.netmanager?.registered, `${n.name} is up and registered`);
+      assert.match(n.netmanager.subnet ?? '', /^10\.\d+\.\d+\.\d+\/26$/);
+    }
+    const web = status.services.find((s) => s.job_name === 'demo.oaknet.web.v1');
+    assert.ok(web, 'the demo service exists');
+    assert.equal(web.instance_list.filter((i) => i.namespace_ip).length, 2, 'two deployed instances');
+    const rr = web.service_ip_list.find((s) => s.IpType === 'RR')!.Address;
+    const answer = await oaknet(clone, stateDir, [
+      'exec',
+      'demo-client',
+      '--',
+      'curl',
+      '-s',
+      '-m',
+      '5',
+      `http://${rr}/`,
+    ]);
+    assert.match(answer.stdout, /^hello from demo\.oaknet\.web\.v1 instance [01] on node n[23]/);
+
+    const down = await oaknet(clone, stateDir, ['down']);
+    assert.match(down.stdout, /is down/);
+    const left = await findLeftovers(status.platform.id);
+    assert.deepEqual(left, { namespaces: [], links: [], processes: [], ports: [] });
+    assert.match((await oaknet(clone, stateDir, ['down'])).stdout, /no platform/, 'down again is a no-op');
+  });
+
+  it('shows a NetManager killed with SIGKILL as down, and down still removes everything', async () => {
+    const stateDir = join(tmp, 'crash');
+    cleanups.push(() => oaknet(REPO, stateDir, ['down']));
+    await oaknet(REPO, stateDir, ['up', '--empty']);
+    const state = JSON.parse(readFileSync(join(stateDir, 'platform.json'), 'utf8')) as PlatformState;
+    const n2 = state.processes.find((p) => p.name === 'n2');
+    assert.ok(n2, 'n2 runs');
+    process.kill(n2.pid, 'SIGKILL');
+    let status: StatusJson | undefined;
+    const deadline = Date.now() + 10_000;
+    do {
+      status = JSON.parse((await oaknet(REPO, stateDir, ['status', '--json'])).stdout) as StatusJson;
+      if (status.platform.nodes.find((n) => n.name === 'n2')?.up === false) break;
+      await new Promise((r) => setTimeout(r, 200));
+    } while (Date.now() < deadline);
+    const byName = new Map(status.platform.nodes.map((n) => [n.name, n]));
+    assert.equal(byName.get('n2')?.up, false, 'n2 is shown down');
+    assert.equal(byName.get('n1')?.up, true);
+    assert.equal(byName.get('n3')?.up, true);
+    const text = (await oaknet(REPO, stateDir, ['status'])).stdout;
+    assert.match(text, /^n2\s+down\s/m);
+
+    await oaknet(REPO, stateDir, ['down']);
+    assert.deepEqual(await findLeftovers(state.id), { namespaces: [], links: [], processes: [], ports: [] });
+  });
+});
