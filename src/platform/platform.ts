@@ -650,6 +650,17 @@ export class Platform {
     return state;
   }
 
+  /**
+   * Stops node `name`'s NetManager (SIGTERM: it removes its devices and rules) and starts it again with the
+   * same worker ID and state directory, as an operator restarting the service would.
+   */
+  async restartNode(name: string, timeoutMs = 30_000): Promise<void> {
+    const n = this.node(name);
+    const rec = this.st.processes.find((p) => p.name === name);
+    if (rec) await stopProcesses([rec], { marker: marker(this.st.id), graceMs: 8000 }, this.log);
+    await this.startNode(n, 'info', timeoutMs);
+  }
+
   /** The workloads started on this platform. */
   get workloads(): readonly WorkloadState[] {
     return this.st.workloads ?? [];
