@@ -237,6 +237,18 @@ function renderStatus(v: StatusView): string {
       ];
     }),
   );
+  const nodeByIp = new Map(p.nodes.map((n) => [n.ip, n.name]));
+  const rtts = p.nodes
+    .map((n) => {
+      const peers =
+        ((n.netmanager?.proxy ?? {}) as { peers?: Array<{ node: string; rtt_ms: number | null }> }).peers ??
+        [];
+      const measured = peers.filter((x) => x.rtt_ms !== null);
+      if (!measured.length) return undefined;
+      const name = (endpoint: string) => nodeByIp.get(endpoint.replace(/:\d+$/, '')) ?? endpoint;
+      return `  ${n.name} -> ${measured.map((x) => `${name(x.node)} ${x.rtt_ms!.toFixed(1)} ms`).join(', ')}`;
+    })
+    .filter((x): x is string => x !== undefined);
   const procs = p.processes.filter((x) => !x.running);
   const services = v.services.length
     ? renderTable(
@@ -284,6 +296,7 @@ function renderStatus(v: StatusView): string {
           ),
         ]
       : []),
+    ...(rtts.length ? ['', 'round-trip times measured by the NetManagers (for Closest_IP):', ...rtts] : []),
     ...(procs.length ? ['', `not running: ${procs.map((x) => `${x.name} (log ${x.log})`).join(', ')}`] : []),
   ].join('\n');
 }

@@ -722,6 +722,13 @@ export class Platform {
       ...st.nodes.map((n) => ({ netns: n.netns, ip: n.ip })),
     ];
     for (const link of st.links) await addVeth(this.runner, link);
+    // proxy ARP answers are delayed by up to 0.8 s by default (proxy_delay, in jiffies): the first packet
+    // between two nodes would wait that long
+    await sysctlIn(
+      this.runner,
+      st.switchNs,
+      Object.fromEntries(members.map((m) => [`net.ipv4.neigh.${m.netns}.proxy_delay`, '0'])),
+    );
     await ipIn(
       this.runner,
       st.switchNs,

@@ -23,7 +23,7 @@ const rr = (job: string, instances: ServiceInstance[]): AddressTarget => ({
   kind: 'rr',
   service: { job, instances },
 });
-const ctx = { cluster: 'c1' };
+const ctx = { cluster: 'c1', rtt: () => undefined };
 
 describe('RoundRobin', () => {
   it('gives each new flow the next instance, per job', () => {
@@ -65,6 +65,48 @@ describe('Closest', () => {
     const other = [remoteOther, inst(job, 4, false, 'c3')];
     assert.deepEqual([closest(other), closest(other)], [0, 4]);
     assert.equal(closest([]), undefined);
+  });
+});
+
+describe('Closest by measured round-trip time', () => {
+  const job = 'm.m.m.m';
+  const a = inst(job, 0, false, 'c1');
+  const b = inst(job, 1, false, 'c1');
+  const c = inst(job, 2, false, 'c2');
+  const rtts = new Map<ServiceInstance, number | undefined>();
+  const measured = { cluster: 'c1', rtt: (i: ServiceInstance) => rtts.get(i) };
+  const pick = (policy: Closest, instances = [a, b, c]) =>
+    policy.choose({ kind: 'closest', service: { job, instances } }, measured)?.number;
+
+  it('goes to the lowest RTT, even in another cluster', () => {
+    const policy = new Closest(new RoundRobin());
+    rtts.set(a, 40).set(b, 42).set(c, 2);
+    assert.deepEqual([pick(policy), pick(policy), pick(policy)], [2, 2, 2]);
+  });
+
+  it('shares flows round robin among near-equal instances (within 20% + 1 ms of the best)', () => {
+    const policy = new Closest(new RoundRobin());
+    rtts.set(a, 10).set(b, 11.5).set(c, 40);
+    const picks = Array.from({ length: 6 }, () => pick(policy));
+    assert.deepEqual(picks, [0, 1, 0, 1, 0, 1]);
+  });
+
+  it('keeps its choice while it stays near the best (hysteresis), and moves when it clearly is not', () => {
+    const policy = new Closest(new RoundRobin());
+    rtts.set(a, 10).set(b, 30).set(c, 30);
+    assert.equal(pick(policy), 0);
+    rtts.set(a, 13).set(b, 9); // a within 50% + 2 ms of the best: stays
+    assert.deepEqual([pick(policy), pick(policy)], [0, 0]);
+    rtts.set(a, 40).set(b, 2); // a far off (the latencies swapped): moves
+    assert.deepEqual([pick(policy), pick(policy)], [1, 1]);
+  });
+
+  it('ignores unmeasured instances once some are measured, and falls back to topology before', () => {
+    const policy = new Closest(new RoundRobin());
+    rtts.clear();
+    assert.deepEqual([pick(policy), pick(policy)], [0, 1], 'no RTT yet: this cluster (a, b) round robin');
+    rtts.set(c, 5);
+    assert.deepEqual([pick(policy), pick(policy)], [2, 2], 'the only measured one');
   });
 });
 

@@ -5,8 +5,11 @@
  *
  * - round robin (RR_IP): the next live instance after the one the previous new flow got: true round robin,
  *   per new flow (upstream's "RR" was a seeded random choice).
- * - closest (Closest_IP): the instance nearest to this node. Until round-trip measurements exist it prefers a
- *   local instance, then one in this node's cluster, then round robin over the rest.
+ * - closest (Closest_IP): an instance on this node if there is one, else the instance with the lowest measured
+ *   round-trip time from this node. Instances within a tie band of the best (20% + 1 ms) share new flows round robin;
+ *   the instances chosen last stay chosen while they are within a wider hysteresis band (50% + 2 ms) of the
+ *   best, so near-equal instances do not flap. Before any measurement: one in this node's cluster, then
+ *   round robin over all.
  * - instance (instance IP): exactly the named instance, if it is alive.
  */
 import type { AddressKind, AddressTarget, ServiceInstance } from './directory.ts';
@@ -14,7 +17,16 @@ import type { AddressKind, AddressTarget, ServiceInstance } from './directory.ts
 export interface PolicyContext {
   /** The cluster of this node. */
   readonly cluster: string;
+  /** Smoothed round-trip time (ms) from this node to the instance's node; undefined if unmeasured. */
+  rtt(instance: ServiceInstance): number | undefined;
 }
+
+/** Instances this close to the best share its flows. */
+const TIE_RATIO = 0.2;
+const TIE_MS = 1;
+/** The previous choice stays while it is this close to the best. */
+const HYSTERESIS_RATIO = 0.5;
+const HYSTERESIS_MS = 2;
 
 export interface Policy {
   /** The instance for a new flow to target, or undefined when no live instance fits. */
@@ -39,15 +51,40 @@ export class RoundRobin implements Policy {
 }
 
 export class Closest implements Policy {
+  /** Per job: the instances (by number) that got its flows last. */
+  private readonly chosen = new Map<string, Set<number>>();
+
   constructor(private readonly rr: RoundRobin) {}
 
   choose(target: AddressTarget, ctx: PolicyContext): ServiceInstance | undefined {
+    const job = target.service.job;
     const all = target.service.instances;
+    // an instance on this node is closest by definition (no network at all)
     const local = all.filter((i) => i.local);
-    if (local.length) return this.rr.next(`${target.service.job}#closest-local`, local);
-    const sameCluster = all.filter((i) => i.cluster === ctx.cluster);
-    if (sameCluster.length) return this.rr.next(`${target.service.job}#closest-cluster`, sameCluster);
-    return this.rr.next(`${target.service.job}#closest`, all);
+    if (local.length) return this.rr.next(`${job}#closest-local`, local);
+    const measured: Array<[ServiceInstance, number]> = [];
+    for (const i of all) {
+      const rtt = ctx.rtt(i);
+      if (rtt !== undefined) measured.push([i, rtt]);
+    }
+    if (measured.length === 0) {
+      const sameCluster = all.filter((i) => i.cluster === ctx.cluster);
+      if (sameCluster.length) return this.rr.next(`${job}#closest-cluster`, sameCluster);
+      return this.rr.next(`${job}#closest`, all);
+    }
+    const best = Math.min(...measured.map(([, rtt]) => rtt));
+    const previous = this.chosen.get(job);
+    const keep = previous
+      ? measured.filter(
+          ([i, rtt]) => previous.has(i.number) && rtt <= best * (1 + HYSTERESIS_RATIO) + HYSTERESIS_MS,
+        )
+      : [];
+    const band = keep.length ? keep : measured.filter(([, rtt]) => rtt <= best * (1 + TIE_RATIO) + TIE_MS);
+    this.chosen.set(job, new Set(band.map(([i]) => i.number)));
+    return this.rr.next(
+      `${job}#closest`,
+      band.map(([i]) => i),
+    );
   }
 }
 

@@ -618,8 +618,8 @@ for (const f of FAMILIES) {
       assert.equal(line(back.delivered), `udp ${br(f, iX1)}:99 > ${br(f, nsC)}:7000`);
     });
 
-    it('Closest_IP prefers the instance on this node, then one in this cluster', async (t) => {
-      const { n1, n2 } = cluster(t, [X0, X1, X2]);
+    it('Closest_IP prefers the instance on this node, then (before any RTT is measured) one in this cluster', async (t) => {
+      const { n1, n2 } = cluster(t, [X0, X1, X2], { probeIntervalMs: 0 });
       const K = f === V4 ? CLOSEST.v4 : CLOSEST.v6;
       for (let i = 0; i < 4; i++) n1.send(udp(nsC, 7100 + i, K, 99));
       const local = await n1.written.take(4);

@@ -35,7 +35,7 @@ import type { Cidr } from '../../addressing/cidr.ts';
 import { IpAddress } from '../../addressing/ip.ts';
 import { buildTcp } from '../packet/build.ts';
 import { IpProto, ParsedPacket, setDstAddress, setSrcAddress, TcpFlag } from '../packet/index.ts';
-import { OutboundBatch, type Tunnel } from '../tunnel/tunnel.ts';
+import { decodeEndpoint, ENDPOINT_BYTES, OutboundBatch, type Tunnel } from '../tunnel/tunnel.ts';
 import { BatchBuilder, type PacketBatch, type Tun } from '../tun/tun.ts';
 import { Drop, ProxyCounters } from './counters.ts';
 import {
@@ -49,6 +49,7 @@ import { Flow, FlowTable, TcpProgress } from './flow-table.ts';
 import { PendingPackets } from './pending.ts';
 import { createPolicies, type Policy, type PolicyContext } from './policy.ts';
 import { PrefixSet } from './prefix-set.ts';
+import { isProbe, Prober } from './prober.ts';
 
 export interface ProxyConfig {
   /** This node's namespace subnetworks (v4 /26, v6 /120): tunnelled packets must be addressed into them. */
@@ -57,6 +58,8 @@ export interface ProxyConfig {
   semanticRanges: readonly Cidr[];
   /** This node's cluster ID (for Closest); a function because a node learns it from its own table entries. */
   cluster: () => string;
+  /** Period of the RTT probes to peer nodes (ms, default 1000; 0: no probes, Closest uses topology only). */
+  probeIntervalMs?: number;
   /** How long a packet waits for the control plane (ms, default 3000). */
   resolveTimeoutMs?: number;
   /** Idle timeouts in ms. */
@@ -94,6 +97,8 @@ interface FragmentRecord {
 
 export class ProxyTun implements DirectoryEvents {
   readonly counters = new ProxyCounters();
+  /** Round-trip times to peer nodes (for Closest_IP). */
+  readonly prober: Prober;
   private readonly flows = new FlowTable();
   private readonly p = new ParsedPacket();
   private readonly toTun = new BatchBuilder(BATCH * 2);
@@ -139,9 +144,17 @@ export class ProxyTun implements DirectoryEvents {
     this.semantic = new PrefixSet(config.semanticRanges);
     this.policies = createPolicies();
     const cluster = config.cluster;
+    const prober = (this.prober = new Prober(
+      tunnel,
+      config.probeIntervalMs !== undefined ? { intervalMs: config.probeIntervalMs } : {},
+    ));
     this.ctx = {
       get cluster() {
         return cluster();
+      },
+      rtt: (i) => {
+        prober.want(i.endpoint);
+        return prober.rtt(i.endpoint);
       },
     };
     this.idle = { ...DEFAULT_IDLE, ...config.idle };
@@ -155,16 +168,18 @@ export class ProxyTun implements DirectoryEvents {
       (err) => this.log.error({ err: err.message }, 'TUN read failed'),
     );
     this.tunnel.start(
-      (batch) => this.onTunnelBatch(batch),
+      (batch, sources) => this.onTunnelBatch(batch, sources),
       (err) => this.log.error({ err: err.message }, 'tunnel receive failed'),
     );
     this.timer = setInterval(() => this.sweep(), SWEEP_MS);
     this.timer.unref();
+    this.prober.start();
   }
 
   /** Stops reading; the devices are closed by their owner. */
   stop(): void {
     clearInterval(this.timer);
+    this.prober.stop();
   }
 
   /** Flow and queue figures for status. */
@@ -174,6 +189,15 @@ export class ProxyTun implements DirectoryEvents {
       waiting_packets:
         this.waitingForDestination.size + this.waitingForSource.size + this.waitingForFirstFragment.size,
       ...this.counters.snapshot(),
+      peers: this.prober.list().map((p) => {
+        const { host, port } = decodeEndpoint(p.endpoint);
+        return {
+          node: `${host}:${port}`,
+          rtt_ms: p.window.length ? Math.round(Math.min(...p.window) * 1000) / 1000 : null,
+          average_ms: p.srtt === undefined ? null : Math.round(p.srtt * 1000) / 1000,
+          samples: p.samples,
+        };
+      }),
     };
   }
 
@@ -449,18 +473,23 @@ export class ProxyTun implements DirectoryEvents {
 
   // ---- inbound: tunnel (and local deliveries) -> TUN (steps 9-11) -----------------------------------------
 
-  private onTunnelBatch(batch: PacketBatch): void {
+  private onTunnelBatch(batch: PacketBatch, sources: Buffer): void {
     this.now = Date.now();
     this.beginCycle(batch.buffer);
     try {
       for (let i = 0; i < batch.count; i++) {
         const len = batch.lengths[i]!;
+        const off = batch.offsets[i]!;
+        if (isProbe(batch.buffer, off, len)) {
+          this.prober.onProbe(batch.buffer, off, sources, i * ENDPOINT_BYTES);
+          continue;
+        }
         this.counters.tunnelIn++;
         if (len === 0) {
           this.counters.drop(Drop.Truncated);
           continue;
         }
-        this.inbound(batch.buffer, batch.offsets[i]!, len);
+        this.inbound(batch.buffer, off, len);
       }
     } finally {
       this.flush();

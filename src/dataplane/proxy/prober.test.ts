@@ -1,0 +1,113 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { endpoint } from '../tunnel/tunnel.ts';
+import { isProbe, PROBE_BYTES, Prober } from './prober.ts';
+
+/** Two probers joined back to back, with a clock the test moves. */
+function pair() {
+  let clock = 1000;
+  const now = () => clock;
+  const aEnd = endpoint('198.18.0.1', 50103);
+  const bEnd = endpoint('198.18.0.2', 50103);
+  const queue: Array<{ to: Buffer; from: Buffer; packet: Buffer }> = [];
+  const tunnelFrom = (from: Buffer) => ({
+    send(buffer: Buffer, offsets: Uint32Array, lengths: Uint32Array, endpoints: Buffer, count: number) {
+      for (let i = 0; i < count; i++) {
+        queue.push({
+          from,
+          to: Buffer.from(endpoints.subarray(i * 18, i * 18 + 18)),
+          packet: Buffer.from(buffer.subarray(offsets[i]!, offsets[i]! + lengths[i]!)),
+        });
+      }
+      return count;
+    },
+  });
+  const a = new Prober(tunnelFrom(aEnd), { now, intervalMs: 1000 });
+  const b = new Prober(tunnelFrom(bEnd), { now, intervalMs: 1000 });
+  const deliver = () => {
+    while (queue.length) {
+      const d = queue.shift()!;
+      assert.ok(isProbe(d.packet, 0, d.packet.length));
+      const target = d.to.equals(aEnd) ? a : b;
+      target.onProbe(d.packet, 0, d.from, 0);
+    }
+  };
+  return { a, b, aEnd, bEnd, queue, deliver, advance: (ms: number) => (clock += ms) };
+}
+
+describe('Prober', () => {
+  it('never looks like an IP packet to a decoder (version nibble 0) and is recognised exactly', () => {
+    const { a, bEnd, queue } = pair();
+    a.want(bEnd);
+    const probe = queue[0]!.packet;
+    assert.equal(probe.length, PROBE_BYTES);
+    assert.equal(probe[0]! >> 4, 0);
+    assert.ok(isProbe(probe, 0, probe.length));
+    assert.ok(!isProbe(probe, 0, probe.length - 1));
+    const ipv4 = Buffer.from(probe);
+    ipv4[0] = 0x45;
+    assert.ok(!isProbe(ipv4, 0, ipv4.length));
+  });
+
+  it('measures the round trip of its probes; one slow answer does not move the estimate', () => {
+    const { a, bEnd, queue, advance } = pair();
+    a.want(bEnd);
+    assert.equal(a.rtt(bEnd), undefined, 'unknown before the first answer');
+    // the request travels 20 ms, b answers at once, the reply travels 20 ms
+    advance(20);
+    const req = queue.shift()!;
+    const { b } = {
+      b: new Prober({
+        send: (buf, off, len, eps, n) => (
+          queue.push({
+            from: bEnd,
+            to: Buffer.from(eps.subarray(0, 18)),
+            packet: Buffer.from(buf.subarray(off[0]!, off[0]! + len[0]!)),
+          }),
+          n
+        ),
+      }),
+    };
+    b.onProbe(req.packet, 0, req.from, 0);
+    advance(20);
+    const rep = queue.shift()!;
+    a.onProbe(rep.packet, 0, bEnd, 0);
+    assert.equal(a.rtt(bEnd), 40);
+    // one slow answer moves the estimate a quarter of the way
+    (a as unknown as { probeAll(): void }).probeAll();
+    advance(100);
+    const req2 = queue.shift()!;
+    b.onProbe(req2.packet, 0, req2.from, 0);
+    const rep2 = queue.shift()!;
+    a.onProbe(rep2.packet, 0, bEnd, 0);
+    assert.equal(a.list()[0]?.srtt, 40 + 0.25 * (100 - 40), 'the average moves a quarter of the way');
+    assert.equal(a.rtt(bEnd), 40, 'the estimate (the minimum of the last samples) does not');
+    assert.equal(a.list()[0]?.samples, 2);
+  });
+
+  it('answers requests from anyone, ignores replies from peers it did not ask, and forgets unwanted peers', () => {
+    const { a, b, aEnd, bEnd, queue, deliver, advance } = pair();
+    b.want(aEnd);
+    deliver();
+    assert.notEqual(b.rtt(aEnd), undefined, 'a answered b without knowing it');
+    assert.equal(a.list().length, 0, 'answering does not make a peer');
+    const stray = Buffer.alloc(PROBE_BYTES);
+    stray.set([0, 0x4f, 0x41, 0x4b, 0x50, 2]);
+    a.onProbe(stray, 0, bEnd, 0);
+    assert.equal(a.list().length, 0);
+    advance(61_000);
+    (b as unknown as { probeAll(): void }).probeAll();
+    assert.equal(b.list().length, 0, 'not wanted for 60 s: forgotten');
+    assert.equal(queue.length, 0);
+  });
+
+  it('does nothing with an interval of 0', () => {
+    const { a, bEnd, queue } = pair();
+    const off = new Prober({ send: () => 0 }, { intervalMs: 0 });
+    off.want(bEnd);
+    assert.equal(off.rtt(bEnd), undefined);
+    assert.equal(off.list().length, 0);
+    void a;
+    assert.equal(queue.length, 0);
+  });
+});

@@ -1,0 +1,186 @@
+/**
+ * @module dataplane/proxy/prober
+ * Round-trip times to the peer nodes this node sends to, for Closest_IP. Every `intervalMs` a small probe
+ * goes to each peer on the tunnel port; the peer's ProxyTUN echoes it. The estimate per peer is the minimum of
+ * its last few samples: a late answer (a queue, a first packet waiting for ARP) does not move traffic, a
+ * path that became faster counts at once, and one that became slower counts once its fast samples have aged
+ * out of the window (a few probe periods). An EWMA of the samples is kept for display.
+ *
+ * Probes share the tunnel with upstream's raw IP packets, so they must never look like one: their first byte is
+ * 0x00 (IP version 0), then the magic "OAKP". An upstream NetManager drops them as undecodable (no reply: its
+ * RTT stays unknown and Closest falls back to its topology rule); oaknet's inbound path answers them before it
+ * decodes anything.
+ *
+ * Layout (24 bytes): 0x00, "OAKP", kind (1 request, 2 reply), 2 reserved bytes, the sender's send time as a
+ * float64 (ms, its own monotonic clock: only the sender reads it), then 8 bytes the sender chooses (unused).
+ */
+import { endpointKey, OutboundBatch, type Tunnel } from '../tunnel/tunnel.ts';
+
+export const PROBE_BYTES = 24;
+const MAGIC = [0x4f, 0x41, 0x4b, 0x50]; // "OAKP"
+const REQUEST = 1;
+const REPLY = 2;
+
+export interface PeerRtt {
+  /** The peer's tunnel endpoint (18 bytes). */
+  readonly endpoint: Buffer;
+  /** Exponentially smoothed round-trip time in ms (for display); undefined before the first answer. */
+  srtt: number | undefined;
+  /** The last samples (ms), newest last; the estimate is their minimum. */
+  window: number[];
+  /** Answers received. */
+  samples: number;
+  /** Last raw sample (ms). */
+  last: number | undefined;
+  /** When the peer was last wanted (ms); peers nobody wants for a while are dropped. */
+  wantedAt: number;
+}
+
+export interface ProberOptions {
+  intervalMs?: number;
+  /** EWMA weight of a new sample, for the displayed average (default 0.25). */
+  alpha?: number;
+  /** Samples the estimate is the minimum of (default 4). */
+  windowSamples?: number;
+  /** Forget peers not wanted for this long (default 60 s). */
+  forgetMs?: number;
+  /** Monotonic clock in ms (default performance.now). */
+  now?: () => number;
+}
+
+/** True when the datagram at buf[off, off+len) is a probe (request or reply). */
+export function isProbe(buf: Uint8Array, off: number, len: number): boolean {
+  return (
+    len === PROBE_BYTES &&
+    buf[off] === 0 &&
+    buf[off + 1] === MAGIC[0] &&
+    buf[off + 2] === MAGIC[1] &&
+    buf[off + 3] === MAGIC[2] &&
+    buf[off + 4] === MAGIC[3]
+  );
+}
+
+export class Prober {
+  private readonly peers = new Map<number | string, PeerRtt>();
+  private readonly out = new OutboundBatch(256);
+  private readonly scratch = Buffer.alloc(PROBE_BYTES * 256);
+  private timer: NodeJS.Timeout | undefined;
+  private readonly intervalMs: number;
+  private readonly alpha: number;
+  private readonly windowSamples: number;
+  private readonly forgetMs: number;
+  private readonly now: () => number;
+  /** Probes sent and answers received, for status. */
+  sent = 0;
+  answered = 0;
+
+  constructor(
+    private readonly tunnel: Pick<Tunnel, 'send'>,
+    options: ProberOptions = {},
+  ) {
+    this.intervalMs = options.intervalMs ?? 1000;
+    this.alpha = options.alpha ?? 0.25;
+    this.windowSamples = options.windowSamples ?? 4;
+    this.forgetMs = options.forgetMs ?? 60_000;
+    this.now = options.now ?? (() => performance.now());
+  }
+
+  /** Starts the probe rounds (an interval of 0 disables probing: every RTT stays unknown). */
+  start(): void {
+    if (this.intervalMs <= 0) return;
+    this.timer = setInterval(() => this.probeAll(), this.intervalMs);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+  }
+
+  /** Asks for the RTT to a peer from now on (probed at the next round; a new peer at once). */
+  want(endpoint: Buffer): void {
+    if (this.intervalMs <= 0) return;
+    const key = endpointKey(endpoint);
+    const known = this.peers.get(key);
+    if (known) {
+      known.wantedAt = this.now();
+      return;
+    }
+    const peer: PeerRtt = {
+      endpoint: Buffer.from(endpoint),
+      srtt: undefined,
+      window: [],
+      samples: 0,
+      last: undefined,
+      wantedAt: this.now(),
+    };
+    this.peers.set(key, peer);
+    this.send([peer]);
+  }
+
+  /** The RTT estimate (ms) to the peer at endpoint: the minimum of its last samples; undefined before any. */
+  rtt(endpoint: Buffer): number | undefined {
+    const w = this.peers.get(endpointKey(endpoint))?.window;
+    return w && w.length ? Math.min(...w) : undefined;
+  }
+
+  /** Every peer with its measurements. */
+  list(): readonly PeerRtt[] {
+    return [...this.peers.values()];
+  }
+
+  /**
+   * Handles a probe that arrived from `source` (18-byte endpoint at sources[sourceOff]): answers a request,
+   * records a reply. The caller checked isProbe.
+   */
+  onProbe(buf: Buffer, off: number, sources: Buffer, sourceOff: number): void {
+    if (buf[off + 5] === REQUEST) {
+      const at = 0;
+      buf.copy(this.scratch, at, off, off + PROBE_BYTES);
+      this.scratch[at + 5] = REPLY;
+      this.out.reset(this.scratch);
+      this.out.pushTo(at, PROBE_BYTES, sources, sourceOff);
+      this.flush();
+      return;
+    }
+    if (buf[off + 5] !== REPLY) return;
+    const peer = this.peers.get(endpointKey(sources, sourceOff));
+    if (!peer) return;
+    const sample = this.now() - buf.readDoubleBE(off + 8);
+    if (!(sample >= 0 && sample < 60_000)) return;
+    peer.last = sample;
+    peer.samples++;
+    this.answered++;
+    peer.srtt = peer.srtt === undefined ? sample : peer.srtt + this.alpha * (sample - peer.srtt);
+    peer.window.push(sample);
+    if (peer.window.length > this.windowSamples) peer.window.shift();
+  }
+
+  private probeAll(): void {
+    const now = this.now();
+    for (const [key, peer] of this.peers) if (now - peer.wantedAt > this.forgetMs) this.peers.delete(key);
+    this.send([...this.peers.values()]);
+  }
+
+  private send(peers: readonly PeerRtt[]): void {
+    for (let i = 0; i < peers.length; i += 256) {
+      this.out.reset(this.scratch);
+      const chunk = peers.slice(i, i + 256);
+      chunk.forEach((peer, k) => {
+        const at = k * PROBE_BYTES;
+        this.scratch[at] = 0;
+        for (let m = 0; m < 4; m++) this.scratch[at + 1 + m] = MAGIC[m]!;
+        this.scratch[at + 5] = REQUEST;
+        this.scratch.writeDoubleBE(this.now(), at + 8);
+        this.out.pushTo(at, PROBE_BYTES, peer.endpoint);
+      });
+      this.flush();
+    }
+  }
+
+  private flush(): void {
+    const b = this.out;
+    if (b.count === 0) return;
+    this.sent += this.tunnel.send(b.buffer, b.offsets, b.lengths, b.endpoints, b.count);
+    b.reset();
+  }
+}
