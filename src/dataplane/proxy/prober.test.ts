@@ -16,7 +16,7 @@ function pair() {
         queue.push({
           from,
           to: Buffer.from(endpoints.subarray(i * 18, i * 18 + 18)),
-          packet: Buffer.from(buffer.subarray(offsets[i]!, offsets[i]! + lengths[i]!)),
+          packet: Buffer.from(buffer.subarray(offsets[i], offsets[i]! + lengths[i]!)),
         });
       }
       return count;
@@ -62,7 +62,7 @@ describe('Prober', () => {
           queue.push({
             from: bEnd,
             to: Buffer.from(eps.subarray(0, 18)),
-            packet: Buffer.from(buf.subarray(off[0]!, off[0]! + len[0]!)),
+            packet: Buffer.from(buf.subarray(off[0], off[0]! + len[0]!)),
           }),
           n
         ),
