@@ -1,7 +1,8 @@
 /**
  * Control-plane benchmarks: allocation throughput of the root, MQTT table-query round trips through a
- * cluster (cache hit and root miss), and the propagation of a root notification to 1,000 NetManager-like
- * MQTT clients. Root and cluster run as real `oaknet` processes; the clients run here.
+ * cluster (cache hit and root miss), the propagation of a root notification to 1,000 NetManager-like
+ * MQTT clients, and of an instance change into the service tables of 100 simulated NetManagers (the real
+ * node-side code, see propagation.ts). Root and cluster run as real `oaknet` processes; the clients run here.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -13,6 +14,8 @@ import { Registry } from '../src/root/registry.ts';
 import { SqliteStore } from '../src/store/sqlite.ts';
 import { runOaknet, waitHttpOk, type OaknetProcess } from '../test/support/oaknet-process.ts';
 import { freePort } from '../test/support/ports.ts';
+import { onCleanup } from './cleanup.ts';
+import { measurePropagation } from './propagation.ts';
 import { percentile, type BenchResult } from './report.ts';
 
 const post = (url: string, body: unknown) =>
@@ -29,6 +32,18 @@ export async function runControlPlaneBench(): Promise<BenchResult[]> {
   const dir = mkdtempSync(join(tmpdir(), 'oaknet-bench-cp-'));
   const procs: OaknetProcess[] = [];
   const clients: MqttClient[] = [];
+  // on SIGINT/SIGTERM (bench/main.ts) the processes and the directory go too
+  const unregister = onCleanup('stop the control-plane bench processes', async () => {
+    for (const p of [...procs].reverse()) await p.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const t0 = performance.now();
+  let tStep = t0;
+  const progress = (what: string) => {
+    const now = performance.now();
+    process.stderr.write(`bench control plane: ${what} in ${((now - tStep) / 1000).toFixed(1)} s\n`);
+    tStep = now;
+  };
   try {
     // 1. allocations/s in the root's registry on its durable store (each one a committed, fsynced transaction)
     {
@@ -62,6 +77,7 @@ export async function runControlPlaneBench(): Promise<BenchResult[]> {
       store.close();
     }
 
+    progress('registry allocations');
     // real processes: root and cluster (embedded broker)
     const rootPort = await freePort();
     const root = runOaknet([
@@ -104,6 +120,7 @@ export async function runControlPlaneBench(): Promise<BenchResult[]> {
     await waitHttpOk(`${clusterUrl}/api/net/health`, cluster);
     const mqttUrl = `mqtt://127.0.0.1:${mqttPort}`;
 
+    progress('root and cluster started');
     // 2. allocations/s over HTTP, 16 clients in flight
     {
       const n = 4000;
@@ -126,6 +143,7 @@ export async function runControlPlaneBench(): Promise<BenchResult[]> {
       });
     }
 
+    progress('allocations over HTTP');
     // services for the table queries: one cached job, and 500 the cluster has not seen
     const services = 500;
     await post(`${rootUrl}/api/net/cluster`, {
@@ -161,6 +179,7 @@ export async function runControlPlaneBench(): Promise<BenchResult[]> {
       service_ip_list: Array<{ Address: string }>;
     }>;
 
+    progress('501 services deployed');
     // 3. MQTT table-query round trips as a NetManager sees them
     {
       const worker = 'a1b2c3d4e5f6a7b8c9d0e1f2';
@@ -204,6 +223,7 @@ export async function runControlPlaneBench(): Promise<BenchResult[]> {
       }
     }
 
+    progress('table queries');
     // 4. a root notification reaching 1,000 subscribed NetManagers
     {
       const job = jobs[0]!.job_name;
@@ -265,10 +285,42 @@ export async function runControlPlaneBench(): Promise<BenchResult[]> {
         target: '< 1000 ms',
       });
     }
+
+    progress('notification to 1,000 clients');
+    // 5. an instance change reaching the service tables of 100 NetManagers (ClusterLink + ServiceTable +
+    // NodeResolver each, own MQTT client ID), from the root call until every table holds the change
+    {
+      const nodes = 100;
+      const prop = await measurePropagation({
+        rootUrl,
+        mqttUrl,
+        clusterId: 'bench',
+        nodes,
+        changes: 10,
+      });
+      const all = prop.changes.flatMap((c) => c.arrivalsMs);
+      const last = prop.changes.map((c) => Math.max(...c.arrivalsMs));
+      const name = `instance change -> ${nodes} NetManager service tables`;
+      results.push({ section: 'control plane', name: `${name} p50`, value: percentile(all, 50), unit: 'ms' });
+      results.push({ section: 'control plane', name: `${name} p99`, value: percentile(all, 99), unit: 'ms' });
+      results.push({
+        section: 'control plane',
+        name: `${name}, all ${nodes} reached (median of ${last.length} changes)`,
+        value: percentile(last, 50),
+        unit: 'ms',
+        samples: last,
+      });
+      results.push({
+        section: 'control plane',
+        name: `${name}, all ${nodes} reached (max)`,
+        value: Math.max(...last),
+        unit: 'ms',
+      });
+      progress('propagation to 100 NetManagers');
+    }
   } finally {
     await Promise.allSettled(clients.map((c) => c.endAsync(true)));
-    for (const p of procs.reverse()) await p.stop();
-    rmSync(dir, { recursive: true, force: true });
+    await unregister();
   }
 
   return results;
