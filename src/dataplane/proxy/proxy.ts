@@ -648,7 +648,9 @@ export class ProxyTun implements DirectoryEvents {
           continue;
         }
         if (flow.proto === IpProto.Tcp) {
-          this.resetFlow(flow);
+          // a finished connection (FIN both ways, or reset) has nobody to tell: resetting it would only hit a
+          // socket in TIME_WAIT
+          if (!closed(flow)) this.resetFlow(flow);
           this.closeFlow(flow);
         } else {
           flow.stale = true;

@@ -25,6 +25,11 @@ export interface LinuxTunOptions {
   batchSize?: number;
   /** Open one queue of a multi-queue device (IFF_MULTI_QUEUE), so several readers can share it (default false). */
   multiQueue?: boolean;
+  /**
+   * Packets the kernel queues for the reader (default 10,000; the kernel's own default, 500, overflows under
+   * a TCP burst and the losses turn into retransmissions).
+   */
+  txQueueLength?: number;
   /** Runs `ip` with these arguments (default: execFile of `ip`); injected by tests or a netlink wrapper. */
   runIp?: (args: string[]) => Promise<void>;
 }
@@ -80,7 +85,17 @@ export class LinuxTun implements Tun {
       throw new SystemError(`open TUN "${options.name}": ${errorMessage(cause)}`, { cause });
     }
     try {
-      await (options.runIp ?? runIpCommand)(['link', 'set', 'dev', opened.name, 'mtu', String(mtu), 'up']);
+      await (options.runIp ?? runIpCommand)([
+        'link',
+        'set',
+        'dev',
+        opened.name,
+        'mtu',
+        String(mtu),
+        'txqueuelen',
+        String(options.txQueueLength ?? 10_000),
+        'up',
+      ]);
     } catch (cause) {
       io.closeFd(opened.fd);
       throw new SystemError(`configure TUN "${opened.name}": ${errorMessage(cause)}`, { cause });
