@@ -1,19 +1,20 @@
 /**
  * `npm run bench`: every benchmark section in one run, printed as a table and saved as JSON under
- * bench/results/ (with each section's raw numbers). `--only control` (or `--only data`) runs one section;
+ * bench/results/ (with each section's raw numbers). `--only control|closest|data` runs one section;
  * the data section's knobs (BENCH_ROUNDS, BENCH_PATHS, ...) are described in data-plane.ts.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, hostname, release, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { installSignalCleanup } from './cleanup.ts';
+import { runClosestBench } from './closest.ts';
 import { runControlPlaneBench } from './control-plane.ts';
 import { runDataPlaneBench } from './data-plane.ts';
 import { renderResults, type BenchResult } from './report.ts';
 
 const only = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1] : undefined;
-if (only !== undefined && only !== 'control' && only !== 'data') {
-  process.stderr.write(`bench: --only takes control or data, not ${only}\n`);
+if (only !== undefined && only !== 'control' && only !== 'data' && only !== 'closest') {
+  process.stderr.write(`bench: --only takes control, data or closest, not ${only}\n`);
   process.exit(2);
 }
 // SIGINT/SIGTERM: remove the namespaces and processes the bench made, then exit
@@ -34,6 +35,15 @@ if (!only || only === 'control') {
     results.push(...(await runControlPlaneBench()));
   } catch (err) {
     results.push(failed('control plane', err));
+  }
+}
+if (!only || only === 'closest') {
+  try {
+    const closest = await runClosestBench();
+    results.push(...closest.results);
+    raw['closest'] = closest.raw;
+  } catch (err) {
+    results.push(failed('Closest_IP', err));
   }
 }
 if (!only || only === 'data') {
