@@ -12,7 +12,12 @@ import { connectMqttAsync as connectAsync } from '../src/protocol/mqtt-client.ts
 import { AddressPlan } from '../src/addressing/plan.ts';
 import { Registry } from '../src/root/registry.ts';
 import { SqliteStore } from '../src/store/sqlite.ts';
-import { runOaknet, waitHttpOk, type OaknetProcess } from '../test/support/oaknet-process.ts';
+import {
+  runOaknet,
+  startRootProcess,
+  waitHttpOk,
+  type OaknetProcess,
+} from '../test/support/oaknet-process.ts';
 import { freePort } from '../test/support/ports.ts';
 import { onCleanup } from './cleanup.ts';
 import { measurePropagation } from './propagation.ts';
@@ -80,20 +85,8 @@ export async function runControlPlaneBench(): Promise<BenchResult[]> {
     progress('registry allocations');
     // real processes: root and cluster (embedded broker)
     const rootPort = await freePort();
-    const root = runOaknet([
-      'root',
-      '--port',
-      String(rootPort),
-      '--host',
-      '127.0.0.1',
-      '--store',
-      join(dir, 'root.db'),
-      '--log-level',
-      'warn',
-    ]);
+    const { proc: root, url: rootUrl } = await startRootProcess(dir, rootPort);
     procs.push(root);
-    const rootUrl = `http://127.0.0.1:${rootPort}`;
-    await waitHttpOk(`${rootUrl}/api/net/health`, root);
     const clusterPort = await freePort();
     const mqttPort = await freePort();
     const cluster = runOaknet([

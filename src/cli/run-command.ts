@@ -149,15 +149,7 @@ async function ensureService(root: RootClient, name: string, say: (l: string) =>
   } catch (err) {
     if (!(err instanceof NotFoundError)) throw err;
   }
-  const [app, appNs, svc, svcNs] = name.split('.') as [string, string, string, string];
-  await root.deployService(randomBytes(12).toString('hex'), {
-    app_name: app,
-    app_ns: appNs,
-    service_name: svc,
-    service_ns: svcNs,
-    microservice_name: svc,
-    microservice_namespace: svcNs,
-  });
+  await root.createService(name);
   say(`oaknet run: created service ${name}`);
   return root.jobByName(name);
 }

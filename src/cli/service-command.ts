@@ -2,7 +2,6 @@
  * @module cli/service-command
  * `oaknet service create|show|list|delete`: operator commands against the root's API.
  */
-import { randomBytes } from 'node:crypto';
 import type { Command } from 'commander';
 import { ConflictError, NotFoundError } from '../errors.ts';
 import type { JobDocument } from '../protocol/root-api.ts';
@@ -41,14 +40,7 @@ export function registerServiceCommands(program: Command, out: (text: string) =>
         opts: Common & { rrIp?: string; rrIpV6?: string; closestIp?: string; closestIpV6?: string },
       ) => {
         const root = new RootClient(rootUrlFrom(opts.root));
-        const [app, appNs, svc, svcNs] = name.split('.') as [string, string, string, string];
-        await root.deployService(randomBytes(12).toString('hex'), {
-          app_name: app,
-          app_ns: appNs,
-          service_name: svc,
-          service_ns: svcNs,
-          microservice_name: svc,
-          microservice_namespace: svcNs,
+        await root.createService(name, {
           ...(opts.rrIp ? { RR_ip: opts.rrIp } : {}),
           ...(opts.rrIpV6 ? { RR_ip_v6: opts.rrIpV6 } : {}),
           ...(opts.closestIp ? { closest_ip: opts.closestIp } : {}),

@@ -4,6 +4,7 @@
  * the operator CLI. Replies are validated; failures come back as OakNetErrors: the root's own error code
  * when it answered with one, UnavailableError when it could not be reached or timed out.
  */
+import { randomBytes } from 'node:crypto';
 import type { Static, TSchema } from 'typebox';
 import { NotFoundError, OakNetError, UnavailableError } from '../errors.ts';
 import { toPathSegment } from './names.ts';
@@ -102,6 +103,28 @@ export class RootClient {
     await this.text('POST', rootPaths.serviceDeploy, {
       body: { _id: id, deployment_descriptor: descriptor },
     });
+  }
+
+  /**
+   * Creates the service named app.appns.service.servicens (a fresh system job ID, as an orchestrator would
+   * give it), with chosen ServiceIPs where given; returns the job ID.
+   */
+  async createService(
+    name: string,
+    chosen: { RR_ip?: string; RR_ip_v6?: string; closest_ip?: string; closest_ip_v6?: string } = {},
+  ): Promise<string> {
+    const [app, appNs, svc, svcNs] = name.split('.') as [string, string, string, string];
+    const id = randomBytes(12).toString('hex');
+    await this.deployService(id, {
+      app_name: app,
+      app_ns: appNs,
+      service_name: svc,
+      service_ns: svcNs,
+      microservice_name: svc,
+      microservice_namespace: svcNs,
+      ...chosen,
+    });
+    return id;
   }
 
   async removeService(id: string, force: boolean): Promise<void> {

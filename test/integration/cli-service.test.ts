@@ -11,7 +11,7 @@ import { after, before, describe, it } from 'node:test';
 import { Cidr } from '../../src/addressing/cidr.ts';
 import { IpAddress } from '../../src/addressing/ip.ts';
 import type { JobDocument } from '../../src/protocol/root-api.ts';
-import { OAKNET_BIN, runOaknet, waitHttpOk, type OaknetProcess } from '../support/oaknet-process.ts';
+import { OAKNET_BIN, startRootProcess, type OaknetProcess } from '../support/oaknet-process.ts';
 import { freePort } from '../support/ports.ts';
 
 const exec = promisify(execFile);
@@ -33,19 +33,7 @@ describe('oaknet service commands', () => {
 
   before(async () => {
     const port = await freePort();
-    url = `http://127.0.0.1:${port}`;
-    root = runOaknet([
-      'root',
-      '--port',
-      String(port),
-      '--host',
-      '127.0.0.1',
-      '--store',
-      join(dir, 'root.db'),
-      '--log-level',
-      'warn',
-    ]);
-    await waitHttpOk(`${url}/api/net/health`, root);
+    ({ proc: root, url } = await startRootProcess(dir, port));
   });
   after(async () => {
     await root.stop();

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import type { JobDocument, WorkerInfo } from '../../src/protocol/root-api.ts';
-import { runOaknet, waitHttpOk, type OaknetProcess } from '../support/oaknet-process.ts';
+import { startRootProcess, type OaknetProcess } from '../support/oaknet-process.ts';
 import { freePort } from '../support/ports.ts';
 
 const CLUSTER = 'crash-cluster';
@@ -24,21 +24,9 @@ describe('root service manager killed with SIGKILL during an allocation storm', 
   });
 
   async function start(port: number): Promise<{ proc: OaknetProcess; url: string }> {
-    const proc = runOaknet([
-      'root',
-      '--port',
-      String(port),
-      '--host',
-      '127.0.0.1',
-      '--store',
-      join(dir, 'root.db'),
-      '--log-level',
-      'warn',
-    ]);
-    running.push(proc);
-    const url = `http://127.0.0.1:${port}`;
-    await waitHttpOk(`${url}/api/net/health`, proc);
-    return { proc, url };
+    const started = await startRootProcess(dir, port);
+    running.push(started.proc);
+    return started;
   }
 
   const post = (url: string, body: unknown) =>

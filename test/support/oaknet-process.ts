@@ -2,6 +2,7 @@
  * Runs `oaknet <command>` as a real child process (as a user would), and waits for it to answer HTTP.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const OAKNET_BIN = fileURLToPath(new URL('../../bin/oaknet.mjs', import.meta.url));
@@ -55,4 +56,25 @@ export async function waitHttpOk(url: string, proc: OaknetProcess, timeoutMs = 2
       throw new Error(`${url} did not answer within ${timeoutMs} ms:\n${proc.output()}`);
     await new Promise((r) => setTimeout(r, 100));
   }
+}
+
+/** `oaknet root` on 127.0.0.1:port with its store in dir, ready to answer. */
+export async function startRootProcess(
+  dir: string,
+  port: number,
+): Promise<{ proc: OaknetProcess; url: string }> {
+  const proc = runOaknet([
+    'root',
+    '--port',
+    String(port),
+    '--host',
+    '127.0.0.1',
+    '--store',
+    join(dir, 'root.db'),
+    '--log-level',
+    'warn',
+  ]);
+  const url = `http://127.0.0.1:${port}`;
+  await waitHttpOk(`${url}/api/net/health`, proc);
+  return { proc, url };
 }
