@@ -11,7 +11,7 @@ import { createLogger, LOG_LEVELS } from './log.ts';
 import { defaultStateDir, openStore, parseId, parsePort, parseUrl, rootUrlFrom } from './options.ts';
 import { registerNodeCommands } from './node-command.ts';
 import { registerPlatformCommands } from './platform-command.ts';
-import { registerServiceCommands } from './service-command.ts';
+import { registerServiceCommands, registerWorkerCommands } from './service-command.ts';
 import { closeOnSignals } from './signals.ts';
 
 const out = (text: string) => process.stdout.write(text.endsWith('\n') ? text : text + '\n');
@@ -97,6 +97,7 @@ program
 
 registerNodeCommands(program);
 registerServiceCommands(program, out);
+registerWorkerCommands(program, out);
 registerPlatformCommands(program, out);
 
 program.parseAsync(process.argv).catch((err: unknown) => {

@@ -6,7 +6,7 @@ import type { Command } from 'commander';
 import { ConflictError, NotFoundError } from '../errors.ts';
 import type { JobDocument } from '../protocol/root-api.ts';
 import { RootClient } from '../protocol/root-client.ts';
-import { parseIp, parseJobName, parseUrl, rootUrlFrom } from './options.ts';
+import { parseId, parseIp, parseJobName, parseUrl, rootUrlFrom } from './options.ts';
 import { renderTable } from './table.ts';
 
 interface Common {
@@ -133,4 +133,55 @@ function describeJob(job: JobDocument): string {
       )
     : 'no instances';
   return `service ${job.job_name} (job ${job._id})\n\n${serviceIpTable(job)}\n\n${instances}`;
+}
+
+/** `oaknet worker list|remove`: worker subnetworks at the root (an operator removes a node that is gone). */
+export function registerWorkerCommands(program: Command, out: (text: string) => void): void {
+  const worker = program
+    .command('worker')
+    .description("list worker nodes' subnetworks, release a removed node's");
+  const rootOption = [
+    '--root <url>',
+    'root service manager URL (default $OAKNET_ROOT or http://127.0.0.1:10010)',
+    parseUrl,
+  ] as const;
+
+  worker
+    .command('list')
+    .description('every worker with its subnetworks')
+    .option('--cluster-id <id>', 'only the workers of this cluster', parseId)
+    .option(...rootOption)
+    .option('--json', 'print JSON')
+    .action(async (opts: Common & { clusterId?: string }) => {
+      const root = new RootClient(
+        rootUrlFrom(opts.root),
+        opts.clusterId !== undefined ? { clusterId: opts.clusterId } : {},
+      );
+      const workers = (await root.workers()).filter(
+        (w) => opts.clusterId === undefined || w.cluster_id === opts.clusterId,
+      );
+      if (opts.json) return out(JSON.stringify(workers, null, 2));
+      if (workers.length === 0) return out('no workers');
+      out(
+        renderTable(
+          ['CLUSTER', 'WORKER', 'SUBNET', 'SUBNET (v6)'],
+          workers.map((w) => [w.cluster_id, w.worker_id, w.subnet, w.subnet_v6]),
+        ),
+      );
+    });
+
+  worker
+    .command('remove')
+    .description(
+      'release the subnetworks of a worker that left (they are reused once the fresh ones run out)',
+    )
+    .argument('<worker-id>', 'the worker', parseId)
+    .requiredOption('--cluster-id <id>', 'its cluster', parseId)
+    .option(...rootOption)
+    .action(async (workerId: string, opts: Common & { clusterId: string }) => {
+      const released = await new RootClient(rootUrlFrom(opts.root), {
+        clusterId: opts.clusterId,
+      }).releaseSubnet(workerId);
+      out(`released ${released.subnet} and ${released.subnet_v6} of worker ${workerId}`);
+    });
 }

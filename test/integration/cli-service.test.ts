@@ -91,6 +91,34 @@ describe('oaknet service commands', () => {
     assert.ok(!list.some((j) => j.job_name === 'web.prod.db.v1'));
   });
 
+  it('lists workers and releases the subnetworks of one an operator removed', async () => {
+    const post = (path: string, body: unknown) =>
+      fetch(`${url}${path}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      });
+    assert.equal(
+      (await post('/api/net/cluster', { cluster_id: 'edge', cluster_address: '127.0.0.1', cluster_port: 9 }))
+        .status,
+      200,
+    );
+    const got = (await (await fetch(`${url}/api/net/subnet?cluster_id=edge&worker_id=gone-node`)).json()) as {
+      subnet_addr: string;
+    };
+    const list = await oaknet('worker', 'list');
+    assert.match(
+      list.stdout,
+      new RegExp(`^edge\\s+gone-node\\s+${got.subnet_addr.replaceAll('.', '\\.')}/26`, 'm'),
+    );
+    const removed = await oaknet('worker', 'remove', 'gone-node', '--cluster-id', 'edge');
+    assert.equal(removed.code, 0, removed.stderr);
+    assert.match(removed.stdout, /released .* of worker gone-node/);
+    assert.equal((await oaknet('worker', 'list')).stdout.trim(), 'no workers');
+    const again = await oaknet('worker', 'remove', 'gone-node', '--cluster-id', 'edge');
+    assert.match(again.stderr, /cluster edge has no worker gone-node/);
+  });
+
   it('reports an unreachable root plainly', async () => {
     const r = await exec(process.execPath, [
       OAKNET_BIN,
