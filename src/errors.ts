@@ -81,6 +81,13 @@ export class NotRegisteredError extends OakNetError {
   }
 }
 
+/** The request is valid upstream but oaknet does not implement it (e.g. unikernel instances). */
+export class UnsupportedError extends OakNetError {
+  constructor(message: string) {
+    super('E_UNSUPPORTED', message);
+  }
+}
+
 /** A system operation (ip, nft, tun, sysctl) failed. */
 export class SystemError extends OakNetError {
   constructor(message: string, options?: { cause?: unknown }) {

@@ -18,7 +18,7 @@ export interface EmbeddedBroker {
 
 export async function startEmbeddedBroker(port: number, host: string, log: Logger): Promise<EmbeddedBroker> {
   const aedes = await Aedes.createBroker({
-    maxClientsIdLength: 128,
+    maxClientsIdLength: 256,
     drainTimeout: 10_000,
     concurrency: 1000,
   });

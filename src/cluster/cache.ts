@@ -10,11 +10,18 @@
  *   jobip/<address>         job name owning a ServiceIP or instance IP
  *   interest/<job>/<worker> true
  *   node/<worker>           NodeRecord
- *   statusq/<seq>           NetDeployStatus waiting for the root
+ *   statusq/<seq>           QueuedStatus waiting for the root
  */
 import { IpAddress } from '../addressing/ip.ts';
 import type { JobDocument, NetDeployStatus } from '../protocol/root-api.ts';
 import type { Json, Store, Tx } from '../store/store.ts';
+
+/** A deployment report for the root; the job ID is looked up at delivery when the root was down at receipt. */
+export interface QueuedStatus {
+  job_name: string;
+  job_id?: string;
+  instances: NetDeployStatus['instances'];
+}
 
 export interface NodeRecord {
   workerId: string;
@@ -101,6 +108,11 @@ export class ClusterCache {
     });
   }
 
+  /** Jobs at least one node is interested in. */
+  jobsWithInterest(): string[] {
+    return this.store.transact((tx) => [...new Set(tx.list('interest/').map(([k]) => k.split('/')[1]!))]);
+  }
+
   interestedNodes(job: string): string[] {
     return this.store.transact((tx) => this.interested(tx, job));
   }
@@ -135,17 +147,17 @@ export class ClusterCache {
   }
 
   /** Queues a deployment report for the root (delivered by the status outbox). */
-  queueStatus(status: NetDeployStatus): void {
+  queueStatus(status: QueuedStatus): void {
     this.store.transact((tx) => {
       const seq = (tx.get<number>('statusseq') ?? 0) + 1;
       tx.put('statusseq', seq);
-      tx.put(`statusq/${seq.toString().padStart(SEQ_DIGITS, '0')}`, status);
+      tx.put(`statusq/${seq.toString().padStart(SEQ_DIGITS, '0')}`, status as unknown as Json);
     });
   }
 
-  nextStatus(): { key: string; status: NetDeployStatus } | undefined {
+  nextStatus(): { key: string; status: QueuedStatus } | undefined {
     return this.store.transact((tx) => {
-      const [first] = tx.list<NetDeployStatus>('statusq/', 1);
+      const [first] = tx.list<QueuedStatus>('statusq/', 1);
       return first ? { key: first[0], status: first[1] } : undefined;
     });
   }

@@ -7,6 +7,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import type { MqttClient } from 'mqtt';
 import type { Logger } from 'pino';
+import { errorMessage, UnavailableError } from '../errors.ts';
 import type { ClusterStatus } from '../protocol/cluster-api.ts';
 import { connectMqtt } from '../protocol/mqtt-client.ts';
 import { MQTT_QOS, topics } from '../protocol/mqtt.ts';
@@ -80,7 +81,17 @@ export async function startCluster(o: ClusterOptions): Promise<RunningCluster> {
   mqtt.on('error', (err) => log.warn({ err: err.message, mqtt: mqttUrl }, 'mqtt error'));
   mqtt.on('reconnect', () => log.debug({ mqtt: mqttUrl }, 'mqtt reconnecting'));
   const publish = async (topic: string, payload: string): Promise<void> => {
-    await mqtt.publishAsync(topic, payload, { qos: MQTT_QOS, retain: false });
+    // bounded: while the broker is away the message waits in the client's queue, the caller does not
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      mqtt.publishAsync(topic, payload, { qos: MQTT_QOS, retain: false }),
+      new Promise((_, reject) => {
+        timer = setTimeout(
+          () => reject(new UnavailableError(`MQTT publish to ${topic} not acknowledged in 5 s`)),
+          5000,
+        );
+      }),
+    ]).finally(() => clearTimeout(timer));
   };
 
   let link: RootLink | undefined;
@@ -126,6 +137,13 @@ export async function startCluster(o: ClusterOptions): Promise<RunningCluster> {
 
   await waitConnected(mqtt, 10_000, log, mqttUrl);
   await mqtt.subscribeAsync(topics.allNodes, { qos: MQTT_QOS });
+  // what changed while this cluster was down never reached its nodes: make every node that is interested in a
+  // job ask for it again (its table comes from the root, fresh)
+  for (const job of cache.jobsWithInterest()) {
+    void channel
+      .publishUpdates(job, 'DEPLOYMENT')
+      .catch((err: unknown) => log.debug({ job, err: errorMessage(err) }, 'restart update not sent'));
+  }
 
   link = new RootLink({
     root,

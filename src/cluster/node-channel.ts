@@ -122,7 +122,10 @@ export class NodeChannel {
     await this.deps.publish(topics.subnetResult(worker), JSON.stringify(reply));
   }
 
-  /** tablequery/request {sname, sip}: always answered, with an empty table when nothing matches. */
+  /**
+   * tablequery/request {sname, sip}: answered with the table, or an empty one when nothing matches; not
+   * answered when the root could not be asked (the node keeps what it has and asks again).
+   */
   private async onTableQuery(worker: string, text: string): Promise<void> {
     const req = parseJson(parsers.tableQueryRequest, text, 'table query');
     const sip = req.sip ?? '';
@@ -136,18 +139,43 @@ export class NodeChannel {
     } catch (err) {
       failure = err;
     }
+    if (failure !== undefined) {
+      // no answer: an empty table would wipe the job from the node; without one the node asks again later
+      // and keeps what it knows meanwhile
+      throw failure instanceof Error ? failure : new Error(errorMessage(failure));
+    }
     if (doc) this.deps.cache.addInterest(doc.job_name, worker);
-    // always answered, even when resolution failed, so the node does not wait for a timeout
     await this.deps.publish(topics.tableQueryResult(worker), JSON.stringify(toTableResult(doc, key)));
-    if (failure !== undefined) throw failure instanceof Error ? failure : new Error(errorMessage(failure));
   }
 
   /** service/deployed: record where the instance runs, tell this cluster's nodes, and report to the root. */
   private async onDeployed(worker: string, text: string, log: Logger): Promise<void> {
     const msg = parseJson(parsers.serviceDeployed, text, 'deployment report');
-    let doc = await this.deps.resolver.byName(msg.appname);
-    if (!doc?.instance_list.some((i) => i.instance_number === msg.instance_number)) {
-      doc = await this.deps.resolver.refresh(msg.appname);
+    const report = {
+      instance_number: msg.instance_number,
+      namespace_ip: canonicalIp(msg.nsip),
+      ...(msg.nsipv6 && msg.nsipv6 !== '<nil>' ? { namespace_ip_v6: canonicalIp(msg.nsipv6) } : {}),
+      host_ip: canonicalIp(msg.host_ip),
+      host_port: Number(msg.host_port),
+      worker_id: worker,
+    };
+    this.deps.cache.addInterest(msg.appname, worker);
+    let doc: JobDocument | undefined;
+    try {
+      doc = await this.deps.resolver.byName(msg.appname);
+      if (!doc?.instance_list.some((i) => i.instance_number === msg.instance_number)) {
+        doc = await this.deps.resolver.refresh(msg.appname);
+      }
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'E_UNAVAILABLE') throw err;
+      // the root is out of reach: the report waits in the outbox (the job is looked up when it goes out)
+      this.deps.cache.queueStatus({ job_name: msg.appname, instances: [report] });
+      this.deps.onStatusQueued();
+      log.warn(
+        { job: msg.appname, instance: msg.instance_number },
+        'root unreachable; deployment report queued',
+      );
+      return;
     }
     const inst = doc?.instance_list.find((i) => i.instance_number === msg.instance_number);
     if (!doc || !inst) {
@@ -157,20 +185,11 @@ export class NodeChannel {
       );
       return;
     }
-    const report = {
-      instance_number: msg.instance_number,
-      namespace_ip: canonicalIp(msg.nsip),
-      ...(msg.nsipv6 && msg.nsipv6 !== '<nil>' ? { namespace_ip_v6: canonicalIp(msg.nsipv6) } : {}),
-      host_ip: canonicalIp(msg.host_ip),
-      host_port: Number(msg.host_port),
-      worker_id: worker,
-    };
     this.deps.cache.updateJob(doc.job_name, (d) => {
       const i = d.instance_list.find((x) => x.instance_number === msg.instance_number);
       if (i) Object.assign(i, report);
     });
-    this.deps.cache.addInterest(doc.job_name, worker);
-    this.deps.cache.queueStatus({ job_id: doc._id, instances: [report] });
+    this.deps.cache.queueStatus({ job_name: doc.job_name, job_id: doc._id, instances: [report] });
     this.deps.onStatusQueued();
     await this.publishUpdates(doc.job_name, 'DEPLOYMENT');
     log.info(
@@ -192,6 +211,7 @@ export class NodeChannel {
       this.deps.cache.putJob(doc);
       changed.push(doc);
       this.deps.cache.queueStatus({
+        job_name: doc.job_name,
         job_id: doc._id,
         instances: mine.map((i) => ({
           instance_number: i.instance_number,
@@ -221,5 +241,8 @@ export class NodeChannel {
         'root interest removal failed (harmless: the root keeps notifying)',
       );
     });
+    // a node may have asked for the job while the removal was on its way: then the root must keep notifying
+    if (this.deps.cache.interestedNodes(msg.appname).length > 0)
+      await this.deps.resolver.refresh(msg.appname);
   }
 }

@@ -13,6 +13,11 @@ import type { JobDocument } from '../protocol/root-api.ts';
 import type { RootClient } from '../protocol/root-client.ts';
 import type { ClusterCache } from './cache.ts';
 
+/** Root requests one cluster makes at once (more wait their turn). */
+const MAX_ROOT_REQUESTS = 16;
+/** Unknown names and addresses remembered at most. */
+const MAX_UNKNOWN = 10_000;
+
 export interface ResolverOptions {
   /** How long an unknown name or address is answered "unknown" without asking the root again (ms). */
   negativeTtlMs?: number;
@@ -21,6 +26,10 @@ export interface ResolverOptions {
 
 export class Resolver {
   private readonly inflight = new Map<string, Promise<JobDocument | undefined>>();
+  private readonly refreshing = new Map<string, Promise<JobDocument | undefined>>();
+  private readonly refreshAgain = new Set<string>();
+  private active = 0;
+  private readonly slots: Array<() => void> = [];
   private readonly unknown = new Map<string, number>();
   private readonly negativeTtlMs: number;
   private readonly now: () => number;
@@ -48,11 +57,33 @@ export class Resolver {
     return this.cache.jobByIp(canonical) ?? this.fetch(`ip:${canonical}`, () => this.root.jobByIp(canonical));
   }
 
-  /** Fetches the job from the root even when cached; removes it from the cache if the root forgot it. */
-  async refresh(name: string): Promise<JobDocument | undefined> {
+  /**
+   * Fetches the job from the root even when cached; removes it from the cache if the root forgot it. One
+   * refresh per job at a time: a refresh asked for while one runs runs once more after it, so an older answer
+   * can never land after a newer one.
+   */
+  refresh(name: string): Promise<JobDocument | undefined> {
+    const running = this.refreshing.get(name);
+    if (running) {
+      this.refreshAgain.add(name);
+      return running;
+    }
+    const p = (async () => {
+      let doc: JobDocument | undefined;
+      do {
+        this.refreshAgain.delete(name);
+        doc = await this.refreshOnce(name);
+      } while (this.refreshAgain.has(name));
+      return doc;
+    })().finally(() => this.refreshing.delete(name));
+    this.refreshing.set(name, p);
+    return p;
+  }
+
+  private async refreshOnce(name: string): Promise<JobDocument | undefined> {
     this.unknown.delete(`name:${name}`);
     try {
-      const doc = await this.root.jobByName(name);
+      const doc = await this.limit(() => this.root.jobByName(name));
       this.cache.putJob(doc);
       return doc;
     } catch (err) {
@@ -64,6 +95,28 @@ export class Resolver {
     }
   }
 
+  /** Runs a root request when fewer than MAX_ROOT_REQUESTS are under way (queued otherwise). */
+  private async limit<T>(request: () => Promise<T>): Promise<T> {
+    while (this.active >= MAX_ROOT_REQUESTS) await new Promise<void>((r) => this.slots.push(r));
+    this.active++;
+    try {
+      return await request();
+    } finally {
+      this.active--;
+      this.slots.shift()?.();
+    }
+  }
+
+  /** Notes an unknown key, and drops expired notes once there are many (a scan must not grow it forever). */
+  private rememberUnknown(key: string): void {
+    const now = this.now();
+    if (this.unknown.size >= MAX_UNKNOWN) {
+      for (const [k, until] of this.unknown) if (until <= now) this.unknown.delete(k);
+      if (this.unknown.size >= MAX_UNKNOWN) this.unknown.delete(this.unknown.keys().next().value!);
+    }
+    this.unknown.set(key, now + this.negativeTtlMs);
+  }
+
   private fetch(key: string, get: () => Promise<JobDocument>): Promise<JobDocument | undefined> {
     const until = this.unknown.get(key);
     if (until !== undefined) {
@@ -72,7 +125,7 @@ export class Resolver {
     }
     let p = this.inflight.get(key);
     if (!p) {
-      p = get()
+      p = this.limit(get)
         .then((doc) => {
           this.cache.putJob(doc);
           this.log.debug({ job: doc.job_name, key }, 'cached service table from root');
@@ -80,7 +133,7 @@ export class Resolver {
         })
         .catch((err: unknown) => {
           if (err instanceof NotFoundError) {
-            this.unknown.set(key, this.now() + this.negativeTtlMs);
+            this.rememberUnknown(key);
             return undefined;
           }
           throw err;

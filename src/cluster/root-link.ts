@@ -106,22 +106,30 @@ export class RootLink {
   private async drain(): Promise<void> {
     for (;;) {
       if (this.closed) return;
-      const next = this.o.cache.nextStatus();
-      if (!next) return;
       try {
-        await this.o.root.deployStatus(next.status);
-        this.o.cache.ackStatus(next.key);
-      } catch (err) {
-        const code = (err as { code?: string }).code;
-        if (code === 'E_UNAVAILABLE') {
-          this.reachable = false;
-          return; // retried by the next health check
+        const next = this.o.cache.nextStatus();
+        if (!next) return;
+        try {
+          const { job_name: name, job_id: known, instances } = next.status;
+          const jobId = known ?? (await this.o.root.jobByName(name))._id;
+          await this.o.root.deployStatus({ job_id: jobId, instances });
+          this.o.cache.ackStatus(next.key);
+        } catch (err) {
+          const code = (err as { code?: string }).code;
+          if (code === 'E_UNAVAILABLE') {
+            this.reachable = false;
+            return; // retried by the next health check
+          }
+          this.o.log.warn(
+            { err: errorMessage(err), status: next.status },
+            'root rejected a deployment report; dropped',
+          );
+          this.o.cache.ackStatus(next.key);
         }
-        this.o.log.warn(
-          { err: errorMessage(err), status: next.status },
-          'root rejected a deployment report; dropped',
-        );
-        this.o.cache.ackStatus(next.key);
+      } catch (err) {
+        // the store failed (disk full, locked): keep the process, try again at the next health check
+        this.o.log.error({ err: errorMessage(err) }, 'deployment report outbox failed');
+        return;
       }
     }
   }

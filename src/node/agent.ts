@@ -8,6 +8,7 @@
  *
  * Every device and rule it creates is named after the node's configuration and removed on close.
  */
+import { readFileSync, statSync } from 'node:fs';
 import type { Logger } from 'pino';
 import { Cidr } from '../addressing/cidr.ts';
 import { IpAddress } from '../addressing/ip.ts';
@@ -27,6 +28,7 @@ import { requireId, requireJobName } from '../protocol/names.ts';
 import type { NodeStatus } from '../protocol/node-api.ts';
 import { ClusterLink } from './cluster-link.ts';
 import type { Attachment, HostNetwork, HostNetworkConfig } from './host-network.ts';
+import { parsePortMappings } from './net/port-mappings.ts';
 import { NodeResolver } from './resolver.ts';
 import { ServiceTable } from './service-table.ts';
 import { StateFile, type InstanceState, type NodeState } from './state.ts';
@@ -82,8 +84,14 @@ export class NetManager {
   private readonly stateFile: StateFile;
   /** Deploys and undeploys run one at a time (they share the slot allocator and the state file). */
   private queue: Promise<unknown> = Promise.resolve();
+  /** Aborts a registration that waits (for a subnetwork) when the NetManager stops. */
+  private readonly abort = new AbortController();
+  private selfCheck: NodeJS.Timeout | undefined;
 
   constructor(private readonly o: NetManagerOptions) {
+    if (!Number.isInteger(o.tunnelPort) || o.tunnelPort < 1 || o.tunnelPort > 65535) {
+      throw new InvalidInputError(`the tunnel port must be 1-65535, got ${o.tunnelPort}`);
+    }
     this.stateFile = new StateFile(o.stateDir);
   }
 
@@ -124,14 +132,20 @@ export class NetManager {
     }
     const clusterUrl = `mqtt://${hostForUrl(clusterHost)}:${this.o.clusterMqttPort}`;
     const link = new ClusterLink({ url: clusterUrl, workerId, log: log.child({ component: 'mqtt' }) });
+    // what was set up so far, undone in reverse when a later step fails
+    const undo: Array<() => unknown> = [() => link.close()];
     try {
-      await link.ready();
       let subnet: { v4: string; v6: string };
       if (stored) {
+        // a restart: the node can forward at once; the cluster link comes up on its own
         subnet = { v4: stored.subnetV4, v6: stored.subnetV6 };
         log.info({ subnet }, 'subnetworks from the state file');
+        link
+          .ready(24 * 3600_000)
+          .catch((err: unknown) => log.warn({ err: errorMessage(err) }, 'cluster link not ready'));
       } else {
-        subnet = await link.requestSubnet();
+        await link.ready();
+        subnet = await link.requestSubnet(this.abort.signal);
         log.info({ subnet }, 'subnetworks from the cluster');
       }
       const subnetV4 = Cidr.of(IpAddress.parse(subnet.v4), this.o.plan.config.workerPrefixV4);
@@ -145,7 +159,7 @@ export class NetManager {
         freeSlots: [],
         instances: [],
       };
-      this.stateFile.save(this.state);
+      await this.stateFile.save(this.state);
       const hostIp = this.o.publicAddress ?? (await localAddressTowards(clusterUrl));
       const net = this.o.hostNetwork({
         bridge: this.o.names.bridge,
@@ -159,10 +173,13 @@ export class NetManager {
           Cidr.parse(this.o.plan.config.workerRangeV6),
         ],
       });
+      undo.push(() => net.tearDown());
       await net.setUp();
       const tun = await this.o.openTun(this.o.names.tun, this.o.mtu);
+      undo.push(() => tun.close());
       await net.addTunRoutes();
       const tunnel = this.o.openTunnel(this.o.tunnelPort);
+      undo.push(() => tunnel.close());
       const table = new ServiceTable({ workerId, hostIp, hostPort: this.o.tunnelPort });
       const resolver = new NodeResolver({
         table,
@@ -183,7 +200,13 @@ export class NetManager {
       );
       resolver.setEvents(proxy);
       resolver.start();
+      undo.push(() => resolver.stop());
       proxy.start();
+      undo.push(() => proxy.stop());
+      // after a reconnect the cluster may have lost what it knew (a restart): tell it again
+      link.onReconnect(() => {
+        for (const rec of this.state?.instances ?? []) if (this.running) this.announce(this.running, rec);
+      });
       this.running = {
         workerId,
         link,
@@ -199,6 +222,8 @@ export class NetManager {
         clusterUrl,
       };
       await this.restoreInstances();
+      this.selfCheck = setInterval(() => this.checkOwnEntries(), SELF_CHECK_MS);
+      this.selfCheck.unref();
       log.info(
         {
           workerId,
@@ -210,8 +235,35 @@ export class NetManager {
         'NetManager registered and running',
       );
     } catch (err) {
-      await link.close();
+      this.running = undefined;
+      for (const step of undo.reverse()) {
+        try {
+          await step();
+        } catch (cleanupErr) {
+          log.warn({ err: errorMessage(cleanupErr) }, 'cleanup after a failed start failed');
+        }
+      }
       throw err;
+    }
+  }
+
+  /**
+   * Every local instance must be in the table as this node's, with its namespace address; one that is not
+   * (a report the cluster lost in a restart, a table wiped by an outage) is announced again and its job asked
+   * for again. This is what heals the overlay after a flaky link.
+   */
+  private checkOwnEntries(): void {
+    const r = this.running;
+    if (!r || !r.link.connected) return;
+    for (const rec of this.state?.instances ?? []) {
+      const nsip = IpAddress.parse(rec.nsip).toBytes();
+      if (r.table.localByNamespace(nsip, 0, nsip.length)) continue;
+      this.o.log.info(
+        { job: rec.job, instance: rec.instance },
+        'own table entry missing; announcing the instance again',
+      );
+      this.announce(r, rec);
+      void r.resolver.refresh(rec.job);
     }
   }
 
@@ -223,13 +275,32 @@ export class NetManager {
       if (!Number.isInteger(req.pid) || req.pid <= 0)
         throw new InvalidInputError(`pid must be a process ID, got ${req.pid}`);
       const state = this.state!;
+      const identity = processIdentity(req.pid);
+      if (!identity) throw new InvalidInputError(`no process ${req.pid}`);
+      if (identity.netns === processIdentity(process.pid)?.netns) {
+        // wiring it would replace the node's own default route
+        throw new InvalidInputError(
+          `process ${req.pid} runs in the NetManager's own network namespace, not a container's`,
+        );
+      }
+      const mappings = parsePortMappings(req.portMappings ?? '');
+      const taken = mappings.find((m) => m.protocol === 'udp' && m.hostPort === this.o.tunnelPort);
+      if (taken)
+        throw new InvalidInputError(`port mapping ${taken.hostPort}/udp would take the node's tunnel port`);
       const existing = state.instances.find((i) => i.job === job && i.instance === req.instanceNumber);
       if (existing) {
-        if (existing.pid === req.pid)
+        if (sameProcess(existing, identity)) {
           return { serviceName: job, nsAddress: existing.nsip, nsAddressv6: existing.nsipv6 };
-        throw new ConflictError(
-          `instance ${req.instanceNumber} of ${job} is already deployed on this node (pid ${existing.pid})`,
-        );
+        }
+        if (isRunning(existing)) {
+          throw new ConflictError(
+            `instance ${req.instanceNumber} of ${job} is already deployed on this node (pid ${existing.pid})`,
+          );
+        }
+        // its process died (a crashed container being started again): the new one takes its place
+        await r.net.detach(existing.attachment).catch(() => undefined);
+        state.instances.splice(state.instances.indexOf(existing), 1);
+        state.freeSlots.push(existing.slot);
       }
       const slot = this.takeSlot(state);
       const nsip = r.subnetV4.at(slot);
@@ -251,6 +322,8 @@ export class NetManager {
         job,
         instance: req.instanceNumber,
         pid: req.pid,
+        pidStart: identity.start,
+        netns: identity.netns,
         slot,
         nsip: nsip.toString(),
         nsipv6: nsipv6.toString(),
@@ -259,7 +332,7 @@ export class NetManager {
         deployedAt: new Date().toISOString(),
       };
       state.instances.push(record);
-      this.stateFile.save(state);
+      await this.stateFile.save(state);
       this.announce(r, record);
       await this.waitForOwnEntry(r, record);
       this.o.log.info(
@@ -281,7 +354,7 @@ export class NetManager {
       await r.net.detach(rec.attachment);
       state.instances.splice(i, 1);
       state.freeSlots.push(rec.slot);
-      this.stateFile.save(state);
+      await this.stateFile.save(state);
       r.link.reportUndeployed(rec.job, rec.instance);
       this.o.log.info({ job: rec.job, instance: rec.instance }, 'instance undeployed');
     });
@@ -324,6 +397,8 @@ export class NetManager {
 
   /** Stops the proxy and removes every device and rule this NetManager created. */
   async close(): Promise<void> {
+    this.abort.abort();
+    clearInterval(this.selfCheck);
     await this.registering?.catch(() => undefined);
     await this.queue.catch(() => undefined);
     const r = this.running;
@@ -400,7 +475,8 @@ export class NetManager {
     const state = this.state!;
     const keep: InstanceState[] = [];
     for (const rec of state.instances) {
-      if (!processAlive(rec.pid)) {
+      // the same process in the same namespace, not a PID reused after a reboot (which could be a host process)
+      if (!isRunning(rec)) {
         state.freeSlots.push(rec.slot);
         this.o.log.info(
           { job: rec.job, instance: rec.instance },
@@ -429,17 +505,40 @@ export class NetManager {
       }
     }
     state.instances = keep;
-    this.stateFile.save(state);
+    await this.stateFile.save(state);
   }
 }
 
-function processAlive(pid: number): boolean {
+/** How often the NetManager checks that its own instances are in its table (ms). */
+const SELF_CHECK_MS = 10_000;
+
+/** A process's start time (clock ticks after boot, /proc/<pid>/stat field 22) and network namespace. */
+function processIdentity(pid: number): { start: string; netns: number } | undefined {
   try {
-    process.kill(pid, 0);
-    return true;
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const start = fields[19];
+    if (start === undefined) return undefined;
+    return { start: `${bootId()}/${start}`, netns: statSync(`/proc/${pid}/ns/net`).ino };
   } catch {
-    return false;
+    return undefined;
   }
+}
+
+let boot: string | undefined;
+function bootId(): string {
+  boot ??= readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+  return boot;
+}
+
+function sameProcess(rec: InstanceState, id: { start: string; netns: number }): boolean {
+  return rec.pidStart === id.start && rec.netns === id.netns;
+}
+
+/** True while the instance's recorded process runs (same start time and namespace, in this boot). */
+function isRunning(rec: InstanceState): boolean {
+  const id = processIdentity(rec.pid);
+  return id !== undefined && (rec.pidStart === undefined ? rec.netns === undefined : sameProcess(rec, id));
 }
 
 function hostForUrl(host: string): string {

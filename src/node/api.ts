@@ -8,6 +8,7 @@ import { chmodSync, mkdirSync, rmSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { Type } from 'typebox';
 import type { Logger } from 'pino';
+import { UnsupportedError } from '../errors.ts';
 import { createApiServer } from '../protocol/http-server.ts';
 import {
   ContainerDeploy,
@@ -20,7 +21,14 @@ import {
 import { ErrorReply } from '../protocol/root-api.ts';
 import type { NetManager } from './agent.ts';
 
-const errors = { 400: ErrorReply, 404: ErrorReply, 409: ErrorReply, 500: ErrorReply, 507: ErrorReply };
+const errors = {
+  400: ErrorReply,
+  404: ErrorReply,
+  409: ErrorReply,
+  500: ErrorReply,
+  501: ErrorReply,
+  507: ErrorReply,
+};
 const empty = { 200: Type.Null(), ...errors };
 
 function buildNodeApp(nm: NetManager, log: Logger) {
@@ -41,6 +49,15 @@ function buildNodeApp(nm: NetManager, log: Logger) {
     app.post(path, { schema: { body: ContainerUndeploy, response: empty } }, async (req, reply) => {
       await nm.undeploy(req.body.serviceName, req.body.instanceNumber);
       return reply.status(200).send(null);
+    });
+  }
+
+  // upstream's unikernel routes exist so a node engine gets a clear answer, not a 404
+  for (const path of [nodePaths.unikernelDeploy, nodePaths.unikernelUndeploy]) {
+    app.post(path, { schema: { response: errors } }, () => {
+      throw new UnsupportedError(
+        'unikernel instances are not supported by oaknet yet (containers are: /container/deploy)',
+      );
     });
   }
 

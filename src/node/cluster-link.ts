@@ -42,6 +42,8 @@ export class ClusterLink {
   private readonly answerTimeoutMs: number;
   /** Answers that could not be parsed (counted, ignored). */
   invalidMessages = 0;
+  private connectedOnce = false;
+  private readonly reconnectHandlers = new Set<() => void>();
   /** What the cluster announced about itself (oaknet clusters only). */
   clusterInfo: ClusterInfoMessage | undefined;
 
@@ -54,7 +56,19 @@ export class ClusterLink {
       connectTimeout: 5000,
     });
     this.client.on('error', (err) => o.log.warn({ err: err.message }, 'mqtt error'));
-    this.client.on('message', (topic, payload) => this.onMessage(topic, payload.toString('utf8')));
+    this.client.on('message', (topic, payload) => {
+      try {
+        this.onMessage(topic, payload.toString('utf8'));
+      } catch (err) {
+        // a message must never take the NetManager down
+        this.invalidMessages++;
+        o.log.warn({ topic, err: errorMessage(err) }, 'could not handle an MQTT message');
+      }
+    });
+    this.client.on('connect', () => {
+      if (this.connectedOnce) for (const h of this.reconnectHandlers) h();
+      this.connectedOnce = true;
+    });
   }
 
   /** Resolves once connected and subscribed to this node's result topics. */
@@ -119,6 +133,8 @@ export class ClusterLink {
   query(by: { sname: string } | { sip: string }): Promise<TableQueryResult | undefined> {
     const sname = 'sname' in by ? by.sname : '';
     const sip = 'sip' in by ? by.sip : '';
+    // offline: no answer can come, and queued questions would only go out stale at the reconnect
+    if (!this.client.connected) return Promise.resolve(undefined);
     return new Promise((resolve) => {
       const q: PendingQuery = { keys: [sname || sip], resolve: (r) => done(r) };
       const timer = setTimeout(() => done(undefined), this.answerTimeoutMs);
@@ -184,6 +200,14 @@ export class ClusterLink {
     await this.client.unsubscribeAsync(topics.jobUpdates(job)).catch(() => undefined);
   }
 
+  /**
+   * Calls handler after every reconnect (not the first connect): updates published while the node was away
+   * are lost (clean session), so what it knows must be refreshed.
+   */
+  onReconnect(handler: () => void): void {
+    this.reconnectHandlers.add(handler);
+  }
+
   /** Calls handler(job) for every updates_available message. */
   onJobUpdate(handler: (job: string) => void): void {
     this.jobHandlers.add(handler);
@@ -234,17 +258,23 @@ export class ClusterLink {
         instance_list: envelope.instance_list,
         query_key: typeof envelope.query_key === 'string' ? envelope.query_key : '',
       };
-      // correlate by query key, job name, or any address in the answer (upstream's rule)
+      // correlate by query key, job name, or any address in the answer (upstream's rule); every level is
+      // checked, since anybody can publish here (the broker has no authentication, as upstream's)
       const keys = new Set<string>([result.query_key, result.app_name ?? '']);
-      for (const i of result.instance_list as Array<{
-        service_ip?: Array<{ Address?: unknown; Address_v6?: unknown }>;
-      }>) {
-        for (const s of i.service_ip ?? []) {
-          if (typeof s.Address === 'string') keys.add(s.Address);
-          if (typeof s.Address_v6 === 'string') keys.add(s.Address_v6);
+      for (const i of result.instance_list as unknown[]) {
+        const ips = isObject(i) ? i['service_ip'] : undefined;
+        if (!Array.isArray(ips)) continue;
+        for (const s of ips as unknown[]) {
+          if (!isObject(s)) continue;
+          if (typeof s['Address'] === 'string') keys.add(s['Address']);
+          if (typeof s['Address_v6'] === 'string') keys.add(s['Address_v6']);
         }
       }
       for (const q of [...this.pendingQueries]) if (q.keys.some((k) => keys.has(k))) q.resolve(result);
     }
   }
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
 }

@@ -40,6 +40,10 @@ export class NodeResolver implements Directory {
     this.ttl = o.interestTtlMs ?? 10_000;
     this.now = o.now ?? Date.now;
     o.link.onJobUpdate((job) => void this.refresh(job));
+    // updates published while the link was down are lost: ask again about everything watched
+    o.link.onReconnect(() => {
+      for (const job of this.lastUse.keys()) void this.refresh(job);
+    });
   }
 
   setEvents(events: DirectoryEvents): void {
@@ -91,7 +95,11 @@ export class NodeResolver implements Directory {
         this.again.delete(job);
         const answer = await this.o.link.query({ sname: job });
         if (!answer) {
-          this.o.log.warn({ job }, 'table query by name got no answer');
+          this.o.log.warn({ job }, 'table query by name got no answer; keeping what the table has');
+          continue;
+        }
+        if (answer.app_name && answer.app_name !== job) {
+          this.o.log.warn({ job, answered: answer.app_name }, 'answer for another job; ignored');
           continue;
         }
         this.o.table.apply(job, answer.instance_list);

@@ -4,7 +4,8 @@
  * its instances with their namespace addresses. Written atomically (temporary file, fsync, rename), so a crash
  * leaves either the old or the new state, never half of one.
  */
-import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
+import { open, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Type, type Static } from 'typebox';
 import { InvalidInputError } from '../errors.ts';
@@ -14,6 +15,10 @@ const InstanceState = Type.Object({
   job: Type.String(),
   instance: Type.Integer({ minimum: 0 }),
   pid: Type.Integer(),
+  /** Boot ID and start time of the process: a PID reused later (after a reboot) is not the instance. */
+  pidStart: Type.Optional(Type.String()),
+  /** Inode of the process's network namespace when it was wired. */
+  netns: Type.Optional(Type.Number()),
   /** Host slot of the namespace address inside the worker subnetworks. */
   slot: Type.Integer(),
   nsip: Type.String(),
@@ -64,15 +69,26 @@ export class StateFile {
     }
   }
 
-  save(state: NodeState): void {
-    const tmp = `${this.path}.tmp`;
-    const fd = openSync(tmp, 'w', 0o600);
-    try {
-      writeSync(fd, JSON.stringify(state, null, 2));
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-    renameSync(tmp, this.path);
+  /**
+   * Writes state durably. Asynchronous, so the fsync (tens of ms on an SD card) does not stall the event loop
+   * that also forwards packets; saves are serialised, the last one wins.
+   */
+  save(state: NodeState): Promise<void> {
+    const text = JSON.stringify(state, null, 2);
+    const run = async () => {
+      const tmp = `${this.path}.tmp`;
+      const fh = await open(tmp, 'w', 0o600);
+      try {
+        await fh.writeFile(text);
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+      await rename(tmp, this.path);
+    };
+    this.saving = this.saving.then(run, run);
+    return this.saving;
   }
+
+  private saving: Promise<void> = Promise.resolve();
 }

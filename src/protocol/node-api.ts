@@ -77,6 +77,8 @@ export const nodePaths = {
   deploy: '/container/deploy',
   undeploy: '/container/undeploy',
   dockerUndeploy: '/docker/undeploy',
+  unikernelDeploy: '/unikernel/deploy',
+  unikernelUndeploy: '/unikernel/undeploy',
   status: '/status',
 } as const;
 

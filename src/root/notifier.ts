@@ -11,7 +11,10 @@ import { clusterPaths } from '../protocol/cluster-api.ts';
 import type { Registry } from './registry.ts';
 
 export interface NotifierOptions {
-  /** Per-attempt timeout (upstream: 2 s). */
+  /**
+   * Per-attempt timeout (default 15 s; upstream's 2 s is shorter than what a cluster does before it answers,
+   * a refresh from the root, on a slow link).
+   */
   timeoutMs?: number;
   /** First retry delay; doubles up to maxBackoffMs. */
   minBackoffMs?: number;
@@ -39,7 +42,7 @@ export class Notifier {
     private readonly log: Logger,
     options: NotifierOptions = {},
   ) {
-    this.timeoutMs = options.timeoutMs ?? 2000;
+    this.timeoutMs = options.timeoutMs ?? 15_000;
     this.minBackoffMs = options.minBackoffMs ?? 250;
     this.maxBackoffMs = options.maxBackoffMs ?? 30_000;
   }
@@ -89,6 +92,16 @@ export class Notifier {
   }
 
   private async drain(clusterId: string, lane: ClusterLane): Promise<void> {
+    try {
+      await this.deliver(clusterId, lane);
+    } catch (err) {
+      // the store failed (disk full, locked): the notifications stay queued; try again after a backoff
+      this.log.error({ cluster: clusterId, err: errorMessage(err) }, 'notification outbox failed');
+      this.retryLater(clusterId, lane);
+    }
+  }
+
+  private async deliver(clusterId: string, lane: ClusterLane): Promise<void> {
     for (;;) {
       if (this.abort.signal.aborted) return;
       const next = this.registry.nextNotification(clusterId);
@@ -108,10 +121,6 @@ export class Notifier {
         });
         await res.arrayBuffer();
         if (!res.ok) throw new Error(`HTTP ${res.status}`);
-        this.registry.ackNotification(next.key);
-        this.registry.setClusterStatus(clusterId, 'ACTIVE');
-        lane.backoffMs = this.minBackoffMs;
-        this.log.debug({ cluster: clusterId, ...next.notification }, 'notified cluster');
       } catch (err) {
         if (this.abort.signal.aborted) return;
         const message = errorMessage(err);
@@ -120,15 +129,23 @@ export class Notifier {
           { cluster: clusterId, url, err: message, retryInMs: lane.backoffMs },
           'cluster notification failed',
         );
-        const delay = lane.backoffMs;
-        lane.backoffMs = Math.min(lane.backoffMs * 2, this.maxBackoffMs);
-        lane.timer = setTimeout(() => {
-          delete lane.timer;
-          this.kick(clusterId, false);
-        }, delay);
+        this.retryLater(clusterId, lane);
         return;
       }
+      this.registry.ackNotification(next.key);
+      this.registry.setClusterStatus(clusterId, 'ACTIVE');
+      lane.backoffMs = this.minBackoffMs;
+      this.log.debug({ cluster: clusterId, ...next.notification }, 'notified cluster');
     }
+  }
+
+  private retryLater(clusterId: string, lane: ClusterLane): void {
+    const delay = lane.backoffMs;
+    lane.backoffMs = Math.min(lane.backoffMs * 2, this.maxBackoffMs);
+    lane.timer = setTimeout(() => {
+      delete lane.timer;
+      this.kick(clusterId, false);
+    }, delay);
   }
 }
 

@@ -51,6 +51,8 @@ function sysctlWithDefaults(): MemorySysctl {
     'net/ipv6/conf/all/forwarding': '0',
     'net/ipv4/ip_forward': '0',
     'net/ipv4/conf/all/rp_filter': '0',
+    // an uplink configured by SLAAC
+    'net/ipv6/conf/uplink0/accept_ra': '1',
   });
 }
 
@@ -149,6 +151,11 @@ describe('NodeEnvironment.setUp (fake)', () => {
     assert.equal(sysctl.values.get('net/ipv6/conf/okbr0/disable_ipv6'), '0');
     const warning = lines.find((l) => Array.isArray(l['chains']));
     assert.deepEqual(warning?.['chains'], ['ip filter FORWARD']);
+    assert.equal(
+      sysctl.values.get('net/ipv6/conf/uplink0/accept_ra'),
+      '2',
+      'SLAAC uplink keeps its router advertisements',
+    );
     assert.ok(lines.some((l) => String(l['msg']).includes('accept_ra')));
   });
 

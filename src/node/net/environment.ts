@@ -436,10 +436,19 @@ export class NodeEnvironment {
 
   private async enableForwarding(): Promise<void> {
     if ((await this.sysctl.read('net/ipv6/conf/all/forwarding')) === '0') {
-      this.logger.warn(
-        'turning on IPv6 forwarding: interfaces with accept_ra=1 stop taking router advertisements; ' +
-          'set accept_ra=2 on an uplink that gets its IPv6 address or route by SLAAC',
+      // with forwarding on, an interface with accept_ra=1 stops taking router advertisements, and an uplink
+      // configured by SLAAC loses its IPv6 route when the lifetimes run out: 2 keeps taking them
+      const names = (await this.sysctl.list('net/ipv6/conf')).filter(
+        (n) => n !== 'all' && n !== 'default' && n !== 'lo',
       );
+      for (const name of names) {
+        if ((await this.sysctl.read(`net/ipv6/conf/${name}/accept_ra`)) !== '1') continue;
+        await this.sysctl.write(`net/ipv6/conf/${name}/accept_ra`, '2');
+        this.logger.info(
+          { interface: name },
+          'accept_ra=2, so router advertisements still count with forwarding on',
+        );
+      }
     }
     await this.sysctl.write('net/ipv4/ip_forward', '1');
     await this.sysctl.write('net/ipv6/conf/all/forwarding', '1');

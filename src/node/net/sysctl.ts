@@ -9,7 +9,7 @@
  * Keys are slash paths below /proc/sys (`net/ipv4/conf/<dev>/rp_filter`), which stay unambiguous for
  * interface names that contain dots.
  */
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFile, writeFile, readdir } from 'node:fs/promises';
 import { SystemError, errorMessage } from '../../errors.ts';
 
 /** Reads and writes kernel parameters. */
@@ -18,6 +18,8 @@ export interface Sysctl {
   read(key: string): Promise<string | undefined>;
   /** Sets `key` to `value`; throws SystemError when it cannot be written or does not read back as `value`. */
   write(key: string, value: string): Promise<void>;
+  /** Names directly under directory `key` (e.g. the interfaces under "net/ipv6/conf"); [] when it does not exist. */
+  list(key: string): Promise<string[]>;
 }
 
 function checkKey(key: string): void {
@@ -38,6 +40,15 @@ export class ProcSysctl implements Sysctl {
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
       throw new SystemError(`cannot read sysctl ${key}: ${errorMessage(err)}`, { cause: err });
+    }
+  }
+
+  async list(key: string): Promise<string[]> {
+    checkKey(key);
+    try {
+      return await readdir(`${this.root}/${key}`);
+    } catch {
+      return [];
     }
   }
 
@@ -66,6 +77,16 @@ export class MemorySysctl implements Sysctl {
 
   constructor(initial: Record<string, string> = {}) {
     for (const [k, v] of Object.entries(initial)) this.values.set(k, v);
+  }
+
+  /** Names of the stored keys one level below `key`. */
+  list(key: string): Promise<string[]> {
+    checkKey(key);
+    const prefix = `${key}/`;
+    const names = new Set<string>();
+    for (const k of this.values.keys())
+      if (k.startsWith(prefix)) names.add(k.slice(prefix.length).split('/')[0]!);
+    return Promise.resolve([...names]);
   }
 
   /** The stored value or undefined. */

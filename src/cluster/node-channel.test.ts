@@ -1,0 +1,125 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { pino } from 'pino';
+import { NotFoundError, UnavailableError } from '../errors.ts';
+import type { JobDocument, NetDeployStatus } from '../protocol/root-api.ts';
+import type { RootClient } from '../protocol/root-client.ts';
+import { MemoryStore } from '../store/memory.ts';
+import { ClusterCache } from './cache.ts';
+import { NodeChannel } from './node-channel.ts';
+import { Resolver } from './resolver.ts';
+import { RootLink } from './root-link.ts';
+
+const log = pino({ level: 'silent' });
+const JOB = 'app.ns.svc.v1';
+
+function doc(): JobDocument {
+  return {
+    _id: 'job-1',
+    system_job_id: 'job-1',
+    job_name: JOB,
+    service_ip_list: [{ IpType: 'RR', Address: '10.30.0.1', Address_v6: 'fdff:2000::1' }],
+    instance_list: [
+      { instance_number: 0, instance_ip: '10.30.0.2', instance_ip_v6: 'fdff::1', cluster_id: 'c1' },
+    ],
+  };
+}
+
+/** A root that is down until `up` is set, and records what it is told. */
+function fakeRoot() {
+  const state = { up: false, statuses: [] as NetDeployStatus[] };
+  const down = () => Promise.reject(new UnavailableError('root down'));
+  const root = {
+    jobByName: (name: string) =>
+      !state.up ? down() : name === JOB ? Promise.resolve(doc()) : Promise.reject(new NotFoundError('no')),
+    jobByIp: () => (!state.up ? down() : Promise.reject(new NotFoundError('no'))),
+    deployStatus: (s: NetDeployStatus) => {
+      if (!state.up) return down();
+      state.statuses.push(s);
+      return Promise.resolve();
+    },
+    health: () =>
+      !state.up ? down() : Promise.resolve({ status: 'ok' as const, boot_id: 'b', version: 'v' }),
+    registerCluster: () => Promise.resolve(),
+    removeInterest: () => Promise.resolve(),
+  };
+  return { state, root: root as unknown as RootClient };
+}
+
+function channel() {
+  const { state, root } = fakeRoot();
+  const cache = new ClusterCache(new MemoryStore());
+  const published: Array<[string, string]> = [];
+  let kicked = 0;
+  const ch = new NodeChannel({
+    cache,
+    resolver: new Resolver(cache, root, log),
+    root,
+    publish: (topic, payload) => {
+      published.push([topic, payload]);
+      return Promise.resolve();
+    },
+    log,
+    onStatusQueued: () => kicked++,
+  });
+  return { ch, cache, state, root, published, kicked: () => kicked };
+}
+
+describe('NodeChannel when the root is out of reach', () => {
+  it('does not answer a table query it could not resolve (an empty answer would wipe the node table)', async () => {
+    const { ch, published } = channel();
+    await ch.handle('nodes/w1/net/tablequery/request', Buffer.from(`{"sname":"${JOB}","sip":""}`));
+    assert.deepEqual(published, []);
+    assert.equal(ch.counters.failed, 1);
+  });
+
+  it('answers a query for what the root says does not exist with an empty table', async () => {
+    const { ch, published, state } = channel();
+    state.up = true;
+    await ch.handle('nodes/w1/net/tablequery/request', Buffer.from('{"sname":"","sip":"10.30.9.9"}'));
+    assert.deepEqual(published, [
+      [
+        'nodes/w1/net/tablequery/result',
+        JSON.stringify({ app_name: '', instance_list: [], query_key: '10.30.9.9' }),
+      ],
+    ]);
+  });
+
+  it('keeps a deployment report until the root is back, then delivers it with the job looked up', async () => {
+    const { ch, cache, state, root, kicked } = channel();
+    const report = `{"appname":"${JOB}","status":"DEPLOYED","instance_number":0,"nsip":"10.16.0.2","nsipv6":"fc00::2","host_port":"50103","host_ip":"192.168.1.10"}`;
+    await ch.handle('nodes/w1/net/service/deployed', Buffer.from(report));
+    assert.equal(cache.pendingStatusCount(), 1, 'queued, not lost');
+    assert.equal(kicked(), 1);
+    state.up = true;
+    const link = new RootLink({
+      root,
+      rootUrl: 'http://root',
+      cache,
+      log,
+      clusterId: 'c1',
+      clusterPort: 1,
+      advertiseAddress: '127.0.0.1',
+    });
+    link.kickStatus();
+    await link.close();
+    const deadline = Date.now() + 2000;
+    while (state.statuses.length === 0 && Date.now() < deadline) await new Promise((r) => setImmediate(r));
+    assert.deepEqual(state.statuses, [
+      {
+        job_id: 'job-1',
+        instances: [
+          {
+            instance_number: 0,
+            namespace_ip: '10.16.0.2',
+            namespace_ip_v6: 'fc00::2',
+            host_ip: '192.168.1.10',
+            host_port: 50103,
+            worker_id: 'w1',
+          },
+        ],
+      },
+    ]);
+    assert.equal(cache.pendingStatusCount(), 0);
+  });
+});

@@ -1,0 +1,92 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { pino } from 'pino';
+import { startEmbeddedBroker, type EmbeddedBroker } from '../cluster/broker.ts';
+import { connectMqttAsync } from '../protocol/mqtt-client.ts';
+import { topics } from '../protocol/mqtt.ts';
+import { ClusterLink } from './cluster-link.ts';
+
+const log = pino({ level: 'silent' });
+
+describe('ClusterLink', () => {
+  let broker: EmbeddedBroker;
+  before(async () => {
+    broker = await startEmbeddedBroker(0, '127.0.0.1', log);
+  });
+  after(async () => {
+    await broker.close();
+  });
+
+  it('survives malformed and hostile table-query results, and still correlates a good one', async () => {
+    const link = new ClusterLink({
+      url: `mqtt://127.0.0.1:${broker.port}`,
+      workerId: 'w-hostile',
+      log,
+      answerTimeoutMs: 2000,
+    });
+    await link.ready();
+    const peer = await connectMqttAsync(`mqtt://127.0.0.1:${broker.port}`, {
+      clientId: 'evil',
+      reconnectPeriod: 0,
+    });
+    const topic = topics.tableQueryResult('w-hostile');
+    const bad = [
+      'not json',
+      '{"instance_list":[null]}',
+      '{"instance_list":[{"service_ip":5}]}',
+      '{"instance_list":[{"service_ip":[null, 7, "x"]}]}',
+      '{"instance_list":"nope"}',
+      'null',
+    ];
+    for (const payload of bad) await peer.publishAsync(topic, payload, { qos: 1 });
+    const pending = link.query({ sip: '10.30.0.9' });
+    await peer.publishAsync(
+      topic,
+      JSON.stringify({ app_name: 'a.b.c.d', query_key: '10.30.0.9', instance_list: [] }),
+      { qos: 1 },
+    );
+    const answer = await pending;
+    assert.equal(answer?.app_name, 'a.b.c.d');
+    assert.ok(link.invalidMessages >= 2, `${link.invalidMessages} invalid messages counted`);
+    await peer.endAsync(true);
+    await link.close();
+  });
+
+  it('answers undefined for a question no answer came to, at once when offline', async () => {
+    const link = new ClusterLink({
+      url: `mqtt://127.0.0.1:${broker.port}`,
+      workerId: 'w-quiet',
+      log,
+      answerTimeoutMs: 200,
+    });
+    await link.ready();
+    assert.equal(await link.query({ sname: 'x.y.z.w' }), undefined);
+    await link.close();
+    const offline = new ClusterLink({
+      url: 'mqtt://127.0.0.1:9',
+      workerId: 'w-offline',
+      log,
+      answerTimeoutMs: 60_000,
+    });
+    const t0 = Date.now();
+    assert.equal(await offline.query({ sname: 'x.y.z.w' }), undefined);
+    assert.ok(Date.now() - t0 < 1000, 'no wait while offline');
+    await offline.close();
+  });
+
+  it('tells its owner after a reconnect (updates published meanwhile are lost)', async () => {
+    const probe = await startEmbeddedBroker(0, '127.0.0.1', log);
+    const port = probe.port;
+    await probe.close();
+    let b2 = await startEmbeddedBroker(port, '127.0.0.1', log);
+    const link = new ClusterLink({ url: `mqtt://127.0.0.1:${port}`, workerId: 'w-flaky', log });
+    await link.ready();
+    const reconnected = new Promise<void>((resolve) => link.onReconnect(resolve));
+    await b2.close();
+    b2 = await startEmbeddedBroker(port, '127.0.0.1', log);
+    await reconnected;
+    assert.ok(link.connected);
+    await link.close();
+    await b2.close();
+  });
+});
