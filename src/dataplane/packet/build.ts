@@ -289,6 +289,52 @@ export function fullChecksumsValid(buf: Uint8Array, offset: number, length: numb
   return expected === stored;
 }
 
+/**
+ * A copy of an unfragmented TCP/UDP packet with its transport checksum made partial, as a kernel hands an
+ * offloaded packet over (packet/offload.ts): the field holds the folded, uncomplemented pseudo-header sum over
+ * the transport length. Throws for other packets.
+ */
+export function withPartialChecksum(packet: Uint8Array): Buffer {
+  const p = Buffer.from(packet);
+  const { t, at, srcAt, dstAt, addrLength } = checksumSite(p);
+  p.writeUInt16BE(pseudoHeaderSum(p, srcAt, dstAt, addrLength, t.proto, t.end - t.at), at);
+  return p;
+}
+
+/**
+ * A copy of a TCP/UDP packet whose transport checksum is partial, with the checksum completed the way a NIC
+ * (or the kernel's skb_checksum_help) does: the one's-complement sum of the transport bytes, the partial field
+ * included, complemented (UDP's 0 as 0xffff). A correct partial field gives a packet `fullChecksumsValid` accepts.
+ */
+export function completePartialChecksum(packet: Uint8Array): Buffer {
+  const p = Buffer.from(packet);
+  const { t, at } = checksumSite(p);
+  let sum = finishChecksum(onesComplementSum(p, t.at, t.end - t.at));
+  if (t.proto === IpProto.Udp && sum === 0) sum = 0xffff;
+  p.writeUInt16BE(sum, at);
+  return p;
+}
+
+function checksumSite(p: Buffer): {
+  t: { proto: number; at: number; end: number };
+  at: number;
+  srcAt: number;
+  dstAt: number;
+  addrLength: number;
+} {
+  const t = transportOf(p, 0);
+  if (!t || (t.proto !== IpProto.Tcp && t.proto !== IpProto.Udp))
+    throw new Error('not an unfragmented TCP/UDP packet');
+  const v4 = (p[0] ?? 0) >> 4 === 4;
+  return {
+    t,
+    at: t.at + (t.proto === IpProto.Tcp ? 16 : 6),
+    srcAt: v4 ? 12 : 8,
+    dstAt: v4 ? 16 : 24,
+    addrLength: v4 ? 4 : 16,
+  };
+}
+
 /** Walks an IPv6 packet to its Fragment header; returns its offset and that of the byte naming it, or -1s. */
 function findIpv6FragmentHeader(p: Buffer): { at: number; nextAt: number; unfragmentableEnd: number } {
   let next = p[6] ?? 0;

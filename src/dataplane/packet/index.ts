@@ -31,6 +31,16 @@ export {
   wordDelta,
 } from './checksum.ts';
 
+/** Offloaded super-packets: the partial-checksum arithmetic and the virtio_net_hdr constants. */
+export {
+  addToPartialChecksum,
+  readVnetHeader,
+  VNET_HDR_BYTES,
+  VnetFlag,
+  VnetGso,
+  type VnetHeader,
+} from './offload.ts';
+
 /** Wire constants. */
 export {
   ICMP_HEADER_BYTES,

@@ -152,6 +152,11 @@ export class ParsedPacket {
   moreFragments = false;
   /** IPv4 identification (16 bits) or IPv6 Fragment header identification (32 bits); 0 for IPv6 without one. */
   fragmentId = 0;
+  /**
+   * True when the transport checksum field holds a partial sum (an offloaded super-packet, see offload.ts), so
+   * rewrites adjust it as a sum. `decode` clears it; the caller sets it from the packet's gso word.
+   */
+  l4ChecksumPartial = false;
 
   /**
    * Decodes the packet at buf[offset..offset+length), overwriting every field. Returns true when the packet is
@@ -182,6 +187,7 @@ export class ParsedPacket {
     this.fragmentOffset = 0;
     this.moreFragments = false;
     this.fragmentId = 0;
+    this.l4ChecksumPartial = false;
 
     if ((offset | 0) !== offset || (length | 0) !== length || offset < 0 || length < 0) {
       return this.fail(DecodeError.OutOfBounds);

@@ -11,6 +11,9 @@
  * - ICMPv4: only the ICMP message, so an address change leaves it alone; the echo identifier is inside it.
  * - UDP checksum 0 means "no checksum" (RFC 768; for IPv6 only on tunnel ports, RFC 6936): it stays 0. A result
  *   of 0 is written as 0xffff, its other one's-complement representation, because 0 would mean "none".
+ * - A partial checksum (`p.l4ChecksumPartial`: an offloaded super-packet's pseudo-header sum, offload.ts) is a
+ *   sum, not a checksum: an address change adds the delta to it, and port or identifier changes leave it
+ *   alone (the header words are summed when the checksum is completed).
  * - A non-first fragment has no transport header: only the IP header changes. For a first fragment the
  *   transport checksum covers the whole reassembled datagram, but the rewritten words all lie in the first
  *   fragment and the pseudo-header, so adding the same delta keeps the reassembled checksum right.
@@ -21,6 +24,7 @@
  * changes nothing.
  */
 import { applyChecksumDelta } from './checksum.ts';
+import { addToPartialChecksum } from './offload.ts';
 import { IpProto } from './constants.ts';
 import type { ParsedPacket } from './parsed-packet.ts';
 
@@ -46,6 +50,10 @@ function check16(value: number, what: string): void {
 /** Adds `delta` to the transport checksum at `at`, honouring UDP's "0 = no checksum" rule. */
 function patchL4Checksum(p: ParsedPacket, buf: Uint8Array, at: number, delta: number): void {
   const old = u16(buf, at);
+  if (p.l4ChecksumPartial) {
+    put16(buf, at, addToPartialChecksum(old, delta));
+    return;
+  }
   if (p.proto === IpProto.Udp) {
     if (old === 0) return;
     const updated = applyChecksumDelta(old, delta);
@@ -97,7 +105,7 @@ function setL4Word(p: ParsedPacket, buf: Uint8Array, rel: number, value: number)
   const oldWord = u16(buf, at);
   if (oldWord === value) return;
   put16(buf, at, value);
-  patchL4Checksum(p, buf, p.l4ChecksumOffset, (~oldWord & 0xffff) + value);
+  if (!p.l4ChecksumPartial) patchL4Checksum(p, buf, p.l4ChecksumOffset, (~oldWord & 0xffff) + value);
 }
 
 function hasPorts(p: ParsedPacket): boolean {

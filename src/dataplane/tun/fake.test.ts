@@ -34,6 +34,7 @@ function fakeHarness(options: FakeTunOptions): () => Promise<TunHarness> {
 
 runTunConformance('FakeTun', fakeHarness({}));
 runTunConformance('FakeTun (headroom 32, batches of 16)', fakeHarness({ headroom: 32, batchSize: 16 }));
+runTunConformance('FakeTun with offloads', fakeHarness({ offload: true }));
 
 function packet(payload: string): Buffer {
   return buildIpv4Udp('10.0.0.1', 1000, '10.0.0.2', 2000, Buffer.from(payload));
@@ -92,6 +93,45 @@ describe('FakeTun', () => {
     assert.deepEqual(await lengths.take(2), [0, 100]);
     tun.close();
     assert.equal(tun.inject(Buffer.alloc(10, 0x45)), false);
+  });
+});
+
+describe('FakeTun with offloads', () => {
+  it('delivers gso words with the packets, keeps them on write, and takes 64 KiB super-packets', async () => {
+    const tun = new FakeTun({ offload: true });
+    const seen = new Collector<[number, number]>();
+    tun.start((batch) => {
+      assert.ok(batch.gso, 'batches carry gso words');
+      const out = new BatchBuilder(batch.count);
+      out.reset(batch.buffer);
+      for (let i = 0; i < batch.count; i++) {
+        seen.push([batch.lengths[i]!, batch.gso[i]!]);
+        out.push(batch.offsets[i]!, batch.lengths[i]!, batch.gso[i]);
+      }
+      assert.equal(tun.write(out), batch.count);
+    });
+    const big = Buffer.alloc(60000, 0x45);
+    tun.inject(big, 1400);
+    tun.inject(packet('plain'));
+    assert.deepEqual(await seen.take(2), [
+      [60000, 1400],
+      [packet('plain').length, 0],
+    ]);
+    assert.deepEqual(tun.writtenGso, [1400, 0]);
+    tun.close();
+  });
+
+  it('without offloads, refuses a gso word on inject and on write', () => {
+    const tun = new FakeTun();
+    assert.throws(() => tun.inject(packet('x'), 1000), /no offloads/);
+    const out = new BatchBuilder(2);
+    out.reset(Buffer.concat([packet('a'), packet('b')]));
+    out.push(0, packet('a').length, 1000);
+    out.push(packet('a').length, packet('b').length);
+    assert.equal(out.offloaded, true);
+    assert.equal(tun.write(out), 1);
+    assert.deepEqual(tun.counters, { written: 1, rejected: 1, busy: 0 });
+    tun.close();
   });
 });
 

@@ -5,12 +5,18 @@
  * fills one reused buffer with up to `batchSize` packets per callback, and written with one write() per packet
  * in a single native call per batch. The device lives in the network namespace of the process that opens it
  * and disappears when it is closed (it is not persistent).
+ *
+ * With `offload` the device is opened with IFF_VNET_HDR and TUNSETOFFLOAD (checksum, TSO4/6 with ECN, and USO
+ * where the kernel has it): reads then deliver TCP (and UDP) super-packets of up to 64 KiB, marked in the
+ * batch's `gso` words (packet/offload.ts), into slots that are that large; writes go behind a virtio header,
+ * super-packets as they are and runs of consecutive segments of one TCP flow coalesced into one super-packet
+ * (one write() for many segments; the receive side of the kernel's own GRO, done here).
  */
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { SystemError, errorMessage } from '../../errors.ts';
-import { type NativeIo, loadNativeIo, pollFailure } from './native.ts';
-import type { PacketBatch, Tun, WriteCounters } from './tun.ts';
+import { type NativeIo, TunOffload, loadNativeIo, pollFailure } from './native.ts';
+import type { OffloadStatus, PacketBatch, Tun, WriteCounters } from './tun.ts';
 
 const execFileAsync = promisify(execFile);
 
@@ -32,7 +38,27 @@ export interface LinuxTunOptions {
   txQueueLength?: number;
   /** Runs `ip` with these arguments (default: execFile of `ip`); injected by tests or a netlink wrapper. */
   runIp?: (args: string[]) => Promise<void>;
+  /**
+   * Offloads (default false): virtio headers, TSO/USO super-packets on read (batch.gso), GSO and coalesced
+   * writes. Read slots become 64 KiB each, so mind batchSize.
+   */
+  offload?: boolean;
 }
+
+/** Offload figures of a LinuxTun opened with `offload`. */
+export interface TunOffloadCounters {
+  /** Super-packets read (packets with a nonzero gso word). */
+  superPacketsRead: number;
+  /** write() calls made. */
+  writes: number;
+  /** Packets that went out coalesced into super-packets. */
+  coalesced: number;
+  /** Super-packets the kernel refused to take whole (their packets were then written one by one). */
+  coalesceRefused: number;
+}
+
+/** Largest packet a read with offloads may deliver: a 64 KiB super-packet (IPv6: 40 + a 16-bit payload length). */
+const SUPER_PACKET_BYTES = 40 + 65535;
 
 async function runIpCommand(args: string[]): Promise<void> {
   await execFileAsync('ip', args);
@@ -40,9 +66,15 @@ async function runIpCommand(args: string[]): Promise<void> {
 
 export class LinuxTun implements Tun {
   readonly counters: WriteCounters = { written: 0, rejected: 0, busy: 0 };
+  readonly offloadCounters: TunOffloadCounters = {
+    superPacketsRead: 0,
+    writes: 0,
+    coalesced: 0,
+    coalesceRefused: 0,
+  };
   private readonly batch: PacketBatch;
   private readonly slotBytes: number;
-  private readonly stats = new Uint32Array(2);
+  private readonly stats = new Uint32Array(5);
   private poll: number | undefined;
   private started = false;
   private closed = false;
@@ -54,8 +86,11 @@ export class LinuxTun implements Tun {
     readonly mtu: number,
     readonly headroom: number,
     batchSize: number,
+    /** TUNSETOFFLOAD bits in force (TunOffload); -1 when opened without offloads (no virtio header). */
+    readonly offloads: number,
   ) {
-    this.slotBytes = Math.ceil((headroom + mtu) / 64) * 64; // cache-line aligned slots
+    const room = offloads >= 0 ? Math.max(mtu, SUPER_PACKET_BYTES) : mtu;
+    this.slotBytes = Math.ceil((headroom + room) / 64) * 64; // cache-line aligned slots
     const offsets = new Uint32Array(batchSize);
     for (let i = 0; i < batchSize; i++) offsets[i] = i * this.slotBytes + headroom;
     this.batch = {
@@ -63,6 +98,7 @@ export class LinuxTun implements Tun {
       offsets,
       lengths: new Uint32Array(batchSize),
       count: 0,
+      ...(offloads >= 0 ? { gso: new Uint32Array(batchSize) } : {}),
     };
   }
 
@@ -78,9 +114,9 @@ export class LinuxTun implements Tun {
     if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > 1024) {
       throw new RangeError(`bad batch size ${batchSize}`);
     }
-    let opened: { fd: number; name: string };
+    let opened: { fd: number; name: string; offloads: number };
     try {
-      opened = io.openTun(options.name, options.multiQueue ?? false);
+      opened = io.openTun(options.name, options.multiQueue ?? false, options.offload ?? false);
     } catch (cause) {
       throw new SystemError(`open TUN "${options.name}": ${errorMessage(cause)}`, { cause });
     }
@@ -100,7 +136,21 @@ export class LinuxTun implements Tun {
       io.closeFd(opened.fd);
       throw new SystemError(`configure TUN "${opened.name}": ${errorMessage(cause)}`, { cause });
     }
-    return new LinuxTun(io, opened.fd, opened.name, mtu, headroom, batchSize);
+    return new LinuxTun(io, opened.fd, opened.name, mtu, headroom, batchSize, opened.offloads);
+  }
+
+  offloadStatus(): OffloadStatus | undefined {
+    if (this.offloads < 0) return undefined;
+    const c = this.offloadCounters;
+    return {
+      features: Object.entries(TunOffload)
+        .filter(([, bit]) => (this.offloads & bit) !== 0)
+        .map(([name]) => name.toLowerCase()),
+      super_packets_read: c.superPacketsRead,
+      writes: c.writes,
+      coalesced_packets: c.coalesced,
+      coalesce_refused: c.coalesceRefused,
+    };
   }
 
   start(onBatch: (batch: PacketBatch) => void, onError?: (err: Error) => void): void {
@@ -108,9 +158,10 @@ export class LinuxTun implements Tun {
     if (this.started) throw new Error(`TUN ${this.name} already started`);
     this.started = true;
     const batch = this.batch;
+    const gso = batch.gso;
     this.poll = this.io.startPoll(
       this.fd,
-      'read',
+      gso ? 'read-vnet' : 'read',
       batch.buffer,
       this.slotBytes,
       this.headroom,
@@ -126,8 +177,10 @@ export class LinuxTun implements Tun {
           return;
         }
         batch.count = count;
+        if (gso) for (let i = 0; i < count; i++) if (gso[i] !== 0) this.offloadCounters.superPacketsRead++;
         onBatch(batch);
       },
+      gso ?? null,
     );
   }
 
@@ -136,14 +189,33 @@ export class LinuxTun implements Tun {
     this.stats[0] = 0;
     let accepted: number;
     try {
-      accepted = this.io.writePackets(
-        this.fd,
-        batch.buffer,
-        batch.offsets,
-        batch.lengths,
-        batch.count,
-        this.stats,
-      );
+      if (this.offloads >= 0) {
+        this.stats[2] = 0;
+        this.stats[3] = 0;
+        this.stats[4] = 0;
+        accepted = this.io.writeVnetPackets(
+          this.fd,
+          batch.buffer,
+          batch.offsets,
+          batch.lengths,
+          batch.gso ?? null,
+          batch.count,
+          this.stats,
+          true,
+        );
+        this.offloadCounters.writes += this.stats[2] ?? 0;
+        this.offloadCounters.coalesced += this.stats[3] ?? 0;
+        this.offloadCounters.coalesceRefused += this.stats[4] ?? 0;
+      } else {
+        accepted = this.io.writePackets(
+          this.fd,
+          batch.buffer,
+          batch.offsets,
+          batch.lengths,
+          batch.count,
+          this.stats,
+        );
+      }
     } catch (err) {
       if (err instanceof TypeError || err instanceof RangeError) throw err; // a malformed batch is a bug
       // The fd itself failed (the device was deleted); the reader reports that through onError.

@@ -20,6 +20,8 @@ export interface PacketQueueOptions {
   headroom: number;
   /** Most packets waiting; beyond it pushes are dropped and counted, like a full device queue. */
   capacity: number;
+  /** Deliver each packet's gso word in `batch.gso` (a TUN with offloads; default false). */
+  gso?: boolean;
 }
 
 export class PacketQueue {
@@ -29,7 +31,7 @@ export class PacketQueue {
   readonly sources: Buffer;
   /** Packets dropped because the queue was full. */
   dropped = 0;
-  private readonly waiting: Array<{ packet: Buffer; source: Buffer | undefined }> = [];
+  private readonly waiting: Array<{ packet: Buffer; source: Buffer | undefined; gso: number }> = [];
   private head = 0;
   private deliver: ((batch: PacketBatch, sources: Buffer) => void) | undefined;
   private timer: NodeJS.Immediate | undefined;
@@ -43,12 +45,13 @@ export class PacketQueue {
       offsets,
       lengths: new Uint32Array(options.batchSize),
       count: 0,
+      ...(options.gso ? { gso: new Uint32Array(options.batchSize) } : {}),
     };
     this.sources = Buffer.alloc(options.batchSize * SOURCE_BYTES);
   }
 
-  /** Queues a copy of `packet` (and of its 18-byte source endpoint); false if dropped (full or closed). */
-  push(packet: Buffer, source?: Buffer, sourceOffset = 0): boolean {
+  /** Queues a copy of `packet` (and of its 18-byte source endpoint, and its gso word); false if dropped (full or closed). */
+  push(packet: Buffer, source?: Buffer, sourceOffset = 0, gso = 0): boolean {
     if (this.closed || this.waiting.length - this.head >= this.options.capacity) {
       this.dropped++;
       return false;
@@ -56,6 +59,7 @@ export class PacketQueue {
     this.waiting.push({
       packet: Buffer.from(packet),
       source: source ? Buffer.from(source.subarray(sourceOffset, sourceOffset + SOURCE_BYTES)) : undefined,
+      gso,
     });
     this.schedule();
     return true;
@@ -89,7 +93,7 @@ export class PacketQueue {
     const deliver = this.deliver;
     if (!deliver || this.closed) return;
     const { batchSize, slotBytes, headroom } = this.options;
-    const { buffer, lengths } = this.batch;
+    const { buffer, lengths, gso } = this.batch;
     let n = 0;
     while (n < batchSize && this.head < this.waiting.length) {
       const item = this.waiting[this.head++];
@@ -98,6 +102,7 @@ export class PacketQueue {
       const fits = item.packet.length <= room;
       if (fits) item.packet.copy(buffer, n * slotBytes + headroom);
       lengths[n] = fits ? item.packet.length : 0;
+      if (gso) gso[n] = item.gso;
       if (item.source) item.source.copy(this.sources, n * SOURCE_BYTES);
       else this.sources.fill(0, n * SOURCE_BYTES, (n + 1) * SOURCE_BYTES);
       n++;

@@ -20,10 +20,20 @@ export interface PacketBatch {
   buffer: Buffer;
   /** Start of each packet in `buffer`; at least `count` entries. */
   offsets: Uint32Array;
-  /** Length of each packet in bytes; 0 marks a packet that did not fit its slot on read (drop it). */
+  /**
+   * Length of each packet in bytes; 0 marks a packet lost on read (drop it): it did not fit its slot, or the
+   * kernel could not hand it over (a TUN with offloads) or cut a GRO buffer's control data (the tunnel).
+   */
   lengths: Uint32Array;
   /** Number of packets; entries at and beyond it are stale. */
   count: number;
+  /**
+   * Offloads (optional): packet i's gso word (packet/offload.ts). 0 = an ordinary packet with complete
+   * checksums; n > 0 = a TCP/UDP super-packet of up to 64 KiB to be cut into n-byte segments, its transport
+   * checksum partial. Absent means all 0. Only a TUN opened with offloads reads nonzero words, and only such a
+   * TUN may be given them to write; the tunnel never carries them (super-packets are segmented before).
+   */
+  gso?: Uint32Array;
 }
 
 /** A TUN device that reads and writes batches of IP packets. */
@@ -40,7 +50,12 @@ export interface Tun {
   write(batch: PacketBatch): number;
   /** Stops reading and releases the device; idempotent; safe inside a callback. */
   close(): void;
+  /** What offloads the device uses and what they did (for status output); absent when it has none. */
+  offloadStatus?(): OffloadStatus | undefined;
 }
+
+/** A device's offloads and their counters, as `oaknet status --json` shows them (snake_case, like the rest). */
+export type OffloadStatus = Record<string, boolean | number | string[]>;
 
 /** Write-side drop counters that implementations keep (not part of `Tun`, which stays small). */
 export interface WriteCounters {
@@ -60,7 +75,11 @@ export class BatchBuilder implements PacketBatch {
   buffer: Buffer;
   readonly offsets: Uint32Array;
   readonly lengths: Uint32Array;
+  /** Gso word of each packet (0 unless pushed with one). */
+  readonly gso: Uint32Array;
   count = 0;
+  /** Whether a packet with a nonzero gso word was pushed since the last reset. */
+  offloaded = false;
 
   constructor(
     /** Most packets the builder holds. */
@@ -68,6 +87,7 @@ export class BatchBuilder implements PacketBatch {
   ) {
     this.offsets = new Uint32Array(capacity);
     this.lengths = new Uint32Array(capacity);
+    this.gso = new Uint32Array(capacity);
     this.buffer = Buffer.alloc(0);
   }
 
@@ -75,13 +95,16 @@ export class BatchBuilder implements PacketBatch {
   reset(buffer: Buffer = this.buffer): void {
     this.buffer = buffer;
     this.count = 0;
+    this.offloaded = false;
   }
 
-  /** Appends packet buffer[offset, offset + length); returns false (and appends nothing) when full. */
-  push(offset: number, length: number): boolean {
+  /** Appends packet buffer[offset, offset + length) with its gso word; returns false (and appends nothing) when full. */
+  push(offset: number, length: number, gso = 0): boolean {
     if (this.count >= this.capacity) return false;
     this.offsets[this.count] = offset;
     this.lengths[this.count] = length;
+    this.gso[this.count] = gso;
+    if (gso !== 0) this.offloaded = true;
     this.count++;
     return true;
   }

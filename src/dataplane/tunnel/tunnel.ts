@@ -12,7 +12,7 @@
  */
 import { InvalidInputError } from '../../errors.ts';
 import { IpAddress } from '../../addressing/ip.ts';
-import { BatchBuilder, type PacketBatch } from '../tun/tun.ts';
+import { BatchBuilder, type OffloadStatus, type PacketBatch } from '../tun/tun.ts';
 
 /** Bytes of one encoded endpoint. */
 export const ENDPOINT_BYTES = 18;
@@ -27,6 +27,8 @@ export interface Tunnel {
   send(buffer: Buffer, offsets: Uint32Array, lengths: Uint32Array, endpoints: Buffer, count: number): number;
   /** Stops receiving and releases the socket; idempotent; safe inside a callback. */
   close(): void;
+  /** What offloads the socket uses and what they did (for status output); absent when it has none. */
+  offloadStatus?(): OffloadStatus | undefined;
 }
 
 /** Send-side drop counters that implementations keep (not part of `Tunnel`, which stays small). */
@@ -105,10 +107,14 @@ export class OutboundBatch extends BatchBuilder {
     this.endpoints = Buffer.alloc(capacity * ENDPOINT_BYTES);
   }
 
-  /** Appends buffer[offset, offset + length) addressed to the endpoint at to[toOffset]; false when full. */
-  pushTo(offset: number, length: number, to: Buffer, toOffset = 0): boolean {
+  /**
+   * Appends buffer[offset, offset + length) addressed to the endpoint at to[toOffset]; false when full. A
+   * nonzero gso word (an offloaded super-packet) marks the batch `offloaded`: it must go through a Segmenter
+   * (segmenter.ts) before `Tunnel.send`, which carries ordinary packets only.
+   */
+  pushTo(offset: number, length: number, to: Buffer, toOffset = 0, gso = 0): boolean {
     const i = this.count;
-    if (!this.push(offset, length)) return false;
+    if (!this.push(offset, length, gso)) return false;
     to.copy(this.endpoints, i * ENDPOINT_BYTES, toOffset, toOffset + ENDPOINT_BYTES);
     return true;
   }

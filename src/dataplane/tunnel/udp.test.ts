@@ -2,19 +2,20 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { SystemError } from '../../errors.ts';
 import { Collector } from '../tun/fixtures.ts';
-import { nativeIoAvailable } from '../tun/native.ts';
-import { OutboundBatch, decodeEndpoint, endpoint } from './tunnel.ts';
+import { type NativeIo, nativeIoAvailable } from '../tun/native.ts';
+import type { PacketBatch } from '../tun/tun.ts';
+import { ENDPOINT_BYTES, OutboundBatch, decodeEndpoint, endpoint } from './tunnel.ts';
 import { type TunnelHarness, runTunnelConformance } from './tunnel.case.ts';
-import { UdpTunnel } from './udp.ts';
+import { GSO_REFUSALS_BEFORE_OFF, UdpTunnel } from './udp.ts';
 
 // Never skipped: the addon is built by npm install; without it these tests fail.
 if (!nativeIoAvailable())
   throw new Error('native addon not built: run npm install (or npm run build:native)');
 
-function loopbackHarness(host: '127.0.0.1' | '::1'): () => TunnelHarness {
+function loopbackHarness(host: '127.0.0.1' | '::1', offload = false): () => TunnelHarness {
   return () => {
-    const a = UdpTunnel.open();
-    const b = UdpTunnel.open();
+    const a = UdpTunnel.open({ offload });
+    const b = UdpTunnel.open({ offload });
     return {
       a,
       b,
@@ -33,6 +34,8 @@ function loopbackHarness(host: '127.0.0.1' | '::1'): () => TunnelHarness {
 {
   runTunnelConformance('UdpTunnel over IPv4 loopback', loopbackHarness('127.0.0.1'));
   runTunnelConformance('UdpTunnel over IPv6 loopback', loopbackHarness('::1'));
+  runTunnelConformance('UdpTunnel with offloads over IPv4 loopback', loopbackHarness('127.0.0.1', true));
+  runTunnelConformance('UdpTunnel with offloads over IPv6 loopback', loopbackHarness('::1', true));
 }
 
 function single(payload: Buffer, to: Buffer): OutboundBatch {
@@ -156,6 +159,181 @@ describe('UdpTunnel', () => {
     } finally {
       a.close();
       b.close();
+    }
+  });
+});
+
+describe('UdpTunnel with offloads (UDP GSO and GRO)', () => {
+  /** Datagram i of a test: its length and a fill byte, so every one is recognisable. */
+  function datagram(i: number, length: number): Buffer {
+    const d = Buffer.alloc(length, i & 0xff);
+    d.writeUInt32BE(i, 0);
+    return d;
+  }
+
+  it('sends runs of equal datagrams as one GSO message each and receives them as GRO runs, split into datagrams, in order', async () => {
+    const a = UdpTunnel.open({ offload: true });
+    const b = UdpTunnel.open({ offload: true, batchSize: 8 });
+    const c = UdpTunnel.open({ offload: true });
+    try {
+      assert.deepEqual(a.offloads, { gso: true, gro: true });
+      const got = new Collector<{ payload: Buffer; from: string }>();
+      let packedInOneSlot = 0;
+      const receive = (batch: PacketBatch, sources: Buffer) => {
+        for (let i = 0; i < batch.count; i++) {
+          const o = batch.offsets[i]!;
+          if (i > 0 && o === batch.offsets[i - 1]! + batch.lengths[i - 1]!) packedInOneSlot++;
+          const { host, port } = decodeEndpoint(sources, i * ENDPOINT_BYTES);
+          got.push({
+            payload: Buffer.from(batch.buffer.subarray(o, o + batch.lengths[i]!)),
+            from: `${host}:${port}`,
+          });
+        }
+      };
+      b.start(receive);
+      c.start(receive);
+      // runs to b (IPv4) and c (IPv6): 100 x 1400 B and a shorter last, a lone small one, 30 x 1000 B,
+      // interleaved with datagrams to the other peer, which cut runs
+      const plan: Array<{ length: number; to: 'b' | 'c' }> = [
+        ...Array.from({ length: 100 }, () => ({ length: 1400, to: 'b' as const })),
+        { length: 700, to: 'b' },
+        { length: 24, to: 'c' },
+        ...Array.from({ length: 30 }, () => ({ length: 1000, to: 'c' as const })),
+        { length: 1000, to: 'b' },
+        ...Array.from({ length: 5 }, () => ({ length: 1000, to: 'c' as const })),
+      ];
+      const payloads = plan.map((p, i) => datagram(i, p.length));
+      const out = new OutboundBatch(plan.length);
+      out.reset(Buffer.concat(payloads));
+      const toB = endpoint('127.0.0.1', b.port);
+      const toC = endpoint('::1', c.port);
+      let at = 0;
+      plan.forEach((p, i) => {
+        out.pushTo(at, payloads[i]!.length, p.to === 'b' ? toB : toC);
+        at += payloads[i]!.length;
+      });
+      assert.equal(out.sendThrough(a), plan.length);
+      assert.deepEqual(a.counters, { sent: plan.length, rejected: 0, busy: 0 });
+      assert.equal(a.gsoRefused, 0);
+      const received = await got.take(plan.length);
+      const forPeer = (who: 'b' | 'c') =>
+        received.filter((r) => r.from.startsWith(who === 'b' ? '127.0.0.1' : '::1'));
+      for (const who of ['b', 'c'] as const) {
+        const expected = payloads.filter((_, i) => plan[i]!.to === who);
+        assert.deepEqual(
+          forPeer(who).map((r) => r.payload),
+          expected,
+          `datagrams to ${who}, in order`,
+        );
+        assert.ok(forPeer(who).every((r) => r.from.endsWith(`:${a.port}`)));
+      }
+      assert.ok(
+        packedInOneSlot > 50,
+        `GRO packed runs into one buffer: ${packedInOneSlot} datagrams followed another in place`,
+      );
+    } finally {
+      a.close();
+      b.close();
+      c.close();
+    }
+  });
+
+  it('interoperates with a tunnel without offloads both ways', async () => {
+    const a = UdpTunnel.open({ offload: true });
+    const b = UdpTunnel.open();
+    try {
+      const atB = new Collector<number>();
+      const atA = new Collector<number>();
+      b.start((batch) => {
+        for (let i = 0; i < batch.count; i++) atB.push(batch.lengths[i]!);
+      });
+      a.start((batch) => {
+        for (let i = 0; i < batch.count; i++) atA.push(batch.lengths[i]!);
+      });
+      const payload = Buffer.alloc(1200, 9);
+      const send = (from: UdpTunnel, to: UdpTunnel) => {
+        const out = new OutboundBatch(50);
+        out.reset(payload);
+        for (let i = 0; i < 50; i++) out.pushTo(0, 1200, endpoint('127.0.0.1', to.port));
+        assert.equal(out.sendThrough(from), 50);
+      };
+      send(a, b);
+      send(b, a);
+      assert.deepEqual(await atB.take(50), Array<number>(50).fill(1200));
+      assert.deepEqual(await atA.take(50), Array<number>(50).fill(1200));
+    } finally {
+      a.close();
+      b.close();
+    }
+  });
+
+  it('turns GRO off when asked for headroom (runs have none between their datagrams)', () => {
+    const a = UdpTunnel.open({ offload: true, headroom: 16 });
+    try {
+      assert.equal(a.offloads.gro, false);
+    } finally {
+      a.close();
+    }
+  });
+});
+
+describe('UdpTunnel turning GSO off', () => {
+  /** A tunnel on a fake addon whose sendPackets reports, per call, [refused runs, GSO messages taken]. */
+  function onFakeAddon(script: Array<[number, number]>): { tunnel: UdpTunnel; gsoArgs: boolean[] } {
+    const gsoArgs: boolean[] = [];
+    const io = {
+      udpOpen: () => ({ fd: 1000, port: 5, family: 6, gso: true, gro: false }),
+      sendPackets: (
+        _fd: number,
+        _buffer: Uint8Array,
+        _offsets: Uint32Array,
+        _lengths: Uint32Array,
+        _addrs: Uint8Array,
+        count: number,
+        stats?: Uint32Array,
+        gso?: boolean,
+      ) => {
+        const [refused, taken] = script[gsoArgs.length] ?? [0, 0];
+        gsoArgs.push(gso === true);
+        if (stats) {
+          stats[0] = 0;
+          stats[2] = gso ? refused : 0;
+          stats[3] = gso ? taken : 0;
+        }
+        return count;
+      },
+      closeFd: () => {},
+    } as unknown as NativeIo;
+    return { tunnel: UdpTunnel.open({ offload: true }, io), gsoArgs };
+  }
+
+  function send(tunnel: UdpTunnel): void {
+    const out = new OutboundBatch(2);
+    out.reset(Buffer.alloc(100));
+    out.pushTo(0, 100, endpoint('192.0.2.1', 9));
+    out.pushTo(0, 100, endpoint('192.0.2.1', 9));
+    assert.equal(out.sendThrough(tunnel), 2);
+  }
+
+  it(`after ${GSO_REFUSALS_BEFORE_OFF} refused runs with none taken in between, and counts them`, () => {
+    // 7 refusals, a call where GSO worked (the count starts again), then 2 + 6 more: off at the 8th in a row
+    const script: Array<[number, number]> = [
+      ...Array.from({ length: 7 }, (): [number, number] => [1, 0]),
+      [0, 3],
+      [2, 0],
+      [0, 0], // nothing to coalesce: says nothing either way
+      ...Array.from({ length: 6 }, (): [number, number] => [1, 0]),
+      [1, 0],
+    ];
+    const { tunnel, gsoArgs } = onFakeAddon(script);
+    try {
+      for (let i = 0; i < script.length; i++) send(tunnel);
+      assert.deepEqual(gsoArgs, [...Array<boolean>(16).fill(true), false]);
+      assert.equal(tunnel.offloads.gso, false);
+      assert.equal(tunnel.gsoRefused, 7 + 2 + 6);
+      assert.deepEqual(tunnel.counters, { sent: 2 * script.length, rejected: 0, busy: 0 });
+    } finally {
+      tunnel.close();
     }
   });
 });

@@ -5,10 +5,16 @@
  * per system call into one reused buffer, and sends with sendmmsg, each datagram to its own endpoint. Node's
  * dgram would make one system call per datagram in each direction, which caps a proxy at a few hundred
  * thousand packets per second.
+ *
+ * With `offload` (where the kernel has them): sends use UDP GSO, so a run of equal-sized datagrams to one peer
+ * (a segmented TCP super-packet) is one message that travels the stack as one buffer and is cut at the NIC
+ * (or not at all, between namespaces); receives use UDP_GRO, so the kernel hands over such runs as one buffer
+ * with their segment size, which the reader splits back into datagrams in place. On the wire nothing changes:
+ * every datagram is one raw IP packet, as without offloads.
  */
 import { SystemError, errorMessage } from '../../errors.ts';
-import { type NativeIo, loadNativeIo, pollFailure } from '../tun/native.ts';
-import type { PacketBatch } from '../tun/tun.ts';
+import { GRO_MAX_SEGMENTS, type NativeIo, loadNativeIo, pollFailure } from '../tun/native.ts';
+import type { OffloadStatus, PacketBatch } from '../tun/tun.ts';
 import { ENDPOINT_BYTES, type SendCounters, type Tunnel } from './tunnel.ts';
 
 export interface UdpTunnelOptions {
@@ -20,15 +26,35 @@ export interface UdpTunnelOptions {
   maxDatagramBytes?: number;
   /** Free bytes before each received datagram (default 0). */
   headroom?: number;
+  /**
+   * UDP GSO on send and UDP GRO on receive where the kernel has them (default false). GRO needs headroom 0
+   * (datagrams of a coalesced run follow each other) and takes 64 KiB slots, so mind batchSize.
+   */
+  offload?: boolean;
 }
+
+/** Room for the largest buffer UDP GRO hands over: a run of datagrams of about 64 KiB in all (with a margin). */
+const GRO_BUFFER_BYTES = 65536 + 64;
+
+/** GSO runs refused in a row (none taken in between) after which sends stop using GSO for good. */
+export const GSO_REFUSALS_BEFORE_OFF = 8;
 
 export class UdpTunnel implements Tunnel {
   readonly counters: SendCounters = { sent: 0, rejected: 0, busy: 0 };
+  /** Runs of datagrams the kernel refused to send as one GSO message (then sent one by one). */
+  gsoRefused = 0;
+  /**
+   * Whether sends use UDP GSO, and receives UDP GRO. `gso` turns off by itself after GSO_REFUSALS_BEFORE_OFF
+   * refused runs in a row (the route cannot take GSO, e.g. no checksum offload on its device).
+   */
+  readonly offloads: { gso: boolean; gro: boolean };
+  private gsoRefusedInARow = 0;
   private readonly batch: PacketBatch;
   private readonly sources: Buffer;
   private readonly slotBytes: number;
   private readonly headroom: number;
-  private readonly stats = new Uint32Array(2);
+  private readonly slots: number;
+  private readonly stats = new Uint32Array(4);
   private poll: number | undefined;
   private started = false;
   private closed = false;
@@ -40,19 +66,24 @@ export class UdpTunnel implements Tunnel {
     /** 6 for a dual-stack socket (IPv4 and IPv6 endpoints), 4 when the host has no IPv6. */
     readonly family: 4 | 6,
     options: UdpTunnelOptions,
+    offloads: { gso: boolean; gro: boolean },
   ) {
-    const batchSize = options.batchSize ?? 64;
+    this.offloads = offloads;
+    const batchSize = (this.slots = options.batchSize ?? 64);
     this.headroom = options.headroom ?? 0;
-    this.slotBytes = Math.ceil((this.headroom + (options.maxDatagramBytes ?? 2048)) / 64) * 64;
-    const offsets = new Uint32Array(batchSize);
-    for (let i = 0; i < batchSize; i++) offsets[i] = i * this.slotBytes + this.headroom;
+    const room = Math.max(options.maxDatagramBytes ?? 2048, offloads.gro ? GRO_BUFFER_BYTES : 0);
+    this.slotBytes = Math.ceil((this.headroom + room) / 64) * 64;
+    // with GRO a slot may hold up to GRO_MAX_SEGMENTS datagrams, each an entry of its own (the reader fills in offsets)
+    const entries = offloads.gro ? batchSize * GRO_MAX_SEGMENTS : batchSize;
+    const offsets = new Uint32Array(entries);
+    if (!offloads.gro) for (let i = 0; i < batchSize; i++) offsets[i] = i * this.slotBytes + this.headroom;
     this.batch = {
       buffer: Buffer.alloc(batchSize * this.slotBytes),
       offsets,
-      lengths: new Uint32Array(batchSize),
+      lengths: new Uint32Array(entries),
       count: 0,
     };
-    this.sources = Buffer.alloc(batchSize * ENDPOINT_BYTES);
+    this.sources = Buffer.alloc(entries * ENDPOINT_BYTES);
   }
 
   /** Binds the socket; throws SystemError (e.g. the port is in use). */
@@ -68,15 +99,23 @@ export class UdpTunnel implements Tunnel {
     }
     if (!Number.isInteger(headroom) || headroom < 0 || headroom > 4096)
       throw new RangeError(`bad headroom ${headroom}`);
-    let opened: { fd: number; port: number; family: 4 | 6 };
+    let opened: { fd: number; port: number; family: 4 | 6; gso: boolean; gro: boolean };
+    // GRO packs a run of datagrams back to back: there is no headroom in front of the later ones
+    const offload = options.offload === true;
     try {
-      opened = io.udpOpen(options.port ?? 0);
+      opened = io.udpOpen(options.port ?? 0, offload && headroom === 0);
     } catch (cause) {
       throw new SystemError(`open UDP tunnel on port ${options.port ?? 0}: ${errorMessage(cause)}`, {
         cause,
       });
     }
-    return new UdpTunnel(io, opened.fd, opened.port, opened.family, options);
+    const offloads = { gso: offload && opened.gso, gro: offload && headroom === 0 && opened.gro };
+    return new UdpTunnel(io, opened.fd, opened.port, opened.family, options, offloads);
+  }
+
+  offloadStatus(): OffloadStatus | undefined {
+    if (!this.offloads.gso && !this.offloads.gro && this.gsoRefused === 0) return undefined;
+    return { gso: this.offloads.gso, gro: this.offloads.gro, gso_refused: this.gsoRefused };
   }
 
   start(onBatch: (batch: PacketBatch, sources: Buffer) => void, onError?: (err: Error) => void): void {
@@ -84,13 +123,14 @@ export class UdpTunnel implements Tunnel {
     if (this.started) throw new Error(`UDP tunnel on port ${this.port} already started`);
     this.started = true;
     const { batch, sources } = this;
+    const gro = this.offloads.gro;
     this.poll = this.io.startPoll(
       this.fd,
-      'recvmmsg',
+      gro ? 'recvmmsg-gro' : 'recvmmsg',
       batch.buffer,
       this.slotBytes,
       this.headroom,
-      batch.offsets.length,
+      this.slots,
       batch.lengths,
       sources,
       (count) => {
@@ -104,21 +144,40 @@ export class UdpTunnel implements Tunnel {
         batch.count = count;
         onBatch(batch, sources);
       },
+      gro ? batch.offsets : null,
     );
   }
 
   send(buffer: Buffer, offsets: Uint32Array, lengths: Uint32Array, endpoints: Buffer, count: number): number {
     if (this.closed || count === 0) return 0;
     this.stats[0] = 0;
+    this.stats[2] = 0;
+    this.stats[3] = 0;
     let sent: number;
     try {
-      sent = this.io.sendPackets(this.fd, buffer, offsets, lengths, endpoints, count, this.stats);
+      sent = this.io.sendPackets(
+        this.fd,
+        buffer,
+        offsets,
+        lengths,
+        endpoints,
+        count,
+        this.stats,
+        this.offloads.gso,
+      );
     } catch (err) {
       if (err instanceof TypeError || err instanceof RangeError) throw err; // a malformed batch is a bug
       this.counters.rejected += count; // the socket itself failed; nothing else can go out on it
       return 0;
     }
     const rejected = this.stats[0] ?? 0;
+    const refused = this.stats[2] ?? 0;
+    if ((this.stats[3] ?? 0) > 0) this.gsoRefusedInARow = 0; // GSO messages went out: it works
+    if (refused > 0) {
+      this.gsoRefused += refused;
+      this.gsoRefusedInARow += refused;
+      if (this.gsoRefusedInARow >= GSO_REFUSALS_BEFORE_OFF) this.offloads.gso = false;
+    }
     this.counters.sent += sent;
     this.counters.rejected += rejected;
     this.counters.busy += count - sent - rejected;

@@ -1,0 +1,312 @@
+/**
+ * Software TSO/USO in the addon (segmentPackets, through Segmenter): random super-packets, as a kernel hands them
+ * over (partial checksum), must come out as exactly the segments an independent builder makes from the same
+ * fields: payload cut at the MSS, IPv4 id + k, sequence number + k * MSS, CWR on the first segment only, FIN and
+ * PSH on the last only, every checksum full and valid.
+ */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import {
+  buildEcho,
+  buildTcp,
+  buildUdp,
+  createSeededRandom,
+  fragmentPacket,
+  fullChecksumsValid,
+  randomBytes,
+  withPartialChecksum,
+} from '../packet/build.ts';
+import { IpProto, TcpFlag } from '../packet/index.ts';
+import { loadNativeIo, nativeIoAvailable } from '../tun/native.ts';
+import { Segmenter } from './segmenter.ts';
+import { endpoint, ENDPOINT_BYTES, OutboundBatch } from './tunnel.ts';
+
+// Never skipped: the addon is built by npm install; without it these tests fail.
+if (!nativeIoAvailable())
+  throw new Error('native addon not built: run npm install (or npm run build:native)');
+
+interface Shape {
+  v6: boolean;
+  udp: boolean;
+  payload: Buffer;
+  mss: number;
+  flags: number;
+  seq: number;
+  ipId: number;
+  ipv4Options?: Uint8Array;
+  extensionHeaders?: number[];
+  tcpOptions?: Uint8Array;
+}
+
+const SRC4 = '10.30.0.10';
+const DST4 = '10.18.0.66';
+const SRC6 = 'fdff::10';
+const DST6 = 'fc00::102';
+
+/** The complete packet with `payload`, as the builder makes it (full checksums). */
+function build(s: Shape, payload: Buffer, k = 0, flags = s.flags): Buffer {
+  const ip = {
+    src: s.v6 ? SRC6 : SRC4,
+    dst: s.v6 ? DST6 : DST4,
+    ttl: 63,
+    ipId: (s.ipId + k) & 0xffff,
+    dontFragment: true,
+    ...(s.ipv4Options && !s.v6 ? { ipv4Options: s.ipv4Options } : {}),
+    ...(s.extensionHeaders && s.v6 ? { extensionHeaders: s.extensionHeaders } : {}),
+  };
+  if (s.udp) return buildUdp({ ...ip, srcPort: 5353, dstPort: 443, payload });
+  return buildTcp({
+    ...ip,
+    srcPort: 40000,
+    dstPort: 5201,
+    seq: (s.seq + k * s.mss) >>> 0,
+    ack: 0x12345678,
+    window: 1234,
+    flags,
+    ...(s.tcpOptions ? { tcpOptions: s.tcpOptions } : {}),
+    payload,
+  });
+}
+
+/** The super-packet as the kernel reads it out: one header, all the payload, a partial checksum. */
+function superPacket(s: Shape): Buffer {
+  return withPartialChecksum(build(s, s.payload));
+}
+
+/** The segments a correct TSO/USO makes of it. */
+function expectedSegments(s: Shape): Buffer[] {
+  const n = Math.max(1, Math.ceil(s.payload.length / s.mss));
+  return Array.from({ length: n }, (_, k) => {
+    let flags = s.flags;
+    if (k > 0) flags &= ~TcpFlag.Cwr;
+    if (k < n - 1) flags &= ~(TcpFlag.Fin | TcpFlag.Psh);
+    return build(s, s.payload.subarray(k * s.mss, (k + 1) * s.mss), k, flags);
+  });
+}
+
+function randomShape(random: () => number): Shape {
+  const v6 = random() < 0.5;
+  const udp = random() < 0.25;
+  const options = (max: number) => {
+    const n = Math.floor(random() * (max / 4 + 1)) * 4;
+    const b = randomBytes(random, n);
+    return b.fill(1, 0, n); // NOPs: content does not matter to segmentation
+  };
+  const big = random() < 0.8;
+  const payloadLength = big ? Math.floor(random() * 60000) : Math.floor(random() * 3000);
+  const mss = [536, 1220, 1398, 1410, 1440, 8960][Math.floor(random() * 6)]!;
+  const flagChoices = [
+    TcpFlag.Ack,
+    TcpFlag.Ack | TcpFlag.Psh,
+    TcpFlag.Ack | TcpFlag.Psh | TcpFlag.Fin,
+    TcpFlag.Ack | TcpFlag.Cwr | TcpFlag.Ece,
+    TcpFlag.Ack | TcpFlag.Cwr | TcpFlag.Psh | TcpFlag.Fin,
+  ];
+  return {
+    v6,
+    udp,
+    payload: randomBytes(random, payloadLength),
+    mss,
+    flags: flagChoices[Math.floor(random() * flagChoices.length)]!,
+    seq: Math.floor(random() * 2 ** 32),
+    ipId: Math.floor(random() * 65536),
+    ...(random() < 0.3 ? { ipv4Options: options(40) } : {}),
+    ...(random() < 0.3
+      ? {
+          extensionHeaders:
+            random() < 0.5 ? [IpProto.HopByHop] : [IpProto.HopByHop, IpProto.DestinationOptions],
+        }
+      : {}),
+    ...(random() < 0.6 ? { tcpOptions: options(40) } : {}),
+  };
+}
+
+const NOWHERE = endpoint('192.0.2.1', 50103);
+
+/** Segments `packets` (with gso words) in one go; returns the outputs as Buffers and their endpoints. */
+function segmentAll(
+  segmenter: Segmenter,
+  packets: Array<{ packet: Buffer; gso: number; to?: Buffer }>,
+): { out: Buffer[]; to: string[]; fills: number } {
+  const input = new OutboundBatch(packets.length);
+  input.reset(Buffer.concat(packets.map((p) => p.packet)));
+  let at = 0;
+  for (const p of packets) {
+    input.pushTo(at, p.packet.length, p.to ?? NOWHERE, 0, p.gso);
+    at += p.packet.length;
+  }
+  const out: Buffer[] = [];
+  const to: string[] = [];
+  let fills = 0;
+  for (let i = 0; i < input.count;) {
+    const next = segmenter.fill(input, i);
+    assert.ok(next > i, 'every fill makes progress');
+    i = next;
+    fills++;
+    const o = segmenter.out;
+    for (let k = 0; k < o.count; k++) {
+      out.push(Buffer.from(o.buffer.subarray(o.offsets[k], o.offsets[k]! + o.lengths[k]!)));
+      to.push(o.endpoints.toString('hex', k * ENDPOINT_BYTES, (k + 1) * ENDPOINT_BYTES));
+    }
+  }
+  return { out, to, fills };
+}
+
+describe('segmentPackets (software TSO/USO)', () => {
+  it('cuts 400 random TCP/UDP super-packets, IPv4 and IPv6, exactly as an independent builder would', () => {
+    const random = createSeededRandom(0x7501);
+    const segmenter = new Segmenter();
+    for (let n = 0; n < 400; n++) {
+      const s = randomShape(random);
+      const { out } = segmentAll(segmenter, [{ packet: superPacket(s), gso: s.mss }]);
+      const expected = expectedSegments(s);
+      const what = `case ${n}: ${s.udp ? 'UDP' : 'TCP'}/IPv${s.v6 ? 6 : 4}, ${s.payload.length} B, MSS ${s.mss}`;
+      assert.equal(out.length, expected.length, what);
+      out.forEach((segment, k) => {
+        assert.ok(fullChecksumsValid(segment, 0, segment.length), `${what}: segment ${k} checksums`);
+        assert.deepEqual(segment, expected[k], `${what}: segment ${k}`);
+      });
+      const headerLength = expected[0]!.length - Math.min(s.payload.length, s.mss);
+      assert.deepEqual(Buffer.concat(out.map((b) => b.subarray(headerLength))), s.payload, what);
+    }
+    assert.equal(segmenter.dropped, 0);
+  });
+
+  it('copies ordinary packets (gso 0) byte for byte, fragments and ICMP included, in order with the segments', () => {
+    const tcp = buildTcp({ src: SRC4, dst: DST4, srcPort: 1, dstPort: 2, payload: Buffer.alloc(100, 7) });
+    const echo = buildEcho({ src: SRC6, dst: DST6, id: 9, payload: Buffer.alloc(40) });
+    const fragments = fragmentPacket(
+      buildUdp({ src: SRC4, dst: DST4, srcPort: 3, dstPort: 4, payload: Buffer.alloc(3000, 1) }),
+      1400,
+    );
+    const s: Shape = {
+      v6: false,
+      udp: false,
+      payload: Buffer.alloc(5000, 2),
+      mss: 1400,
+      flags: TcpFlag.Ack,
+      seq: 1,
+      ipId: 1,
+    };
+    const [a, b] = [endpoint('192.0.2.1', 1), endpoint('2001:db8::2', 2)];
+    const { out, to } = segmentAll(new Segmenter(), [
+      { packet: tcp, gso: 0, to: a },
+      { packet: superPacket(s), gso: s.mss, to: b },
+      { packet: echo, gso: 0, to: a },
+      ...fragments.map((f) => ({ packet: f, gso: 0, to: b })),
+    ]);
+    const segments = expectedSegments(s);
+    assert.deepEqual(out, [tcp, ...segments, echo, ...fragments]);
+    const hex = (e: Buffer) => e.toString('hex');
+    assert.deepEqual(to, [hex(a), ...segments.map(() => hex(b)), hex(a), ...fragments.map(() => hex(b))]);
+  });
+
+  it('fills a small scratch buffer a part at a time, never splitting a super-packet, and drops one that cannot fit', () => {
+    const random = createSeededRandom(42);
+    const shapes = [0, 1, 2, 3].map(() => ({ ...randomShape(random), payload: randomBytes(random, 20000) }));
+    const whole = segmentAll(
+      new Segmenter(),
+      shapes.map((s) => ({ packet: superPacket(s), gso: s.mss })),
+    );
+    const small = new Segmenter({ bytes: 45000 });
+    const parts = segmentAll(
+      small,
+      shapes.map((s) => ({ packet: superPacket(s), gso: s.mss })),
+    );
+    assert.deepEqual(parts.out, whole.out);
+    assert.ok(parts.fills >= 2, `fills ${parts.fills}`);
+    const tiny = new Segmenter({ bytes: 10000 });
+    const s = shapes[0]!;
+    const ok = buildTcp({ src: SRC4, dst: DST4, srcPort: 1, dstPort: 2 });
+    const r = segmentAll(tiny, [
+      { packet: superPacket(s), gso: s.mss },
+      { packet: ok, gso: 0 },
+    ]);
+    assert.deepEqual(r.out, [ok]);
+    assert.equal(tiny.dropped, 1);
+    const few = new Segmenter({ capacity: 4 });
+    assert.deepEqual(segmentAll(few, [{ packet: superPacket(s), gso: s.mss }]).out, []);
+    assert.equal(few.dropped, 1, 'more segments than the batch holds');
+  });
+
+  it('drops, and counts, a "super-packet" that is not an unfragmented TCP/UDP packet', () => {
+    const segmenter = new Segmenter();
+    const echo = buildEcho({ src: SRC4, dst: DST4, id: 1, payload: Buffer.alloc(3000) });
+    const [firstFragment] = fragmentPacket(
+      buildUdp({ src: SRC4, dst: DST4, srcPort: 3, dstPort: 4, payload: Buffer.alloc(3000, 1) }),
+      1400,
+    );
+    const garbage = Buffer.alloc(60, 0x45);
+    const { out } = segmentAll(segmenter, [
+      { packet: echo, gso: 1000 },
+      { packet: firstFragment!, gso: 1000 },
+      { packet: garbage, gso: 1000 },
+    ]);
+    assert.deepEqual(out, []);
+    assert.equal(segmenter.dropped, 3);
+  });
+
+  it('cuts a super-packet with a gso word larger than its payload into one segment, even near 2^32', () => {
+    for (const udp of [false, true]) {
+      const s: Shape = {
+        v6: false,
+        udp,
+        payload: Buffer.alloc(3000, 5),
+        mss: 3000,
+        flags: TcpFlag.Ack | TcpFlag.Psh,
+        seq: 10,
+        ipId: 3,
+      };
+      const expected = expectedSegments(s);
+      assert.equal(expected.length, 1);
+      const segmenter = new Segmenter();
+      for (const gso of [3000, 3001, 0xffff, 0x10000, 0xfffffff0, 0xffffffff]) {
+        const { out } = segmentAll(segmenter, [{ packet: superPacket(s), gso }]);
+        assert.deepEqual(out, expected, `${udp ? 'UDP' : 'TCP'}, gso ${gso}`);
+      }
+      assert.equal(segmenter.dropped, 0);
+    }
+  });
+
+  it('refuses, with a RangeError, out arrays without room for a single output', () => {
+    assert.throws(() => new Segmenter({ capacity: 0 }), RangeError);
+    const io = loadNativeIo();
+    const packet = buildTcp({ src: SRC4, dst: DST4, srcPort: 1, dstPort: 2, payload: Buffer.alloc(10) });
+    const stats = new Uint32Array(2);
+    const segment = (outOffsets: Uint32Array, outLengths: Uint32Array, outEndpoints: Buffer | null) =>
+      io.segmentPackets(
+        packet,
+        Uint32Array.of(0),
+        Uint32Array.of(packet.length),
+        null,
+        outEndpoints ? Buffer.alloc(ENDPOINT_BYTES) : null,
+        0,
+        1,
+        Buffer.alloc(2000),
+        outOffsets,
+        outLengths,
+        outEndpoints,
+        stats,
+      );
+    assert.throws(() => segment(new Uint32Array(0), new Uint32Array(4), null), RangeError);
+    assert.throws(() => segment(new Uint32Array(4), new Uint32Array(0), null), RangeError);
+    assert.throws(() => segment(new Uint32Array(4), new Uint32Array(4), Buffer.alloc(17)), RangeError);
+    assert.equal(segment(new Uint32Array(1), new Uint32Array(1), Buffer.alloc(18)), 1);
+    assert.deepEqual(stats, Uint32Array.of(1, 0));
+  });
+
+  it("split() returns one packet's wire packets as Buffers of their own", () => {
+    const s: Shape = {
+      v6: true,
+      udp: false,
+      payload: Buffer.alloc(4000, 3),
+      mss: 1000,
+      flags: TcpFlag.Ack | TcpFlag.Psh,
+      seq: 99,
+      ipId: 0,
+    };
+    const packet = superPacket(s);
+    const framed = Buffer.concat([Buffer.alloc(7), packet]);
+    assert.deepEqual(new Segmenter().split(framed, 7, packet.length, s.mss), expectedSegments(s));
+  });
+});
