@@ -174,7 +174,7 @@ describe('overlay end to end: 3 nodes, real applications', { timeout: 300_000 },
     assert.match(out, new RegExp(`from ${rr.replaceAll('.', '\\.')}`));
   });
 
-  it('runs iperf3 TCP through the RR_IP for 5 s without error', async () => {
+  it('runs iperf3 TCP through the RR_IP for 5 s without error, with the offloads doing the work', async () => {
     const out = await inNetns(client.netns, ['iperf3', '-c', rr, '-t', '5', '-J'], 60_000);
     const report = JSON.parse(out) as { error?: string; end: { sum_received: { bits_per_second: number } } };
     assert.equal(report.error, undefined);
@@ -182,6 +182,24 @@ describe('overlay end to end: 3 nodes, real applications', { timeout: 300_000 },
       report.end.sum_received.bits_per_second > 10e6,
       `${report.end.sum_received.bits_per_second} bit/s`,
     );
+    // what `oaknet status --json` shows: the sender's TUN handed over TSO super-packets and its tunnel sent
+    // UDP GSO runs; a receiver wrote coalesced segments into its TUN
+    type Offloads = {
+      tun: { features: string[]; super_packets_read: number; coalesced_packets: number } | null;
+      tunnel: { gso: boolean; gro: boolean } | null;
+    };
+    const offloads = async (name: string) =>
+      ((await platform.nodeClient(name).status()).proxy as { offloads: Offloads }).offloads;
+    const sender = await offloads('n1');
+    assert.ok(sender.tun?.features.includes('tso4'), JSON.stringify(sender));
+    assert.ok((sender.tun?.super_packets_read ?? 0) > 0, JSON.stringify(sender));
+    assert.deepEqual(sender.tunnel && { gso: sender.tunnel.gso, gro: sender.tunnel.gro }, {
+      gso: true,
+      gro: true,
+    });
+    const receivers = [await offloads('n2'), await offloads('n3')];
+    const coalesced = receivers.reduce((sum, o) => sum + (o.tun?.coalesced_packets ?? 0), 0);
+    assert.ok(coalesced > 0, JSON.stringify(receivers));
   });
 
   it('counts garbage on the tunnel port and malformed packets into the TUN as drops, and keeps working', async () => {

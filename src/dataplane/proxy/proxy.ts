@@ -29,12 +29,21 @@
  *  11. written to the TUN in one batch (the kernel hands it to the bridge and the instance)
  *  Housekeeping: idle flows expire (TCP-aware), held packets time out, flows to vanished instances are
  *  re-resolved (UDP, ICMP) or reset (TCP: the client gets a RST instead of a black hole).
+ *
+ * Offloads: a TUN opened with offloads delivers TCP/UDP super-packets (up to 64 KiB, one header, a partial
+ * transport checksum; the batch's gso words, packet/offload.ts). Each is translated ONCE like any packet
+ * (steps 1-7; the rewrite adjusts the partial sum); at step 8 a local one is written back to the TUN as it is,
+ * and a remote one is cut into MSS-sized packets with full checksums by the Segmenter when the tunnel batch is
+ * flushed (so the wire carries ordinary packets, sent as UDP GSO runs where the tunnel can). A super-packet that
+ * has to wait (steps 3, 5) is held as its segments. The TUN itself coalesces runs of segments it is given
+ * (step 11) into super-packets again.
  */
 import type { Logger } from 'pino';
 import type { Cidr } from '../../addressing/cidr.ts';
 import { IpAddress } from '../../addressing/ip.ts';
 import { buildTcp } from '../packet/build.ts';
 import { IpProto, ParsedPacket, setDstAddress, setSrcAddress, TcpFlag } from '../packet/index.ts';
+import { Segmenter } from '../tunnel/segmenter.ts';
 import { decodeEndpoint, ENDPOINT_BYTES, OutboundBatch, type Tunnel } from '../tunnel/tunnel.ts';
 import { BatchBuilder, type PacketBatch, type Tun } from '../tun/tun.ts';
 import { Drop, ProxyCounters } from './counters.ts';
@@ -127,6 +136,10 @@ export class ProxyTun implements DirectoryEvents {
     lengths: new Uint32Array(1),
     count: 1,
   };
+  /** The gso word of the packet being processed (0 but for an offloaded super-packet from the TUN). */
+  private gso = 0;
+  /** Cuts super-packets into wire packets; made on the first one (only a TUN with offloads yields them). */
+  private segmenter: Segmenter | undefined;
   private questionTokens = QUESTION_BURST;
   private questionsAt = 0;
   /** True while a batch is being processed: work that would start another batch waits for its end. */
@@ -189,6 +202,10 @@ export class ProxyTun implements DirectoryEvents {
       waiting_packets:
         this.waitingForDestination.size + this.waitingForSource.size + this.waitingForFirstFragment.size,
       ...this.counters.snapshot(),
+      offloads: {
+        tun: this.tun.offloadStatus?.() ?? null,
+        tunnel: this.tunnel.offloadStatus?.() ?? null,
+      },
       peers: this.prober.list().map((p) => {
         const { host, port } = decodeEndpoint(p.endpoint);
         return {
@@ -206,6 +223,7 @@ export class ProxyTun implements DirectoryEvents {
   private onTunBatch(batch: PacketBatch): void {
     this.now = Date.now();
     this.beginCycle(batch.buffer);
+    const gso = batch.gso;
     try {
       for (let i = 0; i < batch.count; i++) {
         const len = batch.lengths[i]!;
@@ -214,9 +232,11 @@ export class ProxyTun implements DirectoryEvents {
           this.counters.drop(Drop.Truncated);
           continue;
         }
+        this.gso = gso ? gso[i]! : 0;
         this.outbound(batch.buffer, batch.offsets[i]!, len);
       }
     } finally {
+      this.gso = 0;
       this.flush();
     }
   }
@@ -228,6 +248,7 @@ export class ProxyTun implements DirectoryEvents {
       this.counters.decodeErrors[p.error]!++;
       return;
     }
+    if (this.gso !== 0) p.l4ChecksumPartial = true;
     // 2. semantic destination
     if (!this.semantic.contains(buf, p.dstOffset, p.addrLength)) {
       // the kernel's own link chatter on the TUN (IPv6 MLD, router solicitations) is no drop worth showing
@@ -265,7 +286,7 @@ export class ProxyTun implements DirectoryEvents {
       const ownIp = source ? (p.addrLength === 4 ? source.instanceIp4 : source.instanceIp6) : null;
       if (!source || !ownIp) {
         const key = addressKey(buf, p.srcOffset, p.addrLength);
-        if (!this.waitingForSource.hold(key, buf, off, len, this.now)) this.counters.drop(Drop.UnknownSource);
+        if (!this.hold(this.waitingForSource, key, buf, off, len)) this.counters.drop(Drop.UnknownSource);
         return;
       }
       const target = this.directory.target(buf, p.dstOffset, p.addrLength);
@@ -277,7 +298,7 @@ export class ProxyTun implements DirectoryEvents {
         // the table learned the address before its answer came: earlier packets to it still wait, go after them
         const key = addressKey(buf, p.dstOffset, p.addrLength);
         if (this.waitingForDestination.has(key)) {
-          if (this.waitingForDestination.hold(key, buf, off, len, this.now))
+          if (this.hold(this.waitingForDestination, key, buf, off, len))
             this.afterCycle.push(() => this.replay(this.waitingForDestination.take(key)));
           else this.counters.drop(Drop.QueueFull);
           return;
@@ -302,11 +323,24 @@ export class ProxyTun implements DirectoryEvents {
   private deliver(flow: Flow, buf: Buffer, off: number, len: number): void {
     if (flow.instance.local) {
       this.counters.local++;
-      this.inbound(buf, off, len);
-    } else if (!this.toTunnel.pushTo(off, len, flow.instance.endpoint)) {
+      this.inbound(buf, off, len, this.gso);
+    } else if (!this.toTunnel.pushTo(off, len, flow.instance.endpoint, 0, this.gso)) {
       this.flushTunnel();
-      this.toTunnel.pushTo(off, len, flow.instance.endpoint);
+      this.toTunnel.pushTo(off, len, flow.instance.endpoint, 0, this.gso);
     }
+  }
+
+  /** Holds the packet in a queue; a super-packet as its wire packets (a replay has no gso words). */
+  private hold(queue: PendingPackets, key: number | string, buf: Buffer, off: number, len: number): boolean {
+    if (this.gso === 0) return queue.hold(key, buf, off, len, this.now);
+    let all = true;
+    for (const segment of this.segments().split(buf, off, len, this.gso))
+      if (!queue.hold(key, segment, 0, segment.length, this.now)) all = false;
+    return all;
+  }
+
+  private segments(): Segmenter {
+    return (this.segmenter ??= new Segmenter());
   }
 
   private outboundFragment(buf: Buffer, off: number, len: number): void {
@@ -342,7 +376,7 @@ export class ProxyTun implements DirectoryEvents {
   private waitForDestination(buf: Buffer, off: number, len: number): void {
     const p = this.p;
     const key = addressKey(buf, p.dstOffset, p.addrLength);
-    if (!this.waitingForDestination.hold(key, buf, off, len, this.now)) {
+    if (!this.hold(this.waitingForDestination, key, buf, off, len)) {
       this.counters.drop(Drop.QueueFull);
       return;
     }
@@ -496,13 +530,14 @@ export class ProxyTun implements DirectoryEvents {
     }
   }
 
-  private inbound(buf: Buffer, off: number, len: number): void {
+  private inbound(buf: Buffer, off: number, len: number, gso = 0): void {
     const p = this.p;
     // 9. decode and check it belongs here
     if (!p.decode(buf, off, len)) {
       this.counters.decodeErrors[p.error]!++;
       return;
     }
+    if (gso !== 0) p.l4ChecksumPartial = true;
     if (!this.local.contains(buf, p.dstOffset, p.addrLength)) {
       this.counters.drop(Drop.NotForThisNode);
       return;
@@ -545,9 +580,9 @@ export class ProxyTun implements DirectoryEvents {
       this.rememberFragment(undefined, false); // another protocol's datagram: its fragments pass as they are
     }
     // 11. to the TUN
-    if (!this.toTun.push(off, len)) {
+    if (!this.toTun.push(off, len, gso)) {
       this.flushTun();
-      this.toTun.push(off, len);
+      this.toTun.push(off, len, gso);
     }
   }
 
@@ -584,10 +619,26 @@ export class ProxyTun implements DirectoryEvents {
   private flushTunnel(): void {
     const b = this.toTunnel;
     if (b.count === 0) return;
+    if (b.offloaded) {
+      // super-packets among them: cut everything into wire packets (in order), a scratch buffer at a time
+      const segmenter = this.segments();
+      const dropped = segmenter.dropped;
+      for (let i = 0; i < b.count;) {
+        i = segmenter.fill(b, i);
+        this.sendTunnel(segmenter.out);
+      }
+      for (let i = dropped; i < segmenter.dropped; i++) this.counters.drop(Drop.TunnelSendFailed);
+    } else {
+      this.sendTunnel(b);
+    }
+    b.reset();
+  }
+
+  private sendTunnel(b: OutboundBatch): void {
+    if (b.count === 0) return;
     const sent = this.tunnel.send(b.buffer, b.offsets, b.lengths, b.endpoints, b.count);
     this.counters.tunnelOut += sent;
     for (let i = sent; i < b.count; i++) this.counters.drop(Drop.TunnelSendFailed);
-    b.reset();
   }
 
   /** Runs held packets through the outbound path again, as one batch of their own. */
