@@ -4,7 +4,8 @@
  * client instance on n1 calls them through A's RR_IP and instance IPs with curl, ping, iperf3 and UDP.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -37,6 +38,9 @@ function instanceIp(doc: JobDocument, n: number): string {
 
 describe('overlay end to end: 3 nodes, real applications', { timeout: 300_000 }, () => {
   const stateDir = mkdtempSync(join(tmpdir(), 'oaknet-e2e-'));
+  // bulk data the servers send and the clients upload: random, so no pattern hides a misplaced segment
+  const blob = join(stateDir, 'blob');
+  writeFileSync(blob, randomBytes(24 << 20));
   let platform: Platform;
   const workloads: Workload[] = [];
   let a0: Workload;
@@ -51,7 +55,7 @@ describe('overlay end to end: 3 nodes, real applications', { timeout: 300_000 },
       { stateDir, nodes: 3, clusters: 1, logLevel: 'info' },
       pino({ level: 'warn' }),
     );
-    const server = (name: string) => ['python3', join(FIXTURES, 'server.py'), name];
+    const server = (name: string) => ['python3', join(FIXTURES, 'server.py'), name, blob];
     const id = platform.id;
     a0 = await runWorkload(platform, 'n2', {
       service: A,
@@ -200,6 +204,40 @@ describe('overlay end to end: 3 nodes, real applications', { timeout: 300_000 },
     const receivers = [await offloads('n2'), await offloads('n3')];
     const coalesced = receivers.reduce((sum, o) => sum + (o.tun?.coalesced_packets ?? 0), 0);
     assert.ok(coalesced > 0, JSON.stringify(receivers));
+  });
+
+  it('moves 24 MiB each way byte for byte: across nodes (IPv4 and IPv6 RR_IP) and between neighbours on a node', async () => {
+    const expected = createHash('sha256').update(readFileSync(blob)).digest('hex');
+    const a = await job(platform, A);
+    const rr6 = a.service_ip_list.find((s) => s.IpType === 'RR')?.Address_v6;
+    assert.ok(rr6, 'A has an IPv6 RR_IP');
+    const a0Ip = instanceIp(a, 0);
+    const cases = [
+      { from: client.netns, base: `http://${rr}` }, // n1 -> n2 or n3 through the tunnel
+      { from: client.netns, base: `http://[${rr6}]` },
+      { from: b0.netns, base: `http://${a0Ip}` }, // B.0 and A.0 are both on n2: super-packets stay on the node
+    ];
+    for (const { from, base } of cases) {
+      // the server's file, downloaded and hashed in the client's namespace (an empty or cut body fails curl -f or the hash)
+      const down = await inNetns(from, ['sh', '-c', `curl -sf -m 60 ${base}/blob | sha256sum`], 90_000);
+      assert.equal(down.split(' ')[0], expected, `download from ${base}`);
+      const up = await inNetns(
+        from,
+        [
+          'curl',
+          '-sf',
+          '-m',
+          '60',
+          '-H',
+          'content-type: application/octet-stream',
+          '--data-binary',
+          `@${blob}`,
+          `${base}/sha256`,
+        ],
+        90_000,
+      );
+      assert.equal(up.trim(), expected, `upload to ${base}`);
+    }
   });
 
   it('counts garbage on the tunnel port and malformed packets into the TUN as drops, and keeps working', async () => {
