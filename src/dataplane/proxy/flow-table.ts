@@ -19,6 +19,8 @@ export const TcpProgress = {
   FinOut: 4,
   FinIn: 8,
   Reset: 16,
+  /** The client sent payload (a connection in use, not one just opened). */
+  DataOut: 32,
 } as const;
 
 export class Flow {
@@ -32,8 +34,10 @@ export class Flow {
   clientNext = 0;
   /** True once the chosen instance is gone: the next packet chooses again (UDP/ICMP) or the flow resets (TCP). */
   stale = false;
-  /** (client, ServiceIP, port) of a TCP flow to a ServiceIP: its session-affinity key. */
+  /** (client, ServiceIP, port) of a TCP flow to a ServiceIP that leads a session: its session-affinity key. */
   sessionKey: string | undefined;
+  /** When the flow was made (ms, coarse clock). */
+  openedAt = 0;
   /** Packets and bytes that matched the flow, both directions. */
   packets = 0;
   bytes = 0;

@@ -33,7 +33,7 @@ import { decodeEndpoint, ENDPOINT_BYTES, OutboundBatch, type Tunnel } from '../t
 import type { PacketBatch } from '../tun/tun.ts';
 import { Drop } from './counters.ts';
 import type { AddressTarget, Directory, ServiceInstance } from './directory.ts';
-import { ProxyTun, type ProxyConfig } from './proxy.ts';
+import { ProxyTun, SESSION_WINDOW_MS, type ProxyConfig } from './proxy.ts';
 
 // ---- the cluster: nodes, jobs, instances ------------------------------------------------------------------
 
@@ -572,36 +572,40 @@ for (const f of FAMILIES) {
       ]);
     });
 
-    it("TCP session affinity: a client's overlapping connections to one RR_IP port meet one instance; closed ones free the turn", async (t) => {
+    it("TCP session affinity: a new connection joins its client's young control connection in use; a pool's connections take turns", async (t) => {
+      t.mock.timers.enable({ apis: ['Date'], now: 1_000_000 });
       const { n1, n2, n3 } = cluster(t, [X0, X1]);
       const { Syn, Ack, Fin } = TcpFlag;
-      // iperf3-style: a control connection, then a data connection while it is open
+      const to = async (n: number) => (await n1.tunnel.sent.take(n)).map((x) => x.to);
+      // a connection pool: two connections opened at once, before either carried data, are two turns
+      n1.send(tcp(nsC, 6000, S, 5201, Syn, 1), tcp(nsC, 6001, S, 5201, Syn, 1));
+      assert.deepEqual(await to(2), [n2.endpoint, n3.endpoint], 'x0, then x1');
+      // iperf3-style: a control connection (a turn: x0) sends its cookie, then a data connection joins it
       n1.send(tcp(nsC, 7000, S, 5201, Syn, 1));
+      n1.send(tcp(nsC, 7000, S, 5201, Ack, 2, 1, 'cookie'));
       n1.send(tcp(nsC, 7001, S, 5201, Syn, 1));
-      assert.deepEqual(
-        (await n1.tunnel.sent.take(2)).map((x) => x.to),
-        [n2.endpoint, n2.endpoint],
-        'both to instance 0',
-      );
+      assert.deepEqual(await to(3), [n2.endpoint, n2.endpoint, n2.endpoint], 'all three to instance 0');
       // another port is another session: a round-robin turn (instance 1)
       n1.send(tcp(nsC, 7002, S, 5202, Syn, 1));
-      assert.equal((await n1.tunnel.sent.take(1))[0]?.to, n3.endpoint);
-      // both connections to 5201 close (FIN out, FIN back)
+      assert.deepEqual(await to(1), [n3.endpoint]);
+      // more than SESSION_WINDOW_MS after the control connection opened, a new connection is a turn again
+      // (a keep-alive connection that stays open does not pin its client's later connections)
+      t.mock.timers.tick(SESSION_WINDOW_MS + 1);
+      n1.send(tcp(nsC, 7005, S, 5201, Syn, 1));
+      assert.deepEqual(await to(1), [n2.endpoint], 'a turn: x0 (after x1)');
+      n1.send(tcp(nsC, 7006, S, 5201, Syn, 1));
+      assert.deepEqual(await to(1), [n3.endpoint], 'and the next one x1: 7005 sent no data, nobody joins it');
+      // both connections of the iperf3-style session close (FIN out, FIN back); the next one is a turn
       for (const port of [7000, 7001]) {
         n1.send(tcp(nsC, port, S, 5201, Fin | Ack, 2, 2));
         n2.send(tcp(nsT, 5201, iC, port, Fin | Ack, 2, 3));
       }
       await n1.tunnel.sent.take(2);
       await n1.written.take(2);
-      // the next connection to 5201 is a new choice: instance 0 again (turns: x0, x1, now x0)
       n1.send(tcp(nsC, 7003, S, 5201, Syn, 1));
-      assert.equal((await n1.tunnel.sent.take(1))[0]?.to, n2.endpoint);
+      assert.deepEqual(await to(1), [n2.endpoint]);
       n1.send(tcp(nsC, 7004, S, 5203, Syn, 1));
-      assert.equal(
-        (await n1.tunnel.sent.take(1))[0]?.to,
-        n3.endpoint,
-        'and the one after goes to instance 1',
-      );
+      assert.deepEqual(await to(1), [n3.endpoint], 'and the one after goes to instance 1');
     });
 
     it('an instance IP reaches exactly that instance, and its replies come from that instance IP', async (t) => {
@@ -1372,8 +1376,9 @@ describe('ProxyTUN flow lifetimes', () => {
       const { Syn, Ack } = TcpFlag;
       await across(n1, n2, tcp(CLI.ns4, 4400, SERVER.rr4, 80, Syn, 1)); // x0
       await across(n2, n1, tcp(X0.ns4, 80, CLI.ip4, 4400, Syn | Ack, 1, 2));
+      await across(n1, n2, tcp(CLI.ns4, 4400, SERVER.rr4, 80, Ack, 2, 2, 'GET')); // in use
       await across(n1, n3, udp(CLI.ns4, 4401, SERVER.rr4, 53)); // x1
-      // joins the open connection's instance (session affinity), without taking a round-robin turn
+      // joins the young connection in use (session affinity), without taking a round-robin turn
       await across(n1, n2, tcp(CLI.ns4, 4402, SERVER.rr4, 80, Syn, 1)); // x0, never answered
       assert.equal(n1.proxy.status().flows, 3);
       t.mock.timers.tick(31_000);

@@ -96,6 +96,8 @@ const SWEEP_MS = 1000;
 /** Table queries this proxy may start per second, and in a burst. */
 const QUESTIONS_PER_S = 200;
 const QUESTION_BURST = 400;
+/** How long after its session leader opened a connection may still join the leader's instance (see newFlow). */
+export const SESSION_WINDOW_MS = 2000;
 
 interface FragmentRecord {
   /** The flow whose translation the datagram's later fragments follow; none for an inbound request. */
@@ -408,18 +410,25 @@ export class ProxyTun implements DirectoryEvents {
     buf: Buffer,
   ): Flow | undefined {
     const p = this.p;
-    // a client's TCP connection to a ServiceIP and port while another of its connections there is open goes
-    // to the same instance (a protocol's control and data connections, e.g. iperf3, must meet one server);
-    // once that connection closed, the next one is a new round-robin choice
+    // Session affinity, narrowly: a protocol's control and data connections (iperf3, passive FTP) must meet one
+    // server. A client's TCP connection to a ServiceIP and port joins the instance of its session leader (the
+    // earlier connection there that made a round-robin choice) only while the leader is open, has already
+    // carried the client's data (a control connection in use), and is younger than SESSION_WINDOW_MS. Every
+    // other connection is a round-robin turn: a pool opening many connections at once, or later ones while
+    // a keep-alive connection stays open, spreads over the instances.
     const sessionKey =
       p.proto === IpProto.Tcp && target.kind !== 'instance'
         ? `${String(addressKey(buf, p.srcOffset, p.addrLength))}/${String(addressKey(buf, p.dstOffset, p.addrLength))}/${p.dstPort}`
         : undefined;
-    const open = sessionKey !== undefined ? this.sessions.get(sessionKey) : undefined;
-    const chosen =
-      open && !open.dead && !closed(open) && open.instance.alive
-        ? open.instance
-        : this.choose(target, p.addrLength);
+    const leader = sessionKey !== undefined ? this.sessions.get(sessionKey) : undefined;
+    const joins =
+      leader !== undefined &&
+      !leader.dead &&
+      !closed(leader) &&
+      leader.instance.alive &&
+      (leader.tcp & TcpProgress.DataOut) !== 0 &&
+      this.now - leader.openedAt <= SESSION_WINDOW_MS;
+    const chosen = joins ? leader.instance : this.choose(target, p.addrLength);
     if (!chosen) {
       this.counters.drop(Drop.NoInstance);
       if (p.proto === IpProto.Tcp && (p.tcpFlags & TcpFlag.Rst) === 0) this.resetClient(buf);
@@ -439,9 +448,12 @@ export class ProxyTun implements DirectoryEvents {
       familyAddress(chosen, p.addrLength, 'ip')!,
       this.now,
     );
+    flow.openedAt = this.now;
     this.flows.add(flow);
     this.link(flow);
-    if (sessionKey !== undefined) {
+    if (sessionKey !== undefined && !joins) {
+      // a round-robin choice leads the session from now on (an older leader no longer can be joined)
+      if (leader !== undefined && this.sessions.get(sessionKey) === leader) leader.sessionKey = undefined;
       flow.sessionKey = sessionKey;
       this.sessions.set(sessionKey, flow);
     }
@@ -492,11 +504,13 @@ export class ProxyTun implements DirectoryEvents {
   private trackOutboundTcp(flow: Flow, buf: Buffer): void {
     const f = this.p.tcpFlags;
     if (f & TcpFlag.Syn) flow.tcp |= TcpProgress.SynOut;
+    const dataOffset = (buf[this.p.l4Offset + 12]! >> 4) << 2;
+    if (this.p.l4Length > dataOffset) flow.tcp |= TcpProgress.DataOut;
     if (f & TcpFlag.Fin) flow.tcp |= TcpProgress.FinOut;
     if (f & TcpFlag.Rst) flow.tcp |= TcpProgress.Reset;
     const at = this.p.l4Offset;
     if (f & TcpFlag.Ack) flow.clientAck = buf.readUInt32BE(at + 8);
-    const payload = this.p.l4Length - ((buf[at + 12]! >> 4) << 2);
+    const payload = this.p.l4Length - dataOffset;
     flow.clientNext =
       (buf.readUInt32BE(at + 4) +
         Math.max(0, payload) +
