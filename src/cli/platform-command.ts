@@ -241,12 +241,17 @@ function renderStatus(v: StatusView): string {
   const rtts = p.nodes
     .map((n) => {
       const peers =
-        ((n.netmanager?.proxy ?? {}) as { peers?: Array<{ node: string; rtt_ms: number | null }> }).peers ??
-        [];
+        (
+          (n.netmanager?.proxy ?? {}) as {
+            peers?: Array<{ node: string; rtt_ms: number | null; reachable?: boolean }>;
+          }
+        ).peers ?? [];
       const measured = peers.filter((x) => x.rtt_ms !== null);
       if (!measured.length) return undefined;
       const name = (endpoint: string) => nodeByIp.get(endpoint.replace(/:\d+$/, '')) ?? endpoint;
-      return `  ${n.name} -> ${measured.map((x) => `${name(x.node)} ${x.rtt_ms!.toFixed(1)} ms`).join(', ')}`;
+      const rtt = (x: (typeof measured)[number]) =>
+        x.reachable === false ? 'unreachable' : `${x.rtt_ms!.toFixed(1)} ms`;
+      return `  ${n.name} -> ${measured.map((x) => `${name(x.node)} ${rtt(x)}`).join(', ')}`;
     })
     .filter((x): x is string => x !== undefined);
   const procs = p.processes.filter((x) => !x.running);

@@ -19,7 +19,15 @@ const REPO = fileURLToPath(new URL('../..', import.meta.url));
 interface StatusJson {
   platform: {
     id: string;
-    nodes: Array<{ name: string; up: boolean; netmanager?: { registered: boolean; subnet: string | null } }>;
+    nodes: Array<{
+      name: string;
+      up: boolean;
+      netmanager?: {
+        registered: boolean;
+        subnet: string | null;
+        proxy?: { peers?: Array<{ node: string; rtt_ms: number | null; reachable: boolean }> } | null;
+      };
+    }>;
   };
   services: Array<{
     job_name: string;
@@ -108,11 +116,25 @@ describe('the local platform, as the README says', { timeout: 900_000 }, () => {
     assert.match((await oaknet(clone, stateDir, ['down'])).stdout, /no platform/, 'down again is a no-op');
   });
 
-  it('shows a NetManager killed with SIGKILL as down, and down still removes everything', async () => {
+  it('a NetManager killed with SIGKILL: shown down, the RR_IP keeps answering from the other node, down removes everything', async () => {
     const stateDir = join(tmp, 'crash');
     cleanups.push(() => oaknet(REPO, stateDir, ['down']));
-    await oaknet(REPO, stateDir, ['up', '--empty']);
+    await oaknet(REPO, stateDir, ['up']);
     const state = JSON.parse(readFileSync(join(stateDir, 'platform.json'), 'utf8')) as PlatformState;
+    const statusJson = async () =>
+      JSON.parse((await oaknet(REPO, stateDir, ['status', '--json'])).stdout) as StatusJson;
+    const n1Peers = (s: StatusJson) =>
+      s.platform.nodes.find((n) => n.name === 'n1')?.netmanager?.proxy?.peers ?? [];
+    // the demo client on n1 calls the RR_IP every few seconds, so n1 measures both server nodes
+    let before = await statusJson();
+    for (const deadline = Date.now() + 20_000; n1Peers(before).filter((p) => p.rtt_ms !== null).length < 2;) {
+      assert.ok(Date.now() < deadline, `n1 measured both server nodes: ${JSON.stringify(n1Peers(before))}`);
+      await new Promise((r) => setTimeout(r, 200));
+      before = await statusJson();
+    }
+    const rr = before.services
+      .find((s) => s.job_name === 'demo.oaknet.web.v1')!
+      .service_ip_list.find((s) => s.IpType === 'RR')!.Address;
     const n2 = state.processes.find((p) => p.name === 'n2');
     assert.ok(n2, 'n2 runs');
     process.kill(n2.pid, 'SIGKILL');
@@ -129,6 +151,30 @@ describe('the local platform, as the README says', { timeout: 900_000 }, () => {
     assert.equal(byName.get('n3')?.up, true);
     const text = (await oaknet(REPO, stateDir, ['status'])).stdout;
     assert.match(text, /^n2\s+down\s/m);
+
+    // n1 stops hearing n2's probes and sends new connections only to the instance on n3: within 30 s a round
+    // of 10 requests all succeed (before, about half wait for the dead node until curl gives up)
+    let answers: string[] = [];
+    for (const deadline = Date.now() + 30_000; ;) {
+      const round = await oaknet(REPO, stateDir, [
+        'exec',
+        'demo-client',
+        '--',
+        'sh',
+        '-c',
+        `for i in 1 2 3 4 5 6 7 8 9 10; do curl -s -m 1 http://${rr}/ || echo failed; done`,
+      ]);
+      answers = round.stdout.trim().split('\n');
+      if (answers.length === 10 && answers.every((a) => / on node n3/.test(a))) break;
+      assert.ok(Date.now() < deadline, `requests after n2 died: ${JSON.stringify(answers)}`);
+    }
+    assert.match((await oaknet(REPO, stateDir, ['status'])).stdout, /n1 -> .*n2 unreachable/);
+    const lost = n1Peers(await statusJson()).filter((p) => !p.reachable);
+    assert.equal(
+      lost.length,
+      1,
+      `n1 shows one peer unreachable: ${JSON.stringify(n1Peers(await statusJson()))}`,
+    );
 
     await oaknet(REPO, stateDir, ['down']);
     assert.deepEqual(await findLeftovers(state.id), { namespaces: [], links: [], processes: [], ports: [] });

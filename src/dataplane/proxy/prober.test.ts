@@ -110,4 +110,35 @@ describe('Prober', () => {
     void a;
     assert.equal(queue.length, 0);
   });
+
+  it('calls a peer that answered before unreachable after 3 unanswered probes, and reachable again once it answers', () => {
+    const { a, bEnd, queue, deliver } = pair();
+    const silent = endpoint('198.18.0.3', 50103); // never answers: an upstream NetManager, say
+    const dropTo = (to: Buffer) => queue.splice(0, queue.length, ...queue.filter((d) => !d.to.equals(to)));
+    a.want(bEnd);
+    a.want(silent);
+    dropTo(silent);
+    deliver();
+    assert.ok(a.rtt(bEnd) !== undefined && a.reachable(bEnd));
+    // b goes down: its probes are lost
+    for (let round = 1; round <= 3; round++) {
+      a.probeAll();
+      queue.length = 0;
+      assert.ok(a.reachable(bEnd), `still reachable after ${round} lost probe(s)`);
+    }
+    a.probeAll();
+    queue.length = 0;
+    assert.equal(
+      a.reachable(bEnd),
+      false,
+      'unreachable after the 4th probe went out with 3 unanswered before it',
+    );
+    assert.ok(a.reachable(silent), 'a peer that never answered is not called unreachable');
+    // b is back: the next answer makes it reachable at once
+    a.probeAll();
+    dropTo(silent);
+    deliver();
+    assert.ok(a.reachable(bEnd));
+    assert.ok(a.reachable(endpoint('198.18.0.9', 50103)), 'an unknown peer is reachable');
+  });
 });

@@ -11,6 +11,11 @@
  * RTT stays unknown and Closest falls back to its topology rule); oaknet's inbound path answers them before it
  * decodes anything.
  *
+ * Probes also tell whether a peer is still there: a peer that answered before and then left `missedProbes`
+ * probes in a row unanswered (3 by default: 2-3 s at the default interval) is unreachable, and new flows avoid
+ * its instances (ProxyTun.choose) until it answers again. A peer that never answered (an upstream NetManager,
+ * which does not speak probes) is never called unreachable.
+ *
  * Layout (24 bytes): 0x00, "OAKP", kind (1 request, 2 reply), 2 reserved bytes, the sender's send time as a
  * float64 (ms, its own monotonic clock: only the sender reads it), then 8 bytes the sender chooses (unused).
  */
@@ -34,6 +39,8 @@ export interface PeerRtt {
   last: number | undefined;
   /** When the peer was last wanted (ms); peers nobody wants for a while are dropped. */
   wantedAt: number;
+  /** Probes sent since its last answer. */
+  unanswered: number;
 }
 
 export interface ProberOptions {
@@ -44,6 +51,8 @@ export interface ProberOptions {
   windowSamples?: number;
   /** Forget peers not wanted for this long (default 60 s). */
   forgetMs?: number;
+  /** Probes in a row a peer that answered before may leave unanswered before it counts as unreachable (default 3). */
+  missedProbes?: number;
   /** Monotonic clock in ms (default performance.now). */
   now?: () => number;
 }
@@ -69,6 +78,7 @@ export class Prober {
   private readonly alpha: number;
   private readonly windowSamples: number;
   private readonly forgetMs: number;
+  private readonly missedProbes: number;
   private readonly now: () => number;
   /** Probes sent and answers received, for status. */
   sent = 0;
@@ -82,6 +92,7 @@ export class Prober {
     this.alpha = options.alpha ?? 0.25;
     this.windowSamples = options.windowSamples ?? 4;
     this.forgetMs = options.forgetMs ?? 60_000;
+    this.missedProbes = options.missedProbes ?? 3;
     this.now = options.now ?? (() => performance.now());
   }
 
@@ -112,6 +123,7 @@ export class Prober {
       samples: 0,
       last: undefined,
       wantedAt: this.now(),
+      unanswered: 0,
     };
     this.peers.set(key, peer);
     this.send([peer]);
@@ -121,6 +133,20 @@ export class Prober {
   rtt(endpoint: Buffer): number | undefined {
     const w = this.peers.get(endpointKey(endpoint))?.window;
     return w && w.length ? Math.min(...w) : undefined;
+  }
+
+  /**
+   * False when the peer at endpoint answered probes before and has left the last `missedProbes` unanswered
+   * (its node or the path to it is down); true otherwise, also for a peer never probed or never answering.
+   */
+  reachable(endpoint: Buffer): boolean {
+    const peer = this.peers.get(endpointKey(endpoint));
+    return !peer || !this.lost(peer);
+  }
+
+  /** Whether a peer counts as unreachable (see reachable). */
+  lost(peer: PeerRtt): boolean {
+    return peer.samples > 0 && peer.unanswered > this.missedProbes;
   }
 
   /** Every peer with its measurements. */
@@ -148,6 +174,7 @@ export class Prober {
     const sample = this.now() - buf.readDoubleBE(off + 8);
     if (!(sample >= 0 && sample < 60_000)) return;
     peer.last = sample;
+    peer.unanswered = 0;
     peer.samples++;
     this.answered++;
     peer.srtt = peer.srtt === undefined ? sample : peer.srtt + this.alpha * (sample - peer.srtt);
@@ -155,7 +182,8 @@ export class Prober {
     if (peer.window.length > this.windowSamples) peer.window.shift();
   }
 
-  private probeAll(): void {
+  /** Sends one probe round now (the interval does this every intervalMs), forgetting peers nobody wants. */
+  probeAll(): void {
     const now = this.now();
     for (const [key, peer] of this.peers) if (now - peer.wantedAt > this.forgetMs) this.peers.delete(key);
     this.send([...this.peers.values()]);
@@ -172,6 +200,7 @@ export class Prober {
         this.scratch[at + 5] = REQUEST;
         this.scratch.writeDoubleBE(this.now(), at + 8);
         this.out.pushTo(at, PROBE_BYTES, peer.endpoint);
+        peer.unanswered++;
       });
       this.flush();
     }

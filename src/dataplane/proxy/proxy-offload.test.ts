@@ -30,6 +30,7 @@ import type { Tunnel } from '../tunnel/tunnel.ts';
 import type { AddressTarget, Directory, ServiceInstance } from './directory.ts';
 import { Drop } from './counters.ts';
 import { ProxyTun } from './proxy.ts';
+import { isProbe } from './prober.ts';
 
 // Never skipped: the segmenter is in the addon, built by npm install; without it these tests fail.
 if (!nativeIoAvailable())
@@ -102,7 +103,8 @@ class Tap implements Tunnel {
   }
   send(buffer: Buffer, offsets: Uint32Array, lengths: Uint32Array, endpoints: Buffer, count: number): number {
     for (let i = 0; i < count; i++)
-      this.wire.push(Buffer.from(buffer.subarray(offsets[i], offsets[i]! + lengths[i]!)));
+      if (!isProbe(buffer, offsets[i]!, lengths[i]!))
+        this.wire.push(Buffer.from(buffer.subarray(offsets[i], offsets[i]! + lengths[i]!)));
     return this.inner.send(buffer, offsets, lengths, endpoints, count);
   }
   close(): void {

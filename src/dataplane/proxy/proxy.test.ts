@@ -34,6 +34,7 @@ import type { PacketBatch } from '../tun/tun.ts';
 import { Drop } from './counters.ts';
 import type { AddressTarget, Directory, ServiceInstance } from './directory.ts';
 import { ProxyTun, SESSION_WINDOW_MS, type ProxyConfig } from './proxy.ts';
+import { isProbe } from './prober.ts';
 
 // ---- the cluster: nodes, jobs, instances ------------------------------------------------------------------
 
@@ -191,11 +192,18 @@ interface Sent {
   to: string;
 }
 
-/** A Tunnel that records a copy of every datagram the proxy sends (the wire) before the switch carries it. */
+/**
+ * A Tunnel that records a copy of every datagram the proxy sends (the wire) before the switch carries it; RTT
+ * probes (which the proxy sends to every peer it may choose) are only counted.
+ */
 class TapTunnel implements Tunnel {
   readonly sent = new Collector<Sent>();
-  /** Every datagram sent so far (not consumed by take). */
+  /** Every datagram but probes sent so far (not consumed by take). */
   readonly log: Sent[] = [];
+  /** Probes sent. */
+  probes = 0;
+  /** While true the node is cut off: what it sends is lost. */
+  down = false;
 
   constructor(readonly inner: MemoryTunnel) {}
 
@@ -208,8 +216,13 @@ class TapTunnel implements Tunnel {
   }
 
   send(buffer: Buffer, offsets: Uint32Array, lengths: Uint32Array, endpoints: Buffer, count: number): number {
+    if (this.down) return count;
     for (let i = 0; i < count; i++) {
       const o = offsets[i] ?? 0;
+      if (isProbe(buffer, o, lengths[i] ?? 0)) {
+        this.probes++;
+        continue;
+      }
       const { host, port } = decodeEndpoint(endpoints, i * ENDPOINT_BYTES);
       const s = { packet: Buffer.from(buffer.subarray(o, o + (lengths[i] ?? 0))), to: `${host}:${port}` };
       this.log.push(s);
@@ -1330,6 +1343,41 @@ describe('ProxyTUN and bad input', () => {
 });
 
 // ---- 11. idle expiry and TCP closing ----------------------------------------------------------------------
+
+describe('ProxyTUN and peers that go down', () => {
+  it('sends new flows only to instances on nodes that answer probes, and back to a node once it answers again', async (t) => {
+    const { n1, n2, n3 } = cluster(t, [X0, X1], { probeIntervalMs: 10 });
+    type Peer = { node: string; samples: number; reachable: boolean };
+    const peers = () => (n1.proxy.status().peers as Peer[]) ?? [];
+    const until = async (what: string, check: () => boolean) => {
+      const deadline = performance.now() + 5000;
+      while (!check()) {
+        assert.ok(performance.now() < deadline, `${what}: ${JSON.stringify(peers())}`);
+        await new Promise((resolve) => setTimeout(resolve, 5));
+      }
+    };
+    // the first flows make n1 probe both nodes
+    await across(n1, n2, udp(CLI.ns4, 5000, SERVER.rr4, 53)); // x0
+    await across(n1, n3, udp(CLI.ns4, 5001, SERVER.rr4, 53)); // x1
+    await until('both peers measured', () => peers().filter((p) => p.samples > 0).length === 2);
+    // n3 goes down (its node died; the control plane has not said so yet): nothing comes back from it
+    n3.tunnel.down = true;
+    await until('n3 unreachable', () => peers().some((p) => !p.reachable));
+    for (let i = 0; i < 4; i++) n1.send(udp(CLI.ns4, 5100 + i, SERVER.rr4, 53));
+    const sent = await n1.tunnel.sent.take(4);
+    assert.deepEqual(
+      sent.map((s) => s.to),
+      [n2.endpoint, n2.endpoint, n2.endpoint, n2.endpoint],
+      'every new flow to the instance that is still there',
+    );
+    // n3 is back: new flows take turns again
+    n3.tunnel.down = false;
+    await until('n3 reachable again', () => peers().every((p) => p.reachable));
+    for (let i = 0; i < 4; i++) n1.send(udp(CLI.ns4, 5200 + i, SERVER.rr4, 53));
+    const later = (await n1.tunnel.sent.take(4)).map((s) => s.to);
+    assert.equal(later.filter((x) => x === n3.endpoint).length, 2, JSON.stringify(later));
+  });
+});
 
 describe('ProxyTUN flow lifetimes', () => {
   it('a closed TCP flow (FIN both ways) is forgotten; a new SYN on its 5-tuple makes a new choice', async (t) => {

@@ -215,6 +215,7 @@ export class ProxyTun implements DirectoryEvents {
           rtt_ms: p.window.length ? Math.round(Math.min(...p.window) * 1000) / 1000 : null,
           average_ms: p.srtt === undefined ? null : Math.round(p.srtt * 1000) / 1000,
           samples: p.samples,
+          reachable: !this.prober.lost(p),
         };
       }),
     };
@@ -462,13 +463,26 @@ export class ProxyTun implements DirectoryEvents {
     return flow;
   }
 
-  /** A policy's choice among the instances that have an address of the packet's family. */
+  /**
+   * A policy's choice among the instances that have an address of the packet's family, leaving out those on
+   * peers the probes found unreachable (a node that went down before the control plane said so), unless
+   * that leaves none.
+   */
   private choose(target: AddressTarget, family: number): ServiceInstance | undefined {
+    const prober = this.prober;
     const fits = (i: ServiceInstance) =>
       i.alive && familyAddress(i, family, 'ns') !== null && familyAddress(i, family, 'ip') !== null;
-    const instances = target.service.instances.every(fits)
-      ? target.service.instances
-      : target.service.instances.filter(fits);
+    const up = (i: ServiceInstance) => {
+      if (i.local) return true;
+      prober.want(i.endpoint); // probed from now on, so a node that goes down is noticed
+      return prober.reachable(i.endpoint);
+    };
+    const usable = (i: ServiceInstance) => fits(i) && up(i);
+    let instances = target.service.instances;
+    if (!instances.every(usable)) {
+      const reachable = instances.filter(usable);
+      instances = reachable.length > 0 ? reachable : instances.filter(fits);
+    }
     const view: AddressTarget =
       instances === target.service.instances
         ? target
