@@ -48,7 +48,7 @@ program
   .description('run a cluster service manager: the MQTT interface of the nodes of one cluster')
   .option(
     '--root <url>',
-    'root service manager URL (default $OAKNET_ROOT or http://127.0.0.1:10010)',
+    "root service manager URL (default $OAKNET_ROOT, else the local platform's root, else http://127.0.0.1:10010)",
     parseUrl,
   )
   .option('--port <port>', 'HTTP port', parsePort, 10110)

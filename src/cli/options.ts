@@ -67,15 +67,22 @@ export function openStore(path: string): Store {
   return new SqliteStore(path);
 }
 
-/** The root URL: the flag, else $OAKNET_ROOT, else the root of the local platform (oaknet up), else :10010. */
+/**
+ * The root URL: the flag, else $OAKNET_ROOT, else the root of the local platform (oaknet up: this user's, else
+ * the one `sudo oaknet up` made in /var/lib/oaknet, whose state file anyone may read), else :10010.
+ */
 export function rootUrlFrom(flag: string | undefined): string {
   if (flag ?? process.env['OAKNET_ROOT']) return (flag ?? process.env['OAKNET_ROOT'])!;
-  const dir = process.env['OAKNET_STATE_DIR'] ?? join(defaultStateDir(), 'platform');
-  try {
-    const state = readState(dir);
-    if (state) return `http://127.0.0.1:${state.root.hostPort}`;
-  } catch {
-    // no readable platform state: the default
+  const dirs = process.env['OAKNET_STATE_DIR']
+    ? [process.env['OAKNET_STATE_DIR']]
+    : [join(defaultStateDir(), 'platform'), '/var/lib/oaknet/platform'];
+  for (const dir of dirs) {
+    try {
+      const state = readState(dir);
+      if (state) return `http://127.0.0.1:${state.root.hostPort}`;
+    } catch {
+      // no readable platform state here
+    }
   }
   return 'http://127.0.0.1:10010';
 }

@@ -325,16 +325,19 @@ async function summary(platform: Platform, seconds: number, demo: boolean): Prom
     process.env['OAKNET_STATE_DIR'] === undefined && st.stateDir !== platformDir(undefined)
       ? ` --state-dir ${st.stateDir}`
       : '';
+  // the suggested commands as this user can run them: through sudo when up ran through sudo, and by the path
+  // the wrapper was called with (./oaknet from a clone) unless oaknet is installed
+  const self = `${process.env['SUDO_USER'] ? 'sudo ' : ''}${process.env['OAKNET_SELF'] ?? 'oaknet'}`;
   const tries = [
-    [`oaknet status${dirFlag}`, 'nodes, services, instances, flow and drop counters (--watch, --json)'],
+    [`${self} status${dirFlag}`, 'nodes, services, instances, flow and drop counters (--watch, --json)'],
     ...(demo
       ? [
           [
-            `oaknet exec${dirFlag} demo-client -- curl -s http://${rr}/`,
+            `${self} exec${dirFlag} demo-client -- curl -s http://${rr}/`,
             'a request through the RR_IP (round robin over the instances)',
           ],
-          [`oaknet exec${dirFlag} demo-client -- curl -s http://${closest}/`, 'through the Closest_IP'],
-          [`oaknet exec${dirFlag} demo-client -- ping -c 3 ${rr}`, 'ping a ServiceIP'],
+          [`${self} exec${dirFlag} demo-client -- curl -s http://${closest}/`, 'through the Closest_IP'],
+          [`${self} exec${dirFlag} demo-client -- ping -c 3 ${rr}`, 'ping a ServiceIP'],
           [
             `tail -f ${join(st.stateDir, 'logs', 'w-demo-client.log')}`,
             'the demo client calling both every 5 s',
@@ -342,11 +345,11 @@ async function summary(platform: Platform, seconds: number, demo: boolean): Prom
         ]
       : []),
     [
-      `oaknet run --node n1${dirFlag} --service my.app.web.v1 --instance 0 -- python3 -m http.server 80`,
+      `${self} run --node n1${dirFlag} --service my.app.web.v1 --instance 0 -- python3 -m http.server 80`,
       'your own instance',
     ],
-    [`oaknet service list --root ${platform.rootUrl}`, "the root's view of every service"],
-    [`oaknet down${dirFlag}`, 'remove everything'],
+    [`${self} service list --root ${platform.rootUrl}`, "the root's view of every service"],
+    [`${self} down${dirFlag}`, 'remove everything'],
   ];
   return [
     `oaknet platform ${st.id} is up in ${seconds.toFixed(1)} s (state and logs in ${st.stateDir})`,

@@ -20,7 +20,7 @@ export function registerServiceCommands(program: Command, out: (text: string) =>
     .description('create, inspect and delete services (their ServiceIPs live at the root)');
   const rootOption = [
     '--root <url>',
-    'root service manager URL (default $OAKNET_ROOT or http://127.0.0.1:10010)',
+    "root service manager URL (default $OAKNET_ROOT, else the local platform's root, else http://127.0.0.1:10010)",
     parseUrl,
   ] as const;
 
@@ -142,7 +142,7 @@ export function registerWorkerCommands(program: Command, out: (text: string) => 
     .description("list worker nodes' subnetworks, release a removed node's");
   const rootOption = [
     '--root <url>',
-    'root service manager URL (default $OAKNET_ROOT or http://127.0.0.1:10010)',
+    "root service manager URL (default $OAKNET_ROOT, else the local platform's root, else http://127.0.0.1:10010)",
     parseUrl,
   ] as const;
 

@@ -59,6 +59,7 @@ import {
 } from './processes.ts';
 import {
   readState,
+  removePlatformData,
   removeState,
   STATE_VERSION,
   writeState,
@@ -302,6 +303,9 @@ export async function createPlatform(spec: PlatformSpec, log: Logger): Promise<P
   if (taken.length > 0) {
     throw new InvalidInputError(`namespaces of platform id ${state.id} already exist: ${taken.join(', ')}`);
   }
+  // a new platform starts from empty stores (data an older version's `down` left behind included)
+  const stale = removePlatformData(state.stateDir);
+  if (stale.length > 0) log.info({ removed: stale }, 'removed data of an earlier platform');
   mkdirSync(join(state.stateDir, 'logs'), { recursive: true });
   for (const n of state.nodes) mkdirSync(n.stateDir, { recursive: true });
   writeState(state);
@@ -391,6 +395,7 @@ export async function destroyPlatform(
     if (await deleteNetns(runner, ns)) report.namespaces.push(ns);
   }
   removeState(dir);
+  removePlatformData(dir);
   log.info({ ...report }, 'platform destroyed');
   return report;
 }

@@ -5,7 +5,16 @@
  * namespaces and links first, a process right after it started), always atomically (temp file, fsync,
  * rename), so a reader sees the previous or the next version, never half of one.
  */
-import { closeSync, fsyncSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  fsyncSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  writeSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { InvalidInputError } from '../errors.ts';
 import type { LatencyBackend, LatencySpec, SiteMap } from './latency.ts';
@@ -168,4 +177,25 @@ export function readState(stateDir: string): PlatformState | undefined {
 export function removeState(stateDir: string): void {
   rmSync(statePath(stateDir), { force: true });
   rmSync(`${statePath(stateDir)}.tmp-${process.pid}`, { force: true });
+}
+
+/** The names a platform's data takes in its state dir: root.db, c<N>.db (with SQLite's -wal/-shm), n<N>/, delay/. */
+const PLATFORM_DATA = /^(?:root\.db|c\d+\.db)(?:-wal|-shm|-journal)?$|^n\d+$|^delay$/;
+
+/**
+ * Removes the data a platform left in its state dir: the root's and clusters' stores and the nodes' state
+ * (worker IDs, subnetworks), by those names only; the logs stay. A platform that is gone must not hand its
+ * data to the next one (a NetManager refuses a state dir of another worker, and a root would keep the old
+ * allocations). Returns the names removed.
+ */
+export function removePlatformData(stateDir: string): string[] {
+  let names: string[];
+  try {
+    names = readdirSync(stateDir);
+  } catch {
+    return [];
+  }
+  const removed = names.filter((n) => PLATFORM_DATA.test(n));
+  for (const n of removed) rmSync(join(stateDir, n), { recursive: true, force: true });
+  return removed;
 }

@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -111,6 +111,8 @@ describe('the local platform, as the README says', { timeout: 900_000 }, () => {
 
     const down = await oaknet(clone, stateDir, ['down']);
     assert.match(down.stdout, /is down/);
+    // the next `up` starts from empty stores: only the logs stay
+    assert.deepEqual(readdirSync(stateDir), ['logs']);
     const left = await findLeftovers(status.platform.id);
     assert.deepEqual(left, { namespaces: [], links: [], processes: [], ports: [] });
     assert.match((await oaknet(clone, stateDir, ['down'])).stdout, /no platform/, 'down again is a no-op');

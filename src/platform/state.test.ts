@@ -1,0 +1,35 @@
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { removePlatformData } from './state.ts';
+
+describe('removePlatformData', () => {
+  it('removes the stores and node state a platform left, by name, and keeps the logs and anything else', (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'oaknet-state-'));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
+    for (const f of ['root.db', 'root.db-wal', 'root.db-shm', 'c1.db', 'c12.db-wal', 'notes.txt', 'n1x'])
+      writeFileSync(join(dir, f), 'x');
+    for (const d of ['n1/state', 'n17/state', 'delay', 'logs']) mkdirSync(join(dir, d), { recursive: true });
+    writeFileSync(join(dir, 'n1', 'state', 'node-state.json'), '{}');
+    writeFileSync(join(dir, 'logs', 'n1.log'), 'log');
+    const removed = removePlatformData(dir).sort();
+    assert.deepEqual(removed, [
+      'c1.db',
+      'c12.db-wal',
+      'delay',
+      'n1',
+      'n17',
+      'root.db',
+      'root.db-shm',
+      'root.db-wal',
+    ]);
+    assert.deepEqual(readdirSync(dir).sort(), ['logs', 'n1x', 'notes.txt']);
+    assert.deepEqual(readdirSync(join(dir, 'logs')), ['n1.log']);
+  });
+
+  it('does nothing for a state dir that does not exist', () => {
+    assert.deepEqual(removePlatformData(join(tmpdir(), 'oaknet-no-such-dir-xyz')), []);
+  });
+});
