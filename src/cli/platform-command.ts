@@ -47,7 +47,7 @@ export function registerPlatformCommands(program: Command, out: (text: string) =
     .option('--clusters <n>', 'clusters (nodes are spread over them)', positive('clusters', 9), 1)
     .option(
       '--latency <spec>',
-      'link latency, e.g. "2ms,40ms" (intra-site, inter-site) or "site-a=n1,n2;site-b=n3;intra=2ms;inter=40ms"',
+      'one-way link latency, e.g. "2ms,40ms" (two sites: the first half of the nodes and the rest; intra-site, inter-site) or "site-a=n1,n2;site-b=n3;intra=2ms;inter=40ms"',
     )
     .option('--empty', 'no demo services')
     .addOption(stateDirOption())

@@ -69,6 +69,21 @@ describe('sites and delays', () => {
     );
   });
 
+  it('makes two sites of the nodes for the INTRA,INTER shorthand, so both delays are used', () => {
+    const latency = parseLatencyArg('2ms,40ms').latency;
+    const sites = siteOfNodes(['n1', 'n2', 'n3'], {}, latency);
+    assert.deepEqual(
+      [...sites],
+      [
+        ['n1', 'a'],
+        ['n2', 'a'],
+        ['n3', 'b'],
+      ],
+    );
+    assert.equal(siteDelay(latency, sites.get('n1')!, sites.get('n2')!), 2);
+    assert.equal(siteDelay(latency, sites.get('n1')!, sites.get('n3')!), 40);
+  });
+
   it('rejects unknown nodes, nodes in two sites, and pairs of unknown sites', () => {
     assert.throws(() => siteOfNodes(['n1'], { a: ['n9'] }), /unknown node n9/);
     assert.throws(() => siteOfNodes(['n1'], { a: ['n1'], b: ['n1'] }), /in sites a and b/);

@@ -148,6 +148,8 @@ export function checkLatency(spec: LatencySpec): void {
 
 /**
  * Site of every node: those named in `sites`, and each other node a site of its own (named like the node).
+ * Without any site named but with an intra-site delay (`--latency 2ms,40ms`), the nodes form two sites, `a`
+ * (the first half, rounded up) and `b`: an intra-site delay needs sites of more than one node.
  * InvalidInputError for an unknown node, a node in two sites, or a pair naming an unknown site.
  */
 export function siteOfNodes(
@@ -157,6 +159,11 @@ export function siteOfNodes(
 ): Map<string, string> {
   const known = new Set(nodes);
   const result = new Map<string, string>();
+  if (Object.keys(sites).length === 0 && latency.intraSiteMs !== undefined && !latency.pairs?.length) {
+    const half = Math.ceil(nodes.length / 2);
+    nodes.forEach((node, i) => result.set(node, i < half ? 'a' : 'b'));
+    return result;
+  }
   for (const [site, members] of Object.entries(sites)) {
     if (!SITE_NAME.test(site)) throw new InvalidInputError(`bad site name ${JSON.stringify(site)}`);
     for (const node of members) {
