@@ -16,6 +16,13 @@ export class OakNetError extends Error {
   }
 }
 
+/** The command needs privileges this process lacks (root, to create namespaces and devices). */
+export class PermissionError extends OakNetError {
+  constructor(message: string) {
+    super('E_PERMISSION', message);
+  }
+}
+
 /** An address pool has no free address or block left. The caller cannot retry; an operator must free space. */
 export class AddressSpaceExhaustedError extends OakNetError {
   constructor(

@@ -11,7 +11,15 @@ import { UdpTunnel } from '../dataplane/tunnel/udp.ts';
 import { InvalidInputError } from '../errors.ts';
 import { DEFAULT_NODE_SOCKET } from '../protocol/node-api.ts';
 import { createLogger, LOG_LEVELS } from './log.ts';
-import { defaultStateDir, parseId, parseIp, parseJobName, parsePort, parseUrl } from './options.ts';
+import {
+  defaultStateDir,
+  parseId,
+  parseIp,
+  parseJobName,
+  parsePort,
+  parseUrl,
+  requireRoot,
+} from './options.ts';
 import { runWorkload } from './run-command.ts';
 import { closeOnSignals } from './signals.ts';
 
@@ -85,6 +93,7 @@ export function registerNodeCommands(program: Command): void {
         tun: string;
         logLevel: string;
       }) => {
+        requireRoot('oaknet node');
         const { NetManager } = await import('../node/agent.ts');
         const { startNodeApi } = await import('../node/api.ts');
         const { NodeEnvironment, attachmentFromJson } = await import('../node/net/environment.ts');
@@ -188,6 +197,7 @@ export function registerNodeCommands(program: Command): void {
           stateDir?: string;
         },
       ) => {
+        requireRoot('oaknet run');
         if (opts.node !== undefined) {
           process.exit(await runOnPlatformNode(opts.node, opts.stateDir, process.argv.slice(2), command));
         }

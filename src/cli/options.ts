@@ -6,6 +6,7 @@ import { mkdirSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { InvalidArgumentError } from 'commander';
+import { PermissionError } from '../errors.ts';
 import { IpAddress } from '../addressing/ip.ts';
 import { isId, isJobName } from '../protocol/names.ts';
 import { SqliteStore } from '../store/sqlite.ts';
@@ -85,4 +86,12 @@ export function rootUrlFrom(flag: string | undefined): string {
     }
   }
   return 'http://127.0.0.1:10010';
+}
+
+/** Fails with a clear message unless this process runs as root (what touches namespaces, devices, nftables). */
+export function requireRoot(what: string): void {
+  if (process.getuid?.() !== 0)
+    throw new PermissionError(
+      `${what} needs root: run it with sudo (it creates network namespaces and devices)`,
+    );
 }

@@ -19,7 +19,7 @@ import {
   type Platform,
   type PlatformStatus,
 } from '../platform/platform.ts';
-import { defaultStateDir } from './options.ts';
+import { defaultStateDir, requireRoot } from './options.ts';
 import { renderTable } from './table.ts';
 
 const DEMO_WEB = 'demo.oaknet.web.v1';
@@ -59,6 +59,7 @@ export function registerPlatformCommands(program: Command, out: (text: string) =
         empty?: boolean;
         stateDir?: string;
       }) => {
+        requireRoot('oaknet up');
         const stateDir = platformDir(opts.stateDir);
         const latency = opts.latency !== undefined ? parseLatencyArg(opts.latency) : undefined;
         const progress = new Progress();
@@ -90,6 +91,7 @@ export function registerPlatformCommands(program: Command, out: (text: string) =
     .option('--watch', 'refresh every 2 s')
     .addOption(stateDirOption())
     .action(async (opts: { json?: boolean; watch?: boolean; stateDir?: string }) => {
+      requireRoot('oaknet status');
       const platform = loadPlatform(platformDir(opts.stateDir));
       const render = async () => {
         const view = await statusView(platform);
@@ -111,6 +113,7 @@ export function registerPlatformCommands(program: Command, out: (text: string) =
     )
     .addOption(stateDirOption())
     .action(async (opts: { stateDir?: string }) => {
+      requireRoot('oaknet down');
       const report = await destroyPlatform(platformDir(opts.stateDir), pino({ level: 'warn' }));
       if (report.id === undefined) return out('no platform to take down');
       out(
@@ -127,6 +130,7 @@ export function registerPlatformCommands(program: Command, out: (text: string) =
     .argument('<command...>', 'the command and its arguments (after --)')
     .addOption(stateDirOption())
     .action(async (target: string, command: string[], opts: { stateDir?: string }) => {
+      requireRoot('oaknet exec');
       const platform = loadPlatform(platformDir(opts.stateDir));
       const code = await execIn(netnsOf(platform, target), command);
       process.exit(code);

@@ -17,6 +17,7 @@ const STATUS_BY_CODE: Readonly<Record<string, number>> = {
   E_ADDRESS_SPACE_EXHAUSTED: 507,
   E_UNAVAILABLE: 503,
   E_UNSUPPORTED: 501,
+  E_PERMISSION: 403,
   E_SYSTEM: 500,
 };
 

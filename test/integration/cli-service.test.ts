@@ -131,3 +131,36 @@ describe('oaknet service commands', () => {
     assert.match((r as { stderr: string }).stderr, /root http:\/\/127\.0\.0\.1:9 unreachable/);
   });
 });
+
+describe('oaknet commands that touch the network stack', () => {
+  it('say they need root when another user runs them', async () => {
+    // the process believes it runs as uid 1000 (a real other user could not read a clone under /root)
+    const asUser = 'data:text/javascript,process.getuid=()=>1000;process.geteuid=()=>1000;';
+    const home = mkdtempSync(join(tmpdir(), 'oaknet-user-'));
+    try {
+      for (const args of [
+        ['up'],
+        ['status'],
+        ['exec', 'n1', '--', 'true'],
+        ['down'],
+        ['node', '--cluster', '127.0.0.1'],
+        ['run', '--service', 'a.b.c.d', '--instance', '0', '--', 'true'],
+      ]) {
+        const failure = await exec(process.execPath, ['--import', asUser, OAKNET_BIN, ...args], {
+          env: { ...process.env, XDG_STATE_HOME: join(home, 'state') },
+        }).then(
+          () => undefined,
+          (err: unknown) => err as { code: number; stderr: string },
+        );
+        assert.ok(failure, `oaknet ${args[0]} failed`);
+        assert.equal(failure.code, 1);
+        assert.match(
+          failure.stderr,
+          new RegExp(`oaknet ${args[0]} needs root: run it with sudo.*\\[E_PERMISSION\\]`),
+        );
+      }
+    } finally {
+      rmSync(home, { recursive: true, force: true });
+    }
+  });
+});
