@@ -3,6 +3,7 @@
  * `oaknet node` (the NetManager daemon) and `oaknet run` (a workload on it): flag parsing and wiring of the
  * real implementations (iproute2/nftables host network, the TUN and UDP tunnel of the native addon).
  */
+import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { Option, type Command } from 'commander';
 import { AddressPlan } from '../addressing/plan.ts';
@@ -229,7 +230,7 @@ async function runOnPlatformNode(
   argv: string[],
   command: string[],
 ): Promise<number> {
-  const { loadPlatform } = await import('../platform/platform.ts');
+  const { loadPlatform, PLATFORM_ENV } = await import('../platform/platform.ts');
   const { platformDir } = await import('./platform-command.ts');
   const platform = loadPlatform(platformDir(stateDir));
   const n = platform.node(node);
@@ -242,6 +243,10 @@ async function runOnPlatformNode(
     else if (!f.startsWith('--node=') && !f.startsWith('--state-dir=') && !f.startsWith('--node-socket='))
       own.push(f);
   }
+  // the instance's namespace is named after the platform and the process carries its marker, so that
+  // `oaknet down` removes both even while this runs or after it was killed
+  if (!own.some((f) => f === '--netns' || f.startsWith('--netns=')))
+    own.push('--netns', `${platform.id}-r${randomBytes(3).toString('hex')}`);
   const { spawn } = await import('node:child_process');
   const child = spawn(
     'nsenter',
@@ -257,7 +262,7 @@ async function runOnPlatformNode(
       '--',
       ...command,
     ],
-    { stdio: 'inherit' },
+    { stdio: 'inherit', env: { ...process.env, [PLATFORM_ENV]: platform.id } },
   );
   for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => child.kill(sig));
   return new Promise((resolve) => child.once('exit', (code) => resolve(code ?? 1)));

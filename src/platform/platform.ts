@@ -375,9 +375,10 @@ export async function destroyPlatform(
     ...state.namespaces,
     ...(await listNetns(runner)).filter((ns) => pattern.test(ns)),
   ]);
-  // what a killed `oaknet run` left in its workload namespace (the command and its holder) carries the
-  // platform's marker: ours by construction, so it goes too
-  for (const ns of workloadNs) {
+  // what a killed (or still running, unrecorded) `oaknet run` left in a namespace of the platform (the
+  // command and its holder, and `oaknet run --node` itself) carries the platform's marker: ours by
+  // construction, so it goes too
+  for (const ns of names) {
     for (const pid of processesInNetns(ns).filter((pid) => processesWithMarker(mark).includes(pid))) {
       try {
         process.kill(pid, 'SIGKILL');

@@ -3,7 +3,7 @@
  * a request from the demo client, `oaknet down`; and a NetManager killed with SIGKILL while it runs.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -118,7 +118,7 @@ describe('the local platform, as the README says', { timeout: 900_000 }, () => {
     assert.match((await oaknet(clone, stateDir, ['down'])).stdout, /no platform/, 'down again is a no-op');
   });
 
-  it('a NetManager killed with SIGKILL: shown down, the RR_IP keeps answering from the other node, down removes everything', async () => {
+  it('a NetManager killed with SIGKILL: shown down, the RR_IP keeps answering from the other node, down removes everything (an oaknet run too)', async () => {
     const stateDir = join(tmp, 'crash');
     cleanups.push(() => oaknet(REPO, stateDir, ['down']));
     await oaknet(REPO, stateDir, ['up']);
@@ -178,7 +178,26 @@ describe('the local platform, as the README says', { timeout: 900_000 }, () => {
       `n1 shows one peer unreachable: ${JSON.stringify(n1Peers(await statusJson()))}`,
     );
 
+    // an instance a user started with `oaknet run --node` (still running) goes with the platform too
+    const env: NodeJS.ProcessEnv = { ...process.env, OAKNET_STATE_DIR: stateDir };
+    delete env['NODE_TEST_CONTEXT'];
+    const run = spawn(
+      join(REPO, 'oaknet'),
+      ['run', '--node', 'n3', '--service', 'e2e.run.mine.v1', '--instance', '0', '--', 'sleep', 'infinity'],
+      { cwd: REPO, env, stdio: ['ignore', 'ignore', 'pipe'] },
+    );
+    cleanups.push(() => Promise.resolve(run.kill('SIGKILL')));
+    const exited = new Promise<void>((resolve) => run.once('exit', () => resolve()));
+    let runNs: string[] = [];
+    for (const deadline = Date.now() + 30_000; runNs.length === 0;) {
+      assert.ok(Date.now() < deadline, 'oaknet run made its namespace');
+      await new Promise((r) => setTimeout(r, 200));
+      const { stdout } = await exec('ip', ['netns', 'list']);
+      runNs = stdout.split('\n').filter((l) => l.startsWith(`${state.id}-r`));
+    }
+
     await oaknet(REPO, stateDir, ['down']);
+    await exited;
     assert.deepEqual(await findLeftovers(state.id), { namespaces: [], links: [], processes: [], ports: [] });
   });
 });
