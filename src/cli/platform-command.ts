@@ -124,6 +124,26 @@ export function registerPlatformCommands(program: Command, out: (text: string) =
     });
 
   program
+    .command('restart')
+    .description(
+      "restart NetManagers of the platform (after a crash, or to pick up a new build): each keeps its node's subnetwork and instances",
+    )
+    .argument('<nodes...>', 'nodes (n1, n2, ...)')
+    .addOption(stateDirOption())
+    .action(async (nodes: string[], opts: { stateDir?: string }) => {
+      requireRoot('oaknet restart');
+      const platform = loadPlatform(platformDir(opts.stateDir), pino({ level: 'warn' }));
+      for (const name of nodes) platform.node(name); // every name is checked before anything restarts
+      for (const name of nodes) {
+        const started = Date.now();
+        await platform.restartNode(name);
+        out(
+          `${name}: NetManager restarted and registered in ${((Date.now() - started) / 1000).toFixed(1)} s`,
+        );
+      }
+    });
+
+  program
     .command('exec')
     .description("run a command inside a node's (or a workload's) network namespace")
     .argument('<target>', 'a node (n1, n2, ...) or a workload (demo-client, ...)')
@@ -306,7 +326,15 @@ function renderStatus(v: StatusView): string {
         ]
       : []),
     ...(rtts.length ? ['', 'round-trip times measured by the NetManagers (for Closest_IP):', ...rtts] : []),
-    ...(procs.length ? ['', `not running: ${procs.map((x) => `${x.name} (log ${x.log})`).join(', ')}`] : []),
+    ...(procs.length
+      ? [
+          '',
+          `not running: ${procs.map((x) => `${x.name} (log ${x.log})`).join(', ')}`,
+          ...(procs.some((x) => p.nodes.some((n) => n.name === x.name))
+            ? ['a NetManager comes back with: oaknet restart NODE']
+            : []),
+        ]
+      : []),
   ].join('\n');
 }
 

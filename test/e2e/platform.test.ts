@@ -178,6 +178,29 @@ describe('the local platform, as the README says', { timeout: 900_000 }, () => {
       `n1 shows one peer unreachable: ${JSON.stringify(n1Peers(await statusJson()))}`,
     );
 
+    // `oaknet restart n2` brings the NetManager back with its subnetwork and instance: the RR_IP answers
+    // from both nodes again once n1 hears n2's probes
+    const restarted = await oaknet(REPO, stateDir, ['restart', 'n2']);
+    assert.match(restarted.stdout, /^n2: NetManager restarted and registered in/);
+    const seen = new Set<string>();
+    for (const deadline = Date.now() + 30_000; seen.size < 2;) {
+      assert.ok(Date.now() < deadline, `both instances answer after the restart: ${[...seen].join(', ')}`);
+      const round = await oaknet(REPO, stateDir, [
+        'exec',
+        'demo-client',
+        '--',
+        'sh',
+        '-c',
+        `for i in 1 2 3 4 5 6; do curl -s -m 1 http://${rr}/ || echo failed; done`,
+      ]);
+      for (const line of round.stdout.trim().split('\n')) {
+        const node = / on node (n\d)/.exec(line)?.[1];
+        if (node) seen.add(node);
+      }
+    }
+    const after = await statusJson();
+    assert.ok(after.platform.nodes.find((n) => n.name === 'n2')?.up, 'n2 is shown up again');
+
     // an instance a user started with `oaknet run --node` (still running) goes with the platform too
     const env: NodeJS.ProcessEnv = { ...process.env, OAKNET_STATE_DIR: stateDir };
     delete env['NODE_TEST_CONTEXT'];
