@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Option, type Command } from 'commander';
-import { pino } from 'pino';
+import { consoleLogger } from './log.ts';
 import { errorMessage, InvalidInputError, NotFoundError } from '../errors.ts';
 import type { JobDocument } from '../protocol/root-api.ts';
 import { RootClient } from '../protocol/root-client.ts';
@@ -74,7 +74,7 @@ export function registerPlatformCommands(program: Command, out: (text: string) =
               : {}),
             onStep: (step, done) => progress.step(step, done),
           },
-          pino({ level: 'warn' }),
+          consoleLogger('oaknet up'),
         );
         if (!opts.empty) await deployDemo(platform, progress);
         progress.end();
@@ -114,7 +114,7 @@ export function registerPlatformCommands(program: Command, out: (text: string) =
     .addOption(stateDirOption())
     .action(async (opts: { stateDir?: string }) => {
       requireRoot('oaknet down');
-      const report = await destroyPlatform(platformDir(opts.stateDir), pino({ level: 'warn' }));
+      const report = await destroyPlatform(platformDir(opts.stateDir), consoleLogger('oaknet down'));
       if (report.id === undefined) return out('no platform to take down');
       out(
         `platform ${report.id} is down: stopped ${report.stopped.length} processes` +
@@ -132,7 +132,7 @@ export function registerPlatformCommands(program: Command, out: (text: string) =
     .addOption(stateDirOption())
     .action(async (nodes: string[], opts: { stateDir?: string }) => {
       requireRoot('oaknet restart');
-      const platform = loadPlatform(platformDir(opts.stateDir), pino({ level: 'warn' }));
+      const platform = loadPlatform(platformDir(opts.stateDir), consoleLogger('oaknet restart'));
       for (const name of nodes) platform.node(name); // every name is checked before anything restarts
       for (const name of nodes) {
         const started = Date.now();
