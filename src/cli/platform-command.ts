@@ -88,20 +88,25 @@ export function registerPlatformCommands(program: Command, out: (text: string) =
       'show the platform: nodes (up/down, subnetworks, instances, flows, drops), services and instances',
     )
     .option('--json', 'print JSON')
-    .option('--watch', 'refresh every 2 s')
+    .option('--watch', 'refresh every 2 s (with --json: one JSON document per line)')
     .addOption(stateDirOption())
     .action(async (opts: { json?: boolean; watch?: boolean; stateDir?: string }) => {
       requireRoot('oaknet status');
       const platform = loadPlatform(platformDir(opts.stateDir));
       const render = async () => {
         const view = await statusView(platform);
-        return opts.json ? JSON.stringify(view, null, 2) : renderStatus(view);
+        // --watch --json: one JSON document per line (JSON Lines), so a consumer can parse each refresh
+        if (opts.json) return opts.watch ? JSON.stringify(view) : JSON.stringify(view, null, 2);
+        return renderStatus(view);
       };
       if (!opts.watch) return out(await render());
       for (;;) {
         const text = await render();
-        if (process.stdout.isTTY) process.stdout.write('\x1b[2J\x1b[H');
-        out(`${text}\n\n(refreshing every 2 s; Ctrl-C to stop)`);
+        if (opts.json) out(text);
+        else {
+          if (process.stdout.isTTY) process.stdout.write('\x1b[2J\x1b[H');
+          out(`${text}\n\n(refreshing every 2 s; Ctrl-C to stop)`);
+        }
         await new Promise((r) => setTimeout(r, 2000));
       }
     });

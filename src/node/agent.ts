@@ -101,14 +101,14 @@ export class NetManager {
 
   /**
    * Registers this node as worker `workerId` (upstream's POST /register). Registering again with the same ID
-   * is a no-op; a different ID is a ConflictError.
+   * is a no-op; a different ID is an InvalidInputError (HTTP 400, as upstream answers it).
    */
   async register(workerId: string, clusterAddress?: string): Promise<void> {
     requireId(workerId, 'client_id');
     const current = this.running?.workerId ?? this.pendingWorker;
     if (current !== undefined) {
       if (current !== workerId)
-        throw new ConflictError(`already registered as ${current}; restart to change the worker ID`);
+        throw new InvalidInputError(`already registered as ${current}; restart to change the worker ID`);
       await this.registering;
       return;
     }

@@ -71,5 +71,11 @@ describe('NetManager restart', { timeout: 300_000 }, () => {
       if (answer.startsWith('W0 ')) break;
     }
     assert.match(answer, /^W0 /);
+    // the node engine registering again: the same ID is fine, another one is refused as upstream does (400)
+    await platform.nodeClient('n2').register(after.worker_id!);
+    await assert.rejects(platform.nodeClient('n2').register('aaaaaaaaaaaaaaaaaaaaaaaa'), (err: unknown) => {
+      const e = err as { code?: string; message?: string };
+      return e.code === 'E_INVALID_INPUT' && /already registered as/.test(e.message ?? '');
+    });
   });
 });
