@@ -178,6 +178,17 @@ describe('overlay end to end: 3 nodes, real applications', { timeout: 300_000 },
     assert.match(out, new RegExp(`from ${rr.replaceAll('.', '\\.')}`));
   });
 
+  it('answers ping to an instance IP, and carries UDP datagrams too big for one packet (IP fragments) both ways', async () => {
+    const a = await job(platform, A);
+    const a1 = instanceIp(a, 1); // on n3: across the tunnel
+    const out = await inNetns(client.netns, ['ping', '-c', '3', '-W', '2', a1]);
+    assert.match(out, /3 packets transmitted, 3 received/);
+    // 4,000 bytes over a 1,450-byte MTU: three fragments there, and three back in the answer
+    const big = 'f'.repeat(4000);
+    const echo = await inNetns(client.netns, ['python3', join(FIXTURES, 'udp-client.py'), a1, '9000', big]);
+    assert.equal(echo.trim(), `A1 ${big}`);
+  });
+
   it('runs iperf3 TCP through the RR_IP for 5 s without error, with the offloads doing the work', async () => {
     const out = await inNetns(client.netns, ['iperf3', '-c', rr, '-t', '5', '-J'], 60_000);
     const report = JSON.parse(out) as { error?: string; end: { sum_received: { bits_per_second: number } } };
