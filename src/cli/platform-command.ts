@@ -131,20 +131,20 @@ export function registerPlatformCommands(program: Command, out: (text: string) =
   program
     .command('restart')
     .description(
-      "restart NetManagers of the platform (after a crash, or to pick up a new build): each keeps its node's subnetwork and instances",
+      "restart services of the platform (after a crash, or to pick up a new build): 'root', clusters (c1, ...) keep their stores; NetManagers (n1, ...) their subnetwork and instances",
     )
-    .argument('<nodes...>', 'nodes (n1, n2, ...)')
+    .argument('<names...>', 'root, c1, ..., n1, ...')
     .addOption(stateDirOption())
-    .action(async (nodes: string[], opts: { stateDir?: string }) => {
+    .action(async (names: string[], opts: { stateDir?: string }) => {
       requireRoot('oaknet restart');
       const platform = loadPlatform(platformDir(opts.stateDir), consoleLogger('oaknet restart'));
-      for (const name of nodes) platform.node(name); // every name is checked before anything restarts
-      for (const name of nodes) {
+      // every name is checked before anything restarts
+      const clusters = platform.state.clusters.map((c) => c.name);
+      for (const name of names) if (name !== 'root' && !clusters.includes(name)) platform.node(name);
+      for (const name of names) {
         const started = Date.now();
-        await platform.restartNode(name);
-        out(
-          `${name}: NetManager restarted and registered in ${((Date.now() - started) / 1000).toFixed(1)} s`,
-        );
+        await platform.restart(name);
+        out(`${name}: restarted and ready in ${((Date.now() - started) / 1000).toFixed(1)} s`);
       }
     });
 
@@ -335,8 +335,10 @@ function renderStatus(v: StatusView): string {
       ? [
           '',
           `not running: ${procs.map((x) => `${x.name} (log ${x.log})`).join(', ')}`,
-          ...(procs.some((x) => p.nodes.some((n) => n.name === x.name))
-            ? ['a NetManager comes back with: oaknet restart NODE']
+          ...(procs.some(
+            (x) => x.name === 'root' || p.nodes.some((n) => n.name === x.name || n.cluster === x.name),
+          )
+            ? ['they come back with: oaknet restart NAME...']
             : []),
         ]
       : []),

@@ -660,6 +660,28 @@ export class Platform {
    * Stops node `name`'s NetManager (SIGTERM: it removes its devices and rules) and starts it again with the
    * same worker ID and state directory, as an operator restarting the service would.
    */
+  /**
+   * Restarts one of the platform's services: 'root', a cluster (c1, ...) or a node's NetManager (n1, ...).
+   * The root and clusters keep their stores and host ports; a NetManager keeps its worker ID, subnetwork and
+   * instances.
+   */
+  async restart(name: string, timeoutMs = 30_000): Promise<void> {
+    const stop = async (service: string) => {
+      const rec = this.st.processes.find((p) => p.name === service);
+      if (rec) await stopProcesses([rec], { marker: marker(this.st.id), graceMs: 8000 }, this.log);
+    };
+    if (name === 'root') {
+      await stop('root');
+      return this.startRoot('info', timeoutMs);
+    }
+    const cluster = this.st.clusters.find((c) => c.name === name || c.clusterId === name);
+    if (cluster) {
+      await stop(cluster.name);
+      return this.startCluster(cluster, 'info', timeoutMs);
+    }
+    return this.restartNode(name, timeoutMs);
+  }
+
   async restartNode(name: string, timeoutMs = 30_000): Promise<void> {
     const n = this.node(name);
     const rec = this.st.processes.find((p) => p.name === name);
@@ -840,6 +862,17 @@ export class Platform {
   }
 
   /** Starts a host forwarder 127.0.0.1:<free port> -> <ctl ip>:<port>; returns the record and host port. */
+  /** The host forwarder `name` to port `port`: the running one (a restarted service keeps its host port), else a new one. */
+  private async forwarder(
+    name: string,
+    port: number,
+    hostPort: number | undefined,
+  ): Promise<{ hostPort: number }> {
+    const running = this.st.processes.find((p) => p.name === name);
+    if (running && hostPort && isAlive(running)) return { hostPort };
+    return this.startForwarder(name, port);
+  }
+
   private async startForwarder(
     name: string,
     port: number,
@@ -890,7 +923,7 @@ export class Platform {
         logLevel,
       ]),
     );
-    const fwd = await this.startForwarder('fwd-root', st.root.port);
+    const fwd = await this.forwarder('fwd-root', st.root.port, st.root.hostPort);
     st.root.hostPort = fwd.hostPort;
     this.save();
     await this.waitReady(
@@ -927,7 +960,7 @@ export class Platform {
         logLevel,
       ]),
     );
-    const fwd = await this.startForwarder(`fwd-${c.name}`, c.port);
+    const fwd = await this.forwarder(`fwd-${c.name}`, c.port, c.hostPort);
     c.hostPort = fwd.hostPort;
     this.save();
     const url = `http://127.0.0.1:${c.hostPort}`;

@@ -181,7 +181,7 @@ describe('the local platform, as the README says', { timeout: 900_000 }, () => {
     // `oaknet restart n2` brings the NetManager back with its subnetwork and instance: the RR_IP answers
     // from both nodes again once n1 hears n2's probes
     const restarted = await oaknet(REPO, stateDir, ['restart', 'n2']);
-    assert.match(restarted.stdout, /^n2: NetManager restarted and registered in/);
+    assert.match(restarted.stdout, /^n2: restarted and ready in/);
     const seen = new Set<string>();
     for (const deadline = Date.now() + 30_000; seen.size < 2;) {
       assert.ok(Date.now() < deadline, `both instances answer after the restart: ${[...seen].join(', ')}`);
@@ -200,6 +200,27 @@ describe('the local platform, as the README says', { timeout: 900_000 }, () => {
     }
     const after = await statusJson();
     assert.ok(after.platform.nodes.find((n) => n.name === 'n2')?.up, 'n2 is shown up again');
+
+    // the root and the cluster restart too, keeping their stores: the service, its addresses and the
+    // overlay are all still there
+    const services = await oaknet(REPO, stateDir, ['restart', 'root', 'c1']);
+    assert.match(services.stdout, /^root: restarted and ready in .*\nc1: restarted and ready in/);
+    const again = await statusJson();
+    const rrAgain = again.services
+      .find((s) => s.job_name === 'demo.oaknet.web.v1')
+      ?.service_ip_list.find((s) => s.IpType === 'RR')?.Address;
+    assert.equal(rrAgain, rr, 'the root kept the service and its RR_IP');
+    const answer = await oaknet(REPO, stateDir, [
+      'exec',
+      'demo-client',
+      '--',
+      'curl',
+      '-s',
+      '-m',
+      '5',
+      `http://${rr}/`,
+    ]);
+    assert.match(answer.stdout, /^hello from demo\.oaknet\.web\.v1 instance [01]/);
 
     // an instance a user started with `oaknet run --node` (still running) goes with the platform too
     const env: NodeJS.ProcessEnv = { ...process.env, OAKNET_STATE_DIR: stateDir };
