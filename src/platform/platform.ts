@@ -657,36 +657,37 @@ export class Platform {
   }
 
   /**
-   * Stops node `name`'s NetManager (SIGTERM: it removes its devices and rules) and starts it again with the
-   * same worker ID and state directory, as an operator restarting the service would.
-   */
-  /**
    * Restarts one of the platform's services: 'root', a cluster (c1, ...) or a node's NetManager (n1, ...).
    * The root and clusters keep their stores and host ports; a NetManager keeps its worker ID, subnetwork and
    * instances.
    */
   async restart(name: string, timeoutMs = 30_000): Promise<void> {
-    const stop = async (service: string) => {
-      const rec = this.st.processes.find((p) => p.name === service);
-      if (rec) await stopProcesses([rec], { marker: marker(this.st.id), graceMs: 8000 }, this.log);
-    };
     if (name === 'root') {
-      await stop('root');
+      await this.stopRecorded('root');
       return this.startRoot('info', timeoutMs);
     }
     const cluster = this.st.clusters.find((c) => c.name === name || c.clusterId === name);
     if (cluster) {
-      await stop(cluster.name);
+      await this.stopRecorded(cluster.name);
       return this.startCluster(cluster, 'info', timeoutMs);
     }
     return this.restartNode(name, timeoutMs);
   }
 
+  /**
+   * Stops node `name`'s NetManager (SIGTERM: it removes its devices and rules) and starts it again with the
+   * same worker ID and state directory, as an operator restarting the service would.
+   */
   async restartNode(name: string, timeoutMs = 30_000): Promise<void> {
     const n = this.node(name);
+    await this.stopRecorded(n.name);
+    await this.startNode(n, 'info', timeoutMs);
+  }
+
+  /** Stops the recorded process `name` (SIGTERM, SIGKILL after 8 s), if there is one. */
+  private async stopRecorded(name: string): Promise<void> {
     const rec = this.st.processes.find((p) => p.name === name);
     if (rec) await stopProcesses([rec], { marker: marker(this.st.id), graceMs: 8000 }, this.log);
-    await this.startNode(n, 'info', timeoutMs);
   }
 
   /** The workloads started on this platform. */

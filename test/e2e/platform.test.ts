@@ -47,10 +47,29 @@ function quickStart(): string[] {
     .filter(Boolean);
 }
 
-async function oaknet(dir: string, stateDir: string, args: string[], timeout = 300_000) {
+/** The environment oaknet runs in here: the platform in `stateDir`, and not a test runner's child. */
+function oaknetEnv(stateDir: string): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...process.env, OAKNET_STATE_DIR: stateDir };
   delete env['NODE_TEST_CONTEXT'];
-  return exec(join(dir, 'oaknet'), args, { cwd: dir, env, timeout, maxBuffer: 1 << 24 });
+  return env;
+}
+
+async function oaknet(dir: string, stateDir: string, args: string[], timeout = 300_000) {
+  return exec(join(dir, 'oaknet'), args, { cwd: dir, env: oaknetEnv(stateDir), timeout, maxBuffer: 1 << 24 });
+}
+
+/** The demo web service's RR_IP in a status. */
+function demoRr(status: StatusJson): string | undefined {
+  return status.services
+    .find((s) => s.job_name === 'demo.oaknet.web.v1')
+    ?.service_ip_list.find((s) => s.IpType === 'RR')?.Address;
+}
+
+/** `count` requests from the demo client to `address`, each allowed `seconds`: one answer line each ("failed" for none). */
+async function demoRequests(dir: string, stateDir: string, address: string, count: number, seconds: number) {
+  const loop = `for i in $(seq ${count}); do curl -s -m ${seconds} http://${address}/ || echo failed; done`;
+  const { stdout } = await oaknet(dir, stateDir, ['exec', 'demo-client', '--', 'sh', '-c', loop]);
+  return stdout.trim().split('\n');
 }
 
 describe('the local platform, as the README says', { timeout: 900_000 }, () => {
@@ -72,8 +91,7 @@ describe('the local platform, as the README says', { timeout: 900_000 }, () => {
     await exec('git', ['clone', '--quiet', REPO, clone]);
     const stateDir = join(tmp, 'state');
     cleanups.push(() => oaknet(clone, stateDir, ['down']));
-    const env: NodeJS.ProcessEnv = { ...process.env, OAKNET_STATE_DIR: stateDir };
-    delete env['NODE_TEST_CONTEXT'];
+    const env = oaknetEnv(stateDir);
     const started = Date.now();
     const { stdout } = await exec('sh', ['-c', process.getuid?.() === 0 ? up.replace(/^sudo /, '') : up], {
       cwd: clone,
@@ -96,18 +114,8 @@ describe('the local platform, as the README says', { timeout: 900_000 }, () => {
     const web = status.services.find((s) => s.job_name === 'demo.oaknet.web.v1');
     assert.ok(web, 'the demo service exists');
     assert.equal(web.instance_list.filter((i) => i.namespace_ip).length, 2, 'two deployed instances');
-    const rr = web.service_ip_list.find((s) => s.IpType === 'RR')!.Address;
-    const answer = await oaknet(clone, stateDir, [
-      'exec',
-      'demo-client',
-      '--',
-      'curl',
-      '-s',
-      '-m',
-      '5',
-      `http://${rr}/`,
-    ]);
-    assert.match(answer.stdout, /^hello from demo\.oaknet\.web\.v1 instance [01] on node n[23]/);
+    const [answer] = await demoRequests(clone, stateDir, demoRr(status)!, 1, 5);
+    assert.match(answer ?? '', /^hello from demo\.oaknet\.web\.v1 instance [01] on node n[23]/);
 
     const down = await oaknet(clone, stateDir, ['down']);
     assert.match(down.stdout, /is down/);
@@ -134,16 +142,14 @@ describe('the local platform, as the README says', { timeout: 900_000 }, () => {
       await new Promise((r) => setTimeout(r, 200));
       before = await statusJson();
     }
-    const rr = before.services
-      .find((s) => s.job_name === 'demo.oaknet.web.v1')!
-      .service_ip_list.find((s) => s.IpType === 'RR')!.Address;
+    const rr = demoRr(before)!;
     const n2 = state.processes.find((p) => p.name === 'n2');
     assert.ok(n2, 'n2 runs');
     process.kill(n2.pid, 'SIGKILL');
     let status: StatusJson | undefined;
     const deadline = Date.now() + 10_000;
     do {
-      status = JSON.parse((await oaknet(REPO, stateDir, ['status', '--json'])).stdout) as StatusJson;
+      status = await statusJson();
       if (status.platform.nodes.find((n) => n.name === 'n2')?.up === false) break;
       await new Promise((r) => setTimeout(r, 200));
     } while (Date.now() < deadline);
@@ -158,15 +164,7 @@ describe('the local platform, as the README says', { timeout: 900_000 }, () => {
     // of 10 requests all succeed (before, about half wait for the dead node until curl gives up)
     let answers: string[] = [];
     for (const deadline = Date.now() + 30_000; ;) {
-      const round = await oaknet(REPO, stateDir, [
-        'exec',
-        'demo-client',
-        '--',
-        'sh',
-        '-c',
-        `for i in 1 2 3 4 5 6 7 8 9 10; do curl -s -m 1 http://${rr}/ || echo failed; done`,
-      ]);
-      answers = round.stdout.trim().split('\n');
+      answers = await demoRequests(REPO, stateDir, rr, 10, 1);
       if (answers.length === 10 && answers.every((a) => / on node n3/.test(a))) break;
       assert.ok(Date.now() < deadline, `requests after n2 died: ${JSON.stringify(answers)}`);
     }
@@ -185,15 +183,7 @@ describe('the local platform, as the README says', { timeout: 900_000 }, () => {
     const seen = new Set<string>();
     for (const deadline = Date.now() + 30_000; seen.size < 2;) {
       assert.ok(Date.now() < deadline, `both instances answer after the restart: ${[...seen].join(', ')}`);
-      const round = await oaknet(REPO, stateDir, [
-        'exec',
-        'demo-client',
-        '--',
-        'sh',
-        '-c',
-        `for i in 1 2 3 4 5 6; do curl -s -m 1 http://${rr}/ || echo failed; done`,
-      ]);
-      for (const line of round.stdout.trim().split('\n')) {
+      for (const line of await demoRequests(REPO, stateDir, rr, 6, 1)) {
         const node = / on node (n\d)/.exec(line)?.[1];
         if (node) seen.add(node);
       }
@@ -205,30 +195,15 @@ describe('the local platform, as the README says', { timeout: 900_000 }, () => {
     // overlay are all still there
     const services = await oaknet(REPO, stateDir, ['restart', 'root', 'c1']);
     assert.match(services.stdout, /^root: restarted and ready in .*\nc1: restarted and ready in/);
-    const again = await statusJson();
-    const rrAgain = again.services
-      .find((s) => s.job_name === 'demo.oaknet.web.v1')
-      ?.service_ip_list.find((s) => s.IpType === 'RR')?.Address;
-    assert.equal(rrAgain, rr, 'the root kept the service and its RR_IP');
-    const answer = await oaknet(REPO, stateDir, [
-      'exec',
-      'demo-client',
-      '--',
-      'curl',
-      '-s',
-      '-m',
-      '5',
-      `http://${rr}/`,
-    ]);
-    assert.match(answer.stdout, /^hello from demo\.oaknet\.web\.v1 instance [01]/);
+    assert.equal(demoRr(await statusJson()), rr, 'the root kept the service and its RR_IP');
+    const [answer] = await demoRequests(REPO, stateDir, rr, 1, 5);
+    assert.match(answer ?? '', /^hello from demo\.oaknet\.web\.v1 instance [01]/);
 
     // an instance a user started with `oaknet run --node` (still running) goes with the platform too
-    const env: NodeJS.ProcessEnv = { ...process.env, OAKNET_STATE_DIR: stateDir };
-    delete env['NODE_TEST_CONTEXT'];
     const run = spawn(
       join(REPO, 'oaknet'),
       ['run', '--node', 'n3', '--service', 'e2e.run.mine.v1', '--instance', '0', '--', 'sleep', 'infinity'],
-      { cwd: REPO, env, stdio: ['ignore', 'ignore', 'pipe'] },
+      { cwd: REPO, env: oaknetEnv(stateDir), stdio: ['ignore', 'ignore', 'pipe'] },
     );
     cleanups.push(() => Promise.resolve(run.kill('SIGKILL')));
     const exited = new Promise<void>((resolve) => run.once('exit', () => resolve()));
