@@ -167,10 +167,8 @@ export class ProxyTun implements DirectoryEvents {
       get cluster() {
         return cluster();
       },
-      rtt: (i) => {
-        prober.want(i.endpoint);
-        return prober.rtt(i.endpoint);
-      },
+      // choose() has asked the prober to probe every remote instance it offers a policy
+      rtt: (i) => prober.rtt(i.endpoint),
     };
     this.idle = { ...DEFAULT_IDLE, ...config.idle };
     this.resolveTimeoutMs = config.resolveTimeoutMs ?? 3000;
