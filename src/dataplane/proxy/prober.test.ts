@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { endpoint } from '../tunnel/tunnel.ts';
+import { type AddressedBatch, endpoint } from '../tunnel/tunnel.ts';
 import { isProbe, PROBE_BYTES, Prober } from './prober.ts';
 
 /** Two probers joined back to back, with a clock the test moves. */
@@ -11,7 +11,7 @@ function pair() {
   const bEnd = endpoint('198.18.0.2', 50103);
   const queue: Array<{ to: Buffer; from: Buffer; packet: Buffer }> = [];
   const tunnelFrom = (from: Buffer) => ({
-    send(buffer: Buffer, offsets: Uint32Array, lengths: Uint32Array, endpoints: Buffer, count: number) {
+    send({ buffer, offsets, lengths, endpoints, count }: AddressedBatch) {
       for (let i = 0; i < count; i++) {
         queue.push({
           from,
@@ -19,7 +19,7 @@ function pair() {
           packet: Buffer.from(buffer.subarray(offsets[i], offsets[i]! + lengths[i]!)),
         });
       }
-      return count;
+      return { sent: count, failed: 0 };
     },
   });
   const a = new Prober(tunnelFrom(aEnd), { now, intervalMs: 1000 });
@@ -58,13 +58,15 @@ describe('Prober', () => {
     const req = queue.shift()!;
     const { b } = {
       b: new Prober({
-        send: (buf, off, len, eps, n) => (
+        send: (batch) => (
           queue.push({
             from: bEnd,
-            to: Buffer.from(eps.subarray(0, 18)),
-            packet: Buffer.from(buf.subarray(off[0], off[0]! + len[0]!)),
+            to: Buffer.from(batch.endpoints.subarray(0, 18)),
+            packet: Buffer.from(
+              batch.buffer.subarray(batch.offsets[0], batch.offsets[0]! + batch.lengths[0]!),
+            ),
           }),
-          n
+          { sent: batch.count, failed: 0 }
         ),
       }),
     };
@@ -103,7 +105,7 @@ describe('Prober', () => {
 
   it('does nothing with an interval of 0', () => {
     const { a, bEnd, queue } = pair();
-    const off = new Prober({ send: () => 0 }, { intervalMs: 0 });
+    const off = new Prober({ send: () => ({ sent: 0, failed: 0 }) }, { intervalMs: 0 });
     off.want(bEnd);
     assert.equal(off.rtt(bEnd), undefined);
     assert.equal(off.list().length, 0);

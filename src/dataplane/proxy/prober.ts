@@ -209,7 +209,7 @@ export class Prober {
   private flush(): void {
     const b = this.out;
     if (b.count === 0) return;
-    this.sent += this.tunnel.send(b.buffer, b.offsets, b.lengths, b.endpoints, b.count);
+    this.sent += this.tunnel.send(b).sent;
     b.reset();
   }
 }

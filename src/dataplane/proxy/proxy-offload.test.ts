@@ -24,9 +24,7 @@ import {
 import { IpProto, ParsedPacket, TcpFlag } from '../packet/index.ts';
 import { FakeTun } from '../tun/fake.ts';
 import { nativeIoAvailable } from '../tun/native.ts';
-import type { PacketBatch } from '../tun/tun.ts';
 import { MemorySwitch, type MemoryTunnel } from '../tunnel/memory.ts';
-import type { Tunnel } from '../tunnel/tunnel.ts';
 import type { AddressTarget, Directory, ServiceInstance } from './directory.ts';
 import { Drop } from './counters.ts';
 import { ProxyTun } from './proxy.ts';
@@ -91,24 +89,22 @@ function table(job: { rr: [string, string] }, instances: Instance[]): TableInsta
   }));
 }
 
-/** Records every datagram sent (the wire). */
-class Tap implements Tunnel {
+/** Records every datagram the node puts on the wire (the switch's capture point), probes left out. */
+class Tap {
   readonly wire: Buffer[] = [];
-  constructor(private readonly inner: MemoryTunnel) {}
-  get port(): number {
-    return this.inner.port;
-  }
-  start(onBatch: (batch: PacketBatch, sources: Buffer) => void, onError?: (err: Error) => void): void {
-    this.inner.start(onBatch, onError);
-  }
-  send(buffer: Buffer, offsets: Uint32Array, lengths: Uint32Array, endpoints: Buffer, count: number): number {
-    for (let i = 0; i < count; i++)
-      if (!isProbe(buffer, offsets[i]!, lengths[i]!))
-        this.wire.push(Buffer.from(buffer.subarray(offsets[i], offsets[i]! + lengths[i]!)));
-    return this.inner.send(buffer, offsets, lengths, endpoints, count);
+  constructor(
+    readonly tunnel: MemoryTunnel,
+    net: MemorySwitch,
+  ) {
+    const previous = net.onDatagram;
+    net.onDatagram = (datagram, to, from) => {
+      previous?.(datagram, to, from);
+      if (from.equals(tunnel.endpoint) && !isProbe(datagram, 0, datagram.length))
+        this.wire.push(Buffer.from(datagram));
+    };
   }
   close(): void {
-    this.inner.close();
+    this.tunnel.close();
   }
 }
 
@@ -137,12 +133,12 @@ class ProxyNode {
 
   constructor(node: Node, net: MemorySwitch) {
     this.tun.onWrite = (packet, gso) => this.written.push({ packet, gso });
-    this.tunnel = new Tap(net.open(node.host, PORT));
+    this.tunnel = new Tap(net.open(node.host, PORT), net);
     this.table = new ServiceTable({ workerId: node.worker, hostIp: node.host, hostPort: PORT });
     this.dir = new Dir(this.table);
     this.proxy = new ProxyTun(
       this.tun,
-      this.tunnel,
+      this.tunnel.tunnel,
       this.dir,
       {
         localSubnets: [Cidr.parse(node.v4), Cidr.parse(node.v6)],

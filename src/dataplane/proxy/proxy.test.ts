@@ -29,7 +29,14 @@ import { DecodeError, IpProto, ParsedPacket, TcpFlag } from '../packet/index.ts'
 import { Collector } from '../tun/fixtures.ts';
 import { FakeTun } from '../tun/fake.ts';
 import { MemorySwitch, type MemoryTunnel } from '../tunnel/memory.ts';
-import { decodeEndpoint, ENDPOINT_BYTES, OutboundBatch, type Tunnel } from '../tunnel/tunnel.ts';
+import {
+  type AddressedBatch,
+  decodeEndpoint,
+  ENDPOINT_BYTES,
+  OutboundBatch,
+  type SendResult,
+  type Tunnel,
+} from '../tunnel/tunnel.ts';
 import type { PacketBatch } from '../tun/tun.ts';
 import { Drop } from './counters.ts';
 import type { AddressTarget, Directory, ServiceInstance } from './directory.ts';
@@ -215,8 +222,9 @@ class TapTunnel implements Tunnel {
     this.inner.start(onBatch, onError);
   }
 
-  send(buffer: Buffer, offsets: Uint32Array, lengths: Uint32Array, endpoints: Buffer, count: number): number {
-    if (this.down) return count;
+  send(batch: AddressedBatch): SendResult {
+    const { buffer, offsets, lengths, endpoints, count } = batch;
+    if (this.down) return { sent: count, failed: 0 };
     for (let i = 0; i < count; i++) {
       const o = offsets[i] ?? 0;
       if (isProbe(buffer, o, lengths[i] ?? 0)) {
@@ -228,7 +236,7 @@ class TapTunnel implements Tunnel {
       this.log.push(s);
       this.sent.push(s);
     }
-    return this.inner.send(buffer, offsets, lengths, endpoints, count);
+    return this.inner.send(batch);
   }
 
   close(): void {

@@ -645,26 +645,10 @@ export class ProxyTun implements DirectoryEvents {
   private flushTunnel(): void {
     const b = this.toTunnel;
     if (b.count === 0) return;
-    if (b.offloaded) {
-      // super-packets among them: cut everything into wire packets (in order), a scratch buffer at a time
-      const segmenter = this.segments();
-      const dropped = segmenter.dropped;
-      for (let i = 0; i < b.count;) {
-        i = segmenter.fill(b, i);
-        this.sendTunnel(segmenter.out);
-      }
-      for (let i = dropped; i < segmenter.dropped; i++) this.counters.drop(Drop.TunnelSendFailed);
-    } else {
-      this.sendTunnel(b);
-    }
+    const result = this.tunnel.send(b);
+    this.counters.tunnelOut += result.sent;
+    for (let i = 0; i < result.failed; i++) this.counters.drop(Drop.TunnelSendFailed);
     b.reset();
-  }
-
-  private sendTunnel(b: OutboundBatch): void {
-    if (b.count === 0) return;
-    const sent = this.tunnel.send(b.buffer, b.offsets, b.lengths, b.endpoints, b.count);
-    this.counters.tunnelOut += sent;
-    for (let i = sent; i < b.count; i++) this.counters.drop(Drop.TunnelSendFailed);
   }
 
   /** Runs held packets through the outbound path again, as one batch of their own. */

@@ -9,9 +9,13 @@
 import { SystemError } from '../../errors.ts';
 import { PacketQueue } from '../tun/packet-queue.ts';
 import type { PacketBatch } from '../tun/tun.ts';
+import { Segmenter } from './segmenter.ts';
 import {
+  type AddressedBatch,
   ENDPOINT_BYTES,
+  hasSuperPackets,
   type SendCounters,
+  type SendResult,
   type Tunnel,
   decodeEndpoint,
   endpoint,
@@ -35,6 +39,8 @@ export interface MemoryTunnelOptions {
 export class MemorySwitch {
   /** Datagrams sent to an endpoint nobody holds, or to a receiver whose queue was full or closed. */
   lost = 0;
+  /** Sees every datagram on the wire (tests: a capture point), before it is delivered or lost; valid during the call. */
+  onDatagram: ((datagram: Buffer, to: Buffer, from: Buffer) => void) | undefined;
   private readonly tunnels = new Map<number | string, MemoryTunnel>();
   private nextPort = 40000;
 
@@ -55,6 +61,7 @@ export class MemorySwitch {
 
   /** Hands one datagram to the tunnel at to[toOffset]; false (and counted as lost) if nobody takes it. */
   carry(datagram: Buffer, to: Buffer, toOffset: number, from: Buffer): boolean {
+    this.onDatagram?.(datagram, to.subarray(toOffset, toOffset + ENDPOINT_BYTES), from);
     const receiver = this.tunnels.get(endpointKey(to, toOffset));
     if (receiver?.receive(datagram, from)) return true;
     this.lost++;
@@ -75,6 +82,8 @@ export class MemoryTunnel implements Tunnel {
   readonly host: string;
   private readonly queue: PacketQueue;
   private closed = false;
+  private readonly result: SendResult = { sent: 0, failed: 0 };
+  private segmenter: Segmenter | undefined;
 
   constructor(
     private readonly network: MemorySwitch,
@@ -99,14 +108,35 @@ export class MemoryTunnel implements Tunnel {
     this.queue.start(onBatch); // throws "already started" on a second call
   }
 
-  send(buffer: Buffer, offsets: Uint32Array, lengths: Uint32Array, endpoints: Buffer, count: number): number {
-    if (this.closed) return 0;
-    let sent = 0;
-    for (let i = 0; i < count; i++) {
+  send(batch: AddressedBatch): SendResult {
+    const result = this.result;
+    result.sent = 0;
+    result.failed = 0;
+    if (this.closed) return result;
+    if (hasSuperPackets(batch)) {
+      // super-packets among them: cut everything into wire packets (in order), a scratch buffer at a time
+      const segmenter = (this.segmenter ??= new Segmenter());
+      const dropped = segmenter.dropped;
+      for (let i = 0; i < batch.count;) {
+        i = segmenter.fill(batch, i);
+        this.carryAll(segmenter.out);
+      }
+      result.failed += segmenter.dropped - dropped;
+    } else {
+      this.carryAll(batch);
+    }
+    this.counters.sent += result.sent;
+    return result;
+  }
+
+  private carryAll(batch: AddressedBatch): void {
+    const { buffer, offsets, lengths, endpoints } = batch;
+    for (let i = 0; i < batch.count; i++) {
       const offset = offsets[i] ?? 0;
       const length = lengths[i] ?? 0;
       if (length > MAX_DATAGRAM_BYTES) {
         this.counters.rejected++;
+        this.result.failed++;
         continue;
       }
       this.network.carry(
@@ -115,10 +145,8 @@ export class MemoryTunnel implements Tunnel {
         i * ENDPOINT_BYTES,
         this.endpoint,
       );
-      sent++;
+      this.result.sent++;
     }
-    this.counters.sent += sent;
-    return sent;
   }
 
   /** Queues a datagram arriving from the switch; false if this tunnel cannot take it. */

@@ -8,7 +8,7 @@
  * equal-sized segments to one peer as one message) never sees a super-packet.
  */
 import { type NativeIo, loadNativeIo } from '../tun/native.ts';
-import { OutboundBatch } from './tunnel.ts';
+import { type AddressedBatch, OutboundBatch } from './tunnel.ts';
 
 export interface SegmenterOptions {
   /** Scratch bytes (default 1 MiB: about 16 super-packets of 64 KiB). */
@@ -40,14 +40,14 @@ export class Segmenter {
    * packet not taken (input.count when all were). Always takes at least one (a packet too big even for an empty
    * scratch is dropped and counted), so a loop `for (i = 0; i < n; i = fill(input, i))` ends.
    */
-  fill(input: OutboundBatch, from: number): number {
+  fill(input: AddressedBatch, from: number): number {
     const out = this.out;
     out.reset();
     const next = this.io.segmentPackets(
       input.buffer,
       input.offsets,
       input.lengths,
-      input.gso,
+      input.gso ?? null,
       input.endpoints,
       from,
       input.count,

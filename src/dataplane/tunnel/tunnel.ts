@@ -17,14 +17,34 @@ import { BatchBuilder, type OffloadStatus, type PacketBatch } from '../tun/tun.t
 /** Bytes of one encoded endpoint. */
 export const ENDPOINT_BYTES = 18;
 
+/** Datagrams to send: a PacketBatch whose packet i goes to the endpoint at endpoints[i * 18]. */
+export interface AddressedBatch extends PacketBatch {
+  /** Destination endpoint of packet i at i * ENDPOINT_BYTES; at least count * 18 bytes. */
+  readonly endpoints: Buffer;
+}
+
+/** What became of the wire datagrams of one `Tunnel.send`. */
+export interface SendResult {
+  /** Wire datagrams handed to the network. */
+  sent: number;
+  /** Wire datagrams not sent: refused (unreachable, too big, wrong family), the socket full, or a super-packet that could not be cut. */
+  failed: number;
+}
+
 /** A tunnel endpoint's UDP socket (or its in-memory stand-in), moving batches of datagrams. */
 export interface Tunnel {
   /** Local port datagrams are received on; never 0 once open. */
   readonly port: number;
-  /** Starts delivering received datagrams, one call per batch; datagram i's source endpoint is at sources[i * 18]; call once. onError (default: throw) reports a failure that stopped receiving. */
+  /** Starts delivering received datagrams, one call per batch; datagram i's source endpoint is at sources[i * 18]; call once. Received batches carry no gso words. onError (default: throw) reports a failure that stopped receiving. */
   start(onBatch: (batch: PacketBatch, sources: Buffer) => void, onError?: (err: Error) => void): void;
-  /** Sends datagrams 0..count-1, datagram i to the endpoint at endpoints[i * 18]; returns how many went out (the rest are dropped and counted). Never throws for an unreachable endpoint. After close it returns 0. */
-  send(buffer: Buffer, offsets: Uint32Array, lengths: Uint32Array, endpoints: Buffer, count: number): number;
+  /**
+   * Sends packets 0..count-1 of `batch`, packet i to the endpoint at batch.endpoints[i * 18], in order. A packet
+   * with a nonzero gso word is a super-packet (packet/offload.ts): the tunnel cuts it into MSS-sized wire
+   * packets with full checksums and sends those, so the wire only ever carries ordinary IP packets. The result
+   * counts wire datagrams; the tunnel reuses the object (read it before the next send). Never throws for an
+   * unreachable endpoint; after close nothing is sent.
+   */
+  send(batch: AddressedBatch): SendResult;
   /** Stops receiving and releases the socket; idempotent; safe inside a callback. */
   close(): void;
   /** What offloads the socket uses and what they did (for status output); absent when it has none. */
@@ -97,8 +117,16 @@ export function endpointEquals(a: Buffer, aOffset: number, b: Buffer, bOffset: n
   return a.compare(b, bOffset, bOffset + ENDPOINT_BYTES, aOffset, aOffset + ENDPOINT_BYTES) === 0;
 }
 
+/** Whether any packet of the batch is an offloaded super-packet (a nonzero gso word). */
+export function hasSuperPackets(batch: PacketBatch): boolean {
+  const gso = batch.gso;
+  if (!gso) return false;
+  for (let i = 0; i < batch.count; i++) if (gso[i] !== 0) return true;
+  return false;
+}
+
 /** A BatchBuilder that also records each datagram's destination endpoint, ready for `Tunnel.send`. */
-export class OutboundBatch extends BatchBuilder {
+export class OutboundBatch extends BatchBuilder implements AddressedBatch {
   /** Destination endpoint of datagram i at i * 18. */
   readonly endpoints: Buffer;
 
@@ -109,8 +137,7 @@ export class OutboundBatch extends BatchBuilder {
 
   /**
    * Appends buffer[offset, offset + length) addressed to the endpoint at to[toOffset]; false when full. A
-   * nonzero gso word (an offloaded super-packet) marks the batch `offloaded`: it must go through a Segmenter
-   * (segmenter.ts) before `Tunnel.send`, which carries ordinary packets only.
+   * nonzero gso word marks an offloaded super-packet, which the tunnel segments when it sends it.
    */
   pushTo(offset: number, length: number, to: Buffer, toOffset = 0, gso = 0): boolean {
     const i = this.count;
@@ -119,8 +146,8 @@ export class OutboundBatch extends BatchBuilder {
     return true;
   }
 
-  /** Sends everything collected through `tunnel`; returns how many went out. */
+  /** Sends everything collected through `tunnel`; returns how many wire datagrams went out. */
   sendThrough(tunnel: Tunnel): number {
-    return tunnel.send(this.buffer, this.offsets, this.lengths, this.endpoints, this.count);
+    return tunnel.send(this).sent;
   }
 }

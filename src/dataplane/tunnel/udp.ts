@@ -15,7 +15,15 @@
 import { SystemError, errorMessage } from '../../errors.ts';
 import { GRO_MAX_SEGMENTS, type NativeIo, loadNativeIo, pollFailure } from '../tun/native.ts';
 import type { OffloadStatus, PacketBatch } from '../tun/tun.ts';
-import { ENDPOINT_BYTES, type SendCounters, type Tunnel } from './tunnel.ts';
+import { Segmenter } from './segmenter.ts';
+import {
+  type AddressedBatch,
+  ENDPOINT_BYTES,
+  hasSuperPackets,
+  type SendCounters,
+  type SendResult,
+  type Tunnel,
+} from './tunnel.ts';
 
 export interface UdpTunnelOptions {
   /** UDP port to bind (default 0: the kernel picks one; see `port`). */
@@ -56,6 +64,9 @@ export class UdpTunnel implements Tunnel {
   private readonly slots: number;
   private readonly stats = new Uint32Array(4);
   private poll: number | undefined;
+  private readonly result: SendResult = { sent: 0, failed: 0 };
+  /** Cuts super-packets into wire packets; made for the first batch that holds one. */
+  private segmenter: Segmenter | undefined;
   private started = false;
   private closed = false;
 
@@ -148,8 +159,35 @@ export class UdpTunnel implements Tunnel {
     );
   }
 
-  send(buffer: Buffer, offsets: Uint32Array, lengths: Uint32Array, endpoints: Buffer, count: number): number {
-    if (this.closed || count === 0) return 0;
+  send(batch: AddressedBatch): SendResult {
+    const result = this.result;
+    result.sent = 0;
+    result.failed = 0;
+    if (this.closed || batch.count === 0) return result;
+    if (!hasSuperPackets(batch)) {
+      this.sendWire(batch.buffer, batch.offsets, batch.lengths, batch.endpoints, batch.count);
+      return result;
+    }
+    // super-packets among them: cut everything into wire packets (in order), a scratch buffer at a time
+    const segmenter = (this.segmenter ??= new Segmenter({}, this.io));
+    const dropped = segmenter.dropped;
+    for (let i = 0; i < batch.count;) {
+      i = segmenter.fill(batch, i);
+      const out = segmenter.out;
+      if (out.count) this.sendWire(out.buffer, out.offsets, out.lengths, out.endpoints, out.count);
+    }
+    result.failed += segmenter.dropped - dropped;
+    return result;
+  }
+
+  private sendWire(
+    buffer: Buffer,
+    offsets: Uint32Array,
+    lengths: Uint32Array,
+    endpoints: Buffer,
+    count: number,
+  ): void {
+    const result = this.result;
     this.stats[0] = 0;
     this.stats[2] = 0;
     this.stats[3] = 0;
@@ -168,7 +206,8 @@ export class UdpTunnel implements Tunnel {
     } catch (err) {
       if (err instanceof TypeError || err instanceof RangeError) throw err; // a malformed batch is a bug
       this.counters.rejected += count; // the socket itself failed; nothing else can go out on it
-      return 0;
+      result.failed += count;
+      return;
     }
     const rejected = this.stats[0] ?? 0;
     const refused = this.stats[2] ?? 0;
@@ -181,7 +220,8 @@ export class UdpTunnel implements Tunnel {
     this.counters.sent += sent;
     this.counters.rejected += rejected;
     this.counters.busy += count - sent - rejected;
-    return sent;
+    result.sent += sent;
+    result.failed += count - sent;
   }
 
   close(): void {
