@@ -1,7 +1,7 @@
 /**
  * Time for an instance change at the root to reach N NetManagers' service tables. The NetManagers are
  * simulated in this process with the REAL node-side code: each one a ClusterLink (its own MQTT client ID =
- * worker ID), a ServiceTable and a NodeResolver, exactly as `NetManager.start` wires them (minus TUN, tunnel
+ * worker ID), a ServiceTable and a NodeResolver, exactly as `createNetManager` wires them (minus TUN, tunnel
  * and proxy). All of them first learn the job by a table query and watch it; then the root adds or removes an
  * instance, the cluster publishes updates_available, every resolver queries the table again and applies it.
  * A node counts as reached when its table holds the new instance count; the time runs from the root call.
@@ -68,27 +68,22 @@ export async function measurePropagation(o: PropagationOptions): Promise<Propaga
       const batch = await Promise.all(
         Array.from({ length: Math.min(25, n - i) }, async (_, k) => {
           const workerId = `${jobId}-w${i + k}`;
-          const link = new ClusterLink({ url: o.mqttUrl, workerId, log: silent, answerTimeoutMs: 10_000 });
+          const link = new ClusterLink({ log: silent, answerTimeoutMs: 10_000 });
+          link.connect(workerId, o.mqttUrl);
           sims.push({ link } as SimNode);
           await link.ready();
-          const table = new ServiceTable({ workerId, hostIp: `127.0.1.${(i + k) % 250}`, hostPort: 50103 });
-          const resolver = new NodeResolver({
-            table,
-            link,
-            log: silent,
-            localJobs: () => new Set([job]), // the interest must not expire during the measurement
-          });
+          const table = new ServiceTable();
+          table.setIdentity({ workerId, hostIp: `127.0.1.${(i + k) % 250}`, hostPort: 50103, subnets: [] });
+          // no interest expiry runs here (a NetManager drives it): the interest lasts the measurement
+          const resolver = new NodeResolver({ table, cluster: link, log: silent });
           const sim = sims.find((s) => s.link === link)!;
           Object.assign(sim, { table, resolver });
-          resolver.setEvents({ resolved: () => {}, localChanged: () => {}, instancesGone: () => {} });
           // observe (not change) the real apply: the moment the table holds the answer
           const apply = table.apply.bind(table);
           table.apply = (j, raw) => {
-            const known = apply(j, raw);
+            apply(j, raw);
             sim.onApply?.();
-            return known;
           };
-          resolver.start();
           return sim;
         }),
       );
@@ -149,7 +144,6 @@ export async function measurePropagation(o: PropagationOptions): Promise<Propaga
   } finally {
     await Promise.allSettled(
       sims.map(async (s) => {
-        s.resolver?.stop();
         await s.link.close();
       }),
     );

@@ -95,47 +95,67 @@ export function registerNodeCommands(program: Command): void {
         logLevel: string;
       }) => {
         requireRoot('oaknet node');
-        const { NetManager } = await import('../node/agent.ts');
+        const { createNetManager } = await import('../node/netmanager.ts');
+        const { ClusterLink } = await import('../node/cluster-link.ts');
+        const { procInspector } = await import('../node/process-inspector.ts');
+        const { StateFile } = await import('../node/state.ts');
         const { startNodeApi } = await import('../node/api.ts');
         const { NodeEnvironment, attachmentFromJson } = await import('../node/net/environment.ts');
         const { ExecRunner } = await import('../node/net/runner.ts');
+        const { Cidr } = await import('../addressing/cidr.ts');
         const log = createLogger('oaknet-node', opts.logLevel);
         const offload = opts.offload && offloadFromEnv();
         const cluster = parseHostPort(opts.cluster, 10003);
+        const plan = new AddressPlan();
         const runner = new ExecRunner();
-        const nm = new NetManager({
-          clusterHost: cluster.host,
-          clusterMqttPort: cluster.port,
-          ...(opts.publicAddress !== undefined ? { publicAddress: opts.publicAddress } : {}),
-          tunnelPort: opts.tunnelPort,
-          stateDir: opts.stateDir,
-          plan: new AddressPlan(),
-          log,
-          names: { bridge: opts.bridge, tun: opts.tun, nftTable: 'oaknet' },
+        const names = { bridge: opts.bridge, tun: opts.tun, nftTable: 'oaknet' };
+        // with offloads a read slot holds a 64 KiB super-packet: fewer of them per batch
+        const tun = await LinuxTun.open({
+          name: opts.tun,
           mtu: OVERLAY_MTU,
-          hostNetwork: (config) => {
-            const env = new NodeEnvironment(config, { runner, logger: log.child({ component: 'host' }) });
-            return {
-              setUp: () => env.setUp(),
-              addTunRoutes: () => env.addTunRoutes(),
-              attach: (spec) => env.attach(spec),
-              detach: (a) => env.detach(attachmentFromJson(a)),
-              tearDown: () => env.tearDown(),
-            };
-          },
-          // with offloads a read slot holds a 64 KiB super-packet: fewer of them per batch
-          openTun: async (name, mtu) => {
-            const tun = await LinuxTun.open({ name, mtu, batchSize: offload ? 64 : 128, offload });
-            if (offload)
-              log.info({ tun: name, tunOffloads: tun.offloads }, 'TUN offloads (TUNSETOFFLOAD bits)');
-            return tun;
-          },
-          openTunnel: (port) => {
-            const tunnel = UdpTunnel.open({ port, batchSize: offload ? 64 : 128, offload });
-            if (offload) log.info({ port, ...tunnel.offloads }, 'tunnel offloads (UDP GSO/GRO)');
-            return tunnel;
-          },
+          batchSize: offload ? 64 : 128,
+          offload,
         });
+        const tunnel = UdpTunnel.open({ port: opts.tunnelPort, batchSize: offload ? 64 : 128, offload });
+        if (offload) {
+          log.info({ tun: opts.tun, tunOffloads: tun.offloads }, 'TUN offloads (TUNSETOFFLOAD bits)');
+          log.info({ port: opts.tunnelPort, ...tunnel.offloads }, 'tunnel offloads (UDP GSO/GRO)');
+        }
+        const nm = createNetManager(
+          {
+            devices: { tun, tunnel },
+            cluster: new ClusterLink({ log: log.child({ component: 'mqtt' }) }),
+            hostNetwork: (subnets) => {
+              const env = new NodeEnvironment(
+                {
+                  ...names,
+                  mtu: OVERLAY_MTU,
+                  subnetV4: subnets.v4,
+                  subnetV6: subnets.v6,
+                  tunRoutes: [Cidr.parse(plan.config.workerRangeV4), Cidr.parse(plan.config.workerRangeV6)],
+                },
+                { runner, logger: log.child({ component: 'host' }) },
+              );
+              return {
+                setUp: () => env.setUp(),
+                addTunRoutes: () => env.addTunRoutes(),
+                attach: (spec) => env.attach(spec),
+                detach: (a) => env.detach(attachmentFromJson(a)),
+                tearDown: () => env.tearDown(),
+              };
+            },
+            stateFile: new StateFile(opts.stateDir),
+            processes: procInspector,
+            log,
+          },
+          {
+            clusterHost: cluster.host,
+            clusterMqttPort: cluster.port,
+            ...(opts.publicAddress !== undefined ? { publicAddress: opts.publicAddress } : {}),
+            tunnelPort: opts.tunnelPort,
+            plan,
+          },
+        );
         const api = await startNodeApi(nm, log.child({ component: 'api' }), opts.apiSocket, opts.apiPort);
         log.info(
           { socket: opts.apiSocket, cluster: `${cluster.host}:${cluster.port}` },

@@ -19,7 +19,7 @@ import {
   Register,
 } from '../protocol/node-api.ts';
 import { ErrorReply } from '../protocol/root-api.ts';
-import type { NetManager } from './agent.ts';
+import type { NetManager } from './netmanager.ts';
 
 const errors = {
   400: ErrorReply,

@@ -8,6 +8,12 @@ import { ClusterLink } from './cluster-link.ts';
 
 const log = pino({ level: 'silent' });
 
+/** The link, connected as `workerId` to `url`. */
+function connected(link: ClusterLink, workerId: string, url: string): ClusterLink {
+  link.connect(workerId, url);
+  return link;
+}
+
 describe('ClusterLink', () => {
   let broker: EmbeddedBroker;
   before(async () => {
@@ -18,12 +24,11 @@ describe('ClusterLink', () => {
   });
 
   it('survives malformed and hostile table-query results, and still correlates a good one', async () => {
-    const link = new ClusterLink({
-      url: `mqtt://127.0.0.1:${broker.port}`,
-      workerId: 'w-hostile',
-      log,
-      answerTimeoutMs: 2000,
-    });
+    const link = connected(
+      new ClusterLink({ log, answerTimeoutMs: 2000 }),
+      'w-hostile',
+      `mqtt://127.0.0.1:${broker.port}`,
+    );
     await link.ready();
     const peer = await connectMqttAsync(`mqtt://127.0.0.1:${broker.port}`, {
       clientId: 'evil',
@@ -53,21 +58,19 @@ describe('ClusterLink', () => {
   });
 
   it('answers undefined for a question no answer came to, at once when offline', async () => {
-    const link = new ClusterLink({
-      url: `mqtt://127.0.0.1:${broker.port}`,
-      workerId: 'w-quiet',
-      log,
-      answerTimeoutMs: 200,
-    });
+    const link = connected(
+      new ClusterLink({ log, answerTimeoutMs: 200 }),
+      'w-quiet',
+      `mqtt://127.0.0.1:${broker.port}`,
+    );
     await link.ready();
     assert.equal(await link.query({ sname: 'x.y.z.w' }), undefined);
     await link.close();
-    const offline = new ClusterLink({
-      url: 'mqtt://127.0.0.1:9',
-      workerId: 'w-offline',
-      log,
-      answerTimeoutMs: 60_000,
-    });
+    const offline = connected(
+      new ClusterLink({ log, answerTimeoutMs: 60_000 }),
+      'w-offline',
+      'mqtt://127.0.0.1:9',
+    );
     const t0 = Date.now();
     assert.equal(await offline.query({ sname: 'x.y.z.w' }), undefined);
     assert.ok(Date.now() - t0 < 1000, 'no wait while offline');
@@ -79,7 +82,7 @@ describe('ClusterLink', () => {
     const port = probe.port;
     await probe.close();
     let b2 = await startEmbeddedBroker(port, '127.0.0.1', log);
-    const link = new ClusterLink({ url: `mqtt://127.0.0.1:${port}`, workerId: 'w-flaky', log });
+    const link = connected(new ClusterLink({ log }), 'w-flaky', `mqtt://127.0.0.1:${port}`);
     await link.ready();
     const reconnected = new Promise<void>((resolve) => link.onReconnect(resolve));
     await b2.close();

@@ -10,6 +10,7 @@ import type { Logger } from 'pino';
 import { IpAddress } from '../addressing/ip.ts';
 import { errorMessage, UnavailableError } from '../errors.ts';
 import { connectMqtt } from '../protocol/mqtt-client.ts';
+import type { ClusterChannel, DeploymentReport } from './cluster-channel.ts';
 import {
   MQTT_QOS,
   parseJobUpdatesTopic,
@@ -20,9 +21,6 @@ import {
 } from '../protocol/mqtt.ts';
 
 export interface ClusterLinkOptions {
-  /** mqtt://host:port of the cluster's broker. */
-  url: string;
-  workerId: string;
   log: Logger;
   /** Per-attempt wait for an answer (ms, default 3000). */
   answerTimeoutMs?: number;
@@ -33,8 +31,8 @@ interface PendingQuery {
   resolve: (r: TableQueryResult) => void;
 }
 
-export class ClusterLink {
-  readonly client: MqttClient;
+export class ClusterLink implements ClusterChannel {
+  private mqtt: { client: MqttClient; url: string; workerId: string } | undefined;
   private readonly pendingQueries = new Set<PendingQuery>();
   private subnetWaiter: ((r: { address: string; addressv6: string }) => void) | undefined;
   private readonly jobHandlers = new Set<(job: string) => void>();
@@ -49,23 +47,30 @@ export class ClusterLink {
 
   constructor(private readonly o: ClusterLinkOptions) {
     this.answerTimeoutMs = o.answerTimeoutMs ?? 3000;
-    this.client = connectMqtt(o.url, {
-      clientId: o.workerId,
+  }
+
+  /** Connects (and keeps reconnecting) to the broker at `url` as worker `workerId`; once. */
+  connect(workerId: string, url: string): void {
+    if (this.mqtt) throw new Error(`already connected as ${this.mqtt.workerId}`);
+    const client = connectMqtt(url, {
+      clientId: workerId,
       clean: true,
       reconnectPeriod: 1000,
       connectTimeout: 5000,
     });
-    this.client.on('error', (err) => o.log.warn({ err: err.message }, 'mqtt error'));
-    this.client.on('message', (topic, payload) => {
+    this.mqtt = { client, url, workerId };
+    const log = this.o.log;
+    client.on('error', (err) => log.warn({ err: err.message }, 'mqtt error'));
+    client.on('message', (topic, payload) => {
       try {
         this.onMessage(topic, payload.toString('utf8'));
       } catch (err) {
         // a message must never take the NetManager down
         this.invalidMessages++;
-        o.log.warn({ topic, err: errorMessage(err) }, 'could not handle an MQTT message');
+        log.warn({ topic, err: errorMessage(err) }, 'could not handle an MQTT message');
       }
     });
-    this.client.on('connect', () => {
+    client.on('connect', () => {
       if (this.connectedOnce) for (const h of this.reconnectHandlers) h();
       this.connectedOnce = true;
     });
@@ -73,26 +78,27 @@ export class ClusterLink {
 
   /** Resolves once connected and subscribed to this node's result topics. */
   async ready(timeoutMs = 15_000): Promise<void> {
-    if (!this.client.connected) {
+    const { client, url, workerId } = this.session();
+    if (!client.connected) {
       await new Promise<void>((resolve, reject) => {
         const timer = setTimeout(
-          () => reject(new UnavailableError(`MQTT broker ${this.o.url} not reachable`)),
+          () => reject(new UnavailableError(`MQTT broker ${url} not reachable`)),
           timeoutMs,
         );
-        this.client.once('connect', () => {
+        client.once('connect', () => {
           clearTimeout(timer);
           resolve();
         });
       });
     }
-    await this.client.subscribeAsync(
-      [topics.tableQueryResult(this.o.workerId), topics.subnetResult(this.o.workerId), topics.clusterInfo],
+    await client.subscribeAsync(
+      [topics.tableQueryResult(workerId), topics.subnetResult(workerId), topics.clusterInfo],
       { qos: MQTT_QOS },
     );
   }
 
   get connected(): boolean {
-    return this.client.connected;
+    return this.mqtt?.client.connected ?? false;
   }
 
   /** The worker's subnetworks (network addresses); asks until the cluster answers with one. */
@@ -110,7 +116,7 @@ export class ClusterLink {
           this.subnetWaiter = undefined;
           resolve(r);
         };
-        this.publish(topics.subnetRequest(this.o.workerId), { METHOD: 'GET' });
+        this.publish(topics.subnetRequest(this.session().workerId), { METHOD: 'GET' });
       });
       const v4 = answer?.address ? IpAddress.tryParse(answer.address) : undefined;
       const v6 = answer?.addressv6 ? IpAddress.tryParse(answer.addressv6) : undefined;
@@ -123,7 +129,7 @@ export class ClusterLink {
 
   /** Tells the cluster this worker leaves: its subnetwork is released. */
   releaseSubnet(): void {
-    this.publish(topics.subnetRequest(this.o.workerId), { METHOD: 'DELETE' });
+    this.publish(topics.subnetRequest(this.session().workerId), { METHOD: 'DELETE' });
   }
 
   /**
@@ -134,7 +140,7 @@ export class ClusterLink {
     const sname = 'sname' in by ? by.sname : '';
     const sip = 'sip' in by ? by.sip : '';
     // offline: no answer can come, and queued questions would only go out stale at the reconnect
-    if (!this.client.connected) return Promise.resolve(undefined);
+    if (!this.connected) return Promise.resolve(undefined);
     return new Promise((resolve) => {
       const q: PendingQuery = { keys: [sname || sip], resolve: (r) => done(r) };
       const timer = setTimeout(() => done(undefined), this.answerTimeoutMs);
@@ -144,20 +150,13 @@ export class ClusterLink {
         resolve(r);
       };
       this.pendingQueries.add(q);
-      this.publish(topics.tableQueryRequest(this.o.workerId), { sname, sip });
+      this.publish(topics.tableQueryRequest(this.session().workerId), { sname, sip });
     });
   }
 
   /** Reports a deployed instance (upstream's Go struct: host_port is a string). */
-  reportDeployed(d: {
-    job: string;
-    instance: number;
-    nsip: string;
-    nsipv6: string;
-    hostIp: string;
-    hostPort: number;
-  }): void {
-    this.publish(topics.serviceDeployed(this.o.workerId), {
+  reportDeployed(d: DeploymentReport): void {
+    this.publish(topics.serviceDeployed(this.session().workerId), {
       appname: d.job,
       status: 'DEPLOYED',
       instance_number: d.instance,
@@ -170,12 +169,15 @@ export class ClusterLink {
 
   /** Reports an instance that left this node (oaknet; upstream clusters ignore it). */
   reportUndeployed(job: string, instance: number): void {
-    this.publish(topics.serviceUndeployed(this.o.workerId), { appname: job, instance_number: instance });
+    this.publish(topics.serviceUndeployed(this.session().workerId), {
+      appname: job,
+      instance_number: instance,
+    });
   }
 
   /** Reports a new public address of this node. */
   reportAddressChanged(hostIp: string, hostPort: number): void {
-    this.publish(topics.addressChanged(this.o.workerId), {
+    this.publish(topics.addressChanged(this.session().workerId), {
       appname: '',
       status: '',
       instance_number: 0,
@@ -190,14 +192,16 @@ export class ClusterLink {
   async watchJob(job: string): Promise<void> {
     if (this.subscribedJobs.has(job)) return;
     this.subscribedJobs.add(job);
-    await this.client.subscribeAsync(topics.jobUpdates(job), { qos: MQTT_QOS });
+    await this.session().client.subscribeAsync(topics.jobUpdates(job), { qos: MQTT_QOS });
   }
 
   /** Unsubscribes and tells the cluster the interest is gone. */
   async unwatchJob(job: string): Promise<void> {
     if (!this.subscribedJobs.delete(job)) return;
-    this.publish(topics.interestRemove(this.o.workerId), { appname: job });
-    await this.client.unsubscribeAsync(topics.jobUpdates(job)).catch(() => undefined);
+    this.publish(topics.interestRemove(this.session().workerId), { appname: job });
+    await this.session()
+      .client.unsubscribeAsync(topics.jobUpdates(job))
+      .catch(() => undefined);
   }
 
   /**
@@ -215,11 +219,17 @@ export class ClusterLink {
 
   async close(): Promise<void> {
     for (const q of [...this.pendingQueries]) q.resolve({ app_name: '', instance_list: [], query_key: '' });
-    await this.client.endAsync(true).catch(() => undefined);
+    await this.mqtt?.client.endAsync(true).catch(() => undefined);
+  }
+
+  /** The connection made by connect(); a caller bug before it. */
+  private session(): { client: MqttClient; url: string; workerId: string } {
+    if (!this.mqtt) throw new Error('the cluster link is not connected yet');
+    return this.mqtt;
   }
 
   private publish(topic: string, payload: unknown): void {
-    this.client.publish(topic, JSON.stringify(payload), { qos: MQTT_QOS, retain: false }, (err) => {
+    this.session().client.publish(topic, JSON.stringify(payload), { qos: MQTT_QOS, retain: false }, (err) => {
       if (err) this.o.log.warn({ topic, err: errorMessage(err) }, 'mqtt publish failed');
     });
   }
@@ -242,12 +252,12 @@ export class ClusterLink {
       else this.invalidMessages++;
       return;
     }
-    if (topic === topics.subnetResult(this.o.workerId)) {
+    if (topic === topics.subnetResult(this.session().workerId)) {
       if (parsers.subnetResult.check(value)) this.subnetWaiter?.(value);
       else this.invalidMessages++;
       return;
     }
-    if (topic === topics.tableQueryResult(this.o.workerId)) {
+    if (topic === topics.tableQueryResult(this.session().workerId)) {
       const envelope = value as Partial<TableQueryResult> | null;
       if (!envelope || typeof envelope !== 'object' || !Array.isArray(envelope.instance_list)) {
         this.invalidMessages++;

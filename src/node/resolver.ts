@@ -1,84 +1,45 @@
 /**
  * @module node/resolver
- * The node's Directory for ProxyTUN: the service table, filled by table queries to the cluster, kept fresh by
- * `updates_available`, with upstream's interest lifecycle: a job the node queried is watched until it has seen
- * no traffic for `interestTtlMs` (upstream: 10 s) and has no instance on this node; then the node publishes
- * interest/remove, unsubscribes and forgets the job. Questions never block the data path: they are asked in
- * the background and answered through DirectoryEvents.
+ * The node's side of a cache miss: the data plane's AddressLookup port. It fills the service table by table
+ * queries to the cluster and keeps it fresh on `updates_available`, with upstream's interest lifecycle: a
+ * job the node queried is watched until it has been out of use for `interestTtlMs` (upstream: 10 s), where in
+ * use means an instance on this node or open flows to it; then the node publishes interest/remove,
+ * unsubscribes and forgets the job. Questions never block the data path: they are asked in the background
+ * and answered by the table's next snapshot.
  */
 import type { Logger } from 'pino';
-import type {
-  AddressTarget,
-  Directory,
-  DirectoryEvents,
-  ServiceInstance,
-} from '../dataplane/proxy/directory.ts';
+import type { IpAddress } from '../addressing/ip.ts';
+import type { AddressLookup } from '../dataplane/dataplane.ts';
 import { isJobName } from '../protocol/names.ts';
-import type { ClusterLink } from './cluster-link.ts';
+import type { ClusterChannel } from './cluster-channel.ts';
 import type { ServiceTable } from './service-table.ts';
 
 export interface NodeResolverOptions {
   table: ServiceTable;
-  link: ClusterLink;
+  cluster: ClusterChannel;
   log: Logger;
-  /** Jobs with an instance on this node (their interest never expires). */
-  localJobs: () => ReadonlySet<string>;
   interestTtlMs?: number;
   now?: () => number;
 }
 
-export class NodeResolver implements Directory {
-  private events: DirectoryEvents | undefined;
+export class NodeResolver implements AddressLookup {
   private readonly lastUse = new Map<string, number>();
   private readonly refreshing = new Map<string, Promise<void>>();
   private readonly again = new Set<string>();
-  private timer: NodeJS.Timeout | undefined;
   private readonly ttl: number;
   private readonly now: () => number;
 
   constructor(private readonly o: NodeResolverOptions) {
     this.ttl = o.interestTtlMs ?? 10_000;
     this.now = o.now ?? Date.now;
-    o.link.onJobUpdate((job) => void this.refresh(job));
+    o.cluster.onJobUpdate((job) => void this.refresh(job));
     // updates published while the link was down are lost: ask again about everything watched
-    o.link.onReconnect(() => {
+    o.cluster.onReconnect(() => {
       for (const job of this.lastUse.keys()) void this.refresh(job);
     });
   }
 
-  setEvents(events: DirectoryEvents): void {
-    this.events = events;
-    this.o.table.setEvents(events);
-  }
-
-  start(): void {
-    this.timer = setInterval(() => void this.expireInterests(), 1000);
-    this.timer.unref();
-  }
-
-  stop(): void {
-    clearInterval(this.timer);
-  }
-
-  target(buf: Uint8Array, offset: number, length: number): AddressTarget | undefined {
-    return this.o.table.target(buf, offset, length);
-  }
-
-  localByNamespace(buf: Uint8Array, offset: number, length: number): ServiceInstance | undefined {
-    return this.o.table.localByNamespace(buf, offset, length);
-  }
-
-  touch(job: string): void {
-    this.lastUse.set(job, this.now());
-  }
-
-  /** Jobs this node watches, with the time of their last use. */
-  interests(): Array<{ job: string; lastUseMsAgo: number }> {
-    const now = this.now();
-    return [...this.lastUse].map(([job, at]) => ({ job, lastUseMsAgo: now - at }));
-  }
-
-  request(address: string): void {
+  ask(address: IpAddress): void {
     void this.resolveAddress(address);
   }
 
@@ -93,7 +54,7 @@ export class NodeResolver implements Directory {
     const p = (async () => {
       do {
         this.again.delete(job);
-        const answer = await this.o.link.query({ sname: job });
+        const answer = await this.o.cluster.query({ sname: job });
         if (!answer) {
           this.o.log.warn({ job }, 'table query by name got no answer; keeping what the table has');
           continue;
@@ -110,38 +71,35 @@ export class NodeResolver implements Directory {
     return p;
   }
 
-  private async resolveAddress(address: string): Promise<void> {
-    const answer = await this.o.link.query({ sip: address });
-    const job = answer?.app_name;
-    if (!answer || !job || !isJobName(job)) {
-      this.events?.resolved(address, false);
-      return;
-    }
-    this.o.table.apply(job, answer.instance_list);
-    // answer first: the packets waiting for it must not wait for the subscription too
-    this.events?.resolved(address, this.o.table.targetOf(address) !== undefined);
-    await this.watch(job);
-  }
-
-  private async watch(job: string): Promise<void> {
+  /** Watches a job's updates from now on (its interest counts as used now). */
+  async watch(job: string): Promise<void> {
     if (!this.lastUse.has(job)) this.lastUse.set(job, this.now());
-    await this.o.link
+    await this.o.cluster
       .watchJob(job)
       .catch((err: unknown) => this.o.log.warn({ job, err }, 'subscribe failed'));
   }
 
-  private async expireInterests(): Promise<void> {
+  private async resolveAddress(address: IpAddress): Promise<void> {
+    const answer = await this.o.cluster.query({ sip: address.toString() });
+    const job = answer?.app_name;
+    if (answer && job && isJobName(job)) this.o.table.apply(job, answer.instance_list);
+    // a question without an answer ends like one answered "unknown": the packets waiting for it are dropped
+    if (!this.o.table.knows(address)) this.o.table.markUnknown(address);
+    if (answer && job && isJobName(job)) await this.watch(job);
+  }
+
+  /**
+   * Forgets the jobs out of use for the interest TTL (the NetManager calls it every second). `inUse`: the jobs
+   * in use now (an instance on this node, open flows to it), whose interest does not expire.
+   */
+  async expireInterests(inUse: Iterable<string>): Promise<void> {
     const now = this.now();
-    const local = this.o.localJobs();
+    for (const job of inUse) if (this.lastUse.has(job)) this.lastUse.set(job, now);
     for (const [job, at] of this.lastUse) {
-      if (local.has(job)) {
-        this.lastUse.set(job, now);
-        continue;
-      }
       if (now - at < this.ttl) continue;
       this.lastUse.delete(job);
       this.o.table.remove(job);
-      await this.o.link.unwatchJob(job);
+      await this.o.cluster.unwatchJob(job);
       this.o.log.debug({ job }, 'interest expired');
     }
   }

@@ -1,74 +1,96 @@
 /**
  * @module node/service-table
- * The node's service table: what the cluster answered to its table queries, indexed the way ProxyTUN asks:
- * by semantic address (ServiceIP or instance IP, as raw bytes) and, for the instances on this node, by
- * namespace address. A job's entries are replaced as a whole on every answer (upstream's refresh semantics);
- * instances that disappear are marked dead and reported, so the proxy can move or reset their flows.
+ * The node's service table: what the cluster answered to its table queries, per job, and the node's own
+ * facts (its subnetworks, which instances are its own). It is the control side of the data-plane boundary:
+ * every change makes a new immutable ServiceSnapshot (dataplane/snapshot.ts) with the next generation, and
+ * listeners hear about it once per turn of the event loop, however many answers arrived in that turn.
  *
+ * A job's entries are replaced as a whole on every answer (upstream's refresh semantics). Instance records
+ * are kept when nothing about them changed, so the data plane sees the same record and keeps its flows on it.
  * Entries come from the wire and are validated one by one: an invalid instance (no namespace address, bad
- * address, wrong types) is skipped and counted, never a reason to drop the whole answer.
+ * address, wrong types) is skipped and logged, never a reason to drop the whole answer.
  */
+import type { Logger } from 'pino';
+import type { Cidr } from '../addressing/cidr.ts';
 import { IpAddress } from '../addressing/ip.ts';
-import type {
-  AddressKind,
-  AddressTarget,
-  Directory,
-  DirectoryEvents,
-  ServiceInstance,
-  ServiceTargets,
-} from '../dataplane/proxy/directory.ts';
-import { addressKey } from '../dataplane/proxy/directory.ts';
+import {
+  type AddressKind,
+  type Instance,
+  type Service,
+  type ServiceAddress,
+  ServiceSnapshot,
+} from '../dataplane/snapshot.ts';
 import { endpoint } from '../dataplane/tunnel/tunnel.ts';
 import { parsers, type TableInstance } from '../protocol/mqtt.ts';
 import { isJobName } from '../protocol/names.ts';
 
-/** How this node recognises its own instances in answers. */
+/** Who this node is: how it recognises its own instances in answers. */
 export interface NodeIdentity {
   workerId: string;
   /** host_ip / host_port this node announces. */
   hostIp: string;
   hostPort: number;
+  /** Its namespace subnetworks (v4 /26, v6 /120). */
+  subnets: readonly Cidr[];
+  /** Its cluster ID when known; else taken from the cluster_id of its own instances in answers. */
+  cluster?: string;
 }
+
+/** An instance as the table keeps it: the data plane's record plus the worker the cluster reported it on. */
+type TableRecord = Instance & { readonly workerId: string | undefined };
 
 interface JobEntry {
-  job: string;
-  targets: ServiceTargets;
-  /** Address keys this job owns in the index. */
-  keys: Array<number | string>;
-  localKeys: Array<number | string>;
+  service: Service;
+  /** The service's instances (the same array as service.instances). */
+  records: readonly TableRecord[];
+  addresses: ServiceAddress[];
 }
 
-export class ServiceTable implements Pick<Directory, 'target' | 'localByNamespace'> {
+/** How long a negative answer ("no such address") is kept in snapshots (ms). */
+const UNKNOWN_KEEP_MS = 10_000;
+
+export class ServiceTable {
   private readonly jobs = new Map<string, JobEntry>();
-  private readonly byAddress = new Map<number | string, AddressTarget>();
-  private readonly localByNs = new Map<number | string, ServiceInstance>();
-  /** Instances skipped because they were invalid. */
-  invalidEntries = 0;
-  /** This node's cluster ID, as the cluster reports it on this node's own instances ('' until one is seen). */
-  ownCluster = '';
-  private events: DirectoryEvents | undefined;
+  private identity: NodeIdentity | undefined;
+  private unknown: Array<{ address: Uint8Array; generation: number; at: number }> = [];
+  private generation = 0;
+  private current = ServiceSnapshot.EMPTY;
+  private dirty = false;
+  private notifying = false;
+  private readonly listeners = new Set<(snapshot: ServiceSnapshot) => void>();
 
-  constructor(private readonly self: NodeIdentity) {}
+  constructor(
+    private readonly log?: Logger,
+    private readonly now: () => number = Date.now,
+  ) {}
 
-  /** Who hears about changes (the proxy). */
-  setEvents(events: DirectoryEvents): void {
-    this.events = events;
+  /** Sets who the node is (at registration); instances are re-classified as local or remote. */
+  setIdentity(identity: NodeIdentity): void {
+    this.identity = identity;
+    for (const [job, entry] of this.jobs) this.jobs.set(job, this.reclassify(entry));
+    this.changed();
   }
 
-  target(buf: Uint8Array, offset: number, length: number): AddressTarget | undefined {
-    return this.byAddress.get(addressKey(buf, offset, length));
+  /** Calls `listener` with the newest snapshot after changes (once per turn of the event loop). */
+  onChange(listener: (snapshot: ServiceSnapshot) => void): void {
+    this.listeners.add(listener);
   }
 
-  localByNamespace(buf: Uint8Array, offset: number, length: number): ServiceInstance | undefined {
-    return this.localByNs.get(addressKey(buf, offset, length));
-  }
-
-  /** The target of an address given as text (control path). */
-  targetOf(address: string): AddressTarget | undefined {
-    const ip = IpAddress.tryParse(address);
-    if (!ip) return undefined;
-    const b = ip.toBytes();
-    return this.target(b, 0, b.length);
+  /** The snapshot of the table as it is now. */
+  snapshot(): ServiceSnapshot {
+    if (this.dirty) {
+      this.dirty = false;
+      const cutoff = this.now() - UNKNOWN_KEEP_MS;
+      this.unknown = this.unknown.filter((u) => u.at >= cutoff);
+      this.current = new ServiceSnapshot({
+        generation: ++this.generation,
+        localSubnets: this.identity?.subnets ?? [],
+        cluster: this.ownCluster(),
+        services: [...this.jobs.values()],
+        unknown: this.unknown,
+      });
+    }
+    return this.current;
   }
 
   has(job: string): boolean {
@@ -79,114 +101,146 @@ export class ServiceTable implements Pick<Directory, 'target' | 'localByNamespac
     return [...this.jobs.keys()];
   }
 
-  instancesOf(job: string): readonly ServiceInstance[] {
-    return this.jobs.get(job)?.targets.instances ?? [];
+  instancesOf(job: string): readonly Instance[] {
+    return this.jobs.get(job)?.service.instances ?? [];
   }
 
-  /**
-   * Replaces the job's entries with the instances of a table-query answer (raw `instance_list` items).
-   * Returns the addresses that became known.
-   */
-  apply(job: string, rawInstances: readonly unknown[]): string[] {
-    if (!isJobName(job)) return [];
-    const instances: ServiceInstance[] = [];
-    const addresses: Array<{ kind: AddressKind; bytes: Uint8Array; instance?: ServiceInstance }> = [];
-    const seen = new Set<string>();
-    const old = this.jobs.get(job);
-    const oldByKey = new Map((old?.targets.instances ?? []).map((i) => [instanceKey(i), i]));
+  /** Replaces the job's entries with the instances of a table-query answer (raw `instance_list` items). */
+  apply(job: string, rawInstances: readonly unknown[]): void {
+    if (!isJobName(job)) return;
+    const old = this.jobs.get(job)?.records ?? [];
+    const instances: TableRecord[] = [];
+    const raws: TableInstance[] = [];
+    let invalid = 0;
     for (const raw of rawInstances) {
-      if (!parsers.tableInstance.check(raw)) {
-        this.invalidEntries++;
-        continue;
-      }
-      const inst = this.toInstance(job, raw);
+      const inst = parsers.tableInstance.check(raw) ? this.toInstance(job, raw) : undefined;
       if (!inst) {
-        this.invalidEntries++;
+        invalid++;
         continue;
       }
       // keep the same record when nothing changed, so flows and round-robin state stay attached
-      const previous = oldByKey.get(instanceKey(inst));
-      const chosen = previous && sameInstance(previous, inst) ? previous : inst;
-      instances.push(chosen);
-      for (const s of raw.service_ip) {
+      const previous = old.find((i) => i.number === inst.number);
+      instances.push(previous && sameInstance(previous, inst) ? previous : inst);
+      raws.push(raw as TableInstance);
+    }
+    if (invalid) this.log?.warn({ job, invalid }, 'table answer had invalid instances; they are skipped');
+    const order = instances.map((_, k) => k).sort((a, b) => instances[a]!.number - instances[b]!.number);
+    const records = Object.freeze(order.map((k) => instances[k]!));
+    const service: Service = Object.freeze({ job, instances: records });
+    const addresses: ServiceAddress[] = [];
+    const seen = new Set<string>();
+    for (const k of order) {
+      const inst = instances[k]!;
+      for (const s of raws[k]!.service_ip) {
         const kind = kindOf(s.IpType);
         for (const text of [s.Address, s.Address_v6]) {
           const ip = text ? IpAddress.tryParse(text) : undefined;
           if (!ip) continue;
-          const k = `${kind}/${ip.toString()}`;
-          if (kind === 'instance' || !seen.has(k)) {
-            seen.add(k);
-            addresses.push({
-              kind,
-              bytes: ip.toBytes(),
-              ...(kind === 'instance' ? { instance: chosen } : {}),
-            });
-          }
+          const key = `${kind}/${ip.toString()}`;
+          if (kind !== 'instance' && seen.has(key)) continue;
+          seen.add(key);
+          addresses.push(
+            kind === 'instance'
+              ? { kind, address: ip.toBytes(), instance: inst }
+              : { kind, address: ip.toBytes() },
+          );
         }
       }
     }
-    instances.sort((a, b) => a.number - b.number);
-    const gone = (old?.targets.instances ?? []).filter((i) => !instances.includes(i));
-    const before = new Map<number | string, ServiceInstance>();
-    for (const k of old?.localKeys ?? []) {
-      const inst = this.localByNs.get(k);
-      if (inst) before.set(k, inst);
-    }
-    this.unindex(old);
-    const targets: ServiceTargets = { job, instances };
-    const entry: JobEntry = { job, targets, keys: [], localKeys: [] };
-    const known: string[] = [];
-    for (const a of addresses) {
-      const key = addressKey(a.bytes, 0, a.bytes.length);
-      entry.keys.push(key);
-      this.byAddress.set(key, {
-        kind: a.kind,
-        service: targets,
-        ...(a.instance ? { instance: a.instance } : {}),
-      });
-      known.push(IpAddress.fromBytes(a.bytes).toString());
-    }
-    const localChanged: string[] = [];
-    for (const inst of instances) {
-      if (!inst.local) continue;
-      if (inst.cluster) this.ownCluster = inst.cluster;
-      for (const ns of [inst.nsip4, inst.nsip6]) {
-        if (!ns) continue;
-        const key = addressKey(ns, 0, ns.length);
-        entry.localKeys.push(key);
-        if ((this.localByNs.get(key) ?? before.get(key)) !== inst)
-          localChanged.push(IpAddress.fromBytes(ns).toString());
-        this.localByNs.set(key, inst);
-      }
-    }
-    this.jobs.set(job, entry);
-    for (const i of gone) i.alive = false;
-    if (gone.length) this.events?.instancesGone(gone);
-    for (const a of localChanged) this.events?.localChanged(a);
-    return known;
+    this.jobs.set(job, { service, records, addresses });
+    this.changed();
   }
 
-  /** Forgets a job (interest expired): its instances die. */
+  /** True when the table has a target for the semantic address. */
+  knows(address: IpAddress): boolean {
+    const b = address.toBytes();
+    return this.snapshot().target(b, 0, b.length) !== undefined;
+  }
+
+  /** Forgets a job (interest expired): its instances leave the snapshot. */
   remove(job: string): void {
-    const old = this.jobs.get(job);
-    if (!old) return;
-    this.unindex(old);
-    this.jobs.delete(job);
-    for (const i of old.targets.instances) i.alive = false;
-    if (old.targets.instances.length) this.events?.instancesGone(old.targets.instances);
+    if (this.jobs.delete(job)) this.changed();
   }
 
-  private unindex(entry: JobEntry | undefined): void {
-    if (!entry) return;
-    for (const k of entry.keys)
-      if (this.byAddress.get(k)?.service === entry.targets) this.byAddress.delete(k);
-    for (const k of entry.localKeys) {
-      const inst = this.localByNs.get(k);
-      if (inst && entry.targets.instances.includes(inst)) this.localByNs.delete(k);
-    }
+  /** Records that the control plane knows no service at `address` (a negative answer to a question). */
+  markUnknown(address: IpAddress): void {
+    this.unknown.push({ address: address.toBytes(), generation: this.generation + 1, at: this.now() });
+    this.changed();
   }
 
-  private toInstance(job: string, t: TableInstance): ServiceInstance | undefined {
+  /** This node's cluster ID, as the cluster reports it on this node's own instances ('' until one is seen). */
+  ownCluster(): string {
+    let cluster = this.identity?.cluster ?? '';
+    for (const { service } of this.jobs.values())
+      for (const i of service.instances) if (i.local && i.cluster) cluster = i.cluster;
+    return cluster;
+  }
+
+  /** True when the table lists the local instance with namespace address `nsip`. */
+  hasLocal(nsip: IpAddress): boolean {
+    const b = nsip.toBytes();
+    return this.snapshot().localByNamespace(b, 0, b.length) !== undefined;
+  }
+
+  /**
+   * Resolves true once the table lists a local instance at `nsip` (at once if it does), false after
+   * timeoutMs or when `signal` aborts.
+   */
+  whenLocal(nsip: IpAddress, timeoutMs: number, signal?: AbortSignal): Promise<boolean> {
+    if (this.hasLocal(nsip)) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const done = (ok: boolean) => {
+        clearTimeout(timer);
+        this.listeners.delete(check);
+        signal?.removeEventListener('abort', abort);
+        resolve(ok);
+      };
+      const check = () => {
+        if (this.hasLocal(nsip)) done(true);
+      };
+      const abort = () => done(false);
+      const timer = setTimeout(() => done(false), timeoutMs);
+      this.listeners.add(check);
+      signal?.addEventListener('abort', abort);
+    });
+  }
+
+  private changed(): void {
+    this.dirty = true;
+    if (this.notifying) return;
+    this.notifying = true;
+    queueMicrotask(() => {
+      this.notifying = false;
+      const snapshot = this.snapshot();
+      for (const l of [...this.listeners]) l(snapshot);
+    });
+  }
+
+  private reclassify(entry: JobEntry): JobEntry {
+    const map = new Map<Instance, TableRecord>();
+    const records = Object.freeze(
+      entry.records.map((i) => {
+        const local = this.isLocal(i.endpoint, i.workerId);
+        const next = local === i.local ? i : Object.freeze({ ...i, local });
+        map.set(i, next);
+        return next;
+      }),
+    );
+    const service: Service = Object.freeze({ job: entry.service.job, instances: records });
+    const addresses = entry.addresses.map((a) => (a.instance ? { ...a, instance: map.get(a.instance)! } : a));
+    return { service, records, addresses };
+  }
+
+  private isLocal(end: Buffer, workerId: string | undefined): boolean {
+    const self = this.identity;
+    if (!self) return false;
+    return (
+      (workerId !== undefined && workerId === self.workerId) ||
+      end.equals(endpoint(self.hostIp, self.hostPort))
+    );
+  }
+
+  private toInstance(job: string, t: TableInstance): TableRecord | undefined {
     const nsip = IpAddress.tryParse(t.namespace_ip);
     if (!nsip || nsip.family !== 4) return undefined;
     const nsip6 = t.namespace_ip_v6 ? IpAddress.tryParse(t.namespace_ip_v6) : undefined;
@@ -200,21 +254,19 @@ export class ServiceTable implements Pick<Directory, 'target' | 'localByNamespac
       if (ip?.family === 4) ip4 ??= ip.toBytes();
       if (ip?.family === 6) ip6 ??= ip.toBytes();
     }
-    const local =
-      (t.worker_id !== undefined && t.worker_id === this.self.workerId) ||
-      (host.toString() === this.self.hostIp && t.host_port === this.self.hostPort);
-    return {
+    const end = endpoint(host.toString(), t.host_port);
+    return Object.freeze({
       job,
       number: t.instance_number,
       nsip4: nsip.toBytes(),
       nsip6: nsip6?.family === 6 ? nsip6.toBytes() : null,
       instanceIp4: ip4,
       instanceIp6: ip6,
-      endpoint: endpoint(host.toString(), t.host_port),
-      local,
+      endpoint: end,
+      local: this.isLocal(end, t.worker_id),
       cluster: t.cluster_id ?? '',
-      alive: true,
-    };
+      workerId: t.worker_id,
+    });
   }
 }
 
@@ -226,11 +278,7 @@ export function kindOf(ipType: string): AddressKind {
   return 'instance';
 }
 
-function instanceKey(i: ServiceInstance): string {
-  return `${i.number}`;
-}
-
-function sameInstance(a: ServiceInstance, b: ServiceInstance): boolean {
+function sameInstance(a: Instance, b: Instance): boolean {
   const eq = (x: Uint8Array | null, y: Uint8Array | null) =>
     x === null || y === null ? x === y : Buffer.compare(x, y) === 0;
   return (

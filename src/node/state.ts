@@ -46,7 +46,10 @@ const parse = parser(NodeStateSchema);
 export class StateFile {
   readonly path: string;
 
-  constructor(dir: string) {
+  constructor(
+    /** The state directory (0700). */
+    readonly dir: string,
+  ) {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     this.path = join(dir, 'node-state.json');
   }

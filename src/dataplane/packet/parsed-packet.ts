@@ -77,6 +77,11 @@ function u16(buf: Uint8Array, i: number): number {
   return (buf[i]! << 8) | buf[i + 1]!;
 }
 
+/** Big-endian unsigned 32-bit read; the caller has checked that the bytes exist. */
+function readU32(buf: Uint8Array, i: number): number {
+  return ((buf[i]! << 24) | (buf[i + 1]! << 16) | (buf[i + 2]! << 8) | buf[i + 3]!) >>> 0;
+}
+
 /** True when next-header value `n` is an IPv6 extension header that this decoder walks. */
 function isWalkedExtension(n: number): boolean {
   return (
@@ -203,6 +208,21 @@ export class ParsedPacket {
   /** True when the last decode succeeded (error === Ok). */
   get ok(): boolean {
     return this.error === DecodeError.Ok;
+  }
+
+  /** TCP sequence number. Valid when error is Ok and proto is TCP with l4Offset >= 0. */
+  tcpSeq(): number {
+    return readU32(this.buffer, this.l4Offset + 4);
+  }
+
+  /** TCP acknowledgment number (meaningful when the ACK flag is set). Valid as tcpSeq. */
+  tcpAck(): number {
+    return readU32(this.buffer, this.l4Offset + 8);
+  }
+
+  /** TCP payload bytes (of this packet, or of a whole super-packet); 0 for a bare header. Valid as tcpSeq. */
+  tcpPayloadLength(): number {
+    return Math.max(0, this.l4Length - ((this.buffer[this.l4Offset + 12]! >> 4) << 2));
   }
 
   /** The source address as text for logs (slow path: allocates a string); '' when the IP header did not decode. */

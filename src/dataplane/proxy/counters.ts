@@ -1,8 +1,9 @@
 /**
  * @module dataplane/proxy/counters
  * Why packets did not make it: every drop has a reason and a counter, so a bad packet is a number in
- * `oaknet status`, never an exception.
+ * `oaknet status`, never an exception. Counters are plain fields the data path increments; status reads them.
  */
+import type { DataPlaneStatus } from '../../protocol/dataplane-status.ts';
 import { DECODE_ERROR_COUNT, decodeErrorName } from '../packet/index.ts';
 
 /** Drop reasons besides decode errors (which are counted per DecodeError). */
@@ -19,7 +20,6 @@ export const Drop = {
   TunnelSendFailed: 9,
   TunWriteFailed: 10,
   Truncated: 11,
-  Reset: 12,
 } as const;
 export type Drop = (typeof Drop)[keyof typeof Drop];
 
@@ -36,8 +36,23 @@ const DROP_NAMES: Record<Drop, string> = {
   9: 'tunnel send failed',
   10: 'TUN write failed',
   11: 'packet truncated on read',
-  12: 'TCP segment to a vanished instance (client reset)',
 };
+
+/** The counter fields of the data plane's status. */
+export type CounterStatus = Pick<
+  DataPlaneStatus,
+  | 'tun_in'
+  | 'tunnel_in'
+  | 'tun_out'
+  | 'tunnel_out'
+  | 'local'
+  | 'flows_created'
+  | 'resets_sent'
+  | 'questions_throttled'
+  | 'multicast_ignored'
+  | 'drops'
+  | 'dropped'
+>;
 
 export class ProxyCounters {
   readonly drops = new Float64Array(Object.keys(Drop).length);
@@ -45,7 +60,7 @@ export class ProxyCounters {
   /** Packets read from the TUN and from the tunnel. */
   tunIn = 0;
   tunnelIn = 0;
-  /** Packets written to the TUN and sent into the tunnel. */
+  /** Packets written to the TUN, and wire datagrams sent into the tunnel. */
   tunOut = 0;
   tunnelOut = 0;
   /** Packets delivered on this node without the network. */
@@ -57,18 +72,23 @@ export class ProxyCounters {
   /** IPv6 multicast the kernel sent into the TUN (link chatter), ignored. */
   multicast = 0;
 
-  drop(reason: Drop): void {
-    this.drops[reason]!++;
+  drop(reason: Drop, n = 1): void {
+    this.drops[reason]! += n;
   }
 
-  /** A JSON-friendly view: non-zero drop counts by reason name. */
-  snapshot(): Record<string, unknown> {
+  /** The counters as the status shows them: drop counts by reason name (only those that occurred). */
+  status(): CounterStatus {
     const drops: Record<string, number> = {};
+    let dropped = 0;
     this.drops.forEach((n, i) => {
-      if (n) drops[DROP_NAMES[i as Drop]] = n;
+      if (!n) return;
+      drops[DROP_NAMES[i as Drop]] = n;
+      dropped += n;
     });
     this.decodeErrors.forEach((n, i) => {
-      if (n) drops[`malformed: ${decodeErrorName(i)}`] = n;
+      if (!n) return;
+      drops[`malformed: ${decodeErrorName(i)}`] = n;
+      dropped += n;
     });
     return {
       tun_in: this.tunIn,
@@ -81,7 +101,7 @@ export class ProxyCounters {
       questions_throttled: this.questionsThrottled,
       multicast_ignored: this.multicast,
       drops,
-      dropped: drops ? Object.values(drops).reduce((a, b) => a + b, 0) : 0,
+      dropped,
     };
   }
 }

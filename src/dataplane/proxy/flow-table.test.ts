@@ -3,12 +3,25 @@ import { describe, it } from 'node:test';
 import { IpAddress } from '../../addressing/ip.ts';
 import { createSeededRandom } from '../packet/build.ts';
 import { endpoint } from '../tunnel/tunnel.ts';
-import type { ServiceInstance } from './directory.ts';
+import type { Instance } from '../snapshot.ts';
 import { Flow, FlowTable } from './flow-table.ts';
 
 const bytes = (text: string) => IpAddress.parse(text).toBytes();
 
-function instance(n: number, family: 4 | 6): ServiceInstance {
+/** The local instance that opens the flows. */
+const CLIENT: Instance = {
+  job: 'app.ns.client.ns',
+  number: 0,
+  nsip4: Uint8Array.of(10, 18, 0, 2),
+  nsip6: null,
+  instanceIp4: Uint8Array.of(10, 30, 0, 10),
+  instanceIp6: null,
+  endpoint: endpoint('10.255.0.1', 50103),
+  local: true,
+  cluster: 'c1',
+};
+
+function instance(n: number, family: 4 | 6): Instance {
   const v4 = family === 4;
   return {
     job: 'app.ns.server.ns',
@@ -20,11 +33,10 @@ function instance(n: number, family: 4 | 6): ServiceInstance {
     endpoint: endpoint('10.255.0.2', 50103),
     local: false,
     cluster: 'c1',
-    alive: true,
   };
 }
 
-function target(i: ServiceInstance, len: number): { ns: Uint8Array; ip: Uint8Array } {
+function target(i: Instance, len: number): { ns: Uint8Array; ip: Uint8Array } {
   const ns = len === 4 ? i.nsip4 : i.nsip6;
   const ip = len === 4 ? i.instanceIp4 : i.instanceIp6;
   assert.ok(ns && ip);
@@ -37,10 +49,10 @@ function makeFlow(
   clientPort: number,
   dialed: Uint8Array,
   port: number,
-  inst: ServiceInstance,
+  inst: Instance,
 ): Flow {
   const { ns, ip } = target(inst, client.length);
-  return new Flow(proto, client, clientPort, dialed, port, client, 'app.ns.client.ns', inst, ns, ip, 0);
+  return new Flow(proto, client, clientPort, dialed, port, client, CLIENT, inst, ns, ip, 0);
 }
 
 const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');

@@ -10,7 +10,7 @@
  * bytes, hashed, and compared word by word in an open-addressing table (linear probing, tombstones, grown
  * and rebuilt when full of either). No strings, no per-packet objects.
  */
-import type { ServiceInstance } from './directory.ts';
+import type { Instance } from '../snapshot.ts';
 
 /** TCP progress bits of a flow. */
 export const TcpProgress = {
@@ -53,10 +53,10 @@ export class Flow {
     readonly port: number,
     /** The client instance's own instance IP: the source it gets on the wire. */
     readonly ownIp: Uint8Array,
-    /** Job of the client instance (for logs). */
-    readonly clientJob: string,
+    /** The local instance that opened the flow (as the snapshot had it then). */
+    public client: Instance,
     /** Chosen target instance. */
-    public instance: ServiceInstance,
+    public instance: Instance,
     /** Target's namespace address and instance IP in this flow's family. */
     public targetNs: Uint8Array,
     public targetIp: Uint8Array,
@@ -144,7 +144,7 @@ export class FlowTable {
   }
 
   /** Re-keys a flow whose target changed (the reply key depends on the target's instance IP). */
-  retarget(flow: Flow, instance: ServiceInstance, targetNs: Uint8Array, targetIp: Uint8Array): void {
+  retarget(flow: Flow, instance: Instance, targetNs: Uint8Array, targetIp: Uint8Array): void {
     this.replyKey(flow);
     this.erase(flow);
     flow.instance = instance;

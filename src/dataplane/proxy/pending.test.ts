@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { PendingPackets } from './pending.ts';
+import { type HeldPacket, PendingPackets } from './pending.ts';
 
-const text = (bufs: Buffer[]) => bufs.map((b) => b.toString());
+const text = (held: HeldPacket[]) => held.map((h) => h.packet.toString());
 
 describe('PendingPackets', () => {
   it('holds copies per key and gives them back oldest first, once', () => {

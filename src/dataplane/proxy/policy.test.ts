@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { endpoint } from '../tunnel/tunnel.ts';
-import type { AddressTarget, ServiceInstance } from './directory.ts';
+import { type AddressTarget, type Instance, ServiceSnapshot } from '../snapshot.ts';
 import { Closest, createPolicies, InstancePolicy, RoundRobin } from './policy.ts';
 
-function inst(job: string, n: number, local = false, cluster = 'c1'): ServiceInstance {
+function inst(job: string, n: number, local = false, cluster = 'c1'): Instance {
   return {
     job,
     number: n,
@@ -15,11 +15,10 @@ function inst(job: string, n: number, local = false, cluster = 'c1'): ServiceIns
     endpoint: endpoint('10.255.0.1', 50103),
     local,
     cluster,
-    alive: true,
   };
 }
 
-const rr = (job: string, instances: ServiceInstance[]): AddressTarget => ({
+const rr = (job: string, instances: Instance[]): AddressTarget => ({
   kind: 'rr',
   service: { job, instances },
 });
@@ -57,7 +56,7 @@ describe('Closest', () => {
     const remoteSame = inst(job, 1, false, 'c1');
     const local1 = inst(job, 2, true);
     const local2 = inst(job, 3, true);
-    const closest = (instances: ServiceInstance[]) =>
+    const closest = (instances: Instance[]) =>
       policy.choose({ kind: 'closest', service: { job, instances } }, ctx)?.number;
     const all = [remoteOther, remoteSame, local1, local2];
     assert.deepEqual([closest(all), closest(all), closest(all)], [2, 3, 2]);
@@ -73,8 +72,8 @@ describe('Closest by measured round-trip time', () => {
   const a = inst(job, 0, false, 'c1');
   const b = inst(job, 1, false, 'c1');
   const c = inst(job, 2, false, 'c2');
-  const rtts = new Map<ServiceInstance, number | undefined>();
-  const measured = { cluster: 'c1', rtt: (i: ServiceInstance) => rtts.get(i) };
+  const rtts = new Map<Instance, number | undefined>();
+  const measured = { cluster: 'c1', rtt: (i: Instance) => rtts.get(i) };
   const pick = (policy: Closest, instances = [a, b, c]) =>
     policy.choose({ kind: 'closest', service: { job, instances } }, measured)?.number;
 
@@ -111,17 +110,28 @@ describe('Closest by measured round-trip time', () => {
 });
 
 describe('InstancePolicy', () => {
-  it('names exactly the instance, while it is alive', () => {
+  it('names exactly the instance, while it is in the table', () => {
     const policy = new InstancePolicy();
     const x = inst('s.s.s.s', 1);
-    const target: AddressTarget = {
-      kind: 'instance',
-      service: { job: 's.s.s.s', instances: [inst('s.s.s.s', 0), x] },
-      instance: x,
-    };
+    const service = { job: 's.s.s.s', instances: [inst('s.s.s.s', 0), x] };
+    const ip = x.instanceIp4!;
+    const before = new ServiceSnapshot({
+      generation: 1,
+      localSubnets: [],
+      cluster: 'c1',
+      services: [{ service, addresses: [{ kind: 'instance', address: ip, instance: x }] }],
+    });
+    const target = before.target(ip, 0, 4);
+    assert.ok(target);
     assert.equal(policy.choose(target), x);
-    x.alive = false;
-    assert.equal(policy.choose(target), undefined);
+    // x left: the next snapshot has no target for its address, so nothing is chosen for it
+    const after = new ServiceSnapshot({
+      generation: 2,
+      localSubnets: [],
+      cluster: 'c1',
+      services: [{ service: { job: 's.s.s.s', instances: [service.instances[0]!] }, addresses: [] }],
+    });
+    assert.equal(after.target(ip, 0, 4), undefined);
     assert.equal(policy.choose({ kind: 'instance', service: target.service }), undefined);
   });
 });

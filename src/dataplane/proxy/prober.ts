@@ -13,13 +13,14 @@
  *
  * Probes also tell whether a peer is still there: a peer that answered before and then left `missedProbes`
  * probes in a row unanswered (3 by default: 2-3 s at the default interval) is unreachable, and new flows avoid
- * its instances (ProxyTun.choose) until it answers again. A peer that never answered (an upstream NetManager,
+ * its instances (InstanceChooser in policy.ts) until it answers again. A peer that never answered (an upstream NetManager,
  * which does not speak probes) is never called unreachable.
  *
  * Layout (24 bytes): 0x00, "OAKP", kind (1 request, 2 reply), 2 reserved bytes, the sender's send time as a
  * float64 (ms, its own monotonic clock: only the sender reads it), then 8 bytes the sender chooses (unused).
  */
-import { endpointKey, OutboundBatch, type Tunnel } from '../tunnel/tunnel.ts';
+import type { PeerStatus } from '../../protocol/dataplane-status.ts';
+import { decodeEndpoint, endpointKey, OutboundBatch, type Tunnel } from '../tunnel/tunnel.ts';
 
 export const PROBE_BYTES = 24;
 const MAGIC = [0x4f, 0x41, 0x4b, 0x50]; // "OAKP"
@@ -152,6 +153,21 @@ export class Prober {
   /** Every peer with its measurements. */
   list(): readonly PeerRtt[] {
     return [...this.peers.values()];
+  }
+
+  /** The peers as the data plane's status shows them. */
+  status(): PeerStatus[] {
+    const ms = (v: number) => Math.round(v * 1000) / 1000;
+    return this.list().map((p) => {
+      const { host, port } = decodeEndpoint(p.endpoint);
+      return {
+        node: `${host}:${port}`,
+        rtt_ms: p.window.length ? ms(Math.min(...p.window)) : null,
+        average_ms: p.srtt === undefined ? null : ms(p.srtt),
+        samples: p.samples,
+        reachable: !this.lost(p),
+      };
+    });
   }
 
   /**

@@ -3,13 +3,14 @@
  * two proxies with FakeTuns in offload mode on one in-memory underlay. A super-packet must be translated once
  * and then either go on the wire as ordinary MSS-sized packets with full checksums (remote instance), or back
  * into the TUN whole with its gso word and a correctly adjusted partial checksum (instance on the same node); one
- * that has to wait for the control plane waits as its segments. The wire never carries anything else.
+ * that has to wait for the control plane waits whole. The wire never carries anything else.
  */
 import assert from 'node:assert/strict';
 import { performance } from 'node:perf_hooks';
 import { describe, it, type TestContext } from 'node:test';
 import pino from 'pino';
 import { Cidr } from '../../addressing/cidr.ts';
+import type { IpAddress } from '../../addressing/ip.ts';
 import { ServiceTable } from '../../node/service-table.ts';
 import { IP_TYPE, type TableInstance } from '../../protocol/mqtt.ts';
 import {
@@ -23,16 +24,11 @@ import {
 } from '../packet/build.ts';
 import { IpProto, ParsedPacket, TcpFlag } from '../packet/index.ts';
 import { FakeTun } from '../tun/fake.ts';
-import { nativeIoAvailable } from '../tun/native.ts';
 import { MemorySwitch, type MemoryTunnel } from '../tunnel/memory.ts';
-import type { AddressTarget, Directory, ServiceInstance } from './directory.ts';
+import type { AddressLookup } from '../dataplane.ts';
 import { Drop } from './counters.ts';
 import { ProxyTun } from './proxy.ts';
 import { isProbe } from './prober.ts';
-
-// Never skipped: the segmenter is in the addon, built by npm install; without it these tests fail.
-if (!nativeIoAvailable())
-  throw new Error('native addon not built: run npm install (or npm run build:native)');
 
 const PORT = 50103;
 const SEMANTIC = [Cidr.parse('10.30.0.0/16'), Cidr.parse('fdff::/16')];
@@ -108,54 +104,45 @@ class Tap {
   }
 }
 
-class Dir implements Directory {
+/** Records the questions the proxy asks. */
+class Lookup implements AddressLookup {
   readonly questions: string[] = [];
-  constructor(private readonly t: ServiceTable) {}
-  target(buf: Uint8Array, offset: number, length: number): AddressTarget | undefined {
-    return this.t.target(buf, offset, length);
+  ask(address: IpAddress): void {
+    this.questions.push(address.toString());
   }
-  localByNamespace(buf: Uint8Array, offset: number, length: number): ServiceInstance | undefined {
-    return this.t.localByNamespace(buf, offset, length);
-  }
-  request(address: string): void {
-    this.questions.push(address);
-  }
-  touch(): void {}
 }
 
 class ProxyNode {
   readonly tun = new FakeTun({ offload: true });
   readonly tunnel: Tap;
   readonly table: ServiceTable;
-  readonly dir: Dir;
+  readonly dir = new Lookup();
   readonly proxy: ProxyTun;
   readonly written: Array<{ packet: Buffer; gso: number }> = [];
 
   constructor(node: Node, net: MemorySwitch) {
     this.tun.onWrite = (packet, gso) => this.written.push({ packet, gso });
     this.tunnel = new Tap(net.open(node.host, PORT), net);
-    this.table = new ServiceTable({ workerId: node.worker, hostIp: node.host, hostPort: PORT });
-    this.dir = new Dir(this.table);
+    this.table = new ServiceTable();
+    this.table.setIdentity({
+      workerId: node.worker,
+      hostIp: node.host,
+      hostPort: PORT,
+      subnets: [Cidr.parse(node.v4), Cidr.parse(node.v6)],
+      cluster: 'c1',
+    });
     this.proxy = new ProxyTun(
-      this.tun,
-      this.tunnel.tunnel,
+      { tun: this.tun, tunnel: this.tunnel.tunnel },
+      { semanticRanges: SEMANTIC, probeIntervalMs: 0 },
       this.dir,
-      {
-        localSubnets: [Cidr.parse(node.v4), Cidr.parse(node.v6)],
-        semanticRanges: SEMANTIC,
-        cluster: () => 'c1',
-        probeIntervalMs: 0,
-      },
       pino({ level: 'silent' }),
     );
-    this.table.setEvents(this.proxy);
+    this.table.onChange((snapshot) => this.proxy.apply(snapshot));
     this.proxy.start();
   }
 
   close(): void {
-    this.proxy.stop();
-    this.tun.close();
-    this.tunnel.close();
+    this.proxy.close();
   }
 }
 
@@ -304,7 +291,7 @@ for (const [f, name] of [
       assert.deepEqual(Buffer.concat(n1.tunnel.wire.map((s) => fields(s).payload)), payload);
     });
 
-    it('a super-packet to an unknown address waits as its segments and follows the answer', async (t) => {
+    it('a super-packet to an unknown address waits whole and follows the answer as its segments', async (t) => {
       const { n1, n2 } = twoNodes(t);
       n2.table.apply(UNKNOWN.job, table(UNKNOWN, [U]));
       const payload = randomBytes(createSeededRandom(4), 10000);
@@ -314,8 +301,7 @@ for (const [f, name] of [
       n1.tun.inject(sp, 1400);
       await until(() => n1.dir.questions.length === 1, 'the question');
       assert.equal(n1.tunnel.wire.length, 0);
-      n1.table.apply(UNKNOWN.job, table(UNKNOWN, [U]));
-      n1.proxy.resolved(UNKNOWN.rr[f], true);
+      n1.table.apply(UNKNOWN.job, table(UNKNOWN, [U])); // the answer
       await until(() => n2.written.length === 8, 'the held segments at n2');
       for (const s of n1.tunnel.wire) {
         assert.ok(fullChecksumsValid(s, 0, s.length));

@@ -1,8 +1,9 @@
 /**
  * ProxyTUN end to end in one process: two or three complete proxies, each with a FakeTun (its "kernel"), an
  * in-memory tunnel on one MemorySwitch (the underlay) and the node's real ServiceTable filled with table-query
- * answers in upstream's format. The Directory around each table records the questions the proxy asks; the
- * tests answer them by applying a table and calling proxy.resolved, as the node's resolver does.
+ * answers in upstream's format, whose snapshots the proxy applies. A fake AddressLookup records the questions
+ * the proxy asks; the tests answer them by applying a table (or marking the address unknown), as the node's
+ * resolver does.
  *
  * The translation checked everywhere (reference sections 4.3, 4.4 and 9): client C on n1 (namespace nsC,
  * instance IP iC) dials S; the chosen instance T on n2 (nsT, iT). On the tunnel: iC -> nsT to n2's endpoint;
@@ -39,8 +40,10 @@ import {
 } from '../tunnel/tunnel.ts';
 import type { PacketBatch } from '../tun/tun.ts';
 import { Drop } from './counters.ts';
-import type { AddressTarget, Directory, ServiceInstance } from './directory.ts';
-import { ProxyTun, SESSION_WINDOW_MS, type ProxyConfig } from './proxy.ts';
+import { IpAddress } from '../../addressing/ip.ts';
+import type { AddressLookup, DataPlaneConfig } from '../dataplane.ts';
+import { SESSION_WINDOW_MS } from './conntrack.ts';
+import { ProxyTun } from './proxy.ts';
 import { isProbe } from './prober.ts';
 
 // ---- the cluster: nodes, jobs, instances ------------------------------------------------------------------
@@ -244,32 +247,18 @@ class TapTunnel implements Tunnel {
   }
 }
 
-/** The node's Directory: the real ServiceTable, plus a record of the questions and touches. */
-class FakeDirectory implements Directory {
+/** The node's AddressLookup: a record of the questions the proxy asks. */
+class FakeLookup implements AddressLookup {
   readonly questions: string[] = [];
   readonly asked = new Collector<string>();
-  readonly touched = new Set<string>();
-  /** Runs inside request(): a directory that answers from a cache, synchronously. */
+  /** Runs inside ask(): a control plane that answers from a cache, synchronously. */
   onRequest: ((address: string) => void) | undefined;
 
-  constructor(private readonly table: ServiceTable) {}
-
-  target(buf: Uint8Array, offset: number, length: number): AddressTarget | undefined {
-    return this.table.target(buf, offset, length);
-  }
-
-  localByNamespace(buf: Uint8Array, offset: number, length: number): ServiceInstance | undefined {
-    return this.table.localByNamespace(buf, offset, length);
-  }
-
-  request(address: string): void {
-    this.questions.push(address);
-    this.asked.push(address);
-    this.onRequest?.(address);
-  }
-
-  touch(job: string): void {
-    this.touched.add(job);
+  ask(address: IpAddress): void {
+    const text = address.toString();
+    this.questions.push(text);
+    this.asked.push(text);
+    this.onRequest?.(text);
   }
 }
 
@@ -279,7 +268,7 @@ class TestNode {
   readonly tun: FakeTun;
   readonly tunnel: TapTunnel;
   readonly table: ServiceTable;
-  readonly dir: FakeDirectory;
+  readonly dir = new FakeLookup();
   readonly proxy: ProxyTun;
   /** Packets the proxy wrote to the TUN (delivered to local instances). */
   readonly written = new Collector<Buffer>();
@@ -288,31 +277,27 @@ class TestNode {
   constructor(
     readonly spec: NodeSpec,
     net: MemorySwitch,
-    config: Partial<ProxyConfig> = {},
+    config: Partial<DataPlaneConfig> = {},
   ) {
     this.tun = new FakeTun({ name: `tun-${spec.name}` });
     this.tun.onWrite = (p) => this.written.push(p);
     this.tunnel = new TapTunnel(net.open(spec.host, TUNNEL_PORT));
     this.endpoint = `${spec.host}:${TUNNEL_PORT}`;
-    this.table = new ServiceTable({
+    this.table = new ServiceTable();
+    this.table.setIdentity({
       workerId: spec.workerId,
       hostIp: spec.host,
       hostPort: TUNNEL_PORT,
+      subnets: [Cidr.parse(spec.v4), Cidr.parse(spec.v6)],
+      cluster: spec.cluster,
     });
-    this.dir = new FakeDirectory(this.table);
     this.proxy = new ProxyTun(
-      this.tun,
-      this.tunnel,
+      { tun: this.tun, tunnel: this.tunnel },
+      { semanticRanges: SEMANTIC, ...config },
       this.dir,
-      {
-        localSubnets: [Cidr.parse(spec.v4), Cidr.parse(spec.v6)],
-        semanticRanges: SEMANTIC,
-        cluster: () => spec.cluster,
-        ...config,
-      },
       pino({ level: 'silent' }),
     );
-    this.table.setEvents(this.proxy);
+    this.table.onChange((snapshot) => this.proxy.apply(snapshot));
     this.proxy.start();
   }
 
@@ -321,10 +306,21 @@ class TestNode {
     this.table.apply(job.name, tableOf(job, instances));
   }
 
-  /** The answer to a question: the job's table is applied (if any), then the proxy hears the outcome. */
+  /** The answer to a question: the job's table is applied, or (no job) the address is unknown. */
   answer(address: string, job?: JobSpec, instances: readonly InstanceSpec[] = []): void {
     if (job) this.learn(job, instances);
-    this.proxy.resolved(address, job !== undefined);
+    else this.table.markUnknown(IpAddress.parse(address));
+  }
+
+  /** Resolves once the proxy uses the table's newest snapshot. */
+  async settled(): Promise<void> {
+    const generation = this.table.snapshot().generation;
+    await until(() => this.proxy.status().generation === generation, 'the snapshot applied');
+  }
+
+  /** The jobs the proxy reports in use (open flows). */
+  inUse(): Set<string> {
+    return new Set(this.proxy.status().services.map((s) => s.job));
   }
 
   /** An instance on this node sends a packet (the kernel routes it into the TUN). */
@@ -341,9 +337,7 @@ class TestNode {
   }
 
   close(): void {
-    this.proxy.stop();
-    this.tun.close();
-    this.tunnel.close();
+    this.proxy.close();
   }
 }
 
@@ -351,7 +345,7 @@ class World {
   readonly net = new MemorySwitch();
   readonly nodes: TestNode[] = [];
 
-  node(spec: NodeSpec, config: Partial<ProxyConfig> = {}): TestNode {
+  node(spec: NodeSpec, config: Partial<DataPlaneConfig> = {}): TestNode {
     const n = new TestNode(spec, this.net, config);
     this.nodes.push(n);
     return n;
@@ -376,7 +370,7 @@ function world(t: TestContext): World {
 function cluster(
   t: TestContext,
   serverOnN1: readonly InstanceSpec[] = [X0, X1],
-  config: Partial<ProxyConfig> = {},
+  config: Partial<DataPlaneConfig> = {},
 ) {
   const w = world(t);
   const n1 = w.node(N1, config);
@@ -498,7 +492,7 @@ for (const f of FAMILIES) {
 
       assert.equal(n1.proxy.counters.flowsCreated, 1);
       assert.deepEqual(n1.dir.questions, [], 'everything was known: no question');
-      assert.ok(n1.dir.touched.has(SERVER.name), 'traffic keeps the interest in the job alive');
+      assert.ok(n1.inUse().has(SERVER.name), 'traffic keeps the interest in the job alive');
     });
 
     it('TCP: SYN, SYN-ACK, data, FIN both ways keep the translation, with valid checksums', async (t) => {
@@ -784,7 +778,7 @@ describe('ProxyTUN cache misses', () => {
     n1.send(udp(CLI.ns4, 5000, SERVER.rr4, 53, '3'));
     const got = await n2.written.take(3);
     assert.deepEqual(got.map(payloadOf), ['1', '2', '3']);
-    n1.proxy.resolved(SERVER.rr4, true);
+    n1.answer(SERVER.rr4, SERVER, [X0]); // the answer, now that the table already knew it
     n1.send(udp(CLI.ns4, 5000, SERVER.rr4, 53, '4'));
     assert.deepEqual((await n2.written.take(1)).map(payloadOf), ['4']);
     assert.equal(n1.proxy.counters.flowsCreated, 1);
@@ -827,6 +821,7 @@ describe('ProxyTUN cache misses', () => {
     assert.deepEqual(await n1.dir.asked.take(1), ['10.30.9.9']);
     await until(() => n1.proxy.status().waiting_packets === 2, 'two packets held');
     n1.answer('10.30.9.9');
+    await n1.settled();
     assert.equal(n1.drops(Drop.Unresolved), 2);
     assert.equal(n1.proxy.status().waiting_packets, 0);
     assert.equal(n1.tunnel.log.length + n1.tun.written.length, 0);
@@ -1036,6 +1031,7 @@ describe('ProxyTUN when an instance disappears', () => {
     assert.equal(line(first.wire.packet), `tcp 10.30.0.41:2000 > ${X1.ns4}:80 [S]`);
     assert.equal(n1.proxy.status().flows, 2);
     n1.learn(CLIENT, []); // the update: the client left
+    await n1.settled();
     assert.equal(n1.proxy.status().flows, 1, "the old client's flow is gone");
     const again = await across(n1, n3, tcp(NEW0.ns4, 2000, SERVER.rr4, 80, TcpFlag.Ack, 2, 1));
     assert.equal(line(again.wire.packet), `tcp 10.30.0.41:2000 > ${X1.ns4}:80 [.]`, 'the new flow stays put');
@@ -1445,9 +1441,9 @@ describe('ProxyTUN flow lifetimes', () => {
       assert.equal(udpAgain.wire.to, n2.endpoint, 'a new choice (round robin: after x0, x1 comes x0)');
       const tcpLater = await across(n1, n2, tcp(CLI.ns4, 4400, SERVER.rr4, 80, Ack, 2, 2));
       assert.equal(tcpLater.wire.to, n2.endpoint, 'the established flow still goes to its instance');
+      assert.ok(n1.inUse().has(SERVER.name), 'a job with live flows stays in use, however idle they are');
       t.mock.timers.tick(600_000 + 2000);
       assert.equal(n1.proxy.status().flows, 0);
-      assert.ok(n1.dir.touched.has(SERVER.name));
     } finally {
       w.close();
     }

@@ -16,7 +16,8 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { SystemError, errorMessage } from '../../errors.ts';
 import { type NativeIo, TunOffload, loadNativeIo, pollFailure } from './native.ts';
-import type { OffloadStatus, PacketBatch, Tun, WriteCounters } from './tun.ts';
+import type { TunOffloadStatus } from '../../protocol/dataplane-status.ts';
+import type { PacketBatch, Tun, WriteCounters } from './tun.ts';
 
 const execFileAsync = promisify(execFile);
 
@@ -139,7 +140,7 @@ export class LinuxTun implements Tun {
     return new LinuxTun(io, opened.fd, opened.name, mtu, headroom, batchSize, opened.offloads);
   }
 
-  offloadStatus(): OffloadStatus | undefined {
+  offloadStatus(): TunOffloadStatus | undefined {
     if (this.offloads < 0) return undefined;
     const c = this.offloadCounters;
     return {

@@ -9,6 +9,7 @@
  * (wireguard-go's read offset, tailscale's PacketStartOffset). Implementations: `LinuxTun` (`linux.ts`) and
  * `FakeTun` (`fake.ts`); every one passes `tun.case.ts`.
  */
+import type { TunOffloadStatus } from '../../protocol/dataplane-status.ts';
 
 /**
  * A run of packets inside one buffer. A batch handed to a callback is valid only during that callback: the
@@ -51,11 +52,8 @@ export interface Tun {
   /** Stops reading and releases the device; idempotent; safe inside a callback. */
   close(): void;
   /** What offloads the device uses and what they did (for status output); absent when it has none. */
-  offloadStatus?(): OffloadStatus | undefined;
+  offloadStatus?(): TunOffloadStatus | undefined;
 }
-
-/** A device's offloads and their counters, as `oaknet status --json` shows them (snake_case, like the rest). */
-export type OffloadStatus = Record<string, boolean | number | string[]>;
 
 /** Write-side drop counters that implementations keep (not part of `Tun`, which stays small). */
 export interface WriteCounters {

@@ -12,7 +12,8 @@
  */
 import { InvalidInputError } from '../../errors.ts';
 import { IpAddress } from '../../addressing/ip.ts';
-import { BatchBuilder, type OffloadStatus, type PacketBatch } from '../tun/tun.ts';
+import type { TunnelOffloadStatus } from '../../protocol/dataplane-status.ts';
+import { BatchBuilder, type PacketBatch } from '../tun/tun.ts';
 
 /** Bytes of one encoded endpoint. */
 export const ENDPOINT_BYTES = 18;
@@ -48,7 +49,7 @@ export interface Tunnel {
   /** Stops receiving and releases the socket; idempotent; safe inside a callback. */
   close(): void;
   /** What offloads the socket uses and what they did (for status output); absent when it has none. */
-  offloadStatus?(): OffloadStatus | undefined;
+  offloadStatus?(): TunnelOffloadStatus | undefined;
 }
 
 /** Send-side drop counters that implementations keep (not part of `Tunnel`, which stays small). */

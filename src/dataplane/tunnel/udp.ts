@@ -14,7 +14,8 @@
  */
 import { SystemError, errorMessage } from '../../errors.ts';
 import { GRO_MAX_SEGMENTS, type NativeIo, loadNativeIo, pollFailure } from '../tun/native.ts';
-import type { OffloadStatus, PacketBatch } from '../tun/tun.ts';
+import type { TunnelOffloadStatus } from '../../protocol/dataplane-status.ts';
+import type { PacketBatch } from '../tun/tun.ts';
 import { Segmenter } from './segmenter.ts';
 import {
   type AddressedBatch,
@@ -124,7 +125,7 @@ export class UdpTunnel implements Tunnel {
     return new UdpTunnel(io, opened.fd, opened.port, opened.family, options, offloads);
   }
 
-  offloadStatus(): OffloadStatus | undefined {
+  offloadStatus(): TunnelOffloadStatus | undefined {
     if (!this.offloads.gso && !this.offloads.gro && this.gsoRefused === 0) return undefined;
     return { gso: this.offloads.gso, gro: this.offloads.gro, gso_refused: this.gsoRefused };
   }

@@ -1,0 +1,124 @@
+/**
+ * @module dataplane/proxy/fragments
+ * IPv4/IPv6 fragments without reassembly (steps 3 and 10 of the packet flow in proxy.ts): only a datagram's
+ * first fragment has ports, so it decides the translation, and the datagram's later fragments follow it by
+ * (addresses, protocol, fragment ID). A later fragment that arrives before its first fragment waits (bounded)
+ * and is processed again once the first one has been seen.
+ *
+ * A datagram is (src, dst, protocol, id) in IPv4 but (src, dst, id) in IPv6 (RFC 8200 4.5), where a later
+ * fragment may not name the transport at all. Datagrams are found by their ID first and then compared byte
+ * by byte: no key strings per fragment.
+ */
+import type { ParsedPacket } from '../packet/index.ts';
+import type { Flow } from './flow-table.ts';
+import { type HeldPacket, PendingPackets } from './pending.ts';
+
+/** How long a first fragment's translation is remembered for its later fragments (ms). */
+const REMEMBER_MS = 5000;
+
+/** What a datagram's first fragment decided. */
+export interface FragmentRecord {
+  /** The flow whose translation the datagram's later fragments follow; none for an inbound request. */
+  readonly flow: Flow | undefined;
+  readonly outbound: boolean;
+  readonly at: number;
+}
+
+interface Datagram {
+  readonly key: number;
+  readonly id: number;
+  readonly kind: number;
+  readonly src: Uint8Array;
+  readonly dst: Uint8Array;
+  record: FragmentRecord | undefined;
+}
+
+export class Fragments {
+  private readonly byId = new Map<number, Datagram[]>();
+  /** Later fragments that came before their first one, by datagram key. */
+  private readonly waiting = new PendingPackets(64, 256);
+  private nextKey = 1;
+
+  /** Fragments waiting for their first fragment. */
+  get waitingPackets(): number {
+    return this.waiting.size;
+  }
+
+  /** What the first fragment of the datagram of p (a later fragment, not yet rewritten) decided. */
+  find(p: ParsedPacket): FragmentRecord | undefined {
+    const b = p.buffer;
+    return this.datagram(b, p.srcOffset, b, p.dstOffset, p.addrLength, p.proto, p.fragmentId, false)?.record;
+  }
+
+  /** Holds the later fragment in p (of `length` bytes at `offset`) until its first fragment is seen; false when full. */
+  hold(p: ParsedPacket, offset: number, length: number, now: number): boolean {
+    const b = p.buffer;
+    const d = this.datagram(b, p.srcOffset, b, p.dstOffset, p.addrLength, p.proto, p.fragmentId, true)!;
+    return this.waiting.hold(d.key, b, offset, length, now);
+  }
+
+  /**
+   * Records the first fragment in p, so the datagram's later fragments follow its translation; returns the
+   * later fragments that waited for it (to be processed again, in order). Keyed as the later ones arrive, with
+   * the original addresses: for an outbound first fragment (already rewritten) the flow's client and dialed
+   * addresses; an inbound one is recorded before its rewrite.
+   */
+  remember(p: ParsedPacket, flow: Flow | undefined, outbound: boolean, now: number): HeldPacket[] {
+    const b = p.buffer;
+    const d =
+      outbound && flow
+        ? this.datagram(flow.clientAddr, 0, flow.dialed, 0, flow.dialed.length, p.proto, p.fragmentId, true)!
+        : this.datagram(b, p.srcOffset, b, p.dstOffset, p.addrLength, p.proto, p.fragmentId, true)!;
+    d.record = { flow, outbound, at: now };
+    return this.waiting.take(d.key);
+  }
+
+  /** Forgets old records and drops later fragments that waited too long; returns how many were dropped. */
+  expire(now: number, waitMs: number): number {
+    const dropped = this.waiting.expire(now, waitMs);
+    for (const [id, list] of this.byId) {
+      const keep = list.filter((d) => {
+        if (d.record && (now - d.record.at > REMEMBER_MS || d.record.flow?.dead)) d.record = undefined;
+        return d.record !== undefined || this.waiting.has(d.key);
+      });
+      if (keep.length === 0) this.byId.delete(id);
+      else if (keep.length !== list.length) this.byId.set(id, keep);
+    }
+    return dropped;
+  }
+
+  private datagram(
+    src: Uint8Array,
+    srcOff: number,
+    dst: Uint8Array,
+    dstOff: number,
+    len: number,
+    proto: number,
+    id: number,
+    create: boolean,
+  ): Datagram | undefined {
+    const kind = len === 4 ? proto : 0;
+    const list = this.byId.get(id);
+    if (list)
+      for (const d of list)
+        if (d.kind === kind && same(d.src, src, srcOff, len) && same(d.dst, dst, dstOff, len)) return d;
+    if (!create) return undefined;
+    const d: Datagram = {
+      key: this.nextKey++,
+      id,
+      kind,
+      src: Uint8Array.prototype.slice.call(src, srcOff, srcOff + len),
+      dst: Uint8Array.prototype.slice.call(dst, dstOff, dstOff + len),
+      record: undefined,
+    };
+    if (list) list.push(d);
+    else this.byId.set(id, [d]);
+    return d;
+  }
+}
+
+function same(a: Uint8Array, b: Uint8Array, off: number, len: number): boolean {
+  if (a.length !== len) return false;
+  for (let i = 0; i < len; i++) if (a[i] !== b[off + i]) return false;
+  return true;
+}

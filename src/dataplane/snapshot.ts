@@ -1,0 +1,181 @@
+/**
+ * @module dataplane/snapshot
+ * Everything the data plane knows about the node and its services, as one immutable value: the node's
+ * control side builds it from its service tables and hands it over whole; the proxy swaps it in between
+ * batches (tailscale's packet filter, built by the control side and replaced behind one pointer). The data
+ * path never calls back into the control plane for a piece of it and never sees half an update; what changed
+ * is found by comparing the old snapshot with the new one.
+ *
+ * Lookups take raw network-order address bytes (4 or 16), so the data path builds no strings for IPv4.
+ * Instance records are shared between snapshots while they do not change: the same object in two snapshots is
+ * the same instance with the same details, which is how flows keep their instance across table refreshes.
+ */
+import type { Cidr } from '../addressing/cidr.ts';
+
+/** One instance of a service, as the data plane routes to it. Immutable. */
+export interface Instance {
+  /** Job name app.appns.service.servicens. */
+  readonly job: string;
+  readonly number: number;
+  /** Namespace addresses (the real ones behind the semantic ones), 4 and 16 bytes; null when absent. */
+  readonly nsip4: Uint8Array | null;
+  readonly nsip6: Uint8Array | null;
+  /** The instance's own semantic addresses (what replies from it carry as source on the wire). */
+  readonly instanceIp4: Uint8Array | null;
+  readonly instanceIp6: Uint8Array | null;
+  /** The node's tunnel endpoint (18 bytes: IPv6 or v4-mapped address + port). */
+  readonly endpoint: Buffer;
+  /** True when it runs on this node (delivered through the TUN, not the tunnel). */
+  readonly local: boolean;
+  /** Cluster the instance belongs to (for Closest before any RTT is measured). */
+  readonly cluster: string;
+}
+
+/** Policy of a semantic address (reference section 9: "RR", "Closest", everything else: the instance). */
+export type AddressKind = 'rr' | 'closest' | 'instance';
+
+/** A service's instances, shared by all its addresses. */
+export interface Service {
+  readonly job: string;
+  /** Its instances, in a stable order (by number). */
+  readonly instances: readonly Instance[];
+}
+
+/** What a semantic address stands for. */
+export interface AddressTarget {
+  readonly kind: AddressKind;
+  readonly service: Service;
+  /** For kind 'instance': the instance the address names. */
+  readonly instance?: Instance;
+}
+
+/** One semantic address of a service, for the builder. */
+export interface ServiceAddress {
+  readonly kind: AddressKind;
+  /** 4 or 16 network-order bytes. */
+  readonly address: Uint8Array;
+  /** For kind 'instance': one of the service's instances. */
+  readonly instance?: Instance;
+}
+
+/** What a snapshot is built from. */
+export interface SnapshotSpec {
+  /** Increases with every snapshot a producer builds; the data plane shows the one it uses. */
+  readonly generation: number;
+  /** This node's namespace subnetworks (v4 /26, v6 /120): tunnelled packets must be addressed into them. */
+  readonly localSubnets: readonly Cidr[];
+  /** This node's cluster ID ('' while unknown). */
+  readonly cluster: string;
+  readonly services: ReadonlyArray<{
+    readonly service: Service;
+    readonly addresses: readonly ServiceAddress[];
+  }>;
+  /**
+   * Addresses the control plane answered as unknown, with the generation of the snapshot that first carried
+   * the answer (packets that waited for them since before that generation are dropped).
+   */
+  readonly unknown?: ReadonlyArray<{ readonly address: Uint8Array; readonly generation: number }>;
+}
+
+export class ServiceSnapshot {
+  /** The snapshot before the node knows anything: no subnetworks, no services. */
+  static readonly EMPTY = new ServiceSnapshot({ generation: 0, localSubnets: [], cluster: '', services: [] });
+
+  readonly generation: number;
+  readonly localSubnets: readonly Cidr[];
+  readonly cluster: string;
+  readonly services: readonly Service[];
+  private readonly byAddress = new Map<number | string, AddressTarget>();
+  private readonly byNamespace = new Map<number | string, Instance>();
+  private readonly byJob = new Map<string, Service>();
+  private readonly unknownSince = new Map<number | string, number>();
+
+  constructor(spec: SnapshotSpec) {
+    this.generation = spec.generation;
+    this.localSubnets = [...spec.localSubnets];
+    this.cluster = spec.cluster;
+    this.services = spec.services.map((s) => s.service);
+    for (const { service, addresses } of spec.services) {
+      this.byJob.set(service.job, service);
+      for (const a of addresses) {
+        const target: AddressTarget =
+          a.kind === 'instance' && a.instance
+            ? { kind: a.kind, service, instance: a.instance }
+            : { kind: a.kind, service };
+        this.byAddress.set(addressKey(a.address, 0, a.address.length), target);
+      }
+      for (const inst of service.instances) {
+        if (!inst.local) continue;
+        for (const ns of [inst.nsip4, inst.nsip6])
+          if (ns) this.byNamespace.set(addressKey(ns, 0, ns.length), inst);
+      }
+    }
+    for (const u of spec.unknown ?? []) {
+      const key = addressKey(u.address, 0, u.address.length);
+      if (!this.byAddress.has(key)) this.unknownSince.set(key, u.generation);
+    }
+    Object.freeze(this.services);
+  }
+
+  /** The target of the semantic address at buf[offset, offset + length) (4 or 16 bytes); undefined if unknown. */
+  target(buf: Uint8Array, offset: number, length: number): AddressTarget | undefined {
+    return this.byAddress.get(addressKey(buf, offset, length));
+  }
+
+  /** The local instance whose namespace address is at buf[offset, offset + length); undefined if none. */
+  localByNamespace(buf: Uint8Array, offset: number, length: number): Instance | undefined {
+    return this.byNamespace.get(addressKey(buf, offset, length));
+  }
+
+  /** The instance `number` of `job` in this snapshot. */
+  instance(job: string, number: number): Instance | undefined {
+    return this.byJob.get(job)?.instances.find((i) => i.number === number);
+  }
+
+  /** True when this exact record is one of the snapshot's instances (unchanged since it was made). */
+  has(inst: Instance): boolean {
+    return this.byJob.get(inst.job)?.instances.includes(inst) ?? false;
+  }
+
+  /**
+   * The generation in which the control plane answered that the address at `key` (see addressKey) is unknown;
+   * undefined when it has no such answer.
+   */
+  unknownSinceGeneration(key: number | string): number | undefined {
+    return this.unknownSince.get(key);
+  }
+
+  /** The target under an address key (see addressKey). */
+  targetByKey(key: number | string): AddressTarget | undefined {
+    return this.byAddress.get(key);
+  }
+
+  /** The local instance under a namespace address key (see addressKey). */
+  localByKey(key: number | string): Instance | undefined {
+    return this.byNamespace.get(key);
+  }
+}
+
+/**
+ * A Map key for 4 or 16 address bytes: a number for IPv4 (no allocation), a 16-character binary string for
+ * IPv6 (not text: one char per byte).
+ */
+export function addressKey(buf: Uint8Array, offset: number, length: number): number | string {
+  if (length === 4)
+    return (
+      ((buf[offset]! << 24) | (buf[offset + 1]! << 16) | (buf[offset + 2]! << 8) | buf[offset + 3]!) >>> 0
+    );
+  let s = '';
+  for (let i = 0; i < length; i++) s += String.fromCharCode(buf[offset + i]!);
+  return s;
+}
+
+/** The instance's namespace address in the family of `length` (4 or 16 bytes), or null. */
+export function namespaceAddress(i: Instance, length: number): Uint8Array | null {
+  return length === 4 ? i.nsip4 : i.nsip6;
+}
+
+/** The instance's own semantic address in the family of `length` (4 or 16 bytes), or null. */
+export function instanceAddress(i: Instance, length: number): Uint8Array | null {
+  return length === 4 ? i.instanceIp4 : i.instanceIp6;
+}

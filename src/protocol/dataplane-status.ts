@@ -1,0 +1,81 @@
+/**
+ * @module protocol/dataplane-status
+ * The data plane's status: one schema for what ProxyTUN reports (DataPlane.status()), what the NetManager
+ * serves in GET /status, what `oaknet status` prints and what tests and benchmarks read. Keys are snake_case,
+ * like the rest of the node API.
+ */
+import { Type, type Static } from 'typebox';
+
+const Count = Type.Integer({ minimum: 0 });
+
+/** The TUN's offloads (a TUN opened with IFF_VNET_HDR). */
+export const TunOffloadStatus = Type.Object({
+  /** TUNSETOFFLOAD features in force: csum, tso4, tso6, tsoecn, uso4, uso6. */
+  features: Type.Array(Type.String()),
+  super_packets_read: Count,
+  /** write() calls made. */
+  writes: Count,
+  /** Segments written as part of a coalesced super-packet. */
+  coalesced_packets: Count,
+  /** Coalesced super-packets the kernel refused (then written segment by segment). */
+  coalesce_refused: Count,
+});
+export type TunOffloadStatus = Static<typeof TunOffloadStatus>;
+
+/** The tunnel socket's offloads. */
+export const TunnelOffloadStatus = Type.Object({
+  gso: Type.Boolean(),
+  gro: Type.Boolean(),
+  /** Runs of datagrams the kernel refused as one GSO message (then sent one by one). */
+  gso_refused: Count,
+});
+export type TunnelOffloadStatus = Static<typeof TunnelOffloadStatus>;
+
+/** A peer node this node probes (for Closest_IP and liveness). */
+export const PeerStatus = Type.Object({
+  /** The peer's tunnel endpoint, host:port. */
+  node: Type.String(),
+  /** The estimate: the minimum of the last samples (ms); null before the first answer. */
+  rtt_ms: Type.Union([Type.Number(), Type.Null()]),
+  /** Exponentially smoothed round-trip time (ms), for display; null before the first answer. */
+  average_ms: Type.Union([Type.Number(), Type.Null()]),
+  samples: Count,
+  /** False once a peer that answered before left the last probes unanswered. */
+  reachable: Type.Boolean(),
+});
+export type PeerStatus = Static<typeof PeerStatus>;
+
+export const DataPlaneStatus = Type.Object({
+  /** Generation of the service-table snapshot in use. */
+  generation: Count,
+  /** Open flows. */
+  flows: Count,
+  /** Packets waiting for the control plane (an unknown address, an instance's own entry) or a first fragment. */
+  waiting_packets: Count,
+  /** Packets read from the TUN and from the tunnel. */
+  tun_in: Count,
+  tunnel_in: Count,
+  /** Packets written to the TUN and wire datagrams sent into the tunnel. */
+  tun_out: Count,
+  tunnel_out: Count,
+  /** Packets delivered on this node without the network. */
+  local: Count,
+  flows_created: Count,
+  resets_sent: Count,
+  /** Table queries not asked because too many were asked (a scan of the semantic range). */
+  questions_throttled: Count,
+  /** IPv6 multicast the kernel sent into the TUN (link chatter), ignored. */
+  multicast_ignored: Count,
+  /** Drops by reason (only reasons that occurred). */
+  drops: Type.Record(Type.String(), Count),
+  /** Sum of drops. */
+  dropped: Count,
+  offloads: Type.Object({
+    tun: Type.Union([TunOffloadStatus, Type.Null()]),
+    tunnel: Type.Union([TunnelOffloadStatus, Type.Null()]),
+  }),
+  peers: Type.Array(PeerStatus),
+  /** Services this node has open flows to (the node keeps watching them). */
+  services: Type.Array(Type.Object({ job: Type.String(), flows: Count })),
+});
+export type DataPlaneStatus = Static<typeof DataPlaneStatus>;
