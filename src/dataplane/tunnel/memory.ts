@@ -5,15 +5,17 @@
  * the tunnel holding its destination endpoint, which delivers it later, in batches, with the sender's endpoint
  * as its source, as UDP would. A datagram to an endpoint nobody holds is lost and counted, not an error (UDP
  * again). `createMemoryTunnelPair()` is the common two-node case.
+ *
+ * Like every Tunnel it cuts the super-packets it is asked to send into their wire packets itself, here in
+ * TypeScript (packet/segment.ts; the UDP tunnel does the same in C), so tests over it need no compiled addon.
  */
 import { SystemError } from '../../errors.ts';
+import { segmentPacket } from '../packet/segment.ts';
 import { PacketQueue } from '../tun/packet-queue.ts';
-import type { PacketBatch } from '../tun/tun.ts';
-import { Segmenter } from './segmenter.ts';
+import { BatchBuilder, type PacketBatch } from '../tun/tun.ts';
 import {
   type AddressedBatch,
   ENDPOINT_BYTES,
-  hasSuperPackets,
   type SendCounters,
   type SendResult,
   type Tunnel,
@@ -24,6 +26,9 @@ import {
 
 /** Largest UDP payload over IPv4; longer datagrams are refused, as the kernel does (EMSGSIZE). */
 const MAX_DATAGRAM_BYTES = 65507;
+/** Scratch for the wire packets of one super-packet: bytes and packets (a super-packet needing more is dropped). */
+const SEGMENT_SCRATCH_BYTES = 1 << 20;
+const SEGMENT_SCRATCH_PACKETS = 1024;
 
 export interface MemoryTunnelOptions {
   /** Most datagrams per delivered batch (default 64). */
@@ -83,7 +88,8 @@ export class MemoryTunnel implements Tunnel {
   private readonly queue: PacketQueue;
   private closed = false;
   private readonly result: SendResult = { sent: 0, failed: 0 };
-  private segmenter: Segmenter | undefined;
+  /** The wire packets of the super-packet being sent (made on the first one). */
+  private wire: BatchBuilder | undefined;
 
   constructor(
     private readonly network: MemorySwitch,
@@ -113,40 +119,38 @@ export class MemoryTunnel implements Tunnel {
     result.sent = 0;
     result.failed = 0;
     if (this.closed) return result;
-    if (hasSuperPackets(batch)) {
-      // super-packets among them: cut everything into wire packets (in order), a scratch buffer at a time
-      const segmenter = (this.segmenter ??= new Segmenter());
-      const dropped = segmenter.dropped;
-      for (let i = 0; i < batch.count;) {
-        i = segmenter.fill(batch, i);
-        this.carryAll(segmenter.out);
+    const { buffer, offsets, lengths, gso, endpoints } = batch;
+    for (let i = 0; i < batch.count; i++) {
+      const offset = offsets[i] ?? 0;
+      const length = lengths[i] ?? 0;
+      const word = gso ? (gso[i] ?? 0) : 0;
+      if (word === 0) {
+        this.carryOne(buffer, offset, length, endpoints, i * ENDPOINT_BYTES);
+        continue;
       }
-      result.failed += segmenter.dropped - dropped;
-    } else {
-      this.carryAll(batch);
+      // a super-packet: cut it into its wire packets, each its own datagram to the same endpoint
+      const wire = (this.wire ??= newScratch());
+      wire.reset();
+      const n = segmentPacket(buffer, offset, length, word, wire);
+      if (n < 0) {
+        result.failed++; // malformed, or needs more than the whole scratch: one packet that cannot go out
+        continue;
+      }
+      for (let k = 0; k < n; k++)
+        this.carryOne(wire.buffer, wire.offsets[k]!, wire.lengths[k]!, endpoints, i * ENDPOINT_BYTES);
     }
     this.counters.sent += result.sent;
     return result;
   }
 
-  private carryAll(batch: AddressedBatch): void {
-    const { buffer, offsets, lengths, endpoints } = batch;
-    for (let i = 0; i < batch.count; i++) {
-      const offset = offsets[i] ?? 0;
-      const length = lengths[i] ?? 0;
-      if (length > MAX_DATAGRAM_BYTES) {
-        this.counters.rejected++;
-        this.result.failed++;
-        continue;
-      }
-      this.network.carry(
-        buffer.subarray(offset, offset + length),
-        endpoints,
-        i * ENDPOINT_BYTES,
-        this.endpoint,
-      );
-      this.result.sent++;
+  private carryOne(buffer: Buffer, offset: number, length: number, to: Buffer, toOffset: number): void {
+    if (length > MAX_DATAGRAM_BYTES) {
+      this.counters.rejected++;
+      this.result.failed++;
+      return;
     }
+    this.network.carry(buffer.subarray(offset, offset + length), to, toOffset, this.endpoint);
+    this.result.sent++;
   }
 
   /** Queues a datagram arriving from the switch; false if this tunnel cannot take it. */
@@ -160,6 +164,12 @@ export class MemoryTunnel implements Tunnel {
     this.queue.close();
     this.network.detach(this);
   }
+}
+
+function newScratch(): BatchBuilder {
+  const scratch = new BatchBuilder(SEGMENT_SCRATCH_PACKETS);
+  scratch.reset(Buffer.alloc(SEGMENT_SCRATCH_BYTES));
+  return scratch;
 }
 
 /** Two tunnels on a fresh switch, at 10.255.0.1:50103 and 10.255.0.2:50103. */
