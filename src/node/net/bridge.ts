@@ -1,21 +1,37 @@
 /**
  * @module node/net/bridge
- * The node side of the plumbing: the instances' bridge, the kernel switches for forwarding, and the TUN's
- * settings and routes.
+ * The node side of the plumbing: the instances' bridge (with a MAC address of its own), the kernel switches
+ * for forwarding, and the TUN's settings and routes.
  */
-import { SystemError } from '../../errors.ts';
+import type { IpAddress } from '../../addressing/ip.ts';
+import { InvalidInputError, SystemError } from '../../errors.ts';
 import type { EnvironmentContext } from './environment-config.ts';
 import { ipBatch } from './runner.ts';
 
 /**
- * Deletes `leftovers` (links of an earlier run, enslaved ones first) and creates the bridge with its
+ * The bridge's MAC address: 02:6f and the four bytes of the IPv4 gateway (10.16.0.65 -> 02:6f:0a:10:00:41).
+ * A bridge without an address of its own takes the lowest MAC among its ports and changes it when that
+ * port goes; instances that cached the old gateway MAC then lose new connections until their neighbour
+ * entry fails (20-60 s). The kernel keeps a MAC given at creation whatever ports come and go. It is derived
+ * from the subnetwork, which the NetManager keeps in its state file, so the bridge re-created after a
+ * restart has the same MAC and nothing more is stored. 02: locally administered unicast; 6f ('o'): apart
+ * from Docker's 02:42; the gateway: a different MAC on every node.
+ */
+export function bridgeMacFor(gatewayV4: IpAddress): string {
+  if (gatewayV4.family !== 4)
+    throw new InvalidInputError(`bridge MAC needs an IPv4 gateway, not ${gatewayV4.toString()}`);
+  return [0x02, 0x6f, ...gatewayV4.toBytes()].map((b) => b.toString(16).padStart(2, '0')).join(':');
+}
+
+/**
+ * Deletes `leftovers` (links of an earlier run, enslaved ones first) and creates the bridge with its MAC,
  * MTU, gateway addresses and IPv6 on, and up. Two ip batches.
  */
 export async function createBridge(ctx: EnvironmentContext, leftovers: readonly string[]): Promise<void> {
   const { bridge, mtu, subnetV4, subnetV6 } = ctx.config;
   await ipBatch(ctx.runner, [
     ...leftovers.map((name) => `link del dev ${name}`),
-    `link add name ${bridge} mtu ${mtu} type bridge`,
+    `link add name ${bridge} address ${ctx.bridgeMac} mtu ${mtu} type bridge`,
   ]);
   // A new device inherits conf/default; make sure IPv6 is on before adding the v6 gateway.
   await ctx.sysctl.write(`net/ipv6/conf/${bridge}/disable_ipv6`, '0');

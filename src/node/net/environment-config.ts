@@ -45,6 +45,8 @@ export interface EnvironmentContext {
   readonly gatewayV4: IpAddress;
   /** The bridge's IPv6 address: subnetV6 + 1. */
   readonly gatewayV6: IpAddress;
+  /** The bridge's MAC address (bridgeMacFor). */
+  readonly bridgeMac: string;
   readonly runner: CommandRunner;
   readonly logger: Logger;
   readonly sysctl: Sysctl;

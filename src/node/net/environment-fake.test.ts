@@ -9,8 +9,9 @@ import { describe, it } from 'node:test';
 import { pino } from 'pino';
 import { Cidr } from '../../addressing/cidr.ts';
 import { InvalidInputError, SystemError } from '../../errors.ts';
-import { config, linksJson, request, setup } from './environment.fixtures.ts';
-import { NodeEnvironment } from './environment.ts';
+import { config, linksJson, request, setup, sysctlWithDefaults } from './environment.fixtures.ts';
+import { IpAddress } from '../../addressing/ip.ts';
+import { NodeEnvironment, bridgeMacFor } from './environment.ts';
 import { deleteTableScript, tableScript } from './nft-script.ts';
 import { FakeRunner } from './runner.ts';
 import { MemorySysctl } from './sysctl.ts';
@@ -39,6 +40,21 @@ describe('NodeEnvironment configuration', () => {
     const env = new NodeEnvironment(config, { runner, logger });
     assert.equal(env.gatewayV4.toString(), '10.18.0.1');
     assert.equal(env.gatewayV6.toString(), 'fc00::1');
+  });
+
+  it('derives the bridge MAC from the IPv4 gateway: the same for a restart, another for another node', () => {
+    const env = new NodeEnvironment(config, { runner, logger });
+    assert.equal(env.bridgeMac, '02:6f:0a:12:00:01');
+    const first = Number.parseInt(env.bridgeMac.slice(0, 2), 16);
+    assert.equal(first & 0b11, 0b10, 'locally administered, unicast');
+    assert.equal(new NodeEnvironment({ ...config }, { runner, logger }).bridgeMac, env.bridgeMac);
+    const other = new NodeEnvironment(
+      { ...config, subnetV4: Cidr.parse('10.16.0.64/26') },
+      { runner, logger },
+    );
+    assert.equal(other.bridgeMac, '02:6f:0a:10:00:41');
+    assert.equal(bridgeMacFor(IpAddress.parse('255.1.16.200')), '02:6f:ff:01:10:c8');
+    assert.throws(() => bridgeMacFor(IpAddress.parse('fc00::1')), InvalidInputError);
   });
 });
 
@@ -76,7 +92,8 @@ describe('NodeEnvironment.setUp (fake)', () => {
     ]);
     assert.equal(
       fake.calls[1]?.input,
-      'link del dev oakva1\nlink del dev oakvb2\nlink del dev okbr0\nlink add name okbr0 mtu 1450 type bridge\n',
+      'link del dev oakva1\nlink del dev oakvb2\nlink del dev okbr0\n' +
+        'link add name okbr0 address 02:6f:0a:12:00:01 mtu 1450 type bridge\n',
     );
     assert.equal(
       fake.calls[2]?.input,
@@ -94,6 +111,30 @@ describe('NodeEnvironment.setUp (fake)', () => {
       'SLAAC uplink keeps its router advertisements',
     );
     assert.ok(lines.some((l) => String(l['msg']).includes('accept_ra')));
+  });
+
+  it('creates the bridge with the same MAC on a clean node and again after removing leftovers', async () => {
+    let links = '[{"ifname":"lo"}]';
+    const { env, fake } = setup((call) =>
+      call.cmd === 'ip' && call.args[0] === '-j' ? { stdout: links } : undefined,
+    );
+    await env.setUp();
+    assert.equal(
+      fake.calls[1]?.input,
+      'link add name okbr0 address 02:6f:0a:12:00:01 mtu 1450 type bridge\n',
+    );
+    // a restarted NetManager finds the bridge and a port on it
+    links = JSON.stringify([{ ifname: 'lo' }, { ifname: 'okbr0' }, { ifname: 'oakva1', master: 'okbr0' }]);
+    fake.calls.length = 0;
+    await new NodeEnvironment(config, {
+      runner: fake,
+      logger: pino({ level: 'silent' }),
+      sysctl: sysctlWithDefaults(),
+    }).setUp();
+    assert.equal(
+      fake.calls[1]?.input,
+      'link del dev oakva1\nlink del dev okbr0\nlink add name okbr0 address 02:6f:0a:12:00:01 mtu 1450 type bridge\n',
+    );
   });
 
   it('cleans up and throws SystemError when a step fails', async () => {

@@ -29,8 +29,10 @@ import {
   connectError,
   httpGet,
   inNs,
+  linkMac,
   linkNames,
   mapElementCount,
+  neighbourMac,
   nftTables,
   routeDev,
   runner,
@@ -140,6 +142,7 @@ describe('NodeEnvironment in a network namespace', () => {
     const [bridge] = (await ipJson(runner, ['link', 'show', 'dev', config.bridge])).filter(isRecord);
     assert.equal(bridge?.['mtu'], 1450);
     assert.ok((bridge?.['flags'] as string[]).includes('UP'));
+    assert.equal(bridge?.['address'], env.bridgeMac, 'the bridge has its own MAC');
     assert.deepEqual((await addressesOf(config.bridge)).filter((a) => !a.startsWith('fe80')).sort(), [
       '10.18.0.1/26',
       'fc00::1/120',
@@ -200,6 +203,32 @@ describe('NodeEnvironment in a network namespace', () => {
     assert.equal(eth0?.mtu, 1450);
     await inNs(containerNs, 'ping', ['-c1', '-w5', '10.18.0.1']);
     await inNs(containerNs, 'ping', ['-6', '-c1', '-w5', 'fc00::1']);
+    assert.equal(await linkMac(config.bridge), env.bridgeMac, 'a port joining does not change it');
+    assert.equal(await neighbourMac(containerNs, '10.18.0.1'), env.bridgeMac);
+    assert.equal(await neighbourMac(containerNs, 'fc00::1'), env.bridgeMac);
+  });
+
+  it('the bridge keeps its MAC when a port with a lower MAC joins and leaves', async () => {
+    // a Linux bridge without a MAC of its own would take this port's (the lowest) and lose it again
+    await sh('ip', [
+      'link',
+      'add',
+      'oklow0',
+      'address',
+      '02:00:00:00:00:01',
+      'type',
+      'veth',
+      'peer',
+      'oklow1',
+    ]);
+    await sh('ip', ['link', 'set', 'dev', 'oklow0', 'master', config.bridge]);
+    await sh('ip', ['link', 'set', 'dev', 'oklow0', 'up']);
+    assert.equal(await linkMac(config.bridge), env.bridgeMac);
+    await sh('ip', ['link', 'del', 'dev', 'oklow0']);
+    assert.equal(await linkMac(config.bridge), env.bridgeMac);
+    // the container's cached gateway MAC is still right: a new connection works at once
+    assert.equal(await neighbourMac(containerNs, '10.18.0.1'), env.bridgeMac);
+    await inNs(containerNs, 'ping', ['-c1', '-w2', '10.18.0.1']);
   });
 
   it('port mappings reach the container from the node, from outside, and from the container itself', async () => {
@@ -317,6 +346,7 @@ describe('NodeEnvironment in a network namespace', () => {
     });
     await env.setUp(); // as a restarted NetManager would, without detaching
     assert.ok(!(await linkNames()).includes('oakvcrash'));
+    assert.equal(await linkMac(config.bridge), env.bridgeMac, 'the re-created bridge has the same MAC');
     assert.deepEqual(await linkNames(containerNs), ['lo']);
     assert.equal(await mapElementCount(config.nftTable), 0);
     await env.setUp(); // and once more in a row

@@ -9,6 +9,8 @@
  * - port mappings are elements of two DNAT maps, not one rule each, and are removed only if they still lead to
  *   the instance being detached (a host port reused by a later instance is left alone);
  * - masquerade covers every interface except the bridge and the TUN, not a guess by name (`en`, `eth`, `wl`);
+ * - the bridge has a MAC address of its own (bridge.ts), so the gateway's MAC does not change under the
+ *   instances when one of them is withdrawn;
  * - hairpin works: an instance can reach its own mapping through the node's address;
  * - failures roll back what the step did and throw; nothing exits the process.
  *
@@ -32,7 +34,7 @@
 import type { IpAddress } from '../../addressing/ip.ts';
 import { SystemError } from '../../errors.ts';
 import { type AttachRequest, type Attachment, attachmentFromJson, planAttach } from './attachment.ts';
-import { configureTun, createBridge, enableForwarding } from './bridge.ts';
+import { bridgeMacFor, configureTun, createBridge, enableForwarding } from './bridge.ts';
 import {
   checkConfig,
   type EnvironmentContext,
@@ -51,6 +53,7 @@ export {
   containerVethName,
   hostVethName,
 } from './attachment.ts';
+export { bridgeMacFor } from './bridge.ts';
 export type { NodeEnvironmentConfig, NodeEnvironmentDeps } from './environment-config.ts';
 
 /** Builds, maintains and removes the node's bridge, firewall table, TUN routes and instance veths. */
@@ -61,6 +64,8 @@ export class NodeEnvironment {
   readonly gatewayV4: IpAddress;
   /** The bridge's IPv6 address: subnetV6 + 1. */
   readonly gatewayV6: IpAddress;
+  /** The bridge's MAC address, derived from gatewayV4 (bridgeMacFor): the same after every restart. */
+  readonly bridgeMac: string;
 
   private readonly ctx: EnvironmentContext;
   private queue: Promise<unknown> = Promise.resolve();
@@ -71,10 +76,12 @@ export class NodeEnvironment {
     this.config = Object.freeze({ ...config, tunRoutes: [...config.tunRoutes] });
     this.gatewayV4 = config.subnetV4.at(1);
     this.gatewayV6 = config.subnetV6.at(1);
+    this.bridgeMac = bridgeMacFor(this.gatewayV4);
     this.ctx = {
       config: this.config,
       gatewayV4: this.gatewayV4,
       gatewayV6: this.gatewayV6,
+      bridgeMac: this.bridgeMac,
       runner: deps.runner,
       logger: deps.logger,
       sysctl: deps.sysctl ?? new ProcSysctl(),
@@ -82,7 +89,7 @@ export class NodeEnvironment {
   }
 
   /**
-   * Creates the bridge (MTU, gateway addresses, up), turns on forwarding, and (re)creates the nft
+   * Creates the bridge (its MAC, MTU, gateway addresses, up), turns on forwarding, and (re)creates the nft
    * table. Leftovers of a previous run (the bridge, veths on it, the table) are removed by name first, so it
    * is idempotent and safe after a crash. On failure it removes what it made and throws SystemError.
    */
@@ -110,7 +117,7 @@ export class NodeEnvironment {
       }
       await warnAboutForeignForwardDrops(this.ctx);
       logger.info(
-        { bridge: this.config.bridge, ms: Math.round(performance.now() - t0) },
+        { bridge: this.config.bridge, mac: this.bridgeMac, ms: Math.round(performance.now() - t0) },
         'node network set up',
       );
     });

@@ -127,6 +127,20 @@ export async function addressesOf(dev: string, ns?: string): Promise<string[]> {
   return infos.filter(isRecord).map((a) => `${String(a['local'])}/${String(a['prefixlen'])}`);
 }
 
+/** The MAC address of `dev` (in namespace `ns`, or here). */
+export async function linkMac(dev: string, ns?: string): Promise<string> {
+  const args = ['-j', 'link', 'show', 'dev', dev];
+  const list = ns ? (JSON.parse(await inNs(ns, 'ip', args)) as unknown[]) : await ipJson(runner, args);
+  return String(list.find(isRecord)?.['address']);
+}
+
+/** The MAC that namespace `ns` holds for neighbour `ip`, if it has an entry. */
+export async function neighbourMac(ns: string, ip: string): Promise<string | undefined> {
+  const list = JSON.parse(await inNs(ns, 'ip', ['-j', 'neigh', 'show', ip])) as unknown[];
+  const lladdr = list.find(isRecord)?.['lladdr'];
+  return typeof lladdr === 'string' ? lladdr : undefined;
+}
+
 export async function routeDev(dst: string): Promise<string> {
   const list = await ipJson(runner, ['route', 'get', dst]);
   const first = list.find(isRecord);
