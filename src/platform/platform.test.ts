@@ -10,6 +10,7 @@ import { after, describe, it } from 'node:test';
 import { pino } from 'pino';
 import { InvalidInputError, SystemError } from '../errors.ts';
 import { ExecRunner } from '../node/net/runner.ts';
+import { isAlive, readProcStat } from '../system/proc.ts';
 import { listNetns } from './netns.ts';
 import {
   createPlatform,
@@ -21,7 +22,7 @@ import {
   type Leftovers,
   type Platform,
 } from './platform.ts';
-import { isAlive, readProcStat, waitFor } from './processes.ts';
+import { waitFor } from './processes.ts';
 import { readState, statePath } from './state.ts';
 
 const run = promisify(execFile);

@@ -33,6 +33,7 @@ import { errorMessage, InvalidInputError, NotFoundError, SystemError } from '../
 import { ExecRunner, type CommandRunner } from '../node/net/runner.ts';
 import { NodeClient } from '../protocol/node-client.ts';
 import type { NodeStatus } from '../protocol/node-api.ts';
+import { isAlive, processesInNetns, processesWithMarker } from '../system/proc.ts';
 import { applyDelayRules, readAppliedGeneration, writeDelayConfig } from './delay-router.ts';
 import {
   applyNetem,
@@ -48,9 +49,6 @@ import { addVeth, createNetns, deleteNetns, ipIn, listNetns, sysctlIn } from './
 import {
   httpGet,
   httpOk,
-  isAlive,
-  processesInNetns,
-  processesWithMarker,
   spawnDetached,
   stopProcesses,
   tailFile,
