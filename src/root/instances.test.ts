@@ -5,7 +5,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { AddressPlan } from '../addressing/plan.ts';
-import type { Notification } from './registry.ts';
 import {
   cluster,
   deployed,
@@ -18,6 +17,7 @@ import {
   setup,
   svc,
 } from './registry.fixtures.ts';
+import type { Notification } from './registry.ts';
 
 describe('Registry instances', () => {
   it('deploying an instance again keeps its addresses and moves it to the named cluster', () => {

@@ -1,8 +1,8 @@
 /** The wire views of a job (job-document.ts), through Registry.toDocument and Registry.toNetinfo. */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { Registry } from './registry.ts';
 import { deployed, setup, svc } from './registry.fixtures.ts';
+import { Registry } from './registry.ts';
 
 describe('Registry.toDocument and toNetinfo', () => {
   it("uses upstream's field names, with instances sorted and optional fields only when known", () => {
