@@ -12,6 +12,7 @@ import type { ClusterStatus } from '../protocol/cluster-api.ts';
 import { connectMqtt } from '../protocol/mqtt-client.ts';
 import { MQTT_QOS, topics } from '../protocol/mqtt.ts';
 import { RootClient } from '../protocol/root-client.ts';
+import { hostForUrl } from '../protocol/url.ts';
 import type { Store } from '../store/store.ts';
 import { VERSION } from '../version.ts';
 import { buildClusterApi } from './api.ts';
@@ -20,7 +21,6 @@ import { ClusterCache } from './cache.ts';
 import { NodeChannel } from './node-channel.ts';
 import { Resolver } from './resolver.ts';
 import { RootLink } from './root-link.ts';
-import { hostForUrl } from '../root/notifier.ts';
 
 export interface ClusterOptions {
   rootUrl: string;

@@ -5,28 +5,12 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { pino } from 'pino';
 import { SystemError } from '../errors.ts';
-import {
-  isAlive,
-  processesWithMarker,
-  readProcStat,
-  spawnDetached,
-  stopProcesses,
-  waitFor,
-} from './processes.ts';
+import { isAlive, processesWithMarker, readProcStat } from '../system/proc.ts';
+import { spawnDetached, stopProcesses, waitFor } from './processes.ts';
 
 const log = pino({ level: 'silent' });
 const dir = mkdtempSync(join(tmpdir(), 'oaknet-proc-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
-
-describe('process identity', () => {
-  it('reads its own start time and tells a reused PID from the original', () => {
-    const me = readProcStat(process.pid);
-    assert.ok(me && me.startTime > 0);
-    assert.equal(isAlive({ pid: process.pid, startTime: me.startTime }), true);
-    assert.equal(isAlive({ pid: process.pid, startTime: me.startTime + 1 }), false);
-    assert.equal(readProcStat(2 ** 22 + 1), undefined);
-  });
-});
 
 describe('detached processes', () => {
   it('spawns detached with a log, finds it by marker, stops it with SIGTERM', async () => {

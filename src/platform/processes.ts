@@ -3,8 +3,8 @@
  * Supervision of the platform's long-lived processes without a supervisor process: each one is spawned
  * detached (its own session and process group, stdio appended to a log file), so it outlives whoever
  * created it, and is known afterwards only by what was recorded: PID plus the kernel's start time of that
- * PID (`/proc/PID/stat` field 22). A PID alone can be reused after a crash; PID and start time together name
- * one process forever, so teardown never signals a stranger.
+ * PID (`system/proc.ts`). A PID alone can be reused after a crash; PID and start time together name one
+ * process, so teardown never signals a stranger.
  *
  * Nothing here kills by name or pattern. Stopping signals the recorded process and the members of its
  * process group (forks such as socat's per-connection children), each member checked to carry the
@@ -14,20 +14,13 @@
  * socket answer. The polling interval is not synchronisation; the condition is.
  */
 import { spawn } from 'node:child_process';
-import { closeSync, openSync, readdirSync, readFileSync, statSync, writeSync } from 'node:fs';
+import { closeSync, openSync, writeSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { get } from 'node:http';
 import { setTimeout as delay } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { errorMessage, SystemError } from '../errors.ts';
-
-/** A process as the kernel knows it, stable across PID reuse. */
-export interface ProcessIdentity {
-  /** Process ID. */
-  pid: number;
-  /** Start time in clock ticks after boot (`/proc/PID/stat` field 22). */
-  startTime: number;
-}
+import { hasEnvMarker, isAlive, listPids, readProcStat, type ProcessIdentity } from '../system/proc.ts';
 
 /** A process the platform started, as kept in the state file. */
 export interface ProcessRecord extends ProcessIdentity {
@@ -39,87 +32,13 @@ export interface ProcessRecord extends ProcessIdentity {
   log: string;
 }
 
-/** What `/proc/PID/stat` says about a process. */
-export interface ProcStat {
-  /** State letter (R, S, D, Z, X, ...). */
-  state: string;
-  /** Process group ID. */
-  pgrp: number;
-  /** Start time in clock ticks after boot. */
-  startTime: number;
-}
-
-/** Reads `/proc/PID/stat`; undefined when there is no such process. */
-export function readProcStat(pid: number): ProcStat | undefined {
-  let text: string;
-  try {
-    text = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  } catch {
-    return undefined;
-  }
-  // The command name (field 2) is in parentheses and may itself contain spaces and parentheses.
-  const rest = text.slice(text.lastIndexOf(')') + 2).split(' ');
-  const state = rest[0];
-  const pgrp = Number(rest[2]);
-  const startTime = Number(rest[19]);
-  if (state === undefined || !Number.isFinite(pgrp) || !Number.isFinite(startTime)) return undefined;
-  return { state, pgrp, startTime };
-}
-
-/** True while the identified process exists, is the same process (start time) and is not a zombie. */
-export function isAlive(id: ProcessIdentity): boolean {
-  const stat = readProcStat(id.pid);
-  return stat !== undefined && stat.startTime === id.startTime && stat.state !== 'Z' && stat.state !== 'X';
-}
-
-/** True if process `pid` has `marker` ("KEY=value") in its environment. */
-export function hasEnvMarker(pid: number, marker: string): boolean {
-  try {
-    return readFileSync(`/proc/${pid}/environ`, 'latin1').split('\0').includes(marker);
-  } catch {
-    return false;
-  }
-}
-
-function allPids(): number[] {
-  return readdirSync('/proc')
-    .filter((e) => /^\d+$/.test(e))
-    .map(Number);
-}
-
-/** Live processes carrying environment `marker`: what a platform left running, whoever recorded it. */
-export function processesWithMarker(marker: string): number[] {
-  return allPids().filter((pid) => {
-    const stat = readProcStat(pid);
-    return stat !== undefined && stat.state !== 'Z' && hasEnvMarker(pid, marker);
-  });
-}
-
-/** Live processes whose network namespace is the named one (`/run/netns/NAME`); [] when it does not exist. */
-export function processesInNetns(name: string): number[] {
-  let ns: { dev: number; ino: number };
-  try {
-    ns = statSync(`/run/netns/${name}`);
-  } catch {
-    return [];
-  }
-  return allPids().filter((pid) => {
-    try {
-      const s = statSync(`/proc/${pid}/ns/net`);
-      return s.ino === ns.ino && s.dev === ns.dev && readProcStat(pid)?.state !== 'Z';
-    } catch {
-      return false;
-    }
-  });
-}
-
 /**
  * The processes to signal for `rec`: the recorded leader if it is still the same process, plus live members
  * of its process group that carry `marker` and started no earlier than the leader (they are its forks).
  */
 export function recordedProcesses(rec: ProcessIdentity, marker: string): number[] {
   const pids = isAlive(rec) ? [rec.pid] : [];
-  for (const pid of allPids()) {
+  for (const pid of listPids()) {
     if (pid === rec.pid) continue;
     const stat = readProcStat(pid);
     if (

@@ -10,7 +10,6 @@ import type { DeployedInstance, JobUpdateNotification } from '../protocol/root-a
 import { MemoryStore } from '../store/memory.ts';
 import { SqliteStore } from '../store/sqlite.ts';
 import type { Store } from '../store/store.ts';
-import { hostForUrl } from './notifier.ts';
 import { startRoot, type RunningRoot } from './root.ts';
 
 // ---- helpers ---------------------------------------------------------------------------------------------
@@ -445,14 +444,5 @@ describe('Notifier', () => {
       assert.deepEqual(c1.received, [note('a', 0, 'DEPLOYMENT'), note('a', 2, 'DEPLOYMENT')]);
       assert.equal(clusterRow(second.root, 'c1').pending_notifications, 0);
     });
-  });
-});
-
-describe('hostForUrl', () => {
-  it('brackets IPv6 literals and leaves names and IPv4 alone', () => {
-    assert.equal(hostForUrl('127.0.0.1'), '127.0.0.1');
-    assert.equal(hostForUrl('cluster.example'), 'cluster.example');
-    assert.equal(hostForUrl('fd00::1'), '[fd00::1]');
-    assert.equal(hostForUrl('[fd00::1]'), '[fd00::1]');
   });
 });

@@ -8,6 +8,7 @@
 import type { Logger } from 'pino';
 import { errorMessage } from '../errors.ts';
 import { clusterPaths } from '../protocol/cluster-api.ts';
+import { hostForUrl } from '../protocol/url.ts';
 import type { Registry } from './registry.ts';
 
 export interface NotifierOptions {
@@ -147,9 +148,4 @@ export class Notifier {
       this.kick(clusterId, false);
     }, delay);
   }
-}
-
-/** A host for a URL authority: IPv6 literals go in brackets. */
-export function hostForUrl(host: string): string {
-  return host.includes(':') && !host.startsWith('[') ? `[${host}]` : host;
 }
