@@ -14,7 +14,8 @@ import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import { pino } from 'pino';
 import { Cidr } from '../../src/addressing/cidr.ts';
-import { createPlatform, findLeftovers, type Platform } from '../../src/platform/platform.ts';
+import { createPlatform, type Platform } from '../../src/platform/platform.ts';
+import { findLeftovers } from '../../src/platform/teardown.ts';
 import type { JobDocument } from '../../src/protocol/root-api.ts';
 import { FIXTURES, inNetns, runWorkload, type Workload } from '../support/workloads.ts';
 
