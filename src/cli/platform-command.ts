@@ -12,13 +12,9 @@ import { errorMessage, InvalidInputError, NotFoundError } from '../errors.ts';
 import type { JobDocument } from '../protocol/root-api.ts';
 import { RootClient } from '../protocol/root-client.ts';
 import { parseLatencyArg } from '../platform/latency.ts';
-import {
-  createPlatform,
-  destroyPlatform,
-  loadPlatform,
-  type Platform,
-  type PlatformStatus,
-} from '../platform/platform.ts';
+import { createPlatform, loadPlatform, type Platform } from '../platform/platform.ts';
+import type { PlatformStatus } from '../platform/status.ts';
+import { destroyPlatform } from '../platform/teardown.ts';
 import { defaultStateDir, requireRoot } from './options.ts';
 import { renderTable } from './table.ts';
 

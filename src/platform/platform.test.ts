@@ -12,18 +12,11 @@ import { InvalidInputError, SystemError } from '../errors.ts';
 import { ExecRunner } from '../node/net/runner.ts';
 import { isAlive, readProcStat } from '../system/proc.ts';
 import { listNetns } from './netns.ts';
-import {
-  createPlatform,
-  destroyPlatform,
-  findLeftovers,
-  loadPlatform,
-  planPlatform,
-  randomPlatformId,
-  type Leftovers,
-  type Platform,
-} from './platform.ts';
+import { planPlatform, randomPlatformId } from './plan.ts';
+import { createPlatform, loadPlatform, type Platform } from './platform.ts';
 import { waitFor } from './processes.ts';
 import { readState, statePath } from './state.ts';
+import { destroyPlatform, findLeftovers, type Leftovers } from './teardown.ts';
 
 const run = promisify(execFile);
 const log = pino({ level: process.env['OAKNET_TEST_LOG'] ?? 'silent' });

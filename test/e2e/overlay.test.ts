@@ -10,7 +10,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { pino } from 'pino';
-import { createPlatform, findLeftovers, type Platform } from '../../src/platform/platform.ts';
+import { createPlatform, type Platform } from '../../src/platform/platform.ts';
+import { findLeftovers } from '../../src/platform/teardown.ts';
 import type { JobDocument } from '../../src/protocol/root-api.ts';
 import { FIXTURES, inNetns, runWorkload, type Workload } from '../support/workloads.ts';
 

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { after, describe, it } from 'node:test';
-import { findLeftovers } from '../../src/platform/platform.ts';
+import { findLeftovers } from '../../src/platform/teardown.ts';
 import type { PlatformState } from '../../src/platform/state.ts';
 
 const exec = promisify(execFile);

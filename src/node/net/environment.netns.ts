@@ -8,13 +8,11 @@
  * - the TUN: `ip tuntap add` (the real one comes from the native addon).
  * Assertions are what a user would check: ping the gateways, addresses and routes in the container, HTTP and
  * UDP through port mappings from the node, from outside and from the container itself, removal afterwards.
- * Waits are conditions with deadlines, never fixed sleeps.
+ * Waits are conditions with deadlines, never fixed sleeps. The tools (commands, processes, probes) are in
+ * netns-harness.ts.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
-import dgram from 'node:dgram';
-import http from 'node:http';
-import { readFile, stat, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
 import { type Logger, pino } from 'pino';
 import { Cidr } from '../../addressing/cidr.ts';
@@ -26,7 +24,27 @@ import {
   type NodeEnvironmentConfig,
   attachmentFromJson,
 } from './environment.ts';
-import { ExecRunner, ipJson, isRecord, nftJson } from './runner.ts';
+import {
+  addressesOf,
+  connectError,
+  httpGet,
+  inNs,
+  linkMac,
+  linkNames,
+  mapElementCount,
+  neighbourMac,
+  nftTables,
+  routeDev,
+  runner,
+  sh,
+  startHolder,
+  startServer,
+  stopStarted,
+  sysctl,
+  timed,
+  udpEcho,
+} from './netns-harness.ts';
+import { ipJson, isRecord } from './runner.ts';
 
 function requiredEnv(name: string): string {
   const value = process.env[name];
@@ -38,7 +56,6 @@ const containerNs = requiredEnv('OKTEST_CONTAINER_NS');
 const container2Ns = requiredEnv('OKTEST_CONTAINER2_NS');
 const outsideNs = requiredEnv('OKTEST_OUTSIDE_NS');
 
-const runner = new ExecRunner({ timeoutMs: 20_000 });
 const logLines: Record<string, unknown>[] = [];
 const logger: Logger = pino(
   { level: 'debug' },
@@ -63,58 +80,6 @@ const OUTSIDE6 = '2001:db8::2';
 const HTTP_PORT = 18080;
 const UDP_PORT = 15353;
 
-const processes: ChildProcessWithoutNullStreams[] = [];
-
-async function sh(cmd: string, args: string[]): Promise<string> {
-  return (await runner.run(cmd, args)).stdout;
-}
-
-/** Runs a command inside a named namespace. */
-function inNs(ns: string, cmd: string, args: string[]): Promise<string> {
-  return sh('ip', ['netns', 'exec', ns, cmd, ...args]);
-}
-
-async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 10_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe().catch(() => undefined);
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-}
-
-/** Starts `cmd` inside `ns` (ip execs it, so the PID is the command's) and tracks it for clean-up. */
-function startInNs(ns: string, cmd: string, args: string[]): ChildProcessWithoutNullStreams {
-  const child = spawn('ip', ['netns', 'exec', ns, cmd, ...args]);
-  processes.push(child);
-  child.on('error', () => {});
-  return child;
-}
-
-/** A process that holds `ns` and whose PID is inside it (ip netns exec has switched namespace and exec'd). */
-async function startHolder(ns: string): Promise<number> {
-  const child = startInNs(ns, 'sleep', ['600']);
-  const pid = child.pid;
-  if (pid === undefined) throw new Error('could not start the holder');
-  const nsInode = (await stat(`/run/netns/${ns}`)).ino;
-  await waitFor(`holder ${pid} to enter ${ns}`, async () =>
-    (await stat(`/proc/${pid}/ns/net`)).ino === nsInode ? true : undefined,
-  );
-  return pid;
-}
-
-/** Starts a node script inside `ns` and waits for it to print "ready". */
-async function startServer(ns: string, script: string): Promise<void> {
-  const child = startInNs(ns, process.execPath, ['-e', script]);
-  let out = '';
-  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (out += d.toString()));
-  await waitFor(`server in ${ns} to be ready`, () =>
-    Promise.resolve(out.includes('ready') ? true : undefined),
-  );
-}
-
 const containerServer = `
 const http = require('node:http'), dgram = require('node:dgram');
 let n = 0;
@@ -128,96 +93,6 @@ const outsideServer = `
 require('node:http').createServer((q, s) => s.end('outside sees ' + q.socket.remoteAddress))
   .listen(9000, '::', () => console.log('ready'));
 `;
-
-/** GET over a fresh connection (no keep-alive pool: a pooled connection would outlive a removed mapping). */
-function httpGet(url: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const req = http.get(url, { agent: false, timeout: 5000 }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (chunk: string) => (body += chunk));
-      res.on('end', () => resolve(body));
-      res.on('error', reject);
-    });
-    req.on('timeout', () => req.destroy(new Error(`timeout: ${url}`)));
-    req.on('error', reject);
-  });
-}
-
-/** The error code of a GET that fails (e.g. ECONNREFUSED), or undefined when it succeeds. */
-async function connectError(url: string): Promise<string | undefined> {
-  try {
-    await httpGet(url);
-    return undefined;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code ?? String(err);
-  }
-}
-
-async function udpEcho(host: string, port: number, payload: string): Promise<string> {
-  const socket = dgram.createSocket(host.includes(':') ? 'udp6' : 'udp4');
-  try {
-    return await new Promise<string>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no UDP answer from ${host}:${port}`)), 5000);
-      socket.on('message', (msg) => {
-        clearTimeout(timer);
-        resolve(msg.toString());
-      });
-      socket.on('error', reject);
-      socket.send(payload, port, host);
-    });
-  } finally {
-    socket.close();
-  }
-}
-
-async function linkNames(ns?: string): Promise<string[]> {
-  const links = ns
-    ? (JSON.parse(await inNs(ns, 'ip', ['-j', 'link', 'show'])) as unknown[])
-    : await ipJson(runner, ['link', 'show']);
-  return links.filter(isRecord).map((l) => String(l['ifname']));
-}
-
-async function addressesOf(dev: string, ns?: string): Promise<string[]> {
-  const args = ['-j', 'addr', 'show', 'dev', dev];
-  const list = ns ? (JSON.parse(await inNs(ns, 'ip', args)) as unknown[]) : await ipJson(runner, args);
-  const first = list.find(isRecord);
-  const infos = first && Array.isArray(first['addr_info']) ? (first['addr_info'] as unknown[]) : [];
-  return infos.filter(isRecord).map((a) => `${String(a['local'])}/${String(a['prefixlen'])}`);
-}
-
-async function routeDev(dst: string): Promise<string> {
-  const list = await ipJson(runner, ['route', 'get', dst]);
-  const first = list.find(isRecord);
-  return String(first?.['dev']);
-}
-
-async function nftTables(): Promise<string[]> {
-  return (await nftJson(runner, ['list', 'tables']))
-    .map((i) => (isRecord(i) ? i['table'] : undefined))
-    .filter(isRecord)
-    .map((t) => `${String(t['family'])} ${String(t['name'])}`);
-}
-
-async function mapElementCount(): Promise<number> {
-  const listing = await nftJson(runner, ['list', 'table', 'inet', config.nftTable]);
-  let count = 0;
-  for (const item of listing) {
-    const map = isRecord(item) ? item['map'] : undefined;
-    if (isRecord(map) && Array.isArray(map['elem'])) count += map['elem'].length;
-  }
-  return count;
-}
-
-async function sysctl(key: string): Promise<string> {
-  return (await readFile(`/proc/sys/${key}`, 'utf8')).trim();
-}
-
-async function timed<T>(fn: () => Promise<T>): Promise<{ value: T; ms: number }> {
-  const t0 = performance.now();
-  const value = await fn();
-  return { value, ms: performance.now() - t0 };
-}
 
 describe('NodeEnvironment in a network namespace', () => {
   let holder = 0;
@@ -246,15 +121,7 @@ describe('NodeEnvironment in a network namespace', () => {
   });
 
   after(async () => {
-    for (const p of processes) {
-      if (p.pid !== undefined && p.exitCode === null) {
-        try {
-          process.kill(p.pid, 'SIGKILL');
-        } catch {
-          // already gone
-        }
-      }
-    }
+    stopStarted();
     await env.tearDown().catch(() => {});
     for (const ns of [containerNs, container2Ns, outsideNs]) {
       await sh('ip', ['netns', 'del', ns]).catch(() => {});
@@ -275,6 +142,7 @@ describe('NodeEnvironment in a network namespace', () => {
     const [bridge] = (await ipJson(runner, ['link', 'show', 'dev', config.bridge])).filter(isRecord);
     assert.equal(bridge?.['mtu'], 1450);
     assert.ok((bridge?.['flags'] as string[]).includes('UP'));
+    assert.equal(bridge?.['address'], env.bridgeMac, 'the bridge has its own MAC');
     assert.deepEqual((await addressesOf(config.bridge)).filter((a) => !a.startsWith('fe80')).sort(), [
       '10.18.0.1/26',
       'fc00::1/120',
@@ -335,6 +203,32 @@ describe('NodeEnvironment in a network namespace', () => {
     assert.equal(eth0?.mtu, 1450);
     await inNs(containerNs, 'ping', ['-c1', '-w5', '10.18.0.1']);
     await inNs(containerNs, 'ping', ['-6', '-c1', '-w5', 'fc00::1']);
+    assert.equal(await linkMac(config.bridge), env.bridgeMac, 'a port joining does not change it');
+    assert.equal(await neighbourMac(containerNs, '10.18.0.1'), env.bridgeMac);
+    assert.equal(await neighbourMac(containerNs, 'fc00::1'), env.bridgeMac);
+  });
+
+  it('the bridge keeps its MAC when a port with a lower MAC joins and leaves', async () => {
+    // a Linux bridge without a MAC of its own would take this port's (the lowest) and lose it again
+    await sh('ip', [
+      'link',
+      'add',
+      'oklow0',
+      'address',
+      '02:00:00:00:00:01',
+      'type',
+      'veth',
+      'peer',
+      'oklow1',
+    ]);
+    await sh('ip', ['link', 'set', 'dev', 'oklow0', 'master', config.bridge]);
+    await sh('ip', ['link', 'set', 'dev', 'oklow0', 'up']);
+    assert.equal(await linkMac(config.bridge), env.bridgeMac);
+    await sh('ip', ['link', 'del', 'dev', 'oklow0']);
+    assert.equal(await linkMac(config.bridge), env.bridgeMac);
+    // the container's cached gateway MAC is still right: a new connection works at once
+    assert.equal(await neighbourMac(containerNs, '10.18.0.1'), env.bridgeMac);
+    await inNs(containerNs, 'ping', ['-c1', '-w2', '10.18.0.1']);
   });
 
   it('port mappings reach the container from the node, from outside, and from the container itself', async () => {
@@ -390,7 +284,7 @@ describe('NodeEnvironment in a network namespace', () => {
     );
     assert.ok(!(await linkNames()).includes('oakvdup'));
     assert.deepEqual((await linkNames(container2Ns)).sort(), ['eth0', 'eth0peer', 'lo']);
-    assert.equal(await mapElementCount(), 4);
+    assert.equal(await mapElementCount(config.nftTable), 4);
   });
 
   it('attach into a namespace that has eth0 keeps the peer name, and instances talk directly', async () => {
@@ -424,7 +318,7 @@ describe('NodeEnvironment in a network namespace', () => {
       SystemError,
     );
     assert.ok(!(await linkNames()).includes('oakvghost'));
-    assert.equal(await mapElementCount(), 4);
+    assert.equal(await mapElementCount(config.nftTable), 4);
   });
 
   it('detach removes the veth and the mappings; a second detach is fine', async (t) => {
@@ -434,7 +328,7 @@ describe('NodeEnvironment in a network namespace', () => {
     t.diagnostic(`timing: detach (2 mappings, v4+v6) ${ms.toFixed(1)} ms`);
     assert.ok(!(await linkNames()).includes('oakvmain'));
     assert.deepEqual(await linkNames(containerNs), ['lo']);
-    assert.equal(await mapElementCount(), 0);
+    assert.equal(await mapElementCount(config.nftTable), 0);
     assert.equal(await connectError(`http://${NODE4}:${HTTP_PORT}/`), 'ECONNREFUSED');
     assert.notEqual(
       await inNs(outsideNs, 'curl', ['-sS', '-m2', `http://${NODE4}:${HTTP_PORT}/`]).catch(() => 'failed'),
@@ -452,8 +346,9 @@ describe('NodeEnvironment in a network namespace', () => {
     });
     await env.setUp(); // as a restarted NetManager would, without detaching
     assert.ok(!(await linkNames()).includes('oakvcrash'));
+    assert.equal(await linkMac(config.bridge), env.bridgeMac, 'the re-created bridge has the same MAC');
     assert.deepEqual(await linkNames(containerNs), ['lo']);
-    assert.equal(await mapElementCount(), 0);
+    assert.equal(await mapElementCount(config.nftTable), 0);
     await env.setUp(); // and once more in a row
     const again = await env.attach({
       pid: holder,
