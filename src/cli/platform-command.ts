@@ -229,8 +229,6 @@ async function statusView(platform: Platform): Promise<StatusView> {
 
 function renderStatus(v: StatusView): string {
   const p = v.platform;
-  const counters = (n: PlatformStatus['nodes'][number]) =>
-    (n.netmanager?.proxy ?? {}) as { flows?: number; dropped?: number; tun_in?: number; tunnel_in?: number };
   const nodes = renderTable(
     [
       'NODE',
@@ -246,7 +244,7 @@ function renderStatus(v: StatusView): string {
       'DROPS',
     ],
     p.nodes.map((n) => {
-      const c = counters(n);
+      const c = n.netmanager?.proxy;
       return [
         n.name,
         n.up && n.netmanager?.registered ? 'up' : n.up ? 'starting' : 'down',
@@ -256,26 +254,21 @@ function renderStatus(v: StatusView): string {
         n.cluster,
         n.site,
         n.netmanager ? String(n.netmanager.instances.length) : '-',
-        c.flows !== undefined ? String(c.flows) : '-',
-        c.tun_in !== undefined ? String((c.tun_in ?? 0) + (c.tunnel_in ?? 0)) : '-',
-        c.dropped !== undefined ? String(c.dropped) : '-',
+        c ? String(c.flows) : '-',
+        c ? String(c.tun_in + c.tunnel_in) : '-',
+        c ? String(c.dropped) : '-',
       ];
     }),
   );
   const nodeByIp = new Map(p.nodes.map((n) => [n.ip, n.name]));
   const rtts = p.nodes
     .map((n) => {
-      const peers =
-        (
-          (n.netmanager?.proxy ?? {}) as {
-            peers?: Array<{ node: string; rtt_ms: number | null; reachable?: boolean }>;
-          }
-        ).peers ?? [];
+      const peers = n.netmanager?.proxy?.peers ?? [];
       const measured = peers.filter((x) => x.rtt_ms !== null);
       if (!measured.length) return undefined;
       const name = (endpoint: string) => nodeByIp.get(endpoint.replace(/:\d+$/, '')) ?? endpoint;
       const rtt = (x: (typeof measured)[number]) =>
-        x.reachable === false ? 'unreachable' : `${x.rtt_ms!.toFixed(1)} ms`;
+        x.reachable ? `${(x.rtt_ms ?? 0).toFixed(1)} ms` : 'unreachable';
       return `  ${n.name} -> ${measured.map((x) => `${name(x.node)} ${rtt(x)}`).join(', ')}`;
     })
     .filter((x): x is string => x !== undefined);

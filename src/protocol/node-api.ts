@@ -4,6 +4,7 @@
  * engine sends, and oaknet's status view.
  */
 import { Type, type Static } from 'typebox';
+import { DataPlaneStatus } from './dataplane-status.ts';
 
 export const Register = Type.Object({
   client_id: Type.String({ minLength: 1, maxLength: 128 }),
@@ -68,7 +69,8 @@ export const NodeStatus = Type.Object({
       ),
     }),
   ),
-  proxy: Type.Union([Type.Record(Type.String(), Type.Unknown()), Type.Null()]),
+  /** The data plane (ProxyTUN); null before registration. */
+  proxy: Type.Union([DataPlaneStatus, Type.Null()]),
 });
 export type NodeStatus = Static<typeof NodeStatus>;
 

@@ -52,9 +52,7 @@ describe('Closest_IP, IPv6 and two clusters', { timeout: 600_000 }, () => {
     const deadline = Date.now() + 15_000;
     for (;;) {
       const st = await platform.nodeClient(node).status();
-      const list = ((st.proxy as { peers?: Array<{ rtt_ms: number | null }> } | null)?.peers ?? []).filter(
-        (p) => p.rtt_ms !== null,
-      );
+      const list = (st.proxy?.peers ?? []).filter((p) => p.rtt_ms !== null);
       if (list.length >= peers) return;
       if (Date.now() > deadline) throw new Error(`${node} measured ${list.length} of ${peers} peers`);
       await inNetns(ns(node === 'n1' ? 'ca' : 'cb'), [
@@ -155,7 +153,7 @@ describe('Closest_IP, IPv6 and two clusters', { timeout: 600_000 }, () => {
     assert.equal((rr6['S0'] ?? 0) + (rr6['S1'] ?? 0), 10, JSON.stringify(rr6));
     assert.ok((rr6['S0'] ?? 0) >= 4 && (rr6['S1'] ?? 0) >= 4, `IPv6 RR_IP spreads: ${JSON.stringify(rr6)}`);
     const closest6 = await spread('cb', addr('Closest', true), 10);
-    const peers = ((await platform.nodeClient('n3').status()).proxy as { peers?: unknown } | null)?.peers;
+    const peers = (await platform.nodeClient('n3').status()).proxy?.peers;
     assert.equal(
       closest6['S0'],
       10,

@@ -12,6 +12,7 @@ import { after, before, describe, it } from 'node:test';
 import { pino } from 'pino';
 import { createPlatform, type Platform } from '../../src/platform/platform.ts';
 import { findLeftovers } from '../../src/platform/teardown.ts';
+import { dataPlaneOf } from '../support/status.ts';
 import type { JobDocument } from '../../src/protocol/root-api.ts';
 import { FIXTURES, inNetns, runWorkload, type Workload } from '../support/workloads.ts';
 
@@ -157,10 +158,7 @@ describe('overlay end to end: 3 nodes, real applications', { timeout: 300_000 },
     ]);
     assert.match(across.trim(), /^A[01] hello$/);
     // B.0 and A.0 both run on n2: the packets never leave the node
-    const n2Before = (await platform.nodeClient('n2').status()).proxy as {
-      local: number;
-      tunnel_out: number;
-    };
+    const n2Before = await dataPlaneOf(platform, 'n2');
     const same = await inNetns(b0.netns, [
       'python3',
       join(FIXTURES, 'udp-client.py'),
@@ -169,7 +167,7 @@ describe('overlay end to end: 3 nodes, real applications', { timeout: 300_000 },
       'neighbour',
     ]);
     assert.equal(same.trim(), 'A0 neighbour');
-    const n2After = (await platform.nodeClient('n2').status()).proxy as { local: number; tunnel_out: number };
+    const n2After = await dataPlaneOf(platform, 'n2');
     assert.ok(n2After.local >= n2Before.local + 2, 'request and answer were delivered on the node');
   });
 
@@ -200,12 +198,7 @@ describe('overlay end to end: 3 nodes, real applications', { timeout: 300_000 },
     );
     // what `oaknet status --json` shows: the sender's TUN handed over TSO super-packets and its tunnel sent
     // UDP GSO runs; a receiver wrote coalesced segments into its TUN
-    type Offloads = {
-      tun: { features: string[]; super_packets_read: number; coalesced_packets: number } | null;
-      tunnel: { gso: boolean; gro: boolean } | null;
-    };
-    const offloads = async (name: string) =>
-      ((await platform.nodeClient(name).status()).proxy as { offloads: Offloads }).offloads;
+    const offloads = async (name: string) => (await dataPlaneOf(platform, name)).offloads;
     const sender = await offloads('n1');
     assert.ok(sender.tun?.features.includes('tso4'), JSON.stringify(sender));
     assert.ok((sender.tun?.super_packets_read ?? 0) > 0, JSON.stringify(sender));
@@ -255,13 +248,10 @@ describe('overlay end to end: 3 nodes, real applications', { timeout: 300_000 },
   it('counts garbage on the tunnel port and malformed packets into the TUN as drops, and keeps working', async () => {
     const n1 = platform.node('n1');
     const n2 = platform.node('n2');
-    const before2 = (await platform.nodeClient('n2').status()).proxy as {
-      tunnel_in: number;
-      dropped: number;
-    };
+    const before2 = await dataPlaneOf(platform, 'n2');
     const garbage = `import os,socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\nfor i in range(500): s.sendto(os.urandom(1+i%1400),("${n2.ip}",50103))\n`;
     await inNetns(n1.netns, ['python3', '-c', garbage]);
-    const before1 = (await platform.nodeClient('n1').status()).proxy as { dropped: number };
+    const before1 = await dataPlaneOf(platform, 'n1');
     const sent = await inNetns(n1.netns, ['python3', join(FIXTURES, 'raw-garbage.py'), rr, '300']);
     assert.equal(sent.trim(), '300');
     // they were read and dropped (the counters say so), and service goes on
@@ -269,8 +259,8 @@ describe('overlay end to end: 3 nodes, real applications', { timeout: 300_000 },
     let after2 = before2;
     let after1 = before1;
     while (Date.now() < deadline) {
-      after2 = (await platform.nodeClient('n2').status()).proxy as typeof before2;
-      after1 = (await platform.nodeClient('n1').status()).proxy as typeof before1;
+      after2 = await dataPlaneOf(platform, 'n2');
+      after1 = await dataPlaneOf(platform, 'n1');
       if (after2.dropped >= before2.dropped + 500 && after1.dropped >= before1.dropped + 300) break;
       await new Promise((r) => setTimeout(r, 100));
     }
