@@ -49,3 +49,28 @@ describe('PendingPackets', () => {
     assert.ok(!q.has(1));
   });
 });
+
+describe('PendingPackets with super-packets', () => {
+  it('keeps each packet with its gso word, and bounds the bytes held in all', () => {
+    const q = new PendingPackets(64, 2048, 100_000);
+    const big = Buffer.alloc(40_000, 1);
+    assert.ok(q.hold(1, big, 0, big.length, 0, 1400));
+    assert.ok(q.hold(1, Buffer.from('small'), 0, 5, 0));
+    assert.ok(q.hold(2, big, 0, big.length, 0, 1398));
+    assert.equal(q.hold(3, big, 0, big.length, 0, 1400), false, 'a third 40 kB super-packet is over 100 kB');
+    assert.ok(q.hold(3, Buffer.from('x'), 0, 1, 0), 'small packets still fit');
+    assert.deepEqual(
+      q.take(1).map((h) => [h.packet.length, h.gso]),
+      [
+        [40_000, 1400],
+        [5, 0],
+      ],
+    );
+    assert.ok(q.hold(3, big, 0, big.length, 0, 1400), 'room again after a take');
+    assert.equal(q.expire(10, 5), 3);
+    assert.ok(
+      q.hold(4, big, 0, big.length, 10, 1400) && q.hold(5, big, 0, big.length, 10, 1400),
+      'expiry frees the bytes',
+    );
+  });
+});

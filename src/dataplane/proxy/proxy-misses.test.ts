@@ -137,6 +137,11 @@ describe('ProxyTUN cache misses', () => {
     // the next packet asks again
     n1.send(udp(CLI.ns4, 5000, '10.30.9.9', 1));
     assert.deepEqual(await n1.dir.asked.take(1), ['10.30.9.9']);
+    // the old answer, still in the next snapshot (made for another job), does not end the new question
+    n1.learn(OTHER, [O0]);
+    await n1.settled();
+    assert.equal(n1.proxy.status().waiting_packets, 1, 'the new packet still waits for its own answer');
+    assert.equal(n1.drops(Drop.Unresolved), 2);
   });
 
   it('IPv6: held, asked once by its canonical text, released on the answer', async (t) => {
