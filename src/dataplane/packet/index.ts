@@ -1,9 +1,10 @@
 /**
  * @module dataplane/packet
  * The proxy's packet library: allocation-free decoding into a reused ParsedPacket, in-place NAT rewrites with
- * incremental (RFC 1624) checksum updates, and the checksum arithmetic they share. IPv4 and IPv6 use one path.
- * Builders, oracles and captured fixtures for tests live in build.ts and fixtures.ts and are not exported here,
- * so the data path cannot depend on them by accident.
+ * incremental (RFC 1624) checksum updates, the checksum arithmetic they share, the one packet the data path
+ * builds (a TCP reset) and software segmentation of super-packets (for the in-memory tunnel). IPv4 and IPv6 use
+ * one path. Builders, oracles and captured fixtures for tests live in build.ts and fixtures.ts and are not
+ * exported here, so the data path cannot depend on them by accident.
  */
 
 /** Decoding: the reused per-loop view, its failure reasons and address helpers. */
@@ -18,6 +19,12 @@ export {
 
 /** In-place NAT rewrites with incremental checksum updates. */
 export { setDstAddress, setDstPort, setEchoId, setSrcAddress, setSrcPort } from './rewrite.ts';
+
+/** The TCP reset the proxy sends a client whose connection cannot go on. */
+export { RESET_MAX_BYTES, type TcpReset, writeTcpReset } from './rst.ts';
+
+/** Software TSO/USO: a super-packet cut into wire packets with full checksums. */
+export { type SegmentOutput, SegmentFailure, segmentPacket } from './segment.ts';
 
 /** Internet checksum arithmetic (RFC 1071 full sums, RFC 1624 incremental updates, pseudo-headers). */
 export {

@@ -8,8 +8,15 @@
  * are updated incrementally (RFC 1624) by packet/rewrite.ts. Nothing here throws for a bad packet: it is a
  * counted drop.
  */
-import { IpProto, ParsedPacket, setDstAddress, setSrcAddress, TcpFlag } from '../packet/index.ts';
-import { RESET_MAX_BYTES, writeTcpReset } from '../packet/rst.ts';
+import {
+  IpProto,
+  ParsedPacket,
+  RESET_MAX_BYTES,
+  setDstAddress,
+  setSrcAddress,
+  TcpFlag,
+  writeTcpReset,
+} from '../packet/index.ts';
 import { instanceAddress, ServiceSnapshot } from '../snapshot.ts';
 import type { ConnTracker } from './conntrack.ts';
 import { Drop, type ProxyCounters } from './counters.ts';
