@@ -235,7 +235,7 @@ describe('ProxyTUN and local instances without their own entry yet', () => {
       await until(() => n1.proxy.status().waiting_packets === 2, 'held');
       assert.equal(n1.tunnel.log.length, 0);
       assert.deepEqual(n1.dir.questions, [], 'the node refreshes its own job itself; nothing to ask');
-      n1.learn(CLIENT, [CLI]); // the post-deploy table query: the table reports localChanged
+      n1.learn(CLIENT, [CLI]); // the post-deploy table query: the next snapshot lists the instance
       const got = await n2.written.take(2);
       assert.deepEqual(got.map(payloadOf), ['early', 'later']);
       assert.equal(line(got[0]!), `udp ${br(f, f.ip(CLI))}:5000 > ${br(f, f.ns(X0))}:53`);
