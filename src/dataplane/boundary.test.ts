@@ -69,6 +69,7 @@ describe('the data-plane boundary', () => {
       join(SRC, 'dataplane/tun/fake.ts'),
       join(SRC, 'dataplane/tunnel/memory.ts'),
       ...files('node', (f) => f.endsWith('.ts')),
+      ...files('node/net', (f) => f.endsWith('.ts')),
     ];
     for (const root of roots) {
       const reach = closure([root]);

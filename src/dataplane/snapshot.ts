@@ -8,7 +8,7 @@
  *
  * Lookups take raw network-order address bytes (4 or 16), so the data path builds no strings for IPv4.
  * Instance records are shared between snapshots while they do not change: the same object in two snapshots is
- * the same instance with the same details, which is how flows keep their instance across table refreshes.
+ * the same instance with the same details, so a refresh that changes nothing changes nothing for the flows.
  */
 import type { Cidr } from '../addressing/cidr.ts';
 
@@ -77,25 +77,17 @@ export interface SnapshotSpec {
   readonly unknown?: ReadonlyArray<{ readonly address: Uint8Array; readonly generation: number }>;
 }
 
-export class ServiceSnapshot {
-  /** The snapshot before the node knows anything: no subnetworks, no services. */
-  static readonly EMPTY = new ServiceSnapshot({ generation: 0, localSubnets: [], cluster: '', services: [] });
-
-  readonly generation: number;
-  readonly localSubnets: readonly Cidr[];
-  readonly cluster: string;
+/** The services of a snapshot, indexed; shared by snapshots that differ only in their negative answers. */
+class ServiceIndex {
   readonly services: readonly Service[];
-  private readonly byAddress = new Map<number | string, AddressTarget>();
-  private readonly byNamespace = new Map<number | string, Instance>();
-  private readonly byJob = new Map<string, Service>();
-  private readonly unknownSince = new Map<number | string, number>();
+  readonly byAddress = new Map<number | string, AddressTarget>();
+  readonly byNamespace = new Map<number | string, Instance>();
+  readonly byJob = new Map<string, Service>();
 
-  constructor(spec: SnapshotSpec) {
-    this.generation = spec.generation;
-    this.localSubnets = [...spec.localSubnets];
-    this.cluster = spec.cluster;
-    this.services = spec.services.map((s) => s.service);
-    for (const { service, addresses } of spec.services) {
+  constructor(services: SnapshotSpec['services']) {
+    this.services = Object.freeze(services.map((s) => s.service));
+    // later services win an address that two claim (the table lists the newest answer last)
+    for (const { service, addresses } of services) {
       this.byJob.set(service.job, service);
       for (const a of addresses) {
         const target: AddressTarget =
@@ -110,31 +102,55 @@ export class ServiceSnapshot {
           if (ns) this.byNamespace.set(addressKey(ns, 0, ns.length), inst);
       }
     }
+  }
+}
+
+export class ServiceSnapshot {
+  /** The snapshot before the node knows anything: no subnetworks, no services. */
+  static readonly EMPTY = new ServiceSnapshot({ generation: 0, localSubnets: [], cluster: '', services: [] });
+
+  readonly generation: number;
+  /** As given (the producer passes the same array while the subnetworks do not change). */
+  readonly localSubnets: readonly Cidr[];
+  readonly cluster: string;
+  private readonly index: ServiceIndex;
+  private readonly unknownSince = new Map<number | string, number>();
+
+  /** Builds the snapshot; with `sameServicesAs`, its services (and their indexes) are taken from that one instead. */
+  constructor(spec: SnapshotSpec, sameServicesAs?: ServiceSnapshot) {
+    this.generation = spec.generation;
+    this.localSubnets = spec.localSubnets;
+    this.cluster = spec.cluster;
+    this.index = sameServicesAs?.index ?? new ServiceIndex(spec.services);
     for (const u of spec.unknown ?? []) {
       const key = addressKey(u.address, 0, u.address.length);
-      if (!this.byAddress.has(key)) this.unknownSince.set(key, u.generation);
+      if (!this.index.byAddress.has(key)) this.unknownSince.set(key, u.generation);
     }
-    Object.freeze(this.services);
+  }
+
+  /** Every service, in the producer's order. */
+  get services(): readonly Service[] {
+    return this.index.services;
   }
 
   /** The target of the semantic address at buf[offset, offset + length) (4 or 16 bytes); undefined if unknown. */
   target(buf: Uint8Array, offset: number, length: number): AddressTarget | undefined {
-    return this.byAddress.get(addressKey(buf, offset, length));
+    return this.index.byAddress.get(addressKey(buf, offset, length));
   }
 
   /** The local instance whose namespace address is at buf[offset, offset + length); undefined if none. */
   localByNamespace(buf: Uint8Array, offset: number, length: number): Instance | undefined {
-    return this.byNamespace.get(addressKey(buf, offset, length));
+    return this.index.byNamespace.get(addressKey(buf, offset, length));
   }
 
   /** The instance `number` of `job` in this snapshot. */
   instance(job: string, number: number): Instance | undefined {
-    return this.byJob.get(job)?.instances.find((i) => i.number === number);
+    return this.index.byJob.get(job)?.instances.find((i) => i.number === number);
   }
 
   /** True when this exact record is one of the snapshot's instances (unchanged since it was made). */
   has(inst: Instance): boolean {
-    return this.byJob.get(inst.job)?.instances.includes(inst) ?? false;
+    return this.index.byJob.get(inst.job)?.instances.includes(inst) ?? false;
   }
 
   /**
@@ -147,12 +163,12 @@ export class ServiceSnapshot {
 
   /** The target under an address key (see addressKey). */
   targetByKey(key: number | string): AddressTarget | undefined {
-    return this.byAddress.get(key);
+    return this.index.byAddress.get(key);
   }
 
   /** The local instance under a namespace address key (see addressKey). */
   localByKey(key: number | string): Instance | undefined {
-    return this.byNamespace.get(key);
+    return this.index.byNamespace.get(key);
   }
 }
 

@@ -17,7 +17,8 @@ export interface DeploymentReport {
 }
 
 export interface ClusterChannel {
-  /** Connects as worker `workerId` to the cluster at `url` (mqtt://host:port) and keeps reconnecting; once. */
+  /** Connects as worker `workerId` to the cluster at `url` (mqtt://host:port) and keeps reconnecting; a second
+   * connect before close() is a caller bug (it throws). */
   connect(workerId: string, url: string): void;
   /** Resolves once connected and subscribed to this worker's answers; UnavailableError after timeoutMs. */
   ready(timeoutMs?: number): Promise<void>;
@@ -41,6 +42,6 @@ export interface ClusterChannel {
   onReconnect(handler: () => void): void;
   /** Calls handler(job) for every update notification of a watched job. */
   onJobUpdate(handler: (job: string) => void): void;
-  /** Disconnects; pending questions get empty answers. */
+  /** Disconnects; pending questions get empty answers; connect() may follow. */
   close(): Promise<void>;
 }

@@ -92,4 +92,26 @@ describe('ClusterLink', () => {
     await link.close();
     await b2.close();
   });
+
+  it('connects again after close (a registration that failed), as a fresh session', async () => {
+    const url = `mqtt://127.0.0.1:${broker.port}`;
+    const link = connected(new ClusterLink({ log, answerTimeoutMs: 2000 }), 'w-again', url);
+    await link.ready();
+    assert.throws(() => link.connect('w-again', url), /already connected/);
+    await link.watchJob('a.b.c.d');
+    await link.close();
+    assert.equal(link.connected, false);
+    link.connect('w-again', url);
+    await link.ready();
+    const updates: string[] = [];
+    link.onJobUpdate((job) => updates.push(job));
+    await link.watchJob('a.b.c.d'); // subscribed again on the new session
+    const peer = await connectMqttAsync(url, { clientId: 'cluster-stand-in', reconnectPeriod: 0 });
+    await peer.publishAsync(topics.jobUpdates('a.b.c.d'), JSON.stringify({ type: 'DEPLOYMENT' }), { qos: 1 });
+    const deadline = Date.now() + 5000;
+    while (updates.length === 0 && Date.now() < deadline) await new Promise((r) => setImmediate(r));
+    assert.deepEqual(updates, ['a.b.c.d']);
+    await peer.endAsync(true);
+    await link.close();
+  });
 });

@@ -49,7 +49,7 @@ export class ClusterLink implements ClusterChannel {
     this.answerTimeoutMs = o.answerTimeoutMs ?? 3000;
   }
 
-  /** Connects (and keeps reconnecting) to the broker at `url` as worker `workerId`; once. */
+  /** Connects (and keeps reconnecting) to the broker at `url` as worker `workerId`; again only after close(). */
   connect(workerId: string, url: string): void {
     if (this.mqtt) throw new Error(`already connected as ${this.mqtt.workerId}`);
     const client = connectMqtt(url, {
@@ -217,9 +217,15 @@ export class ClusterLink implements ClusterChannel {
     this.jobHandlers.add(handler);
   }
 
+  /** Ends the connection; pending questions get empty answers. connect() may start a new one afterwards. */
   async close(): Promise<void> {
+    const session = this.mqtt;
+    this.mqtt = undefined;
+    this.subscribedJobs.clear();
+    this.connectedOnce = false;
+    this.subnetWaiter = undefined;
     for (const q of [...this.pendingQueries]) q.resolve({ app_name: '', instance_list: [], query_key: '' });
-    await this.mqtt?.client.endAsync(true).catch(() => undefined);
+    await session?.client.endAsync(true).catch(() => undefined);
   }
 
   /** The connection made by connect(); a caller bug before it. */

@@ -127,17 +127,32 @@ export class Instances {
     };
     state.instances.push(record);
     await c.stateFile.save(state);
-    // watch the job before announcing: the cluster's update after it took the report must not be missed
-    await c.resolver.watch(job);
+    // subscribe before announcing (MQTT keeps their order): the cluster's update after it took the report
+    // must not be missed
+    void c.resolver.watch(job);
     this.announce(record);
-    void c.resolver.refresh(job);
-    if (!(await c.table.whenLocal(nsip, c.ownEntryTimeoutMs, c.signal)))
+    if (!(await this.ownEntry(job, nsip)))
       c.log.warn(
         { job, instance: record.instance },
         'own table entry not there yet; its first packets will wait for it',
       );
     c.log.info({ job, instance: req.instanceNumber, nsip: record.nsip, pid: req.pid }, 'instance deployed');
     return { serviceName: job, nsAddress: record.nsip, nsAddressv6: record.nsipv6 };
+  }
+
+  /**
+   * Waits (bounded) for the table to list the instance at `nsip` as local: the cluster's update after the
+   * report brings it, or the query asked now and, once more, half-way through the wait (the answer to the
+   * first may have been made before the cluster took the report).
+   */
+  private async ownEntry(job: string, nsip: IpAddress): Promise<boolean> {
+    const c = this.c;
+    const half = Math.max(1, Math.floor(c.ownEntryTimeoutMs / 2));
+    void c.resolver.refresh(job);
+    if (await c.table.whenLocal(nsip, half, c.signal)) return true;
+    if (c.signal.aborted) return false;
+    void c.resolver.refresh(job);
+    return c.table.whenLocal(nsip, c.ownEntryTimeoutMs - half, c.signal);
   }
 
   /** Removes an instance's wiring; an unknown instance is fine. */

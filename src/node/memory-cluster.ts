@@ -29,11 +29,14 @@ export class MemoryCluster {
     readonly id = 'c1',
   ) {}
 
-  /** A new channel for one node. */
+  /** A new channel for one node (it takes part once connected). */
   channel(): MemoryClusterChannel {
-    const c = new MemoryClusterChannel(this);
+    return new MemoryClusterChannel(this);
+  }
+
+  /** A channel that connected. */
+  attach(c: MemoryClusterChannel): void {
     this.channels.add(c);
-    return c;
   }
 
   /** Creates a service with its ServiceIPs (as the root would allocate them). */
@@ -125,8 +128,10 @@ export class MemoryClusterChannel implements ClusterChannel {
   }
 
   connect(workerId: string): void {
+    if (this.open) throw new Error(`already connected as ${this.worker}`);
     this.worker = workerId;
     this.open = true;
+    this.cluster.attach(this);
   }
 
   ready(): Promise<void> {
@@ -170,6 +175,7 @@ export class MemoryClusterChannel implements ClusterChannel {
 
   close(): Promise<void> {
     this.open = false;
+    this.watched.clear();
     this.cluster.detach(this);
     return Promise.resolve();
   }

@@ -34,8 +34,14 @@ const PORT = 50103;
 /** A host network that only records what it was asked (the real one is tested in net/). */
 class RecordingHostNetwork implements HostNetwork {
   readonly calls: string[] = [];
+  /** Fails the next setUp (a kernel refusing, say). */
+  failNextSetUp = false;
   setUp(): Promise<void> {
     this.calls.push('setUp');
+    if (this.failNextSetUp) {
+      this.failNextSetUp = false;
+      return Promise.reject(new Error('bridge refused'));
+    }
     return Promise.resolve();
   }
   addTunRoutes(): Promise<void> {
@@ -183,7 +189,7 @@ describe('two NetManagers in one process', () => {
     assert.deepEqual(
       status.services.map((x) => x.job),
       [WEB],
-      'the open flows keep the interest in the server job alive',
+      'the data plane reports the job its open flows use (what keeps its interest alive)',
     );
 
     await a.nm.undeploy(CLIENT, 0);
@@ -196,5 +202,26 @@ describe('two NetManagers in one process', () => {
       'detach',
       'tearDown',
     ]);
+  });
+
+  it('a registration that failed half-way leaves nothing behind, and the next one succeeds', async (t) => {
+    const plan = new AddressPlan();
+    const cluster = new MemoryCluster(plan);
+    cluster.createService(CLIENT, [
+      { IpType: IP_TYPE.roundRobin, Address: '10.30.0.9', Address_v6: 'fdff:2000::9' },
+    ]);
+    cluster.scheduleInstance(CLIENT, 0, CLIENT_IP.v4, CLIENT_IP.v6);
+    const a = node(t, '10.255.0.1', cluster, new MemorySwitch());
+    a.host.failNextSetUp = true;
+    await assert.rejects(a.nm.register('64a000000000000000000001'), /bridge refused/);
+    assert.deepEqual(a.host.calls, ['setUp', 'tearDown'], 'what was set up is undone');
+    assert.equal(a.nm.status().registered, false);
+    await a.nm.register('64a000000000000000000001');
+    assert.equal(a.nm.status().registered, true);
+    const client = await a.nm.deploy({ pid: 1001, serviceName: CLIENT, instanceNumber: 0 });
+    assert.ok(
+      a.nm.status().services.some((s) => s.job === CLIENT && s.instances[0]?.ns_address === client.nsAddress),
+      'the cluster channel works again: the own entry arrived',
+    );
   });
 });

@@ -309,9 +309,9 @@ export class NetManager {
   /** Stops the data plane and removes every device and rule this NetManager created. */
   async close(): Promise<void> {
     this.abort.abort();
-    for (const t of this.timers) clearInterval(t);
     await this.registering?.catch(() => undefined);
     await this.queue.catch(() => undefined);
+    for (const t of this.timers) clearInterval(t);
     const r = this.registered;
     this.registered = undefined;
     this.parts.dataPlane.close();
@@ -330,7 +330,9 @@ export class NetManager {
     return jobs;
   }
 
+  /** Runs fn every ms until close (a registration that ends after close starts none). */
   private every(ms: number, fn: () => void): void {
+    if (this.abort.signal.aborted) return;
     const t = setInterval(fn, ms);
     t.unref();
     this.timers.push(t);

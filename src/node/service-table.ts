@@ -3,10 +3,10 @@
  * The node's service table: what the cluster answered to its table queries, per job, and the node's own
  * facts (its subnetworks, which instances are its own). It is the control side of the data-plane boundary:
  * every change makes a new immutable ServiceSnapshot (dataplane/snapshot.ts) with the next generation, and
- * listeners hear about it once per turn of the event loop, however many answers arrived in that turn.
+ * listeners hear about it once per burst of changes (in a microtask: however many answers one callback applied).
  *
  * A job's entries are replaced as a whole on every answer (upstream's refresh semantics). Instance records
- * are kept when nothing about them changed, so the data plane sees the same record and keeps its flows on it.
+ * are kept when nothing about them changed, so the data plane sees the same record and has nothing to do.
  * Entries come from the wire and are validated one by one: an invalid instance (no namespace address, bad
  * address, wrong types) is skipped and logged, never a reason to drop the whole answer.
  */
@@ -46,6 +46,8 @@ interface JobEntry {
   addresses: ServiceAddress[];
 }
 
+const NO_SUBNETS: readonly Cidr[] = Object.freeze([]);
+
 /** How long a negative answer ("no such address") is kept in snapshots (ms). */
 const UNKNOWN_KEEP_MS = 10_000;
 
@@ -55,7 +57,11 @@ export class ServiceTable {
   private unknown: Array<{ address: Uint8Array; generation: number; at: number }> = [];
   private generation = 0;
   private current = ServiceSnapshot.EMPTY;
+  /** Something changed since `current`; `servicesChanged`: more than the negative answers. */
   private dirty = false;
+  private servicesChanged = false;
+  /** The last cluster ID seen on this node's own instances. */
+  private seenCluster = '';
   private notifying = false;
   private readonly listeners = new Set<(snapshot: ServiceSnapshot) => void>();
 
@@ -66,12 +72,16 @@ export class ServiceTable {
 
   /** Sets who the node is (at registration); instances are re-classified as local or remote. */
   setIdentity(identity: NodeIdentity): void {
-    this.identity = identity;
-    for (const [job, entry] of this.jobs) this.jobs.set(job, this.reclassify(entry));
-    this.changed();
+    this.identity = { ...identity, subnets: Object.freeze([...identity.subnets]) };
+    for (const [job, entry] of this.jobs) {
+      const next = this.reclassify(entry);
+      this.jobs.set(job, next);
+      for (const i of next.records) if (i.local && i.cluster) this.seenCluster = i.cluster;
+    }
+    this.changed(true);
   }
 
-  /** Calls `listener` with the newest snapshot after changes (once per turn of the event loop). */
+  /** Calls `listener` with the newest snapshot after changes (once per burst, from a microtask). */
   onChange(listener: (snapshot: ServiceSnapshot) => void): void {
     this.listeners.add(listener);
   }
@@ -79,22 +89,23 @@ export class ServiceTable {
   /** The snapshot of the table as it is now. */
   snapshot(): ServiceSnapshot {
     if (this.dirty) {
-      this.dirty = false;
       const cutoff = this.now() - UNKNOWN_KEEP_MS;
       this.unknown = this.unknown.filter((u) => u.at >= cutoff);
-      this.current = new ServiceSnapshot({
-        generation: ++this.generation,
-        localSubnets: this.identity?.subnets ?? [],
-        cluster: this.ownCluster(),
-        services: [...this.jobs.values()],
-        unknown: this.unknown,
-      });
+      this.current = new ServiceSnapshot(
+        {
+          generation: ++this.generation,
+          localSubnets: this.identity?.subnets ?? NO_SUBNETS,
+          cluster: this.ownCluster(),
+          services: [...this.jobs.values()],
+          unknown: this.unknown,
+        },
+        // only negative answers came (a scan of unknown addresses): the services and their indexes stay
+        this.servicesChanged ? undefined : this.current,
+      );
+      this.dirty = false;
+      this.servicesChanged = false;
     }
     return this.current;
-  }
-
-  has(job: string): boolean {
-    return this.jobs.has(job);
   }
 
   jobNames(): string[] {
@@ -113,15 +124,19 @@ export class ServiceTable {
     const raws: TableInstance[] = [];
     let invalid = 0;
     for (const raw of rawInstances) {
-      const inst = parsers.tableInstance.check(raw) ? this.toInstance(job, raw) : undefined;
+      if (!parsers.tableInstance.check(raw)) {
+        invalid++;
+        continue;
+      }
+      const inst = this.toInstance(job, raw);
       if (!inst) {
         invalid++;
         continue;
       }
-      // keep the same record when nothing changed, so flows and round-robin state stay attached
+      // keep the same record when nothing changed: for the data plane nothing happened to it
       const previous = old.find((i) => i.number === inst.number);
       instances.push(previous && sameInstance(previous, inst) ? previous : inst);
-      raws.push(raw as TableInstance);
+      raws.push(raw);
     }
     if (invalid) this.log?.warn({ job, invalid }, 'table answer had invalid instances; they are skipped');
     const order = instances.map((_, k) => k).sort((a, b) => instances[a]!.number - instances[b]!.number);
@@ -147,8 +162,11 @@ export class ServiceTable {
         }
       }
     }
+    // the newest answer goes last: it wins an address another job still claims
+    this.jobs.delete(job);
     this.jobs.set(job, { service, records, addresses });
-    this.changed();
+    for (const i of records) if (i.local && i.cluster) this.seenCluster = i.cluster;
+    this.changed(true);
   }
 
   /** True when the table has a target for the semantic address. */
@@ -159,21 +177,18 @@ export class ServiceTable {
 
   /** Forgets a job (interest expired): its instances leave the snapshot. */
   remove(job: string): void {
-    if (this.jobs.delete(job)) this.changed();
+    if (this.jobs.delete(job)) this.changed(true);
   }
 
   /** Records that the control plane knows no service at `address` (a negative answer to a question). */
   markUnknown(address: IpAddress): void {
     this.unknown.push({ address: address.toBytes(), generation: this.generation + 1, at: this.now() });
-    this.changed();
+    this.changed(false);
   }
 
-  /** This node's cluster ID, as the cluster reports it on this node's own instances ('' until one is seen). */
+  /** This node's cluster ID: as given, else as the cluster reported it on this node's own instances ('' until then). */
   ownCluster(): string {
-    let cluster = this.identity?.cluster ?? '';
-    for (const { service } of this.jobs.values())
-      for (const i of service.instances) if (i.local && i.cluster) cluster = i.cluster;
-    return cluster;
+    return this.identity?.cluster || this.seenCluster;
   }
 
   /** True when the table lists the local instance with namespace address `nsip`. */
@@ -205,8 +220,9 @@ export class ServiceTable {
     });
   }
 
-  private changed(): void {
+  private changed(services: boolean): void {
     this.dirty = true;
+    if (services) this.servicesChanged = true;
     if (this.notifying) return;
     this.notifying = true;
     queueMicrotask(() => {

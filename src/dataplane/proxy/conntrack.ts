@@ -34,8 +34,14 @@ export const DEFAULT_IDLE: IdleTimeouts = {
   icmp: 30_000,
 };
 
-/** How long after its session leader opened a connection may still join the leader's instance (see `join`). */
+/** How long after its session leader opened a connection may still join the leader's instance (see `session`). */
 export const SESSION_WINDOW_MS = 2000;
+
+/** A new TCP connection's session: (client, ServiceIP, port), and the leader's instance it joins, if any. */
+export interface Session {
+  readonly key: string;
+  readonly join: Instance | undefined;
+}
 
 export class ConnTracker {
   private readonly table = new FlowTable();
@@ -80,34 +86,34 @@ export class ConnTracker {
    * earlier connection there that made a round-robin choice) only while the leader is open, has already
    * carried the client's data (a control connection in use), and is younger than SESSION_WINDOW_MS. Every other
    * connection is a round-robin turn: a pool opening many connections at once, or later ones while a keep-alive
-   * connection stays open, spreads over the instances. Returns the instance to join, or undefined.
+   * connection stays open, spreads over the instances. Returns the new connection's session (undefined for
+   * anything but TCP to a ServiceIP), with the instance it must join, if any.
    */
-  join(p: ParsedPacket, target: AddressTarget, now: number): Instance | undefined {
-    const key = sessionKey(p, target);
-    const leader = key === undefined ? undefined : this.sessions.get(key);
-    if (
-      leader === undefined ||
-      leader.dead ||
-      leader.stale ||
-      closed(leader) ||
-      (leader.tcp & TcpProgress.DataOut) === 0 ||
-      now - leader.openedAt > SESSION_WINDOW_MS
-    )
-      return undefined;
-    return leader.instance;
+  session(p: ParsedPacket, target: AddressTarget, now: number): Session | undefined {
+    if (p.proto !== IpProto.Tcp || target.kind === 'instance') return undefined;
+    const b = p.buffer;
+    const key = `${String(addressKey(b, p.srcOffset, p.addrLength))}/${String(addressKey(b, p.dstOffset, p.addrLength))}/${p.dstPort}`;
+    const leader = this.sessions.get(key);
+    const joins =
+      leader !== undefined &&
+      !leader.dead &&
+      !closed(leader) &&
+      (leader.tcp & TcpProgress.DataOut) !== 0 &&
+      now - leader.openedAt <= SESSION_WINDOW_MS;
+    return { key, join: joins ? leader.instance : undefined };
   }
 
   /**
    * Opens the flow of the packet in p (its outbound key must be free): from `client` (whose instance IP
-   * `ownIp` becomes the source) to `chosen`. A round-robin choice (not `joined`) leads its session from now on.
+   * `ownIp` becomes the source) to `chosen`. A session that made a round-robin choice (joined nobody) leads
+   * from now on.
    */
   open(
     p: ParsedPacket,
     client: Instance,
     ownIp: Uint8Array,
-    target: AddressTarget,
     chosen: Instance,
-    joined: boolean,
+    session: Session | undefined,
     now: number,
   ): Flow {
     const b = p.buffer;
@@ -129,12 +135,11 @@ export class ConnTracker {
     this.table.add(flow);
     link(this.byInstance, chosen, flow);
     link(this.byClient, client, flow);
-    const key = joined ? undefined : sessionKey(p, target);
-    if (key !== undefined) {
-      const leader = this.sessions.get(key);
+    if (session && !session.join) {
+      const leader = this.sessions.get(session.key);
       if (leader !== undefined) leader.sessionKey = undefined; // an older leader can no longer be joined
-      flow.sessionKey = key;
-      this.sessions.set(key, flow);
+      flow.sessionKey = session.key;
+      this.sessions.set(session.key, flow);
     }
     return flow;
   }
@@ -252,13 +257,6 @@ export function closed(flow: Flow): boolean {
     (flow.tcp & TcpProgress.Reset) !== 0 ||
     (flow.tcp & (TcpProgress.FinOut | TcpProgress.FinIn)) === (TcpProgress.FinOut | TcpProgress.FinIn)
   );
-}
-
-/** The session key (client, ServiceIP, port) of a TCP packet to a ServiceIP; undefined for anything else. */
-function sessionKey(p: ParsedPacket, target: AddressTarget): string | undefined {
-  if (p.proto !== IpProto.Tcp || target.kind === 'instance') return undefined;
-  const b = p.buffer;
-  return `${String(addressKey(b, p.srcOffset, p.addrLength))}/${String(addressKey(b, p.dstOffset, p.addrLength))}/${p.dstPort}`;
 }
 
 function link(index: Map<Instance, Set<Flow>>, inst: Instance, flow: Flow): void {

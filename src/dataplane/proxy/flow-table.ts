@@ -24,7 +24,7 @@ export const TcpProgress = {
 } as const;
 
 export class Flow {
-  /** Closed or re-resolved flows are unlinked from the table; `dead` tells late holders. */
+  /** Closed flows are unlinked from the table; `dead` tells late holders. */
   dead = false;
   /** TcpProgress bits (TCP only). */
   tcp = 0;
@@ -32,7 +32,7 @@ export class Flow {
   clientAck = 0;
   /** The client's next sequence number (TCP): what a reset of a half-open connection acknowledges. */
   clientNext = 0;
-  /** True once the chosen instance is gone: the next packet chooses again (UDP/ICMP) or the flow resets (TCP). */
+  /** True once the chosen instance is gone (UDP/ICMP; a TCP flow is reset and closed then): its next packet chooses again. */
   stale = false;
   /** (client, ServiceIP, port) of a TCP flow to a ServiceIP that leads a session: its session-affinity key. */
   sessionKey: string | undefined;

@@ -15,6 +15,9 @@ import { type HeldPacket, PendingPackets } from './pending.ts';
 
 /** How long a first fragment's translation is remembered for its later fragments (ms). */
 const REMEMBER_MS = 5000;
+/** Most datagrams tracked at once, and with one fragment ID: a flood of fragments costs bounded work. */
+const MAX_DATAGRAMS = 4096;
+const MAX_PER_ID = 8;
 
 /** What a datagram's first fragment decided. */
 export interface FragmentRecord {
@@ -38,10 +41,17 @@ export class Fragments {
   /** Later fragments that came before their first one, by datagram key. */
   private readonly waiting = new PendingPackets(64, 256);
   private nextKey = 1;
+  /** Datagrams tracked. */
+  private count = 0;
 
   /** Fragments waiting for their first fragment. */
   get waitingPackets(): number {
     return this.waiting.size;
+  }
+
+  /** Datagrams tracked now (remembered first fragments, or later ones waiting). */
+  get datagrams(): number {
+    return this.count;
   }
 
   /** What the first fragment of the datagram of p (a later fragment, not yet rewritten) decided. */
@@ -53,8 +63,11 @@ export class Fragments {
   /** Holds the later fragment in p (of `length` bytes at `offset`) until its first fragment is seen; false when full. */
   hold(p: ParsedPacket, offset: number, length: number, now: number): boolean {
     const b = p.buffer;
-    const d = this.datagram(b, p.srcOffset, b, p.dstOffset, p.addrLength, p.proto, p.fragmentId, true)!;
-    return this.waiting.hold(d.key, b, offset, length, now);
+    const d = this.datagram(b, p.srcOffset, b, p.dstOffset, p.addrLength, p.proto, p.fragmentId, true);
+    if (!d) return false;
+    if (this.waiting.hold(d.key, b, offset, length, now)) return true;
+    if (!d.record && !this.waiting.has(d.key)) this.forget(d);
+    return false;
   }
 
   /**
@@ -67,8 +80,9 @@ export class Fragments {
     const b = p.buffer;
     const d =
       outbound && flow
-        ? this.datagram(flow.clientAddr, 0, flow.dialed, 0, flow.dialed.length, p.proto, p.fragmentId, true)!
-        : this.datagram(b, p.srcOffset, b, p.dstOffset, p.addrLength, p.proto, p.fragmentId, true)!;
+        ? this.datagram(flow.clientAddr, 0, flow.dialed, 0, flow.dialed.length, p.proto, p.fragmentId, true)
+        : this.datagram(b, p.srcOffset, b, p.dstOffset, p.addrLength, p.proto, p.fragmentId, true);
+    if (!d) return []; // too many datagrams in flight: its later fragments will wait, and expire counted
     d.record = { flow, outbound, at: now };
     return this.waiting.take(d.key);
   }
@@ -81,10 +95,20 @@ export class Fragments {
         if (d.record && (now - d.record.at > REMEMBER_MS || d.record.flow?.dead)) d.record = undefined;
         return d.record !== undefined || this.waiting.has(d.key);
       });
+      this.count -= list.length - keep.length;
       if (keep.length === 0) this.byId.delete(id);
       else if (keep.length !== list.length) this.byId.set(id, keep);
     }
     return dropped;
+  }
+
+  private forget(d: Datagram): void {
+    const list = this.byId.get(d.id);
+    const i = list ? list.indexOf(d) : -1;
+    if (!list || i < 0) return;
+    list.splice(i, 1);
+    this.count--;
+    if (list.length === 0) this.byId.delete(d.id);
   }
 
   private datagram(
@@ -102,7 +126,8 @@ export class Fragments {
     if (list)
       for (const d of list)
         if (d.kind === kind && same(d.src, src, srcOff, len) && same(d.dst, dst, dstOff, len)) return d;
-    if (!create) return undefined;
+    if (!create || this.count >= MAX_DATAGRAMS || (list && list.length >= MAX_PER_ID)) return undefined;
+    this.count++;
     const d: Datagram = {
       key: this.nextKey++,
       id,

@@ -12,7 +12,7 @@
 import { IpAddress } from '../../addressing/ip.ts';
 import type { AddressLookup } from '../dataplane.ts';
 import type { ParsedPacket } from '../packet/index.ts';
-import { addressKey, type ServiceSnapshot } from '../snapshot.ts';
+import { addressKey, instanceAddress, type ServiceSnapshot } from '../snapshot.ts';
 import { Drop, type ProxyCounters } from './counters.ts';
 import { type HeldPacket, PendingPackets } from './pending.ts';
 
@@ -105,8 +105,12 @@ export class Misses {
     }
     for (const key of [...this.forDestination.keys()])
       if (next.targetByKey(key) !== undefined) out.push(...this.forDestination.take(key));
-    for (const key of [...this.forSource.keys()])
-      if (next.localByKey(key) !== undefined) out.push(...this.forSource.take(key));
+    for (const key of [...this.forSource.keys()]) {
+      // only an instance with its own address in the packets' family can send them (else they wait on, and expire)
+      const inst = next.localByKey(key);
+      if (inst && instanceAddress(inst, typeof key === 'number' ? 4 : 16))
+        out.push(...this.forSource.take(key));
+    }
     return out;
   }
 

@@ -52,13 +52,14 @@ describe('PendingPackets', () => {
 
 describe('PendingPackets with super-packets', () => {
   it('keeps each packet with its gso word, and bounds the bytes held in all', () => {
-    const q = new PendingPackets(64, 2048, 100_000);
+    const q = new PendingPackets(64, 2048, 100_000, 50_000);
     const big = Buffer.alloc(40_000, 1);
     assert.ok(q.hold(1, big, 0, big.length, 0, 1400));
     assert.ok(q.hold(1, Buffer.from('small'), 0, 5, 0));
     assert.ok(q.hold(2, big, 0, big.length, 0, 1398));
     assert.equal(q.hold(3, big, 0, big.length, 0, 1400), false, 'a third 40 kB super-packet is over 100 kB');
     assert.ok(q.hold(3, Buffer.from('x'), 0, 1, 0), 'small packets still fit');
+    assert.equal(q.hold(2, big, 0, big.length, 0, 1398), false, 'a second one under key 2 is over its 50 kB');
     assert.deepEqual(
       q.take(1).map((h) => [h.packet.length, h.gso]),
       [

@@ -3,7 +3,7 @@
  * Bounded per-key queues of packets that wait: for the control plane (the first packets to an address the node
  * does not know yet, or from an instance whose own entry has not arrived) or for a fragment's first fragment.
  * When the wait ends they are processed again, in order; when it does not they are dropped and counted. The
- * bounds (per key, and packets and bytes in total) keep a flood to unknown addresses from eating memory. A
+ * bounds (packets and bytes per key and in total) keep a flood to unknown addresses from eating memory. A
  * super-packet waits whole, with its gso word.
  */
 
@@ -17,8 +17,13 @@ interface Held extends HeldPacket {
   readonly at: number;
 }
 
+interface Queue {
+  held: Held[];
+  bytes: number;
+}
+
 export class PendingPackets {
-  private readonly queues = new Map<number | string, Held[]>();
+  private readonly queues = new Map<number | string, Queue>();
   private total = 0;
   private totalBytes = 0;
 
@@ -29,6 +34,8 @@ export class PendingPackets {
     readonly limit = 2048,
     /** Most bytes held in all (super-packets are up to 64 KiB each). */
     readonly byteLimit = 4 << 20,
+    /** Most bytes held for one key, so one address cannot take the whole budget. */
+    readonly perKeyBytes = 256 << 10,
   ) {}
 
   /** Number of packets held. */
@@ -53,16 +60,17 @@ export class PendingPackets {
   hold(key: number | string, buf: Uint8Array, offset: number, length: number, now: number, gso = 0): boolean {
     let q = this.queues.get(key);
     if (
-      (q && q.length >= this.perKey) ||
+      (q && (q.held.length >= this.perKey || q.bytes + length > this.perKeyBytes)) ||
       this.total >= this.limit ||
       this.totalBytes + length > this.byteLimit
     )
       return false;
     if (!q) {
-      q = [];
+      q = { held: [], bytes: 0 };
       this.queues.set(key, q);
     }
-    q.push({ packet: Buffer.from(buf.subarray(offset, offset + length)), gso, at: now });
+    q.held.push({ packet: Buffer.from(buf.subarray(offset, offset + length)), gso, at: now });
+    q.bytes += length;
     this.total++;
     this.totalBytes += length;
     return true;
@@ -73,20 +81,21 @@ export class PendingPackets {
     const q = this.queues.get(key);
     if (!q) return [];
     this.queues.delete(key);
-    this.total -= q.length;
-    for (const h of q) this.totalBytes -= h.packet.length;
-    return q;
+    this.total -= q.held.length;
+    this.totalBytes -= q.bytes;
+    return q.held;
   }
 
   /** Drops packets held longer than maxAgeMs; returns how many. */
   expire(now: number, maxAgeMs: number): number {
     let dropped = 0;
     for (const [key, q] of this.queues) {
-      const keep = q.filter((h) => now - h.at <= maxAgeMs);
-      if (keep.length === q.length) continue;
-      dropped += q.length - keep.length;
-      for (const h of q) if (now - h.at > maxAgeMs) this.totalBytes -= h.packet.length;
-      if (keep.length) this.queues.set(key, keep);
+      const keep = q.held.filter((h) => now - h.at <= maxAgeMs);
+      if (keep.length === q.held.length) continue;
+      dropped += q.held.length - keep.length;
+      const bytes = keep.reduce((n, h) => n + h.packet.length, 0);
+      this.totalBytes -= q.bytes - bytes;
+      if (keep.length) this.queues.set(key, { held: keep, bytes });
       else this.queues.delete(key);
     }
     this.total -= dropped;

@@ -26,13 +26,12 @@ import {
   across,
 } from './proxy.fixtures.ts';
 
-// ---- 11. idle expiry and TCP closing ----------------------------------------------------------------------
+// ---- peers that go down, idle expiry and TCP closing --------------------------------------------------------
 
 describe('ProxyTUN and peers that go down', () => {
   it('sends new flows only to instances on nodes that answer probes, and back to a node once it answers again', async (t) => {
     const { n1, n2, n3 } = cluster(t, [X0, X1], { probeIntervalMs: 10 });
-    type Peer = { node: string; samples: number; reachable: boolean };
-    const peers = () => (n1.proxy.status().peers as Peer[]) ?? [];
+    const peers = () => n1.proxy.status().peers;
     const until = async (what: string, check: () => boolean) => {
       const deadline = performance.now() + 5000;
       while (!check()) {

@@ -10,7 +10,7 @@ import { ENDPOINT_BYTES, OutboundBatch } from '../tunnel/tunnel.ts';
 import { Drop } from './counters.ts';
 import { TUNNEL_PORT, CLI, SERVER, X0, cluster, until, payloadOf, udp, across } from './proxy.fixtures.ts';
 
-// ---- 10. garbage ------------------------------------------------------------------------------------------
+// ---- garbage ------------------------------------------------------------------------------------------------
 
 describe('ProxyTUN and bad input', () => {
   it('garbage into the TUN: counted drops, no throw, traffic continues', async (t) => {

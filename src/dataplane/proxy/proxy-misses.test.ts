@@ -32,7 +32,7 @@ import {
   across,
 } from './proxy.fixtures.ts';
 
-// ---- 6. cache misses --------------------------------------------------------------------------------------
+// ---- cache misses -------------------------------------------------------------------------------------------
 
 describe('ProxyTUN cache misses', () => {
   it('holds the first packets to an unknown ServiceIP, asks once, lets other flows go, then sends in order', async (t) => {
@@ -218,7 +218,7 @@ describe('ProxyTUN cache misses', () => {
   });
 });
 
-// ---- 7. the source's own entry ----------------------------------------------------------------------------
+// ---- the source's own entry ---------------------------------------------------------------------------------
 
 describe('ProxyTUN and local instances without their own entry yet', () => {
   for (const f of FAMILIES) {

@@ -27,7 +27,7 @@ import {
   across,
 } from './proxy.fixtures.ts';
 
-// ---- 8. instances that disappear --------------------------------------------------------------------------
+// ---- instances that disappear -------------------------------------------------------------------------------
 
 describe('ProxyTUN when an instance disappears', () => {
   for (const f of FAMILIES) {
@@ -122,8 +122,15 @@ describe('ProxyTUN when an instance disappears', () => {
   it('refreshing a job with the same answer keeps flows and their instances', async (t) => {
     const { n1, n2 } = cluster(t, [X0, X1]);
     await across(n1, n2, tcp(CLI.ns4, 8300, SERVER.rr4, 80, TcpFlag.Syn, 1));
+    const before = [...n1.table.instancesOf(SERVER.name), ...n1.table.instancesOf(CLIENT.name)];
     n1.learn(SERVER, [X0, X1]);
     n1.learn(CLIENT, [CLI]);
+    await n1.settled();
+    const after = [...n1.table.instancesOf(SERVER.name), ...n1.table.instancesOf(CLIENT.name)];
+    assert.ok(
+      before.every((r, i) => r === after[i]),
+      'the same instance records: for the data plane nothing changed',
+    );
     const again = await across(n1, n2, tcp(CLI.ns4, 8300, SERVER.rr4, 80, TcpFlag.Ack, 2, 1));
     assert.equal(again.wire.to, n2.endpoint);
     assert.equal(n1.proxy.counters.resetsSent, 0);

@@ -28,7 +28,7 @@ import {
   across,
 } from './proxy.fixtures.ts';
 
-// ---- 1. UDP and TCP through an RR_IP across nodes ---------------------------------------------------------
+// ---- UDP and TCP through an RR_IP across nodes --------------------------------------------------------------
 
 for (const f of FAMILIES) {
   describe(`ProxyTUN across nodes (${f.name})`, () => {

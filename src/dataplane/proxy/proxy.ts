@@ -10,24 +10,29 @@
  *   1. decode into the one reused ParsedPacket; malformed -> counted drop                     (translate.ts)
  *   2. the destination must be a ServiceIP or instance IP (the semantic ranges), else a counted drop
  *   3. later fragments follow the translation of their datagram's first fragment, or wait for it (fragments.ts)
- *   4. flow lookup by the outbound 5-tuple: a packet of a known flow goes on to 6               (conntrack.ts)
+ *   4. flow lookup by the outbound 5-tuple (conntrack.ts): a packet of a known flow goes on to 6; a UDP/ICMP
+ *      flow whose instance left chooses again first; a SYN on a finished TCP flow's 5-tuple makes a new flow
  *   5. a new flow: the source namespace address must belong to a local instance (its instance IP becomes the
  *      source; unknown yet -> the packet waits, bounded, for the instance's own entry), the destination must
  *      be known (unknown -> the packet waits in a bounded per-address queue while the control plane is asked;
- *      other flows go on) (misses.ts), and the address's policy chooses an instance (policy.ts; a TCP
- *      connection may join its session leader's instance, conntrack.ts)
- *   6. the flow counts the packet and follows TCP progress (SYN, data, FIN both ways, RST)     (conntrack.ts)
+ *      other flows go on) (misses.ts), and an instance is chosen: a TCP connection may join its session
+ *      leader's (conntrack.ts), else the address's policy chooses (policy.ts); none -> a counted drop, and
+ *      a TCP client gets a RST (packet/rst.ts)
+ *   6. the flow counts the packet and follows the client's TCP progress (SYN, data, FIN, RST) (conntrack.ts)
  *   7. in-place rewrite: source := own instance IP, destination := chosen instance's namespace address,
  *      checksums updated incrementally (RFC 1624)                                  (translate.ts, packet/rewrite.ts)
  *   8. delivery: an instance on this node -> through steps 9-11 (decoded again) without the network; else to
  *      the chosen node's tunnel endpoint (batched; the tunnel segments super-packets itself)
  *  Inbound, a batch received on the tunnel (and step 8's local deliveries):
  *   9. decode; the destination must be a namespace address of this node and the source a semantic address
- *  10. a reply of a flow opened here (found by its reply 5-tuple): source := the address the client dialed;
- *      anything else is a request and goes in unchanged; later fragments follow their first fragment
+ *  10. a reply of a flow opened here (found by its reply 5-tuple; the flow follows the server's TCP progress):
+ *      source := the address the client dialed; anything else is a request and goes in unchanged, and a
+ *      request from an address the node does not know is asked about at once (its answer will need it);
+ *      later fragments follow their first fragment
  *  11. written to the TUN in one batch (the kernel hands it to the bridge and the instance; the TUN coalesces)
  *  Between batches: a new snapshot is swapped in (the flows are reconciled with it and the packets it answers
- *  run again); every second idle flows expire, waiting packets time out, probes go to the peers.
+ *  run again); every second idle flows expire and waiting packets time out. The prober sends RTT probes to
+ *  the peers on its own timer.
  *
  * Offloads: a TUN opened with offloads delivers TCP/UDP super-packets (up to 64 KiB, one header, a partial
  * transport checksum; the batch's gso words, packet/offload.ts). Each is translated ONCE like any packet (the
@@ -148,13 +153,16 @@ export class ProxyTun implements DataPlane {
   private onTunBatch(batch: PacketBatch): void {
     this.begin(batch.buffer);
     const gso = batch.gso;
-    for (let i = 0; i < batch.count; i++) {
-      const len = batch.lengths[i]!;
-      this.counters.tunIn++;
-      if (len === 0) this.counters.drop(Drop.Truncated);
-      else this.outbound(batch.buffer, batch.offsets[i]!, len, gso ? gso[i]! : 0);
+    try {
+      for (let i = 0; i < batch.count; i++) {
+        const len = batch.lengths[i]!;
+        this.counters.tunIn++;
+        if (len === 0) this.counters.drop(Drop.Truncated);
+        else this.outbound(batch.buffer, batch.offsets[i]!, len, gso ? gso[i]! : 0);
+      }
+    } finally {
+      this.end(); // what was translated goes out even if a bug threw half-way
     }
-    this.end();
   }
 
   private outbound(buf: Buffer, off: number, len: number, gso: number): void {
@@ -183,18 +191,21 @@ export class ProxyTun implements DataPlane {
 
   private onTunnelBatch(batch: PacketBatch, sources: Buffer): void {
     this.begin(batch.buffer);
-    for (let i = 0; i < batch.count; i++) {
-      const len = batch.lengths[i]!;
-      const off = batch.offsets[i]!;
-      if (isProbe(batch.buffer, off, len)) {
-        this.prober.onProbe(batch.buffer, off, sources, i * ENDPOINT_BYTES);
-        continue;
+    try {
+      for (let i = 0; i < batch.count; i++) {
+        const len = batch.lengths[i]!;
+        const off = batch.offsets[i]!;
+        if (isProbe(batch.buffer, off, len)) {
+          this.prober.onProbe(batch.buffer, off, sources, i * ENDPOINT_BYTES);
+          continue;
+        }
+        this.counters.tunnelIn++;
+        if (len === 0) this.counters.drop(Drop.Truncated);
+        else this.inbound(batch.buffer, off, len, 0);
       }
-      this.counters.tunnelIn++;
-      if (len === 0) this.counters.drop(Drop.Truncated);
-      else this.inbound(batch.buffer, off, len, 0);
+    } finally {
+      this.end();
     }
-    this.end();
   }
 
   private inbound(buf: Buffer, off: number, len: number, gso: number): void {

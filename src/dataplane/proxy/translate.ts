@@ -31,7 +31,7 @@ import { PrefixSet } from './prefix-set.ts';
 export const Verdict = {
   /** Dropped (and counted). */
   Drop: 0,
-  /** Kept in a queue; it comes back when its wait ends. */
+  /** Kept in a queue (or, the queue full, dropped and counted); it comes back when its wait ends. */
   Held: 1,
   /** To the tunnel, to the node of `Translator.flow`'s instance. */
   Tunnel: 2,
@@ -106,15 +106,9 @@ export class Translator {
     }
     // 4. the flow (a hit needs nothing else: its translation is decided)
     let flow = this.conntrack.outbound(p);
-    if (flow?.stale) {
-      // its instance left: TCP cannot move, so the client is reset; UDP/ICMP choose again
-      if (flow.proto === IpProto.Tcp) {
-        this.conntrack.close(flow);
-        this.resetClient();
-        return Verdict.Reset;
-      }
-      flow = this.chooseAgain(flow); // undefined: closed, and the packet makes a new flow below
-    }
+    // a UDP/ICMP flow whose instance left chooses again (TCP flows were reset and closed when it left);
+    // undefined: closed, and the packet makes a new flow below
+    if (flow?.stale) flow = this.chooseAgain(flow);
     if (flow && this.conntrack.reopens(flow, p)) {
       this.conntrack.close(flow); // port reuse after a finished connection: a new flow, a new choice
       flow = undefined;
@@ -133,15 +127,15 @@ export class Translator {
         this.misses.holdForDestination(p, off, len, gso, this.now, snap.generation);
         return Verdict.Held;
       }
-      const joined = this.conntrack.join(p, target, this.now);
-      const chosen = joined ?? this.chooser.choose(target, p.addrLength, snap.cluster);
+      const session = this.conntrack.session(p, target, this.now);
+      const chosen = session?.join ?? this.chooser.choose(target, p.addrLength, snap.cluster);
       if (!chosen) {
         this.counters.drop(Drop.NoInstance);
         if (p.proto !== IpProto.Tcp || (p.tcpFlags & TcpFlag.Rst) !== 0) return Verdict.Drop;
         this.resetClient();
         return Verdict.Reset;
       }
-      flow = this.conntrack.open(p, source, ownIp, target, chosen, joined !== undefined, this.now);
+      flow = this.conntrack.open(p, source, ownIp, chosen, session, this.now);
       this.counters.flowsCreated++;
     }
     // 6. counters and TCP progress
@@ -217,8 +211,12 @@ export class Translator {
       if (flow) {
         this.conntrack.replySeen(flow, p, len, this.now);
         setSrcAddress(p, buf, flow.dialed);
-      } else if (!this.snapshot.target(buf, p.srcOffset, p.addrLength)) {
-        // a new request from an instance this node does not know yet: the answer will need it, ask now
+      } else if (
+        (p.proto !== IpProto.Tcp || (p.tcpFlags & (TcpFlag.Syn | TcpFlag.Ack)) === TcpFlag.Syn) &&
+        !this.snapshot.target(buf, p.srcOffset, p.addrLength)
+      ) {
+        // a new request (a TCP SYN, any UDP/ICMP packet) from an instance this node does not know yet: the
+        // answer will need it, ask now
         this.misses.ask(buf, p.srcOffset, p.addrLength, this.now, this.snapshot.generation);
       }
     } else if (p.isFragment) {
