@@ -6,8 +6,13 @@
  * bounds (per key and in total) keep a flood to unknown addresses from eating memory.
  */
 
-interface Held {
+/** A held packet: a copy, with its gso word (0 but for an offloaded super-packet, held whole). */
+export interface HeldPacket {
   packet: Buffer;
+  gso: number;
+}
+
+interface Held extends HeldPacket {
   at: number;
 }
 
@@ -32,26 +37,31 @@ export class PendingPackets {
     return this.queues.has(key);
   }
 
-  /** Holds a copy of buf[offset, offset+length) under key; false (nothing held) when a bound is hit. */
-  hold(key: number | string, buf: Uint8Array, offset: number, length: number, now: number): boolean {
+  /** Holds a copy of buf[offset, offset+length) (with its gso word) under key; false (nothing held) when a bound is hit. */
+  hold(key: number | string, buf: Uint8Array, offset: number, length: number, now: number, gso = 0): boolean {
     let q = this.queues.get(key);
     if ((q && q.length >= this.perKey) || this.total >= this.limit) return false;
     if (!q) {
       q = [];
       this.queues.set(key, q);
     }
-    q.push({ packet: Buffer.from(buf.subarray(offset, offset + length)), at: now });
+    q.push({ packet: Buffer.from(buf.subarray(offset, offset + length)), gso, at: now });
     this.total++;
     return true;
   }
 
   /** Removes and returns the packets held under key, oldest first. */
   take(key: number | string): Buffer[] {
+    return this.takeHeld(key).map((h) => h.packet);
+  }
+
+  /** Removes and returns the packets held under key with their gso words, oldest first. */
+  takeHeld(key: number | string): HeldPacket[] {
     const q = this.queues.get(key);
     if (!q) return [];
     this.queues.delete(key);
     this.total -= q.length;
-    return q.map((h) => h.packet);
+    return q;
   }
 
   /** Drops packets held longer than maxAgeMs; returns how many. */

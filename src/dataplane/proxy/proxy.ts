@@ -33,17 +33,16 @@
  * Offloads: a TUN opened with offloads delivers TCP/UDP super-packets (up to 64 KiB, one header, a partial
  * transport checksum; the batch's gso words, packet/offload.ts). Each is translated ONCE like any packet
  * (steps 1-7; the rewrite adjusts the partial sum); at step 8 a local one is written back to the TUN as it is,
- * and a remote one is cut into MSS-sized packets with full checksums by the Segmenter when the tunnel batch is
- * flushed (so the wire carries ordinary packets, sent as UDP GSO runs where the tunnel can). A super-packet that
- * has to wait (steps 3, 5) is held as its segments. The TUN itself coalesces runs of segments it is given
- * (step 11) into super-packets again.
+ * and a remote one goes to the tunnel with its gso word: Tunnel.send cuts it into MSS-sized packets with full
+ * checksums (so the wire carries ordinary packets, sent as UDP GSO runs where the tunnel can). A super-packet
+ * that has to wait (steps 3, 5) is held whole, with its gso word, and replayed with it. The TUN itself
+ * coalesces runs of segments it is given (step 11) into super-packets again.
  */
 import type { Logger } from 'pino';
 import type { Cidr } from '../../addressing/cidr.ts';
 import { IpAddress } from '../../addressing/ip.ts';
 import { buildTcp } from '../packet/build.ts';
 import { IpProto, ParsedPacket, setDstAddress, setSrcAddress, TcpFlag } from '../packet/index.ts';
-import { Segmenter } from '../tunnel/segmenter.ts';
 import { decodeEndpoint, ENDPOINT_BYTES, OutboundBatch, type Tunnel } from '../tunnel/tunnel.ts';
 import { BatchBuilder, type PacketBatch, type Tun } from '../tun/tun.ts';
 import { Drop, ProxyCounters } from './counters.ts';
@@ -55,7 +54,7 @@ import {
   type ServiceInstance,
 } from './directory.ts';
 import { Flow, FlowTable, TcpProgress } from './flow-table.ts';
-import { PendingPackets } from './pending.ts';
+import { type HeldPacket, PendingPackets } from './pending.ts';
 import { createPolicies, type Policy, type PolicyContext } from './policy.ts';
 import { PrefixSet } from './prefix-set.ts';
 import { isProbe, Prober } from './prober.ts';
@@ -140,8 +139,6 @@ export class ProxyTun implements DirectoryEvents {
   };
   /** The gso word of the packet being processed (0 but for an offloaded super-packet from the TUN). */
   private gso = 0;
-  /** Cuts super-packets into wire packets; made on the first one (only a TUN with offloads yields them). */
-  private segmenter: Segmenter | undefined;
   private questionTokens = QUESTION_BURST;
   private questionsAt = 0;
   /** True while a batch is being processed: work that would start another batch waits for its end. */
@@ -300,7 +297,7 @@ export class ProxyTun implements DirectoryEvents {
         const key = addressKey(buf, p.dstOffset, p.addrLength);
         if (this.waitingForDestination.has(key)) {
           if (this.hold(this.waitingForDestination, key, buf, off, len))
-            this.afterCycle.push(() => this.replay(this.waitingForDestination.take(key)));
+            this.afterCycle.push(() => this.replay(this.waitingForDestination.takeHeld(key)));
           else this.counters.drop(Drop.QueueFull);
           return;
         }
@@ -331,17 +328,9 @@ export class ProxyTun implements DirectoryEvents {
     }
   }
 
-  /** Holds the packet in a queue; a super-packet as its wire packets (a replay has no gso words). */
+  /** Holds the packet in a queue; a super-packet whole, with its gso word (replayed with it). */
   private hold(queue: PendingPackets, key: number | string, buf: Buffer, off: number, len: number): boolean {
-    if (this.gso === 0) return queue.hold(key, buf, off, len, this.now);
-    let all = true;
-    for (const segment of this.segments().split(buf, off, len, this.gso))
-      if (!queue.hold(key, segment, 0, segment.length, this.now)) all = false;
-    return all;
-  }
-
-  private segments(): Segmenter {
-    return (this.segmenter ??= new Segmenter());
+    return queue.hold(key, buf, off, len, this.now, this.gso);
   }
 
   private outboundFragment(buf: Buffer, off: number, len: number): void {
@@ -370,7 +359,7 @@ export class ProxyTun implements DirectoryEvents {
         ? fragmentKeyOf(flow.clientAddr, 0, flow.dialed, 0, flow.dialed.length, p.proto, p.fragmentId)
         : fragmentKey(p.buffer, p.srcOffset, p.dstOffset, p.addrLength, p.proto, p.fragmentId);
     this.fragments.set(key, { flow, outbound, at: this.now });
-    const held = this.waitingForFirstFragment.take(key);
+    const held = this.waitingForFirstFragment.takeHeld(key);
     if (held.length) this.afterCycle.push(() => this.replay(held, outbound));
   }
 
@@ -651,21 +640,23 @@ export class ProxyTun implements DirectoryEvents {
     b.reset();
   }
 
-  /** Runs held packets through the outbound path again, as one batch of their own. */
-  private replay(packets: readonly Buffer[], outbound = true): void {
+  /** Runs held packets (with their gso words) through the outbound path again, as one batch of their own. */
+  private replay(packets: readonly HeldPacket[], outbound = true): void {
     if (packets.length === 0) return;
-    const total = packets.reduce((n, b) => n + b.length, 0);
+    const total = packets.reduce((n, h) => n + h.packet.length, 0);
     const buffer = Buffer.allocUnsafe(total);
     let at = 0;
     this.beginCycle(buffer);
     try {
-      for (const pkt of packets) {
-        pkt.copy(buffer, at);
-        if (outbound) this.outbound(buffer, at, pkt.length);
-        else this.inbound(buffer, at, pkt.length);
-        at += pkt.length;
+      for (const { packet, gso } of packets) {
+        packet.copy(buffer, at);
+        this.gso = gso;
+        if (outbound) this.outbound(buffer, at, packet.length);
+        else this.inbound(buffer, at, packet.length, gso);
+        at += packet.length;
       }
     } finally {
+      this.gso = 0;
       this.flush();
     }
   }
@@ -678,7 +669,7 @@ export class ProxyTun implements DirectoryEvents {
     this.asked.delete(address);
     const key = textKey(address);
     if (key === undefined) return;
-    const held = this.waitingForDestination.take(key);
+    const held = this.waitingForDestination.takeHeld(key);
     if (!ok) {
       for (let i = 0; i < held.length; i++) this.counters.drop(Drop.Unresolved);
       return;
@@ -690,7 +681,7 @@ export class ProxyTun implements DirectoryEvents {
     if (this.inCycle) return this.soon(() => this.localChanged(address));
     this.now = Date.now();
     const key = textKey(address);
-    if (key !== undefined) this.replay(this.waitingForSource.take(key));
+    if (key !== undefined) this.replay(this.waitingForSource.takeHeld(key));
   }
 
   instancesGone(instances: readonly ServiceInstance[]): void {
