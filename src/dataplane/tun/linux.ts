@@ -162,12 +162,14 @@ export class LinuxTun implements Tun {
     this.poll = this.io.startPoll(
       this.fd,
       gso ? 'read-vnet' : 'read',
-      batch.buffer,
-      this.slotBytes,
-      this.headroom,
-      batch.offsets.length,
-      batch.lengths,
-      null,
+      {
+        buffer: batch.buffer,
+        slotSize: this.slotBytes,
+        headroom: this.headroom,
+        maxBatch: batch.offsets.length,
+        lengths: batch.lengths,
+        extra: gso ?? null,
+      },
       (count) => {
         if (count < 0) {
           this.poll = undefined;
@@ -180,41 +182,21 @@ export class LinuxTun implements Tun {
         if (gso) for (let i = 0; i < count; i++) if (gso[i] !== 0) this.offloadCounters.superPacketsRead++;
         onBatch(batch);
       },
-      gso ?? null,
     );
   }
 
   write(batch: PacketBatch): number {
     if (this.closed || batch.count === 0) return 0;
-    this.stats[0] = 0;
+    this.stats.fill(0);
     let accepted: number;
     try {
       if (this.offloads >= 0) {
-        this.stats[2] = 0;
-        this.stats[3] = 0;
-        this.stats[4] = 0;
-        accepted = this.io.writeVnetPackets(
-          this.fd,
-          batch.buffer,
-          batch.offsets,
-          batch.lengths,
-          batch.gso ?? null,
-          batch.count,
-          this.stats,
-          true,
-        );
+        accepted = this.io.writeVnetPackets(this.fd, batch, this.stats, true);
         this.offloadCounters.writes += this.stats[2] ?? 0;
         this.offloadCounters.coalesced += this.stats[3] ?? 0;
         this.offloadCounters.coalesceRefused += this.stats[4] ?? 0;
       } else {
-        accepted = this.io.writePackets(
-          this.fd,
-          batch.buffer,
-          batch.offsets,
-          batch.lengths,
-          batch.count,
-          this.stats,
-        );
+        accepted = this.io.writePackets(this.fd, batch, this.stats);
       }
     } catch (err) {
       if (err instanceof TypeError || err instanceof RangeError) throw err; // a malformed batch is a bug

@@ -7,9 +7,9 @@
  * again). `createMemoryTunnelPair()` is the common two-node case.
  */
 import { SystemError } from '../../errors.ts';
+import { TestSegmenter } from '../tun/fixtures.ts';
 import { PacketQueue } from '../tun/packet-queue.ts';
 import type { PacketBatch } from '../tun/tun.ts';
-import { Segmenter } from './segmenter.ts';
 import {
   type AddressedBatch,
   ENDPOINT_BYTES,
@@ -83,7 +83,8 @@ export class MemoryTunnel implements Tunnel {
   private readonly queue: PacketQueue;
   private closed = false;
   private readonly result: SendResult = { sent: 0, failed: 0 };
-  private segmenter: Segmenter | undefined;
+  /** Cuts super-packets as UdpTunnel.send does (through the addon's test build); made on the first one. */
+  private segmenter: TestSegmenter | undefined;
 
   constructor(
     private readonly network: MemorySwitch,
@@ -115,7 +116,7 @@ export class MemoryTunnel implements Tunnel {
     if (this.closed) return result;
     if (hasSuperPackets(batch)) {
       // super-packets among them: cut everything into wire packets (in order), a scratch buffer at a time
-      const segmenter = (this.segmenter ??= new Segmenter());
+      const segmenter = (this.segmenter ??= new TestSegmenter());
       const dropped = segmenter.dropped;
       for (let i = 0; i < batch.count;) {
         i = segmenter.fill(batch, i);

@@ -1,8 +1,9 @@
 /**
- * Software TSO/USO in the addon (segmentPackets, through Segmenter): random super-packets, as a kernel hands them
- * over (partial checksum), must come out as exactly the segments an independent builder makes from the same
- * fields: payload cut at the MSS, IPv4 id + k, sequence number + k * MSS, CWR on the first segment only, FIN and
- * PSH on the last only, every checksum full and valid.
+ * Software TSO/USO in the addon, which UdpTunnel.send does on its way to sendmmsg (seen through
+ * segmentPackets of the addon's test build, which copies out what the send path gathers): random super-packets, as a kernel hands them over (partial checksum), must come out as
+ * exactly the segments an independent builder makes from the same fields: payload cut at the MSS, IPv4 id + k,
+ * sequence number + k * MSS, CWR on the first segment only, FIN and PSH on the last only, every checksum full
+ * and valid.
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
@@ -17,8 +18,8 @@ import {
   withPartialChecksum,
 } from '../packet/build.ts';
 import { IpProto, TcpFlag } from '../packet/index.ts';
-import { loadNativeIo, nativeIoAvailable } from '../tun/native.ts';
-import { Segmenter } from './segmenter.ts';
+import { TestSegmenter } from '../tun/fixtures.ts';
+import { loadNativeTestIo, nativeIoAvailable } from '../tun/native.ts';
 import { endpoint, ENDPOINT_BYTES, OutboundBatch } from './tunnel.ts';
 
 // Never skipped: the addon is built by npm install; without it these tests fail.
@@ -125,7 +126,7 @@ const NOWHERE = endpoint('192.0.2.1', 50103);
 
 /** Segments `packets` (with gso words) in one go; returns the outputs as Buffers and their endpoints. */
 function segmentAll(
-  segmenter: Segmenter,
+  segmenter: TestSegmenter,
   packets: Array<{ packet: Buffer; gso: number; to?: Buffer }>,
 ): { out: Buffer[]; to: string[]; fills: number } {
   const input = new OutboundBatch(packets.length);
@@ -155,7 +156,7 @@ function segmentAll(
 describe('segmentPackets (software TSO/USO)', () => {
   it('cuts 400 random TCP/UDP super-packets, IPv4 and IPv6, exactly as an independent builder would', () => {
     const random = createSeededRandom(0x7501);
-    const segmenter = new Segmenter();
+    const segmenter = new TestSegmenter();
     for (let n = 0; n < 400; n++) {
       const s = randomShape(random);
       const { out } = segmentAll(segmenter, [{ packet: superPacket(s), gso: s.mss }]);
@@ -189,7 +190,7 @@ describe('segmentPackets (software TSO/USO)', () => {
       ipId: 1,
     };
     const [a, b] = [endpoint('192.0.2.1', 1), endpoint('2001:db8::2', 2)];
-    const { out, to } = segmentAll(new Segmenter(), [
+    const { out, to } = segmentAll(new TestSegmenter(), [
       { packet: tcp, gso: 0, to: a },
       { packet: superPacket(s), gso: s.mss, to: b },
       { packet: echo, gso: 0, to: a },
@@ -205,17 +206,17 @@ describe('segmentPackets (software TSO/USO)', () => {
     const random = createSeededRandom(42);
     const shapes = [0, 1, 2, 3].map(() => ({ ...randomShape(random), payload: randomBytes(random, 20000) }));
     const whole = segmentAll(
-      new Segmenter(),
+      new TestSegmenter(),
       shapes.map((s) => ({ packet: superPacket(s), gso: s.mss })),
     );
-    const small = new Segmenter({ bytes: 45000 });
+    const small = new TestSegmenter({ bytes: 45000 });
     const parts = segmentAll(
       small,
       shapes.map((s) => ({ packet: superPacket(s), gso: s.mss })),
     );
     assert.deepEqual(parts.out, whole.out);
     assert.ok(parts.fills >= 2, `fills ${parts.fills}`);
-    const tiny = new Segmenter({ bytes: 10000 });
+    const tiny = new TestSegmenter({ bytes: 10000 });
     const s = shapes[0]!;
     const ok = buildTcp({ src: SRC4, dst: DST4, srcPort: 1, dstPort: 2 });
     const r = segmentAll(tiny, [
@@ -224,13 +225,13 @@ describe('segmentPackets (software TSO/USO)', () => {
     ]);
     assert.deepEqual(r.out, [ok]);
     assert.equal(tiny.dropped, 1);
-    const few = new Segmenter({ capacity: 4 });
+    const few = new TestSegmenter({ capacity: 4 });
     assert.deepEqual(segmentAll(few, [{ packet: superPacket(s), gso: s.mss }]).out, []);
     assert.equal(few.dropped, 1, 'more segments than the batch holds');
   });
 
   it('drops, and counts, a "super-packet" that is not an unfragmented TCP/UDP packet', () => {
-    const segmenter = new Segmenter();
+    const segmenter = new TestSegmenter();
     const echo = buildEcho({ src: SRC4, dst: DST4, id: 1, payload: Buffer.alloc(3000) });
     const [firstFragment] = fragmentPacket(
       buildUdp({ src: SRC4, dst: DST4, srcPort: 3, dstPort: 4, payload: Buffer.alloc(3000, 1) }),
@@ -259,7 +260,7 @@ describe('segmentPackets (software TSO/USO)', () => {
       };
       const expected = expectedSegments(s);
       assert.equal(expected.length, 1);
-      const segmenter = new Segmenter();
+      const segmenter = new TestSegmenter();
       for (const gso of [3000, 3001, 0xffff, 0x10000, 0xfffffff0, 0xffffffff]) {
         const { out } = segmentAll(segmenter, [{ packet: superPacket(s), gso }]);
         assert.deepEqual(out, expected, `${udp ? 'UDP' : 'TCP'}, gso ${gso}`);
@@ -269,23 +270,22 @@ describe('segmentPackets (software TSO/USO)', () => {
   });
 
   it('refuses, with a RangeError, out arrays without room for a single output', () => {
-    assert.throws(() => new Segmenter({ capacity: 0 }), RangeError);
-    const io = loadNativeIo();
+    assert.throws(() => new TestSegmenter({ capacity: 0 }), RangeError);
+    const io = loadNativeTestIo();
     const packet = buildTcp({ src: SRC4, dst: DST4, srcPort: 1, dstPort: 2, payload: Buffer.alloc(10) });
     const stats = new Uint32Array(2);
     const segment = (outOffsets: Uint32Array, outLengths: Uint32Array, outEndpoints: Buffer | null) =>
       io.segmentPackets(
-        packet,
-        Uint32Array.of(0),
-        Uint32Array.of(packet.length),
-        null,
-        outEndpoints ? Buffer.alloc(ENDPOINT_BYTES) : null,
+        {
+          buffer: packet,
+          offsets: Uint32Array.of(0),
+          lengths: Uint32Array.of(packet.length),
+          count: 1,
+          gso: null,
+          endpoints: outEndpoints ? Buffer.alloc(ENDPOINT_BYTES) : null,
+        },
         0,
-        1,
-        Buffer.alloc(2000),
-        outOffsets,
-        outLengths,
-        outEndpoints,
+        { buffer: Buffer.alloc(2000), offsets: outOffsets, lengths: outLengths, endpoints: outEndpoints },
         stats,
       );
     assert.throws(() => segment(new Uint32Array(0), new Uint32Array(4), null), RangeError);
@@ -307,6 +307,6 @@ describe('segmentPackets (software TSO/USO)', () => {
     };
     const packet = superPacket(s);
     const framed = Buffer.concat([Buffer.alloc(7), packet]);
-    assert.deepEqual(new Segmenter().split(framed, 7, packet.length, s.mss), expectedSegments(s));
+    assert.deepEqual(new TestSegmenter().split(framed, 7, packet.length, s.mss), expectedSegments(s));
   });
 });
