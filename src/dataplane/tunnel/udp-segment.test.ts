@@ -1,6 +1,7 @@
 /**
  * Software TSO/USO in the addon, which UdpTunnel.send does on its way to sendmmsg (seen through
- * segmentPackets of the addon's test build, which copies out what the send path gathers): random super-packets, as a kernel hands them over (partial checksum), must come out as
+ * segmentPackets of the addon's test build, which copies out what the send path gathers, and through real
+ * sends over loopback): random super-packets, as a kernel hands them over (partial checksum), must come out as
  * exactly the segments an independent builder makes from the same fields: payload cut at the MSS, IPv4 id + k,
  * sequence number + k * MSS, CWR on the first segment only, FIN and PSH on the last only, every checksum full
  * and valid.
@@ -17,10 +18,11 @@ import {
   randomBytes,
   withPartialChecksum,
 } from '../packet/build.ts';
-import { IpProto, TcpFlag } from '../packet/index.ts';
-import { TestSegmenter } from '../tun/fixtures.ts';
+import { IpProto, TcpFlag, VNET_HDR_BYTES } from '../packet/index.ts';
+import { Collector, TestSegmenter } from '../tun/fixtures.ts';
 import { loadNativeTestIo, nativeIoAvailable } from '../tun/native.ts';
 import { endpoint, ENDPOINT_BYTES, OutboundBatch } from './tunnel.ts';
+import { UdpTunnel } from './udp.ts';
 
 // Never skipped: the addon is built by npm install; without it these tests fail.
 if (!nativeIoAvailable())
@@ -308,5 +310,223 @@ describe('segmentPackets (software TSO/USO)', () => {
     const packet = superPacket(s);
     const framed = Buffer.concat([Buffer.alloc(7), packet]);
     assert.deepEqual(new TestSegmenter().split(framed, 7, packet.length, s.mss), expectedSegments(s));
+  });
+});
+
+describe('UdpTunnel.send cutting super-packets (in the same native call as sendmmsg and UDP GSO)', () => {
+  /** A batch of these packets (with gso words) back to back in one buffer, each to its endpoint. */
+  function batchOf(packets: Array<{ packet: Buffer; gso: number; to: Buffer }>): OutboundBatch {
+    const input = new OutboundBatch(packets.length);
+    input.reset(Buffer.concat(packets.map((p) => p.packet)));
+    let at = 0;
+    for (const p of packets) {
+      input.pushTo(at, p.packet.length, p.to, 0, p.gso);
+      at += p.packet.length;
+    }
+    return input;
+  }
+
+  for (const offload of [false, true]) {
+    it(`puts on the wire exactly the segments segmentPackets makes, in order, per peer (${
+      offload ? 'UDP GSO and GRO' : 'no offloads'
+    })`, async () => {
+      const a = UdpTunnel.open({ offload });
+      const b = UdpTunnel.open({ offload, batchSize: 64, maxDatagramBytes: 9100 });
+      const c = UdpTunnel.open({ offload, batchSize: 64, maxDatagramBytes: 9100 });
+      try {
+        const toB = endpoint('127.0.0.1', b.port);
+        const toC = endpoint('::1', c.port);
+        const random = createSeededRandom(offload ? 0x5e1d : 0x5e1e);
+        // 40 super-packets and ordinary packets, to two peers: about 1,700 wire datagrams, more than one
+        // gathering of the send scratch (1,024), and one "super-packet" that cannot be cut
+        const packets: Array<{ packet: Buffer; gso: number; to: Buffer }> = [];
+        for (let n = 0; n < 40; n++) {
+          const shape = randomShape(random);
+          const s = {
+            ...shape,
+            mss: Math.min(shape.mss, 1440),
+            payload: randomBytes(random, 20000 + Math.floor(random() * 40000)),
+          };
+          const to = random() < 0.5 ? toB : toC;
+          packets.push({ packet: superPacket(s), gso: s.mss, to });
+          if (random() < 0.3) packets.push({ packet: build(s, randomBytes(random, 300)), gso: 0, to });
+        }
+        const echo = buildEcho({ src: SRC4, dst: DST4, id: 1, payload: Buffer.alloc(3000) });
+        packets.splice(7, 0, { packet: echo, gso: 1000, to: toB });
+        const expected = segmentAll(new TestSegmenter({ bytes: 8 << 20, capacity: 4096 }), packets);
+        assert.ok(expected.out.length > 1024, `${expected.out.length} wire datagrams`);
+        const wanted = (peer: Buffer) =>
+          expected.out.filter((_, k) => expected.to[k] === peer.toString('hex'));
+
+        const got = { b: new Collector<Buffer>(), c: new Collector<Buffer>() };
+        for (const [t, into] of [
+          [b, got.b],
+          [c, got.c],
+        ] as const) {
+          t.start((batch) => {
+            for (let i = 0; i < batch.count; i++) {
+              const o = batch.offsets[i]!;
+              into.push(Buffer.from(batch.buffer.subarray(o, o + batch.lengths[i]!)));
+            }
+          });
+        }
+        const result = a.send(batchOf(packets));
+        assert.deepEqual({ ...result }, { sent: expected.out.length, failed: 1 }, 'the echo is dropped');
+        assert.deepEqual(a.counters, { sent: expected.out.length, rejected: 0, busy: 0 });
+        for (const [peer, into] of [
+          [toB, got.b],
+          [toC, got.c],
+        ] as const) {
+          const want = wanted(peer);
+          const received = await into.take(want.length);
+          received.forEach((datagram, k) =>
+            assert.ok(datagram.equals(want[k]!), `datagram ${k} of ${want.length} differs`),
+          );
+        }
+        if (offload) assert.equal(a.gsoRefused, 0);
+      } finally {
+        a.close();
+        b.close();
+        c.close();
+      }
+    });
+  }
+
+  it('drops, as one failed datagram, a super-packet of more segments than the send scratch holds', () => {
+    const a = UdpTunnel.open({ offload: true });
+    try {
+      const s: Shape = {
+        v6: false,
+        udp: false,
+        payload: Buffer.alloc(60000, 1),
+        mss: 50, // 1,200 segments
+        flags: TcpFlag.Ack,
+        seq: 1,
+        ipId: 1,
+      };
+      const ok = buildTcp({ src: SRC4, dst: DST4, srcPort: 1, dstPort: 2, payload: Buffer.alloc(10) });
+      const to = endpoint('127.0.0.1', 9);
+      const result = a.send(
+        batchOf([
+          { packet: superPacket(s), gso: s.mss, to },
+          { packet: ok, gso: 0, to },
+        ]),
+      );
+      assert.deepEqual({ ...result }, { sent: 1, failed: 1 });
+    } finally {
+      a.close();
+    }
+  });
+});
+
+describe('malformed input through segmenting, coalescing planning and UdpTunnel.send', () => {
+  const GSO_WORDS = [0, 0, 0, 1, 7, 536, 1398, 1440, 8960, 0xfffe, 0xffff, 0x10000, 0xffffffff];
+
+  /** A mutated packet (mostly a valid super-packet or packet with a few header bytes changed), or noise. */
+  function mutated(random: () => number): { packet: Buffer; gso: number } {
+    const pick = <T>(list: readonly T[]): T => list[Math.floor(random() * list.length)]!;
+    const gso = random() < 0.3 ? Math.floor(random() * 2 ** 32) : pick(GSO_WORDS);
+    if (random() < 0.15) {
+      const noise = randomBytes(random, Math.floor(random() * (random() < 0.5 ? 80 : 3000)));
+      if (noise.length && random() < 0.7) noise[0] = (random() < 0.5 ? 0x40 : 0x60) | (noise[0]! & 0x0f);
+      return { packet: noise, gso };
+    }
+    const s = { ...randomShape(random), payload: randomBytes(random, Math.floor(random() * 9000)) };
+    let packet = random() < 0.6 ? superPacket(s) : build(s, s.payload);
+    const headers = Math.min(packet.length, 130);
+    for (let m = Math.floor(random() * 6); m > 0; m--) {
+      const at = Math.floor(random() * headers);
+      switch (Math.floor(random() * 5)) {
+        case 0:
+          packet[at] = packet[at]! ^ (1 << Math.floor(random() * 8));
+          break;
+        case 1:
+          packet[at] = Math.floor(random() * 256);
+          break;
+        case 2: // a length field
+          if (packet.length >= 6) packet.writeUInt16BE(Math.floor(random() * 65536), s.v6 ? 4 : 2);
+          break;
+        case 3: {
+          // truncated, the length field saying so or not
+          packet = packet.subarray(0, Math.floor(random() * (packet.length + 1)));
+          if (random() < 0.5 && packet.length >= 40)
+            packet.writeUInt16BE(s.v6 ? packet.length - 40 : packet.length, s.v6 ? 4 : 2);
+          break;
+        }
+        default: // next header / IHL
+          if (packet.length > 9)
+            packet[s.v6 ? 6 : 0] = s.v6 ? pick([0, 6, 17, 43, 44, 60, 58]) : 0x40 | (at & 15);
+      }
+    }
+    return { packet, gso };
+  }
+
+  it('20,000 mutated packets: no crash, nothing written outside the outputs, the input left alone, every wire datagram accounted for', () => {
+    const random = createSeededRandom(0xbad5eed);
+    const io = loadNativeTestIo();
+    const segmenter = new TestSegmenter({ bytes: 8 << 20, capacity: 1024 });
+    const tunnel = UdpTunnel.open({ offload: true }); // with GSO, where the kernel has it
+    const nowhere = endpoint('127.0.0.1', 9);
+    const GUARD = 64;
+    let inputs = 0;
+    let wire = 0;
+    let sent = 0;
+    try {
+      while (inputs < 20000) {
+        const packets = Array.from({ length: 1 + Math.floor(random() * 8) }, () => mutated(random));
+        inputs += packets.length;
+        const batch = new OutboundBatch(packets.length);
+        batch.reset(Buffer.concat(packets.map((p) => p.packet)));
+        let at = 0;
+        for (const p of packets) {
+          batch.pushTo(at, p.packet.length, nowhere, 0, p.gso);
+          at += p.packet.length;
+        }
+        const before = Buffer.from(batch.buffer);
+
+        // coalescing planning (what a vnet TUN write would hand the kernel), into an out with a guard after it
+        const room = batch.buffer.length + packets.length * (VNET_HDR_BYTES + 100);
+        const backing = Buffer.alloc(room + GUARD, 0xa5);
+        const outOffsets = new Uint32Array(packets.length);
+        const outLengths = new Uint32Array(packets.length);
+        const n = io.coalescePackets(batch, {
+          buffer: backing.subarray(0, room),
+          offsets: outOffsets,
+          lengths: outLengths,
+        });
+        assert.ok(n >= 0 && n <= packets.length);
+        for (let k = 0; k < n; k++) {
+          assert.ok(outLengths[k]! >= VNET_HDR_BYTES && outOffsets[k]! + outLengths[k]! <= room);
+        }
+        assert.ok(
+          backing.subarray(room).every((b) => b === 0xa5),
+          'coalescePackets wrote past its out',
+        );
+
+        // segmenting (what UdpTunnel.send puts on the wire)
+        const dropped = segmenter.dropped;
+        let outputs = 0;
+        for (let i = 0; i < batch.count;) {
+          const next = segmenter.fill(batch, i);
+          assert.ok(next > i, 'every fill makes progress');
+          i = next;
+          const o = segmenter.out;
+          for (let k = 0; k < o.count; k++) assert.ok(o.offsets[k]! + o.lengths[k]! <= o.buffer.length);
+          outputs += o.count;
+        }
+        assert.ok(batch.buffer.equals(before), 'segmenting and coalescing leave the input as it was');
+
+        // the real send path: every wire datagram is sent or failed, a dropped super-packet fails as one
+        const result = tunnel.send(batch);
+        assert.equal(result.sent + result.failed, outputs + segmenter.dropped - dropped, `inputs ${inputs}`);
+        assert.ok(batch.buffer.equals(before), 'sending leaves the input as it was');
+        wire += outputs;
+        sent += result.sent;
+      }
+      assert.ok(wire > 20000 && sent > 0.9 * wire, `${sent} of ${wire} wire datagrams sent`);
+      assert.equal(tunnel.counters.sent, sent);
+    } finally {
+      tunnel.close();
+    }
   });
 });
