@@ -35,11 +35,12 @@ export interface UdpTunnelOptions {
   batchSize?: number;
   /** Largest datagram received intact; longer ones are delivered with length 0 (default 2048). */
   maxDatagramBytes?: number;
-  /** Free bytes before each received datagram (default 0). */
+  /** Free bytes before each received datagram (default 0; nothing writes a header there today). */
   headroom?: number;
   /**
    * UDP GSO on send and UDP GRO on receive where the kernel has them (default false). GRO needs headroom 0
-   * (datagrams of a coalesced run follow each other) and takes 64 KiB slots, so mind batchSize.
+   * (datagrams of a coalesced run follow each other; with headroom the socket gets no offloads, GSO neither)
+   * and takes 64 KiB slots, so mind batchSize.
    */
   offload?: boolean;
 }
@@ -113,7 +114,8 @@ export class UdpTunnel implements Tunnel {
     if (!Number.isInteger(headroom) || headroom < 0 || headroom > 4096)
       throw new RangeError(`bad headroom ${headroom}`);
     let opened: { fd: number; port: number; family: 4 | 6; gso: boolean; gro: boolean };
-    // GRO packs a run of datagrams back to back: there is no headroom in front of the later ones
+    // GRO packs a run of datagrams back to back (no headroom in front of the later ones), and a socket with
+    // UDP_GRO on must be read in GRO mode: with headroom the socket gets no offloads at all, GSO included
     const offload = options.offload === true;
     try {
       opened = io.udpOpen(options.port ?? 0, offload && headroom === 0);
