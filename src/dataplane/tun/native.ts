@@ -132,13 +132,13 @@ export interface NativeIo {
    * gso word 0 is one datagram. A super-packet (gso word n > 0, TCP or UDP, partial checksum) is cut here
    * into wire packets of n payload bytes with their own IP/TCP/UDP headers and full checksums, in scratch
    * memory of the addon (the payload is not copied); one that cannot be cut (not an unfragmented TCP/UDP
-   * packet, or more than 1024 segments) is dropped. Rejected datagrams (unreachable, too big, wrong family)
-   * are skipped; EAGAIN stops. With `gso` (a socket whose udpOpen reported gso): each run of datagrams to one
-   * endpoint, of one size but a shorter last, goes as one UDP_SEGMENT message (at most 64 datagrams, 65,507
-   * bytes); a run the kernel refuses is resent datagram by datagram, and after an EIO refusal (no checksum
-   * offload on the route) the rest of the call goes without GSO. stats gets [rejected, lastErrno, refused
-   * runs, GSO messages taken, busy (datagrams not tried: the socket was full), dropped super-packets], as far
-   * as it is long.
+   * packet, or more segments than that scratch holds: 1,024, and 256 KiB of their headers) is dropped.
+   * Rejected datagrams (unreachable, too big, wrong family) are skipped; EAGAIN stops. With `gso` (a socket
+   * whose udpOpen reported gso): each run of datagrams to one endpoint, of one size but a shorter last, goes
+   * as one UDP_SEGMENT message (at most 64 datagrams, 65,507 bytes); a run the kernel refuses is resent
+   * datagram by datagram, and after an EIO refusal (no checksum offload on the route) the rest of the call
+   * goes without GSO. stats gets [rejected, lastErrno, refused runs, GSO messages taken, busy (datagrams not
+   * tried: the socket was full), dropped super-packets], as far as it is long.
    */
   sendPackets(
     fd: number,
