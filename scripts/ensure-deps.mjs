@@ -3,7 +3,7 @@
 // and the npm packages (npm ci, which also builds the native addon). Plain Node, no dependencies, so it runs
 // from a fresh clone. Used by `./oaknet`, `npm test` (pretest) and .ci/run.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -29,6 +29,7 @@ const SYSTEM = {
   nc: 'netcat-openbsd',
   python3: 'python3',
   make: 'make',
+  gcc: 'gcc', // the addon, and its sanitizer harness (native/test/fuzz_offload.c: ASan and UBSan come with gcc)
   'g++': 'g++',
 };
 
@@ -67,10 +68,25 @@ if (missing.length) {
 const lock = join(repo, 'package-lock.json');
 const marker = join(repo, 'node_modules', '.package-lock.json');
 const stale = !existsSync(marker) || statSync(marker).mtimeMs < statSync(lock).mtimeMs;
-const nativeBuilt = existsSync(join(repo, 'native', 'build', 'Release'));
+// Both builds of the addon: the production one and the test one (native/binding.gyp makes both).
+const addons = ['oaknet_native.node', 'oaknet_native_test.node'].map((f) =>
+  join(repo, 'native', 'build', 'Release', f),
+);
+const nativeBuilt = addons.every((f) => existsSync(f));
 if (stale || (existsSync(join(repo, 'native', 'binding.gyp')) && !nativeBuilt)) {
   say('installing npm packages (npm ci)');
   execFileSync('npm', ['ci', '--no-audit', '--no-fund'], { cwd: repo, stdio: 'inherit' });
+} else if (nativeBuilt && nativeSourcesNewerThan(Math.min(...addons.map((f) => statSync(f).mtimeMs)))) {
+  say('native sources changed since the addon was built: rebuilding it (npm run build:native)');
+  execFileSync('npm', ['run', 'build:native'], { cwd: repo, stdio: 'inherit' });
+}
+
+/** Whether a file of native/ (sources, header, binding.gyp; not the build) changed after `mtimeMs`. */
+function nativeSourcesNewerThan(mtimeMs) {
+  const dirs = [join(repo, 'native'), join(repo, 'native', 'test')];
+  return dirs.some((dir) =>
+    readdirSync(dir).some((f) => /\.(c|h|gyp)$/.test(f) && statSync(join(dir, f)).mtimeMs > mtimeMs),
+  );
 }
 // A readable check that the lock file belongs to this package.json (a hand-edited package.json is caught here).
 JSON.parse(readFileSync(lock, 'utf8'));

@@ -7,14 +7,14 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { loadNativeIo } from '../tun/native.ts';
+import { loadNativeTestIo } from '../tun/native.ts';
 import { BatchBuilder } from '../tun/tun.ts';
 import { createSeededRandom } from './build.ts';
 import { edgeCases, malformedCases, mutate, randomGso, randomShape, superPacket } from './segment.case.ts';
 import { SegmentFailure, segmentPacket } from './segment.ts';
 
 // Never skipped: throws (saying how to build the addon) when it is missing.
-const io = loadNativeIo();
+const io = loadNativeTestIo();
 
 /** What one segmenter made of a packet: a SegmentFailure or the count, and the wire packets' bytes. */
 interface Outcome {
@@ -36,17 +36,15 @@ function native(packet: Buffer, gso: number, room: number, slots: number): Outco
   const outLengths = new Uint32Array(1 + slots);
   const stats = new Uint32Array(2);
   const next = io.segmentPackets(
-    input,
-    Uint32Array.of(0, PREFIX.length),
-    Uint32Array.of(PREFIX.length, packet.length),
-    Uint32Array.of(0, gso),
-    null,
+    {
+      buffer: input,
+      offsets: Uint32Array.of(0, PREFIX.length),
+      lengths: Uint32Array.of(PREFIX.length, packet.length),
+      gso: Uint32Array.of(0, gso),
+      count: 2,
+    },
     0,
-    2,
-    out,
-    outOffsets,
-    outLengths,
-    null,
+    { buffer: out, offsets: outOffsets, lengths: outLengths },
     stats,
   );
   const made = stats[0]!;
@@ -192,17 +190,9 @@ describe('segment.ts against the addon (segmentPackets)', () => {
       ts.reset(Buffer.alloc(room));
       for (let from = 0; from < packets.length;) {
         const next = io.segmentPackets(
-          buffer,
-          offsets,
-          lengths,
-          gso,
-          null,
+          { buffer, offsets, lengths, gso, count: packets.length },
           from,
-          packets.length,
-          cOut,
-          cOffsets,
-          cLengths,
-          null,
+          { buffer: cOut, offsets: cOffsets, lengths: cLengths },
           stats,
         );
         // the same fill with segment.ts

@@ -1,6 +1,6 @@
 /**
- * The TUN writer's coalescing (GRO done in the addon), through coalescePackets, which copies out exactly what
- * writeVnetPackets hands the kernel: runs of consecutive segments of one TCP flow must become one super-packet
+ * The TUN writer's coalescing (GRO done in the addon), through coalescePackets (the addon's test build), which
+ * copies out exactly what writeVnetPackets hands the kernel: runs of consecutive segments of one TCP flow must become one super-packet
  * behind a correct virtio_net_hdr (TCPV4/TCPV6, gso_size = the MSS, NEEDS_CSUM at the TCP checksum, which holds
  * the pseudo-header sum), whose completed form is the packet a sender would have built whole; anything else must
  * go out as it came, alone, behind an all-zero header (or, with a gso word, the header for that super-packet).
@@ -21,15 +21,15 @@ import {
 } from '../packet/build.ts';
 import { IpProto, TcpFlag, VNET_HDR_BYTES, VnetFlag, VnetGso, readVnetHeader } from '../packet/index.ts';
 import type { VnetHeader } from '../packet/offload.ts';
-import { Segmenter } from '../tunnel/segmenter.ts';
 import { OutboundBatch } from '../tunnel/tunnel.ts';
-import { loadNativeIo, nativeIoAvailable } from './native.ts';
+import { TestSegmenter } from './test-segmenter.ts';
+import { loadNativeTestIo, nativeIoAvailable } from './native.ts';
 
 // Never skipped: the addon is built by npm install; without it these tests fail.
 if (!nativeIoAvailable())
   throw new Error('native addon not built: run npm install (or npm run build:native)');
 
-const io = loadNativeIo();
+const io = loadNativeTestIo();
 const ZERO: VnetHeader = { flags: 0, gsoType: 0, hdrLen: 0, gsoSize: 0, csumStart: 0, csumOffset: 0 };
 
 interface Output {
@@ -54,7 +54,10 @@ function coalesce(packets: Array<Buffer | { packet: Buffer; gso: number }>): Out
   const out = Buffer.alloc(buffer.length + list.length * (VNET_HDR_BYTES + 100));
   const outOffsets = new Uint32Array(list.length);
   const outLengths = new Uint32Array(list.length);
-  const n = io.coalescePackets(buffer, offsets, lengths, gso, list.length, out, outOffsets, outLengths);
+  const n = io.coalescePackets(
+    { buffer, offsets, lengths, gso, count: list.length },
+    { buffer: out, offsets: outOffsets, lengths: outLengths },
+  );
   return Array.from({ length: n }, (_, i) => {
     const o = outOffsets[i]!;
     return {
@@ -108,7 +111,7 @@ function payloadSizes(outputs: Output[]): number[] {
 describe("coalescePackets (the TUN writer's GRO)", () => {
   it('turns the segments of 300 random super-packets back into those super-packets', () => {
     const random = createSeededRandom(0x6e0);
-    const segmenter = new Segmenter();
+    const segmenter = new TestSegmenter();
     for (let n = 0; n < 300; n++) {
       const v6 = random() < 0.5;
       const mss = [536, 1000, 1398, 1410][Math.floor(random() * 4)]!;
@@ -374,10 +377,7 @@ describe("coalescePackets (the TUN writer's GRO)", () => {
     const out = Buffer.alloc(5000);
     const offsets = new Uint32Array(2);
     const lengths = new Uint32Array(2);
-    assert.equal(
-      io.coalescePackets(batch.buffer, batch.offsets, batch.lengths, batch.gso, 2, out, offsets, lengths),
-      1,
-    );
+    assert.equal(io.coalescePackets(batch, { buffer: out, offsets, lengths }), 1);
     assert.equal(lengths[0], VNET_HDR_BYTES + 40 + 2000);
   });
 });

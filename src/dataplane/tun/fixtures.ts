@@ -2,8 +2,8 @@
  * @module dataplane/tun/fixtures
  * Test helpers for the device layers (never imported by production code): a hand-built IPv4/UDP packet with
  * real checksums and its parser, an in-place reply swap, a collector that waits for items with a deadline
- * (tests wait for events, never sleep), and throwaway network namespaces and child processes that are always
- * cleaned up.
+ * (tests wait for events, never sleep), throwaway network namespaces and child processes that are always
+ * cleaned up. (The addon's segmenter for tests is in test-segmenter.ts.)
  */
 import { execFile, execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';

@@ -22,10 +22,10 @@ import {
   withPartialChecksum,
 } from '../packet/build.ts';
 import { ParsedPacket, sameAddress, setDstAddress, setSrcAddress } from '../packet/index.ts';
-import { Segmenter } from '../tunnel/segmenter.ts';
 import { OutboundBatch, endpoint } from '../tunnel/tunnel.ts';
 import { GSO_REFUSALS_BEFORE_OFF, UdpTunnel } from '../tunnel/udp.ts';
 import { Collector, buildIpv4Udp } from './fixtures.ts';
+import { TestSegmenter } from './test-segmenter.ts';
 import { LinuxTun, type LinuxTunOptions } from './linux.ts';
 import { TunOffload } from './native.ts';
 import { BatchBuilder, type PacketBatch } from './tun.ts';
@@ -187,7 +187,7 @@ function startReflector(
   const p = new ParsedPacket();
   const out = new BatchBuilder(1024);
   const toSegment = new OutboundBatch(1024);
-  const segmenter = new Segmenter();
+  const segmenter = new TestSegmenter();
   const noEndpoint = Buffer.alloc(18);
   const stats = { wirePackets: 0, badChecksums: 0, wholeSuperPackets: 0 };
   const { a, b, c } = addresses;

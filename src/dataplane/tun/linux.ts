@@ -1,16 +1,17 @@
 /**
  * @module dataplane/tun/linux
- * The real TUN device on Linux, through the native addon: the fd is opened with TUNSETIFF (non-blocking, no
- * packet-info prefix), configured with `ip link set dev NAME mtu MTU up`, read by a libuv poll watcher that
- * fills one reused buffer with up to `batchSize` packets per callback, and written with one write() per packet
- * in a single native call per batch. The device lives in the network namespace of the process that opens it
- * and disappears when it is closed (it is not persistent).
+ * The real TUN device on Linux, through the native addon (`native/tun.c`): the fd is opened with TUNSETIFF
+ * (non-blocking, no packet-info prefix), configured with `ip link set dev NAME mtu MTU up`, read by a libuv
+ * poll watcher that fills one reused buffer with up to `batchSize` packets per callback, and written with one
+ * write() per packet in a single native call per batch. The device lives in the network namespace of the
+ * process that opens it and disappears when it is closed (it is not persistent).
  *
  * With `offload` the device is opened with IFF_VNET_HDR and TUNSETOFFLOAD (checksum, TSO4/6 with ECN, and USO
  * where the kernel has it): reads then deliver TCP (and UDP) super-packets of up to 64 KiB, marked in the
  * batch's `gso` words (packet/offload.ts), into slots that are that large; writes go behind a virtio header,
  * super-packets as they are and runs of consecutive segments of one TCP flow coalesced into one super-packet
- * (one write() for many segments; the receive side of the kernel's own GRO, done here).
+ * (one write() for many segments; the receive side of the kernel's own GRO, done in the addon: wireguard-go
+ * does it inside its TUN's Write too, tun/offload_linux.go).
  */
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
@@ -26,7 +27,7 @@ export interface LinuxTunOptions {
   name: string;
   /** MTU in bytes to set on the device (default 1500). */
   mtu?: number;
-  /** Free bytes before each packet read, for a header written in place later (default 0). */
+  /** Free bytes before each packet read, room for a header written in place (default 0; none is, today). */
   headroom?: number;
   /** Most packets per read batch (default 64, at most 1024). */
   batchSize?: number;
@@ -163,12 +164,14 @@ export class LinuxTun implements Tun {
     this.poll = this.io.startPoll(
       this.fd,
       gso ? 'read-vnet' : 'read',
-      batch.buffer,
-      this.slotBytes,
-      this.headroom,
-      batch.offsets.length,
-      batch.lengths,
-      null,
+      {
+        buffer: batch.buffer,
+        slotSize: this.slotBytes,
+        headroom: this.headroom,
+        maxBatch: batch.offsets.length,
+        lengths: batch.lengths,
+        extra: gso ?? null,
+      },
       (count) => {
         if (count < 0) {
           this.poll = undefined;
@@ -181,41 +184,21 @@ export class LinuxTun implements Tun {
         if (gso) for (let i = 0; i < count; i++) if (gso[i] !== 0) this.offloadCounters.superPacketsRead++;
         onBatch(batch);
       },
-      gso ?? null,
     );
   }
 
   write(batch: PacketBatch): number {
     if (this.closed || batch.count === 0) return 0;
-    this.stats[0] = 0;
+    this.stats.fill(0);
     let accepted: number;
     try {
       if (this.offloads >= 0) {
-        this.stats[2] = 0;
-        this.stats[3] = 0;
-        this.stats[4] = 0;
-        accepted = this.io.writeVnetPackets(
-          this.fd,
-          batch.buffer,
-          batch.offsets,
-          batch.lengths,
-          batch.gso ?? null,
-          batch.count,
-          this.stats,
-          true,
-        );
+        accepted = this.io.writeVnetPackets(this.fd, batch, this.stats, true);
         this.offloadCounters.writes += this.stats[2] ?? 0;
         this.offloadCounters.coalesced += this.stats[3] ?? 0;
         this.offloadCounters.coalesceRefused += this.stats[4] ?? 0;
       } else {
-        accepted = this.io.writePackets(
-          this.fd,
-          batch.buffer,
-          batch.offsets,
-          batch.lengths,
-          batch.count,
-          this.stats,
-        );
+        accepted = this.io.writePackets(this.fd, batch, this.stats);
       }
     } catch (err) {
       if (err instanceof TypeError || err instanceof RangeError) throw err; // a malformed batch is a bug

@@ -19,12 +19,14 @@ function udpPoller(
   const handle = io.startPoll(
     rx.fd,
     'recvmmsg',
-    Buffer.alloc(8 * 2048),
-    2048,
-    0,
-    8,
-    new Uint32Array(8),
-    Buffer.alloc(8 * 18),
+    {
+      buffer: Buffer.alloc(8 * 2048),
+      slotSize: 2048,
+      headroom: 0,
+      maxBatch: 8,
+      lengths: new Uint32Array(8),
+      addrs: Buffer.alloc(8 * 18),
+    },
     onBatch,
   );
   const to = Buffer.alloc(18);
@@ -35,7 +37,13 @@ function udpPoller(
     handle,
     fd: rx.fd,
     poke: () => {
-      io.sendPackets(tx.fd, payload, Uint32Array.of(0), Uint32Array.of(payload.length), to, 1);
+      io.sendPackets(tx.fd, tx.family, {
+        buffer: payload,
+        offsets: Uint32Array.of(0),
+        lengths: Uint32Array.of(payload.length),
+        count: 1,
+        endpoints: to,
+      });
     },
   };
 }
@@ -103,7 +111,11 @@ switch (mode) {
       const { parentPort } = require('node:worker_threads');
       const io = require(${JSON.stringify(ADDON)});
       const rx = io.udpOpen(0);
-      io.startPoll(rx.fd, 'recvmmsg', Buffer.alloc(8 * 2048), 2048, 0, 8, new Uint32Array(8), Buffer.alloc(8 * 18), () => {});
+      const ring = {
+        buffer: Buffer.alloc(8 * 2048), slotSize: 2048, headroom: 0, maxBatch: 8,
+        lengths: new Uint32Array(8), addrs: Buffer.alloc(8 * 18),
+      };
+      io.startPoll(rx.fd, 'recvmmsg', ring, () => {});
       parentPort.postMessage('polling');
     `;
     const worker = new Worker(source, { eval: true });

@@ -7,7 +7,15 @@ import fs from 'node:fs';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { Collector, runTsChild } from './fixtures.ts';
-import { GRO_MAX_SEGMENTS, type NativeIo, loadNativeIo, nativeIoAvailable } from './native.ts';
+import {
+  GRO_MAX_SEGMENTS,
+  type NativeIo,
+  type PollMode,
+  type PollRing,
+  loadNativeIo,
+  loadNativeTestIo,
+  nativeIoAvailable,
+} from './native.ts';
 
 // Never skipped: the addon is built by npm install; without it these tests fail.
 if (!nativeIoAvailable())
@@ -27,14 +35,21 @@ function poll(io: NativeIo, fd: number, onBatch: (count: number) => void): numbe
   return io.startPoll(
     fd,
     'recvmmsg',
-    Buffer.alloc(4 * 256),
-    256,
-    0,
-    4,
-    new Uint32Array(4),
-    Buffer.alloc(72),
+    {
+      buffer: Buffer.alloc(4 * 256),
+      slotSize: 256,
+      headroom: 0,
+      maxBatch: 4,
+      lengths: new Uint32Array(4),
+      addrs: Buffer.alloc(72),
+    },
     onBatch,
   );
+}
+
+/** A batch of `count` packets at these offsets and lengths in buffer. */
+function batch(buffer: Buffer, offsets: Uint32Array, lengths: Uint32Array, count: number) {
+  return { buffer, offsets, lengths, count };
 }
 
 describe('native addon', () => {
@@ -46,27 +61,38 @@ describe('native addon', () => {
       const lens = new Uint32Array(4);
       const addrs = Buffer.alloc(72);
       const cb = (): void => {};
+      /** startPoll with the ring's arguments in the order they used to be passed one by one. */
+      const start = (
+        mode: PollMode,
+        buffer: Buffer,
+        slotSize: number,
+        headroom: number,
+        maxBatch: number,
+        lengths: Uint32Array,
+        addrs: Buffer | null,
+        onBatch: () => void,
+        extra?: Uint32Array,
+      ): number => {
+        const ring: PollRing = { buffer, slotSize, headroom, maxBatch, lengths, addrs, extra: extra ?? null };
+        return io.startPoll(s.fd, mode, ring, onBatch);
+      };
       const bad: Array<[() => unknown, typeof TypeError | typeof RangeError]> = [
         [() => io.udpOpen(70000), RangeError],
         [() => io.udpOpen(1.5), RangeError],
         [() => io.udpOpen('80' as unknown as number), TypeError],
         [() => io.openTun('x'.repeat(16), false), RangeError],
-        [() => io.startPoll(s.fd, 'recv' as 'read', buf, 256, 0, 4, lens, addrs, cb), TypeError],
-        [() => io.startPoll(s.fd, 'recvmmsg', buf, 256, 256, 4, lens, addrs, cb), RangeError],
-        [() => io.startPoll(s.fd, 'recvmmsg', buf, 512, 0, 4, lens, addrs, cb), RangeError],
-        [() => io.startPoll(s.fd, 'recvmmsg', buf, 256, 0, 4, new Uint32Array(3), addrs, cb), RangeError],
-        [() => io.startPoll(s.fd, 'recvmmsg', buf, 256, 0, 4, lens, Buffer.alloc(71), cb), RangeError],
-        [() => io.startPoll(s.fd, 'recvmmsg', buf, 256, 0, 4, lens, null, cb), TypeError],
-        [
-          () => io.startPoll(s.fd, 'read', buf, 256, 0, 4, lens, null, 'cb' as unknown as () => void),
-          TypeError,
-        ],
-        [() => io.startPoll(s.fd, 'read', buf, 256, 0, 2000, lens, null, cb), RangeError],
+        [() => start('recv' as 'read', buf, 256, 0, 4, lens, addrs, cb), TypeError],
+        [() => start('recvmmsg', buf, 256, 256, 4, lens, addrs, cb), RangeError],
+        [() => start('recvmmsg', buf, 512, 0, 4, lens, addrs, cb), RangeError],
+        [() => start('recvmmsg', buf, 256, 0, 4, new Uint32Array(3), addrs, cb), RangeError],
+        [() => start('recvmmsg', buf, 256, 0, 4, lens, Buffer.alloc(71), cb), RangeError],
+        [() => start('recvmmsg', buf, 256, 0, 4, lens, null, cb), TypeError],
+        [() => start('read', buf, 256, 0, 4, lens, null, 'cb' as unknown as () => void), TypeError],
+        [() => start('read', buf, 256, 0, 2000, lens, null, cb), RangeError],
         [
           // recvmmsg-gro: GRO_MAX_SEGMENTS (128) entries per slot; 64 are not enough
           () =>
-            io.startPoll(
-              s.fd,
+            start(
               'recvmmsg-gro',
               buf,
               256,
@@ -79,15 +105,42 @@ describe('native addon', () => {
             ),
           RangeError,
         ],
-        [() => io.writePackets(s.fd, buf, Uint32Array.of(1000), Uint32Array.of(25), 1), RangeError],
-        [() => io.writePackets(s.fd, buf, Uint32Array.of(0), Uint32Array.of(1), 2), RangeError],
-        [() => io.writePackets(s.fd, buf, new Int32Array(1) as unknown as Uint32Array, lens, 1), TypeError],
+        [() => io.writePackets(s.fd, batch(buf, Uint32Array.of(1000), Uint32Array.of(25), 1)), RangeError],
+        [() => io.writePackets(s.fd, batch(buf, Uint32Array.of(0), Uint32Array.of(1), 2)), RangeError],
         [
-          () => io.writePackets(s.fd, buf, Uint32Array.of(0), Uint32Array.of(1), 1, new Uint32Array(1)),
+          () => io.writePackets(s.fd, batch(buf, new Int32Array(1) as unknown as Uint32Array, lens, 1)),
+          TypeError,
+        ],
+        [
+          () =>
+            io.writePackets(s.fd, batch(buf, Uint32Array.of(0), Uint32Array.of(1), 1), new Uint32Array(1)),
           RangeError,
         ],
         [
-          () => io.sendPackets(s.fd, buf, Uint32Array.of(0), Uint32Array.of(1), Buffer.alloc(17), 1),
+          () =>
+            io.sendPackets(s.fd, 6, {
+              ...batch(buf, Uint32Array.of(0), Uint32Array.of(1), 1),
+              endpoints: Buffer.alloc(17),
+            }),
+          RangeError,
+        ],
+        [() => io.writePackets(s.fd, null as unknown as ReturnType<typeof batch>), TypeError],
+        [
+          () =>
+            io.sendPackets(s.fd, 5 as 6, {
+              ...batch(buf, Uint32Array.of(0), Uint32Array.of(1), 1),
+              endpoints: Buffer.alloc(18),
+            }),
+          RangeError,
+        ],
+        [
+          () =>
+            io.writeVnetPackets(s.fd, {
+              ...batch(buf, Uint32Array.of(0), Uint32Array.of(1), 2),
+              offsets: new Uint32Array(2),
+              lengths: new Uint32Array(2),
+              gso: new Uint32Array(1),
+            }),
           RangeError,
         ],
       ];
@@ -95,6 +148,22 @@ describe('native addon', () => {
     } finally {
       io.closeFd(s.fd);
     }
+  });
+
+  it('exports the test-only functions from its test build alone', () => {
+    const production = loadNativeIo() as unknown as Record<string, unknown>;
+    const test = loadNativeTestIo() as unknown as Record<string, unknown>;
+    for (const name of ['segmentPackets', 'coalescePackets']) {
+      assert.equal(name in production, false, `the production addon exports ${name}`);
+      assert.equal(typeof test[name], 'function', `the test build lacks ${name}`);
+    }
+    assert.deepEqual(
+      Object.keys(production).sort(),
+      Object.keys(test)
+        .filter((name) => name !== 'segmentPackets' && name !== 'coalescePackets')
+        .sort(),
+      'both builds share everything else',
+    );
   });
 
   it('turns system call failures into Errors with code, errno and syscall', () => {
@@ -106,11 +175,18 @@ describe('native addon', () => {
       io.closeFd(s.fd);
     }
     assert.throws(() => io.closeFd(s.fd), { code: 'EBADF', errno: 9, syscall: 'close' });
-    assert.throws(() => io.writePackets(s.fd, Buffer.alloc(1), Uint32Array.of(0), Uint32Array.of(1), 1), {
-      code: 'EBADF',
-    });
     assert.throws(
-      () => io.sendPackets(s.fd, Buffer.alloc(1), Uint32Array.of(0), Uint32Array.of(1), loopbackTo(9), 1),
+      () => io.writePackets(s.fd, batch(Buffer.alloc(1), Uint32Array.of(0), Uint32Array.of(1), 1)),
+      {
+        code: 'EBADF',
+      },
+    );
+    assert.throws(
+      () =>
+        io.sendPackets(s.fd, s.family, {
+          ...batch(Buffer.alloc(1), Uint32Array.of(0), Uint32Array.of(1), 1),
+          endpoints: loopbackTo(9),
+        }),
       {
         code: 'EBADF',
       },
@@ -141,14 +217,10 @@ describe('native addon', () => {
     try {
       const payload = Buffer.from('0123456789');
       const n = 10; // more than one batch of 4
-      const sent = io.sendPackets(
-        tx.fd,
-        payload,
-        new Uint32Array(n),
-        new Uint32Array(n).fill(payload.length),
-        Buffer.concat(Array.from({ length: n }, () => loopbackTo(rx.port))),
-        n,
-      );
+      const sent = io.sendPackets(tx.fd, tx.family, {
+        ...batch(payload, new Uint32Array(n), new Uint32Array(n).fill(payload.length), n),
+        endpoints: Buffer.concat(Array.from({ length: n }, () => loopbackTo(rx.port))),
+      });
       assert.equal(sent, n);
       assert.deepEqual(await counts.take(3), [4, 4, 2]);
     } finally {
@@ -167,14 +239,16 @@ describe('native addon', () => {
       const handle = io.startPoll(
         s.fd,
         'recvmmsg-gro',
-        Buffer.alloc(4 * 256),
-        256,
-        0,
-        4,
-        new Uint32Array(entries),
-        Buffer.alloc(entries * 18),
+        {
+          buffer: Buffer.alloc(4 * 256),
+          slotSize: 256,
+          headroom: 0,
+          maxBatch: 4,
+          lengths: new Uint32Array(entries),
+          addrs: Buffer.alloc(entries * 18),
+          extra: new Uint32Array(entries),
+        },
         () => {},
-        new Uint32Array(entries),
       );
       assert.equal(io.stopPoll(handle), true);
     } finally {
@@ -199,12 +273,7 @@ describe('native addon', () => {
       handle = io.startPoll(
         fd,
         'read-vnet',
-        Buffer.alloc(maxBatch * 16),
-        16,
-        0,
-        maxBatch,
-        lengths,
-        null,
+        { buffer: Buffer.alloc(maxBatch * 16), slotSize: 16, headroom: 0, maxBatch, lengths, extra: gso },
         (count) => {
           const n = Math.max(count, 0);
           batches.push({
@@ -216,7 +285,6 @@ describe('native addon', () => {
           gso.fill(7);
           if (++seen === 2 || count < 0) io.stopPoll(handle);
         },
-        gso,
       );
       const got = await batches.take(2);
       for (const b of got) {

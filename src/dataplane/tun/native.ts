@@ -1,14 +1,17 @@
 /**
  * @module dataplane/tun/native
- * Types and loads the oaknet_native addon (`native/oaknet_native.c`). It makes the system calls Node cannot:
- * opening a TUN device (ioctl TUNSETIFF), and batched packet I/O straight into caller-owned buffers (read and
- * write on a TUN fd, recvmmsg and sendmmsg on a UDP socket), with readiness from a libuv poll watcher on
- * Node's own event loop. `tun/linux.ts` and `tunnel/udp.ts` build on it; nothing else should.
+ * Types and loads the oaknet_native addon (`native/`, one C file per concern: see `native/oaknet.h`). It makes
+ * the system calls Node cannot: opening a TUN device (ioctl TUNSETIFF), and batched packet I/O straight into
+ * caller-owned buffers (read and write on a TUN fd, with virtio headers and coalescing where the TUN has
+ * offloads; recvmmsg and sendmmsg on a UDP socket, with UDP GRO/GSO, cutting super-packets on send), with
+ * readiness from a libuv poll watcher on Node's own event loop. `tun/linux.ts` and `tunnel/udp.ts` build on
+ * it; nothing else should, but tests and test doubles, which may load its test build (`loadNativeTestIo`).
  *
- * Conventions shared by every function: all are synchronous; packets are located by parallel
- * `offsets`/`lengths` Uint32Arrays into one buffer; a UDP endpoint is 18 bytes (16-byte IPv6 address, IPv4 as
- * ::ffff:a.b.c.d, then a big-endian port). Failures throw an Error carrying `code` (errno name such as
- * 'EBUSY'), `errno` and `syscall`; bad arguments throw TypeError/RangeError. Nothing aborts the process.
+ * Conventions shared by every function: all are synchronous; packets travel as batch objects (the shape of
+ * PacketBatch: one buffer, parallel `offsets`/`lengths` Uint32Arrays, a count, optional gso words); a UDP
+ * endpoint is 18 bytes (16-byte IPv6 address, IPv4 as ::ffff:a.b.c.d, then a big-endian port). Failures throw
+ * an Error carrying `code` (errno name such as 'EBUSY'), `errno` and `syscall`; bad arguments throw
+ * TypeError/RangeError. Nothing aborts the process.
  */
 import { createRequire } from 'node:module';
 import { getSystemErrorName } from 'node:util';
@@ -16,6 +19,8 @@ import { SystemError, errorMessage } from '../../errors.ts';
 
 /** Where node-gyp puts the addon, relative to this file. */
 const ADDON_PATH = '../../../native/build/Release/oaknet_native.node';
+/** ... and its test build (the same code, plus the exports of native/test_exports.c). */
+const TEST_ADDON_PATH = '../../../native/build/Release/oaknet_native_test.node';
 
 /**
  * Which system call the poller reads with. 'read-vnet': a TUN opened with offloads (each read starts with a
@@ -40,7 +45,41 @@ export const TunOffload = {
  */
 export const GRO_MAX_SEGMENTS = 128;
 
-/** The addon's functions (see native/oaknet_native.c). */
+/** A batch of packets as the addon reads it (PacketBatch has this shape): packet i is buffer[offsets[i], +lengths[i]). */
+export interface NativeBatch {
+  buffer: Uint8Array;
+  offsets: Uint32Array;
+  lengths: Uint32Array;
+  count: number;
+  /** Gso word per packet (packet/offload.ts); absent or null: all 0. */
+  gso?: Uint32Array | null | undefined;
+}
+
+/** A NativeBatch whose packet i goes to the endpoint at endpoints[i * 18] (AddressedBatch has this shape). */
+export interface NativeAddressedBatch extends NativeBatch {
+  endpoints: Uint8Array;
+}
+
+/**
+ * Where a poller reads to: maxBatch slots of slotSize bytes in `buffer`, packet i at i * slotSize + headroom,
+ * its length in lengths[i] (0 = lost: truncated, or dropped by the kernel). 'recvmmsg' modes write entry i's
+ * source endpoint to addrs[i * 18]; 'read-vnet' writes packet i's gso word to extra[i]; 'recvmmsg-gro' writes
+ * entry i's offset in buffer to extra[i], and there lengths, extra and addrs need GRO_MAX_SEGMENTS entries
+ * per slot.
+ */
+export interface PollRing {
+  buffer: Uint8Array;
+  slotSize: number;
+  headroom: number;
+  maxBatch: number;
+  lengths: Uint32Array;
+  /** 'recvmmsg' and 'recvmmsg-gro' only. */
+  addrs?: Uint8Array | null;
+  /** 'read-vnet' and 'recvmmsg-gro' only. */
+  extra?: Uint32Array | null;
+}
+
+/** The addon's functions (native/glue.c exports them; see native/oaknet.h for which file does what). */
 export interface NativeIo {
   /**
    * Opens /dev/net/tun (non-blocking, close-on-exec) as a layer-3 TUN without packet info, attached to `name`
@@ -54,137 +93,120 @@ export interface NativeIo {
     offload?: boolean,
   ): { fd: number; name: string; offloads: number };
   /**
-   * Opens a non-blocking UDP socket on `bindPort` (0 = ephemeral): IPv6 dual-stack on [::], or IPv4 on 0.0.0.0
-   * when the host has no IPv6; 4 MiB buffers. With `offload`: `gso` says sendmsg takes UDP_SEGMENT, `gro` that
-   * UDP_GRO is on (reads must then use 'recvmmsg-gro' with 64 KiB slots).
+   * Opens a non-blocking UDP socket on `bindPort` (0 = ephemeral): IPv6 dual-stack on [::] (`family` 6), or
+   * IPv4 on 0.0.0.0 when the host has no IPv6 (`family` 4, which sendPackets must be given); 4 MiB buffers.
+   * With `offload`: `gso` says sendmsg takes UDP_SEGMENT, `gro` that UDP_GRO is on (reads must then use
+   * 'recvmmsg-gro' with 64 KiB slots).
    */
   udpOpen(
     bindPort: number,
     offload?: boolean,
   ): { fd: number; port: number; family: 4 | 6; gso: boolean; gro: boolean };
   /**
-   * Watches `fd` for readability. Per wake-up it reads up to maxBatch packets (packet i at
-   * buffer[i * slotSize + headroom], its length in lengths[i], 0 = truncated; in 'recvmmsg' mode its source
-   * endpoint at addrs[i * 18]) and calls onBatch(count) once; after a few full batches it yields to the loop.
-   * 'read-vnet' also writes packet i's gso word to extra[i]; there a packet the kernel could not describe in a
-   * virtio header (read() fails with EINVAL; the kernel has dropped it) is an entry of length 0 and gso word 0,
-   * and 64 of them in a row end the batch. 'recvmmsg-gro' writes entry i's offset in buffer to extra[i]
-   * (lengths, extra and addrs then need GRO_MAX_SEGMENTS entries per slot, and count is entries); a buffer
-   * whose data or control message was cut is one entry of length 0. onBatch(-errno) means reading failed
-   * and the poller has stopped. Returns a handle for stopPoll.
+   * Watches `fd` for readability. Per wake-up it reads up to ring.maxBatch packets into `ring` (PollRing) and
+   * calls onBatch(count) once; after a few full batches it yields to the loop. In 'read-vnet' mode a packet
+   * the kernel could not describe in a virtio header (read() fails with EINVAL; the kernel has dropped it) is
+   * an entry of length 0 and gso word 0, and 64 of them in a row end the batch. In 'recvmmsg-gro' mode count
+   * is entries (datagrams), and a buffer whose data or control message was cut is one entry of length 0.
+   * onBatch(-errno) means reading failed and the poller has stopped. The poller holds on to the ring's arrays.
+   * Returns a handle for stopPoll.
    */
-  startPoll(
-    fd: number,
-    mode: PollMode,
-    buffer: Uint8Array,
-    slotSize: number,
-    headroom: number,
-    maxBatch: number,
-    lengths: Uint32Array,
-    addrs: Uint8Array | null,
-    onBatch: (count: number) => void,
-    extra?: Uint32Array | null,
-  ): number;
+  startPoll(fd: number, mode: PollMode, ring: PollRing, onBatch: (count: number) => void): number;
   /** Stops a poller (safe inside its onBatch); it no longer keeps the process alive. False if it had already stopped. */
   stopPoll(handle: number): boolean;
-  /** write()s packets 0..count-1 to a TUN fd in order; returns how many were accepted. Rejected packets are skipped (stats[0] += count, stats[1] = last errno); EAGAIN stops early. */
-  writePackets(
-    fd: number,
-    buffer: Uint8Array,
-    offsets: Uint32Array,
-    lengths: Uint32Array,
-    count: number,
-    stats?: Uint32Array,
-  ): number;
+  /** write()s packets 0..count-1 of `batch` to a TUN fd in order (its gso words are not read); returns how many were accepted. Rejected packets are skipped (stats[0] = how many, stats[1] = last errno); EAGAIN stops early. */
+  writePackets(fd: number, batch: NativeBatch, stats?: Uint32Array): number;
   /**
-   * sendmmsg()s datagrams 0..count-1, datagram i to the endpoint at addrs[i * 18]; returns how many were sent.
-   * Rejected ones (unreachable, too big, wrong family) are skipped (stats as writePackets); EAGAIN stops early.
-   * With `gso` (a socket whose udpOpen reported gso): each run of datagrams to one endpoint, of one size but a
-   * shorter last, goes as one UDP_SEGMENT message (at most 64 datagrams, 65,507 bytes); a run the kernel refuses
-   * is resent datagram by datagram and counted in stats[2], and after an EIO refusal (no checksum offload on
-   * the route) the rest of the call goes without GSO. stats[3] = GSO messages the kernel took. Each stat as far
-   * as stats is long.
+   * Writes packets 0..count-1 of `batch` to a TUN opened with offloads, each behind its virtio_net_hdr: zeros
+   * for gso word 0, a GSO header for a super-packet. With `coalesce`, a run of consecutive TCP segments of one
+   * flow (contiguous, plain ACK/PSH, equal sizes but a shorter last, no IP options or fragments, valid
+   * checksums) goes as ONE super-packet (writev, no copy); one the kernel refuses is written again packet by
+   * packet. A gso word of 0xffff or more (no virtio header carries it) means one segment: that is written as
+   * an ordinary packet with its checksum completed (the buffer is not changed). Returns packets accepted;
+   * stats gets [rejected, lastErrno, writes, coalesced, refused super-packets], as far as it is long.
+   */
+  writeVnetPackets(fd: number, batch: NativeBatch, stats?: Uint32Array, coalesce?: boolean): number;
+  /**
+   * Sends packets 0..count-1 of `batch` on a UDP socket of `family` (as udpOpen reported it), packet i to the
+   * endpoint at batch.endpoints[i * 18], in order; returns how many wire datagrams were sent. A packet with
+   * gso word 0 is one datagram. A super-packet (gso word n > 0, TCP or UDP, partial checksum) is cut here
+   * into wire packets of n payload bytes with their own IP/TCP/UDP headers and full checksums, in scratch
+   * memory of the addon (the payload is not copied); one that cannot be cut (not an unfragmented TCP/UDP
+   * packet, or more segments than that scratch holds: 1,024, and 256 KiB of their headers) is dropped.
+   * Rejected datagrams (unreachable, too big, wrong family) are skipped; EAGAIN stops. With `gso` (a socket
+   * whose udpOpen reported gso): each run of datagrams to one endpoint, of one size but a shorter last, goes
+   * as one UDP_SEGMENT message (at most 64 datagrams, 65,507 bytes); a run the kernel refuses is resent
+   * datagram by datagram, and after an EIO refusal (no checksum offload on the route) the rest of the call
+   * goes without GSO. stats gets [rejected, lastErrno, refused runs, GSO messages taken, busy (datagrams not
+   * tried: the socket was full), dropped super-packets], as far as it is long.
    */
   sendPackets(
     fd: number,
-    buffer: Uint8Array,
-    offsets: Uint32Array,
-    lengths: Uint32Array,
-    addrs: Uint8Array,
-    count: number,
+    family: 4 | 6,
+    batch: NativeAddressedBatch,
     stats?: Uint32Array,
     gso?: boolean,
-  ): number;
-  /**
-   * Writes packets 0..count-1 to a TUN opened with offloads, each behind its virtio_net_hdr: zeros for gso
-   * word 0, a GSO header for a super-packet. With `coalesce`, a run of consecutive TCP segments of one flow
-   * (contiguous, plain ACK/PSH, equal sizes but a shorter last, no IP options or fragments, valid checksums)
-   * goes as ONE super-packet (writev, no copy); one the kernel refuses is written again packet by packet. A
-   * gso word of 0xffff or more (no virtio header carries it) means one segment: that is written as an
-   * ordinary packet with its checksum completed (the buffer is not changed). Returns packets accepted; stats
-   * gets [rejected, lastErrno, writes, coalesced, refused super-packets], as far as it is long.
-   */
-  writeVnetPackets(
-    fd: number,
-    buffer: Uint8Array,
-    offsets: Uint32Array,
-    lengths: Uint32Array,
-    gso: Uint32Array | null,
-    count: number,
-    stats?: Uint32Array,
-    coalesce?: boolean,
-  ): number;
-  /**
-   * Turns packets from..count-1 into wire packets back to back in `out`: gso word 0 (or no gso) copies the
-   * packet, a super-packet is cut into segments with their own IP/TCP/UDP headers and full checksums; each
-   * output gets its packet's endpoint when both endpoint buffers are given. Stops before the first packet
-   * that no longer fits and returns its index (count when all fit); stats[0] = outputs, stats[1] = packets
-   * dropped (cannot be segmented, or too big for an empty `out`). Throws RangeError when the out arrays have
-   * no room for a single output.
-   */
-  segmentPackets(
-    buffer: Uint8Array,
-    offsets: Uint32Array,
-    lengths: Uint32Array,
-    gso: Uint32Array | null,
-    endpoints: Uint8Array | null,
-    from: number,
-    count: number,
-    out: Uint8Array,
-    outOffsets: Uint32Array,
-    outLengths: Uint32Array,
-    outEndpoints: Uint8Array | null,
-    stats: Uint32Array,
-  ): number;
-  /**
-   * What writeVnetPackets(..., coalesce = true) would write, copied to `out` instead (for tests): output i
-   * (virtio_net_hdr, then the packet or super-packet) at out[outOffsets[i]], outLengths[i] bytes. Returns the
-   * number of outputs; throws RangeError when out or the arrays are too small.
-   */
-  coalescePackets(
-    buffer: Uint8Array,
-    offsets: Uint32Array,
-    lengths: Uint32Array,
-    gso: Uint32Array | null,
-    count: number,
-    out: Uint8Array,
-    outOffsets: Uint32Array,
-    outLengths: Uint32Array,
   ): number;
   /** Stops any poller on `fd`, then closes it. */
   closeFd(fd: number): void;
 }
 
-/** Loads the addon (Node caches it); throws SystemError saying how to build it when it is missing. */
-export function loadNativeIo(): NativeIo {
+/** Where segmentPackets and coalescePackets copy their outputs: output i at buffer[offsets[i], +lengths[i]). */
+export interface NativeOutputs {
+  buffer: Uint8Array;
+  offsets: Uint32Array;
+  lengths: Uint32Array;
+  /** segmentPackets: output i's endpoint at endpoints[i * 18] (copied only when the input has endpoints too). */
+  endpoints?: Uint8Array | null;
+}
+
+/**
+ * The test build of the addon (oaknet_native_test.node, compiled with OAKNET_TEST_EXPORTS): everything
+ * NativeIo has, and two functions that copy out what the data path hands the kernel, so tests can look at it.
+ * Production code never loads it.
+ */
+export interface NativeTestIo extends NativeIo {
+  /**
+   * The wire packets sendPackets makes of packets from..count-1, back to back in out.buffer: gso word 0 copies
+   * the packet, a super-packet is cut into segments with their own IP/TCP/UDP headers and full checksums; each
+   * output gets its packet's endpoint when batch.endpoints and out.endpoints are both given. Stops before the
+   * first packet that no longer fits and returns its index (count when all fit); stats[0] = outputs,
+   * stats[1] = packets dropped (cannot be segmented, or too big for an empty out). Throws RangeError when the
+   * out arrays have no room for a single output.
+   */
+  segmentPackets(
+    batch: NativeBatch & { endpoints?: Uint8Array | null },
+    from: number,
+    out: NativeOutputs,
+    stats: Uint32Array,
+  ): number;
+  /**
+   * What writeVnetPackets(fd, batch, stats, true) would write, copied to out: output i (virtio_net_hdr, then
+   * the packet or super-packet) at out.buffer[out.offsets[i]], out.lengths[i] bytes. Returns the number of
+   * outputs; throws RangeError when out is too small.
+   */
+  coalescePackets(batch: NativeBatch, out: NativeOutputs): number;
+}
+
+function load(path: string): unknown {
   try {
-    return createRequire(import.meta.url)(ADDON_PATH) as NativeIo;
+    return createRequire(import.meta.url)(path);
   } catch (cause) {
     throw new SystemError(
       `cannot load the native addon (${errorMessage(cause)}); build it with "npm run build:native"`,
       { cause },
     );
   }
+}
+
+/** Loads the addon (Node caches it); throws SystemError saying how to build it when it is missing. */
+export function loadNativeIo(): NativeIo {
+  return load(ADDON_PATH) as NativeIo;
+}
+
+/** Loads the test build of the addon (tests and test doubles only; `npm install` builds it beside the other). */
+export function loadNativeTestIo(): NativeTestIo {
+  return load(TEST_ADDON_PATH) as NativeTestIo;
 }
 
 /** Whether the addon is built, so tests can say why they skip. */

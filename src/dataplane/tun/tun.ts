@@ -4,9 +4,10 @@
  *
  * Why it looks like this: a Node process can afford only a few hundred thousand system calls and JS calls per
  * second, so packets move in batches (one callback per batch, one native call per write), and the reader
- * fills one reused buffer, so the data path allocates nothing. Each packet is preceded by `headroom` free
- * bytes, so a tunnel header can be written in front of it in place and the same bytes sent on without a copy
- * (wireguard-go's read offset, tailscale's PacketStartOffset). Implementations: `LinuxTun` (`linux.ts`) and
+ * fills one reused buffer, so the data path allocates nothing. A reader can leave `headroom` free bytes in
+ * front of each packet, room to write a header in place (wireguard-go's read offset, tailscale's
+ * PacketStartOffset); nothing in oaknet writes one today (the tunnel carries bare IP packets, as upstream
+ * does), so every caller opens its devices with headroom 0. Implementations: `LinuxTun` (`linux.ts`) and
  * `FakeTun` (`fake.ts`); every one passes `tun.case.ts`.
  */
 import type { TunOffloadStatus } from '../../protocol/dataplane-status.ts';
@@ -31,8 +32,9 @@ export interface PacketBatch {
   /**
    * Offloads (optional): packet i's gso word (packet/offload.ts). 0 = an ordinary packet with complete
    * checksums; n > 0 = a TCP/UDP super-packet of up to 64 KiB to be cut into n-byte segments, its transport
-   * checksum partial. Absent means all 0. Only a TUN opened with offloads reads nonzero words, and only such a
-   * TUN may be given them to write; the tunnel never carries them (super-packets are segmented before).
+   * checksum partial. Absent means all 0. Only a TUN opened with offloads reads nonzero words; such a TUN may
+   * be given them to write, and `Tunnel.send` takes them (it cuts super-packets into ordinary wire packets),
+   * but batches received from a tunnel never carry them.
    */
   gso?: Uint32Array;
 }
@@ -43,7 +45,7 @@ export interface Tun {
   readonly name: string;
   /** Largest packet in bytes the device carries; the reader has room for this much after the headroom. */
   readonly mtu: number;
-  /** Free bytes guaranteed in front of every packet the reader delivers. */
+  /** Free bytes guaranteed in front of every packet the reader delivers (0 unless asked for; none ask today). */
   readonly headroom: number;
   /** Starts delivering received packets, one call per batch; call once. onError (default: throw) reports a failure that stopped reading. */
   start(onBatch: (batch: PacketBatch) => void, onError?: (err: Error) => void): void;

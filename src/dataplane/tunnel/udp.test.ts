@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { SystemError } from '../../errors.ts';
 import { Collector } from '../tun/fixtures.ts';
-import { type NativeIo, nativeIoAvailable } from '../tun/native.ts';
+import { type NativeAddressedBatch, type NativeIo, nativeIoAvailable } from '../tun/native.ts';
 import type { PacketBatch } from '../tun/tun.ts';
 import { ENDPOINT_BYTES, OutboundBatch, decodeEndpoint, endpoint } from './tunnel.ts';
 import { type TunnelHarness, runTunnelConformance } from './tunnel.case.ts';
@@ -285,11 +285,8 @@ describe('UdpTunnel turning GSO off', () => {
       udpOpen: () => ({ fd: 1000, port: 5, family: 6, gso: true, gro: false }),
       sendPackets: (
         _fd: number,
-        _buffer: Uint8Array,
-        _offsets: Uint32Array,
-        _lengths: Uint32Array,
-        _addrs: Uint8Array,
-        count: number,
+        _family: 4 | 6,
+        batch: NativeAddressedBatch,
         stats?: Uint32Array,
         gso?: boolean,
       ) => {
@@ -300,7 +297,7 @@ describe('UdpTunnel turning GSO off', () => {
           stats[2] = gso ? refused : 0;
           stats[3] = gso ? taken : 0;
         }
-        return count;
+        return batch.count;
       },
       closeFd: () => {},
     } as unknown as NativeIo;

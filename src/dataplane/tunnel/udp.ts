@@ -1,10 +1,15 @@
 /**
  * @module dataplane/tunnel/udp
  * The real tunnel: one non-blocking UDP socket (IPv6 dual-stack, so IPv4 and IPv6 peers share it; IPv4 only
- * on hosts without IPv6) opened by the native addon. It receives with recvmmsg, up to `batchSize` datagrams
- * per system call into one reused buffer, and sends with sendmmsg, each datagram to its own endpoint. Node's
- * dgram would make one system call per datagram in each direction, which caps a proxy at a few hundred
- * thousand packets per second.
+ * on hosts without IPv6) opened by the native addon (`native/udp.c`). It receives with recvmmsg, up to
+ * `batchSize` datagrams per system call into one reused buffer, and sends with sendmmsg, each packet to its
+ * own endpoint. Node's dgram would make one system call per datagram in each direction, which caps a proxy at
+ * a few hundred thousand packets per second.
+ *
+ * Super-packets (a nonzero gso word: a TUN with offloads read them) are cut into MSS-sized wire packets with
+ * full checksums inside the same native send call, in the addon's scratch memory (the payload is not even
+ * copied), as wireguard-go's bind coalesces inside Send: the wire only carries ordinary IP packets, so nodes
+ * with and without offloads (and upstream NetManagers) interoperate.
  *
  * With `offload` (where the kernel has them): sends use UDP GSO, so a run of equal-sized datagrams to one peer
  * (a segmented TCP super-packet) is one message that travels the stack as one buffer and is cut at the NIC
@@ -16,11 +21,9 @@ import { SystemError, errorMessage } from '../../errors.ts';
 import { GRO_MAX_SEGMENTS, type NativeIo, loadNativeIo, pollFailure } from '../tun/native.ts';
 import type { TunnelOffloadStatus } from '../../protocol/dataplane-status.ts';
 import type { PacketBatch } from '../tun/tun.ts';
-import { Segmenter } from './segmenter.ts';
 import {
   type AddressedBatch,
   ENDPOINT_BYTES,
-  hasSuperPackets,
   type SendCounters,
   type SendResult,
   type Tunnel,
@@ -33,11 +36,12 @@ export interface UdpTunnelOptions {
   batchSize?: number;
   /** Largest datagram received intact; longer ones are delivered with length 0 (default 2048). */
   maxDatagramBytes?: number;
-  /** Free bytes before each received datagram (default 0). */
+  /** Free bytes before each received datagram (default 0; nothing writes a header there today). */
   headroom?: number;
   /**
    * UDP GSO on send and UDP GRO on receive where the kernel has them (default false). GRO needs headroom 0
-   * (datagrams of a coalesced run follow each other) and takes 64 KiB slots, so mind batchSize.
+   * (datagrams of a coalesced run follow each other; with headroom the socket gets no offloads, GSO neither)
+   * and takes 64 KiB slots, so mind batchSize.
    */
   offload?: boolean;
 }
@@ -63,11 +67,10 @@ export class UdpTunnel implements Tunnel {
   private readonly slotBytes: number;
   private readonly headroom: number;
   private readonly slots: number;
-  private readonly stats = new Uint32Array(4);
+  /** sendPackets' stats: [rejected, lastErrno, refused runs, GSO messages, busy, dropped super-packets]. */
+  private readonly stats = new Uint32Array(6);
   private poll: number | undefined;
   private readonly result: SendResult = { sent: 0, failed: 0 };
-  /** Cuts super-packets into wire packets; made for the first batch that holds one. */
-  private segmenter: Segmenter | undefined;
   private started = false;
   private closed = false;
 
@@ -112,7 +115,8 @@ export class UdpTunnel implements Tunnel {
     if (!Number.isInteger(headroom) || headroom < 0 || headroom > 4096)
       throw new RangeError(`bad headroom ${headroom}`);
     let opened: { fd: number; port: number; family: 4 | 6; gso: boolean; gro: boolean };
-    // GRO packs a run of datagrams back to back: there is no headroom in front of the later ones
+    // GRO packs a run of datagrams back to back (no headroom in front of the later ones), and a socket with
+    // UDP_GRO on must be read in GRO mode: with headroom the socket gets no offloads at all, GSO included
     const offload = options.offload === true;
     try {
       opened = io.udpOpen(options.port ?? 0, offload && headroom === 0);
@@ -139,12 +143,15 @@ export class UdpTunnel implements Tunnel {
     this.poll = this.io.startPoll(
       this.fd,
       gro ? 'recvmmsg-gro' : 'recvmmsg',
-      batch.buffer,
-      this.slotBytes,
-      this.headroom,
-      this.slots,
-      batch.lengths,
-      sources,
+      {
+        buffer: batch.buffer,
+        slotSize: this.slotBytes,
+        headroom: this.headroom,
+        maxBatch: this.slots,
+        lengths: batch.lengths,
+        addrs: sources,
+        extra: gro ? batch.offsets : null,
+      },
       (count) => {
         if (count < 0) {
           this.poll = undefined;
@@ -156,63 +163,28 @@ export class UdpTunnel implements Tunnel {
         batch.count = count;
         onBatch(batch, sources);
       },
-      gro ? batch.offsets : null,
     );
   }
 
   send(batch: AddressedBatch): SendResult {
-    const result = this.result;
+    const { result, stats } = this;
     result.sent = 0;
     result.failed = 0;
     if (this.closed || batch.count === 0) return result;
-    if (!hasSuperPackets(batch)) {
-      this.sendWire(batch.buffer, batch.offsets, batch.lengths, batch.endpoints, batch.count);
-      return result;
-    }
-    // super-packets among them: cut everything into wire packets (in order), a scratch buffer at a time
-    const segmenter = (this.segmenter ??= new Segmenter({}, this.io));
-    const dropped = segmenter.dropped;
-    for (let i = 0; i < batch.count;) {
-      i = segmenter.fill(batch, i);
-      const out = segmenter.out;
-      if (out.count) this.sendWire(out.buffer, out.offsets, out.lengths, out.endpoints, out.count);
-    }
-    result.failed += segmenter.dropped - dropped;
-    return result;
-  }
-
-  private sendWire(
-    buffer: Buffer,
-    offsets: Uint32Array,
-    lengths: Uint32Array,
-    endpoints: Buffer,
-    count: number,
-  ): void {
-    const result = this.result;
-    this.stats[0] = 0;
-    this.stats[2] = 0;
-    this.stats[3] = 0;
+    stats.fill(0);
     let sent: number;
     try {
-      sent = this.io.sendPackets(
-        this.fd,
-        buffer,
-        offsets,
-        lengths,
-        endpoints,
-        count,
-        this.stats,
-        this.offloads.gso,
-      );
+      sent = this.io.sendPackets(this.fd, this.family, batch, stats, this.offloads.gso);
     } catch (err) {
       if (err instanceof TypeError || err instanceof RangeError) throw err; // a malformed batch is a bug
-      this.counters.rejected += count; // the socket itself failed; nothing else can go out on it
-      result.failed += count;
-      return;
+      this.counters.rejected += batch.count; // the socket itself failed; nothing else can go out on it
+      result.failed = batch.count;
+      return result;
     }
-    const rejected = this.stats[0] ?? 0;
-    const refused = this.stats[2] ?? 0;
-    if ((this.stats[3] ?? 0) > 0) this.gsoRefusedInARow = 0; // GSO messages went out: it works
+    const rejected = stats[0] ?? 0;
+    const refused = stats[2] ?? 0;
+    const busy = stats[4] ?? 0;
+    if ((stats[3] ?? 0) > 0) this.gsoRefusedInARow = 0; // GSO messages went out: it works
     if (refused > 0) {
       this.gsoRefused += refused;
       this.gsoRefusedInARow += refused;
@@ -220,9 +192,10 @@ export class UdpTunnel implements Tunnel {
     }
     this.counters.sent += sent;
     this.counters.rejected += rejected;
-    this.counters.busy += count - sent - rejected;
-    result.sent += sent;
-    result.failed += count - sent;
+    this.counters.busy += busy;
+    result.sent = sent;
+    result.failed = rejected + busy + (stats[5] ?? 0);
+    return result;
   }
 
   close(): void {

@@ -1,23 +1,23 @@
 /**
- * @module dataplane/tunnel/segmenter
- * Software TSO/USO for the tunnel: turns an outbound batch holding offloaded super-packets (nonzero gso words,
- * read from a TUN with offloads; see packet/offload.ts) into the wire packets the tunnel carries. The addon cuts
- * each super-packet into MSS-sized IP packets with their own IP/TCP/UDP headers and full checksums, straight
- * into a scratch buffer owned here, and copies each one's endpoint along; ordinary packets are copied as they
- * are, so order is kept. The result is an ordinary OutboundBatch: the tunnel (and its UDP GSO, which sends the
- * equal-sized segments to one peer as one message) never sees a super-packet.
+ * @module dataplane/tun/test-segmenter
+ * For tests: the addon's segmenting (its test build), as a scratch-buffer batch filler. Kept apart from
+ * fixtures.ts so that tests which must run without the addon can use the fixtures.
  */
-import { type NativeIo, loadNativeIo } from '../tun/native.ts';
-import { type AddressedBatch, OutboundBatch } from './tunnel.ts';
+import { type AddressedBatch, OutboundBatch } from '../tunnel/tunnel.ts';
+import { type NativeTestIo, loadNativeTestIo } from './native.ts';
 
-export interface SegmenterOptions {
+export interface TestSegmenterOptions {
   /** Scratch bytes (default 1 MiB: about 16 super-packets of 64 KiB). */
   bytes?: number;
   /** Most wire packets per fill (default 1024). */
   capacity?: number;
 }
 
-export class Segmenter {
+/**
+ * Cuts super-packets into the wire packets `UdpTunnel.send` puts on the wire (byte for byte: the addon's test
+ * build copies out what its send path gathers), into a scratch buffer: for tests, and for the in-memory tunnel.
+ */
+export class TestSegmenter {
   /** The wire packets of the last fill, with their endpoints. */
   readonly out: OutboundBatch;
   /** Packets dropped because they could not be segmented (malformed super-packets). */
@@ -25,8 +25,8 @@ export class Segmenter {
   private readonly stats = new Uint32Array(2);
 
   constructor(
-    options: SegmenterOptions = {},
-    private readonly io: Pick<NativeIo, 'segmentPackets'> = loadNativeIo(),
+    options: TestSegmenterOptions = {},
+    private readonly io: Pick<NativeTestIo, 'segmentPackets'> = loadNativeTestIo(),
   ) {
     const capacity = options.capacity ?? 1024;
     if (!Number.isInteger(capacity) || capacity < 1)
@@ -43,26 +43,13 @@ export class Segmenter {
   fill(input: AddressedBatch, from: number): number {
     const out = this.out;
     out.reset();
-    const next = this.io.segmentPackets(
-      input.buffer,
-      input.offsets,
-      input.lengths,
-      input.gso ?? null,
-      input.endpoints,
-      from,
-      input.count,
-      out.buffer,
-      out.offsets,
-      out.lengths,
-      out.endpoints,
-      this.stats,
-    );
+    const next = this.io.segmentPackets(input, from, out, this.stats);
     out.count = this.stats[0] ?? 0;
     this.dropped += this.stats[1] ?? 0;
     return next;
   }
 
-  /** The wire packets of one packet as Buffers of their own (slow path: to hold a super-packet in a queue). */
+  /** The wire packets of one packet as Buffers of their own. */
   split(buf: Buffer, offset: number, length: number, gso: number): Buffer[] {
     const one = new OutboundBatch(1);
     one.reset(buf);

@@ -1,0 +1,392 @@
+/*
+ * glue.c: the N-API side of the addon. It turns JS arguments into the structs of oaknet.h (a batch object
+ * becomes a packet_batch, checked: every packet inside its buffer, every array long enough), calls tun.c and
+ * udp.c, and turns their results into JS values and their failures into JS Errors. Module init is here.
+ *
+ * Conventions for every exported function: all are synchronous and work on a batch; packets go straight
+ * between the kernel and buffers the caller owns. Every system call failure becomes a JS Error with `code`
+ * (the errno name), `errno` and `syscall`; bad arguments throw TypeError/RangeError. Nothing aborts.
+ * The JS-side contract (types and docs) is in src/dataplane/tun/native.ts.
+ */
+#define OAKNET_NODE_API
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "oaknet.h"
+
+/* ---- errors ------------------------------------------------------------------------------------------ */
+
+/* Throws Error("<syscall> <what>: <strerror> (<CODE>)") with code, errno and syscall properties. */
+napi_value throw_errno(napi_env env, const char *syscall, const char *what, int err) {
+  const char *name = strerrorname_np(err);
+  char text[320];
+  snprintf(text, sizeof text, "%s%s%s: %s (%s)", syscall, what ? " " : "", what ? what : "", strerror(err),
+           name ? name : "?");
+  napi_value code, message, error, value;
+  if (napi_create_string_utf8(env, name ? name : "EUNKNOWN", NAPI_AUTO_LENGTH, &code) != napi_ok ||
+      napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, &message) != napi_ok ||
+      napi_create_error(env, code, message, &error) != napi_ok) {
+    napi_throw_error(env, NULL, text);
+    return NULL;
+  }
+  if (napi_create_int32(env, err, &value) == napi_ok) napi_set_named_property(env, error, "errno", value);
+  if (napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &value) == napi_ok)
+    napi_set_named_property(env, error, "syscall", value);
+  napi_throw(env, error);
+  return NULL;
+}
+
+napi_value throw_os(napi_env env, const os_error *e) { return throw_errno(env, e->syscall, e->what, e->err); }
+
+/* Throws a TypeError/RangeError with a Node-style code (unless an exception is pending already); returns
+ * false so callers can `return arg_error(...)`. */
+bool arg_error(napi_env env, bool range, const char *message) {
+  bool pending = false;
+  napi_is_exception_pending(env, &pending);
+  if (!pending) {
+    if (range) napi_throw_range_error(env, "ERR_OUT_OF_RANGE", message);
+    else napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", message);
+  }
+  return false;
+}
+
+/* ---- arguments --------------------------------------------------------------------------------------- */
+
+/* Fills argv[0..want); arguments not passed read as undefined. At least `want` are required unless the
+ * caller counts them itself (get_argc). */
+static bool get_argc(napi_env env, napi_callback_info info, size_t want, napi_value *argv, size_t *argc) {
+  *argc = want;
+  return napi_get_cb_info(env, info, argc, argv, NULL, NULL) == napi_ok;
+}
+
+bool get_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
+  size_t argc;
+  if (!get_argc(env, info, want, argv, &argc)) return false;
+  if (argc < want) return arg_error(env, false, "too few arguments");
+  return true;
+}
+
+bool get_int(napi_env env, napi_value v, const char *name, int64_t min, int64_t max, int64_t *out) {
+  char message[96];
+  double d;
+  if (napi_get_value_double(env, v, &d) != napi_ok) {
+    snprintf(message, sizeof message, "%s must be a number", name);
+    return arg_error(env, false, message);
+  }
+  if (!(d >= (double)min && d <= (double)max) || d != (double)(int64_t)d) { /* NaN fails the first test */
+    snprintf(message, sizeof message, "%s must be an integer in [%lld, %lld]", name, (long long)min,
+             (long long)max);
+    return arg_error(env, true, message);
+  }
+  *out = (int64_t)d;
+  return true;
+}
+
+/* A typed array of the given element type: its data (already offset by byteOffset) and element count. */
+bool get_typed(napi_env env, napi_value v, napi_typedarray_type want, const char *name, void **data,
+               size_t *length) {
+  char message[96];
+  bool is = false;
+  napi_typedarray_type type;
+  if (napi_is_typedarray(env, v, &is) != napi_ok || !is ||
+      napi_get_typedarray_info(env, v, &type, length, data, NULL, NULL) != napi_ok || type != want) {
+    snprintf(message, sizeof message, "%s must be a %s", name,
+             want == napi_uint8_array ? "Buffer or Uint8Array" : "Uint32Array");
+    return arg_error(env, false, message);
+  }
+  return true;
+}
+
+/* obj[name] (undefined when absent); a TypeError when obj is not an object. */
+bool get_property(napi_env env, napi_value obj, const char *name, napi_value *out) {
+  if (napi_get_named_property(env, obj, name, out) == napi_ok) return true;
+  char message[96];
+  snprintf(message, sizeof message, "an object with '%s' expected", name);
+  return arg_error(env, false, message);
+}
+
+bool is_nullish(napi_env env, napi_value v) {
+  napi_valuetype t;
+  return napi_typeof(env, v, &t) == napi_ok && (t == napi_null || t == napi_undefined);
+}
+
+static bool get_optional_bool(napi_env env, napi_value v, const char *name, bool *out) {
+  char message[64];
+  *out = false;
+  if (is_nullish(env, v)) return true;
+  if (napi_get_value_bool(env, v, out) == napi_ok) return true;
+  snprintf(message, sizeof message, "%s must be a boolean", name);
+  return arg_error(env, false, message);
+}
+
+addon *get_addon(napi_env env) {
+  addon *a = NULL;
+  return napi_get_instance_data(env, (void **)&a) == napi_ok ? a : NULL;
+}
+
+/* The optional stats out-array of the write and send calls ([rejected, lastErrno, ...], at least 2). */
+typedef struct {
+  uint32_t *v;
+  size_t n; /* 0: none */
+} stats_out;
+
+static bool get_stats(napi_env env, napi_value v, stats_out *s) {
+  s->v = NULL;
+  s->n = 0;
+  if (is_nullish(env, v)) return true;
+  if (!get_typed(env, v, napi_uint32_array, "stats", (void **)&s->v, &s->n)) return false;
+  if (s->n < 2) return arg_error(env, true, "stats must have at least 2 elements");
+  return true;
+}
+
+static void put_stat(const stats_out *s, size_t i, uint32_t value) {
+  if (i < s->n) s->v[i] = value;
+}
+
+/* A batch object ({buffer, offsets, lengths, count}, with BATCH_GSO also an optional gso, with
+ * BATCH_ENDPOINTS also endpoints) as a packet_batch; checks that every packet lies inside the buffer. */
+bool get_batch(napi_env env, napi_value obj, int needs, packet_batch *out) {
+  napi_value v;
+  int64_t count;
+  size_t buf_len, offsets_len, lengths_len, n;
+  void *data;
+  if (!get_property(env, obj, "buffer", &v) || !get_typed(env, v, napi_uint8_array, "buffer", &data, &buf_len))
+    return false;
+  out->buf = data;
+  if (!get_property(env, obj, "offsets", &v) ||
+      !get_typed(env, v, napi_uint32_array, "offsets", (void **)&out->offsets, &offsets_len) ||
+      !get_property(env, obj, "lengths", &v) ||
+      !get_typed(env, v, napi_uint32_array, "lengths", (void **)&out->lengths, &lengths_len) ||
+      !get_property(env, obj, "count", &v) || !get_int(env, v, "count", 0, UINT32_MAX, &count))
+    return false;
+  if ((size_t)count > offsets_len || (size_t)count > lengths_len)
+    return arg_error(env, true, "count exceeds offsets or lengths");
+  out->count = (uint32_t)count;
+  out->gso = NULL;
+  out->endpoints = NULL;
+  if (needs & BATCH_GSO) {
+    if (!get_property(env, obj, "gso", &v)) return false;
+    if (!is_nullish(env, v)) {
+      if (!get_typed(env, v, napi_uint32_array, "gso", &data, &n)) return false;
+      if (n < out->count) return arg_error(env, true, "gso must have at least count elements");
+      out->gso = data;
+    }
+  }
+  if (needs & BATCH_ENDPOINTS) {
+    if (!get_property(env, obj, "endpoints", &v) || !get_typed(env, v, napi_uint8_array, "endpoints", &data, &n))
+      return false;
+    if (n < (size_t)out->count * ENDPOINT_BYTES)
+      return arg_error(env, true, "endpoints must hold count endpoints of 18 bytes");
+    out->endpoints = data;
+  }
+  for (uint32_t i = 0; i < out->count; i++)
+    if ((uint64_t)out->offsets[i] + out->lengths[i] > buf_len)
+      return arg_error(env, true, "a packet (offset + length) lies outside the buffer");
+  return true;
+}
+
+/* ---- results ----------------------------------------------------------------------------------------- */
+
+static napi_value make_object(napi_env env, int n, const char **keys, napi_value *values) {
+  napi_value obj;
+  if (napi_create_object(env, &obj) != napi_ok) return NULL;
+  for (int i = 0; i < n; i++)
+    if (napi_set_named_property(env, obj, keys[i], values[i]) != napi_ok) return NULL;
+  return obj;
+}
+
+napi_value make_int(napi_env env, int64_t v) {
+  napi_value out;
+  return napi_create_int64(env, v, &out) == napi_ok ? out : NULL;
+}
+
+/* ---- the TUN device ---------------------------------------------------------------------------------- */
+
+/* openTun(name, multiQueue, offload?) -> { fd, name, offloads } */
+static napi_value js_open_tun(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  size_t argc;
+  char name[16];
+  size_t name_len = 0;
+  bool multi_queue = false, offload = false;
+  if (!get_argc(env, info, 3, argv, &argc)) return NULL;
+  if (argc < 2) return arg_error(env, false, "too few arguments"), NULL;
+  if (napi_get_value_string_utf8(env, argv[0], NULL, 0, &name_len) != napi_ok)
+    return arg_error(env, false, "name must be a string"), NULL;
+  if (name_len >= sizeof name) return arg_error(env, true, "name must be shorter than 16 bytes (IFNAMSIZ)"), NULL;
+  napi_get_value_string_utf8(env, argv[0], name, sizeof name, &name_len);
+  if (napi_get_value_bool(env, argv[1], &multi_queue) != napi_ok)
+    return arg_error(env, false, "multiQueue must be a boolean"), NULL;
+  if (!get_optional_bool(env, argv[2], "offload", &offload)) return NULL;
+
+  tun_device dev;
+  os_error e;
+  if (!tun_open(name, multi_queue, offload, &dev, &e)) return throw_os(env, &e);
+  napi_value values[3], result = NULL;
+  if ((values[0] = make_int(env, dev.fd)) &&
+      napi_create_string_utf8(env, dev.name, NAPI_AUTO_LENGTH, &values[1]) == napi_ok &&
+      (values[2] = make_int(env, dev.offloads)))
+    result = make_object(env, 3, (const char *[]){"fd", "name", "offloads"}, values);
+  if (!result) close(dev.fd);
+  return result;
+}
+
+/* writePackets(fd, batch, stats?) -> accepted; stats = [rejected, lastErrno] */
+static napi_value js_write_packets(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  size_t argc;
+  int64_t fd;
+  packet_batch b;
+  stats_out stats;
+  if (!get_argc(env, info, 3, argv, &argc)) return NULL;
+  if (argc < 2) return arg_error(env, false, "too few arguments"), NULL;
+  if (!get_int(env, argv[0], "fd", 0, INT32_MAX, &fd) || !get_batch(env, argv[1], BATCH_PLAIN, &b) ||
+      !get_stats(env, argv[2], &stats))
+    return NULL;
+  tun_write_result r = {0};
+  os_error e;
+  if (!tun_write((int)fd, &b, &r, &e)) return throw_os(env, &e);
+  put_stat(&stats, 0, r.rejected);
+  put_stat(&stats, 1, (uint32_t)r.last_errno);
+  return make_int(env, r.accepted);
+}
+
+/* writeVnetPackets(fd, batch, stats?, coalesce?) -> accepted;
+ * stats = [rejected, lastErrno, writes, coalesced, refused super-packets] */
+static napi_value js_write_vnet_packets(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  size_t argc;
+  int64_t fd;
+  packet_batch b;
+  stats_out stats;
+  bool coalesce;
+  if (!get_argc(env, info, 4, argv, &argc)) return NULL;
+  if (argc < 2) return arg_error(env, false, "too few arguments"), NULL;
+  if (!get_int(env, argv[0], "fd", 0, INT32_MAX, &fd) || !get_batch(env, argv[1], BATCH_GSO, &b) ||
+      !get_stats(env, argv[2], &stats) || !get_optional_bool(env, argv[3], "coalesce", &coalesce))
+    return NULL;
+  tun_write_result r = {0};
+  os_error e;
+  if (!tun_write_vnet((int)fd, &b, coalesce, &r, &e)) return throw_os(env, &e);
+  put_stat(&stats, 0, r.rejected);
+  put_stat(&stats, 1, (uint32_t)r.last_errno);
+  put_stat(&stats, 2, r.writes);
+  put_stat(&stats, 3, r.coalesced);
+  put_stat(&stats, 4, r.refused);
+  return make_int(env, r.accepted);
+}
+
+/* ---- the UDP socket ---------------------------------------------------------------------------------- */
+
+/* udpOpen(bindPort, offload?) -> { fd, port, family, gso, gro } */
+static napi_value js_udp_open(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  size_t argc;
+  int64_t port;
+  bool offload;
+  if (!get_argc(env, info, 2, argv, &argc)) return NULL;
+  if (argc < 1) return arg_error(env, false, "too few arguments"), NULL;
+  if (!get_int(env, argv[0], "bindPort", 0, 65535, &port) || !get_optional_bool(env, argv[1], "offload", &offload))
+    return NULL;
+  udp_socket s;
+  os_error e;
+  if (!udp_open((uint16_t)port, offload, &s, &e)) return throw_os(env, &e);
+  napi_value values[5], result = NULL;
+  if ((values[0] = make_int(env, s.fd)) && (values[1] = make_int(env, s.port)) &&
+      (values[2] = make_int(env, s.family == AF_INET6 ? 6 : 4)) &&
+      napi_get_boolean(env, s.gso, &values[3]) == napi_ok && napi_get_boolean(env, s.gro, &values[4]) == napi_ok)
+    result = make_object(env, 5, (const char *[]){"fd", "port", "family", "gso", "gro"}, values);
+  if (!result) close(s.fd);
+  return result;
+}
+
+static bool ensure_send_scratch(addon *a) {
+  if (a->scratch.wire) return true;
+  a->scratch.wire = malloc(SEND_WIRE_MAX * sizeof *a->scratch.wire);
+  a->scratch.headers = malloc(SEND_HEADER_BYTES);
+  if (a->scratch.wire && a->scratch.headers) return true;
+  free(a->scratch.wire);
+  free(a->scratch.headers);
+  a->scratch.wire = NULL;
+  a->scratch.headers = NULL;
+  return false;
+}
+
+/* sendPackets(fd, family, batch, stats?, gso?) -> wire datagrams sent;
+ * stats = [rejected, lastErrno, refusedRuns, gsoMessages, busy, dropped] */
+static napi_value js_send_packets(napi_env env, napi_callback_info info) {
+  napi_value argv[5];
+  size_t argc;
+  int64_t fd, family;
+  packet_batch b;
+  stats_out stats;
+  addon *a = get_addon(env);
+  udp_socket s = {0};
+  if (!a || !get_argc(env, info, 5, argv, &argc)) return NULL;
+  if (argc < 3) return arg_error(env, false, "too few arguments"), NULL;
+  if (!get_int(env, argv[0], "fd", 0, INT32_MAX, &fd) || !get_int(env, argv[1], "family", 4, 6, &family) ||
+      !get_batch(env, argv[2], BATCH_GSO | BATCH_ENDPOINTS, &b) || !get_stats(env, argv[3], &stats) ||
+      !get_optional_bool(env, argv[4], "gso", &s.gso))
+    return NULL;
+  if (family == 5) return arg_error(env, true, "family must be 4 or 6"), NULL;
+  if (!ensure_send_scratch(a)) return throw_errno(env, "malloc", "send scratch", ENOMEM);
+  s.fd = (int)fd;
+  s.family = family == 6 ? AF_INET6 : AF_INET;
+  udp_send_result r = {0};
+  os_error e;
+  if (!udp_send(&s, &b, &a->scratch, &r, &e)) return throw_os(env, &e);
+  put_stat(&stats, 0, r.rejected);
+  put_stat(&stats, 1, (uint32_t)r.last_errno);
+  put_stat(&stats, 2, r.refused_runs);
+  put_stat(&stats, 3, r.gso_messages);
+  put_stat(&stats, 4, r.busy);
+  put_stat(&stats, 5, r.dropped);
+  return make_int(env, r.sent);
+}
+
+/* ---- fds and the module ------------------------------------------------------------------------------ */
+
+/* closeFd(fd): stops any poller on the fd first (libuv must not watch a closed fd), then close(). */
+static napi_value js_close_fd(napi_env env, napi_callback_info info) {
+  napi_value argv[1], result;
+  int64_t fd;
+  addon *a = get_addon(env);
+  if (!a || !get_args(env, info, 1, argv) || !get_int(env, argv[0], "fd", 0, INT32_MAX, &fd)) return NULL;
+  stop_pollers_on_fd(a, (int)fd);
+  if (close((int)fd) < 0 && errno != EINTR) return throw_errno(env, "close", NULL, errno);
+  napi_get_undefined(env, &result);
+  return result;
+}
+
+static void free_addon(napi_env env, void *data, void *hint) {
+  addon *a = data;
+  detach_pollers(a);
+  free(a->scratch.wire);
+  free(a->scratch.headers);
+  free(a);
+}
+
+NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
+  addon *a = calloc(1, sizeof *a);
+  if (!a || napi_set_instance_data(env, a, free_addon, NULL) != napi_ok) {
+    free(a);
+    napi_throw_error(env, NULL, "oaknet_native: cannot allocate instance data");
+    return NULL;
+  }
+  napi_property_descriptor props[] = {
+      {"openTun", NULL, js_open_tun, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"udpOpen", NULL, js_udp_open, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"startPoll", NULL, js_start_poll, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"stopPoll", NULL, js_stop_poll, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"writePackets", NULL, js_write_packets, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"writeVnetPackets", NULL, js_write_vnet_packets, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"sendPackets", NULL, js_send_packets, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"closeFd", NULL, js_close_fd, NULL, NULL, NULL, napi_enumerable, NULL},
+  };
+  if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
+#ifdef OAKNET_TEST_EXPORTS
+  if (!define_test_exports(env, exports)) return NULL;
+#endif
+  return exports;
+}
