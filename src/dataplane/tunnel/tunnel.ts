@@ -118,14 +118,6 @@ export function endpointEquals(a: Buffer, aOffset: number, b: Buffer, bOffset: n
   return a.compare(b, bOffset, bOffset + ENDPOINT_BYTES, aOffset, aOffset + ENDPOINT_BYTES) === 0;
 }
 
-/** Whether any packet of the batch is an offloaded super-packet (a nonzero gso word). */
-export function hasSuperPackets(batch: PacketBatch): boolean {
-  const gso = batch.gso;
-  if (!gso) return false;
-  for (let i = 0; i < batch.count; i++) if (gso[i] !== 0) return true;
-  return false;
-}
-
 /** A BatchBuilder that also records each datagram's destination endpoint, ready for `Tunnel.send`. */
 export class OutboundBatch extends BatchBuilder implements AddressedBatch {
   /** Destination endpoint of datagram i at i * 18. */
