@@ -8,7 +8,7 @@
  * - n > 0: a TCP or UDP super-packet whose payload is cut into n-byte segments (the MSS) on the way out, and
  *   whose transport checksum field is partial: it holds the folded, NOT complemented one's-complement sum of
  *   the pseudo-header over the super-packet's transport length (virtio's VIRTIO_NET_HDR_F_NEEDS_CSUM, and
- *   Linux's convention for it). Whoever completes it (the segmenter in the addon, or the kernel for a
+ *   Linux's convention for it). Whoever completes it (a tunnel's segmenter, or the kernel for a
  *   super-packet written back to the TUN) sums the transport bytes into it and stores the complement.
  *
  * A NAT rewrite of a partial checksum is the mirror image of the usual RFC 1624 update: the field is a sum,

@@ -1,6 +1,6 @@
 /**
- * The TypeScript segmenter (segment.ts) against the addon's segment_packet (segmentPackets in
- * native/oaknet_native.c), which the UDP tunnel uses: for random super-packets, edge cases, malformed inputs
+ * The TypeScript segmenter (segment.ts) against the addon's (native/offload.c, which the UDP tunnel's send
+ * uses; reached through segmentPackets of the test build, native/test_exports.c): for random super-packets, edge cases, malformed inputs
  * and thousands of random mutations, with room to spare and with room cut to the byte and the slot, both must
  * make the same wire packets byte for byte, or refuse the same way (malformed: dropped; no room: left for
  * the next fill). The addon is required: without it this file fails, it does not skip.

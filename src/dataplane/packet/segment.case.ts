@@ -196,7 +196,7 @@ function edit(p: Buffer, fn: (b: Buffer) => void): Buffer {
   return b;
 }
 
-/** Inputs that segment_packet refuses (parse_l4 fails), each with a nonzero gso word. */
+/** Inputs the addon's segmenting refuses (offload.c parse_l4 fails), each with a nonzero gso word. */
 export function malformedCases(): MalformedCase[] {
   const cases: Array<[string, Buffer]> = [
     ['empty', Buffer.alloc(0)],
@@ -251,7 +251,7 @@ export function malformedCases(): MalformedCase[] {
   return cases.map(([name, packet]) => ({ name, packet, gso: 1000 }));
 }
 
-/** Inputs at the edges that segment_packet accepts, with the number of wire packets each makes. */
+/** Inputs at the edges that the addon's segmenting accepts, with the number of wire packets each makes. */
 export function edgeCases(): Array<MalformedCase & { segments: number }> {
   return [
     { name: 'TCP without payload', packet: tcp4(0), gso: 1000, segments: 1 },

@@ -5,9 +5,12 @@
  * would put on the wire, n payload bytes each, every one with headers and checksums of its own.
  *
  * Why it exists: offloads belong to the devices, so a Tunnel cuts the super-packets handed to its `send`
- * itself. The UDP tunnel does it in C (the addon's `segment_packet`); the in-memory tunnel does it here, so
- * tests of the proxy over it need no compiled addon. Both must put the same bytes on the wire:
- * segment-native.test.ts holds this file to the C code byte for byte, refusals included.
+ * itself. The UDP tunnel does it in C (native/offload.c `plan_segments` and `write_segment_header`, inside
+ * udp.c's send); the in-memory tunnel does it here, so tests of the proxy over it need no compiled addon. Both
+ * make the same wire packets: segment-native.test.ts holds this file to the C code byte for byte (through the
+ * addon's test build), refusals of malformed input included. Their room differs: the UDP tunnel refuses a
+ * super-packet whose segments need more than 1,024 datagrams or 256 KiB of headers, the in-memory one more than
+ * 1,024 datagrams or 1 MiB in all (only IPv6 with kilobytes of extension headers and a tiny MSS tells).
  *
  * Wire packet k of N gets, as Linux GSO does it: IPv4 total length, identification + k (mod 2^16) and a
  * fresh header checksum, or the IPv6 payload length (extension headers are copied as they are); TCP sequence

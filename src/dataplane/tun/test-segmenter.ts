@@ -15,7 +15,7 @@ export interface TestSegmenterOptions {
 
 /**
  * Cuts super-packets into the wire packets `UdpTunnel.send` puts on the wire (byte for byte: the addon's test
- * build copies out what its send path gathers), into a scratch buffer: for tests, and for the in-memory tunnel.
+ * build copies out what its send path gathers), into a scratch buffer, for tests.
  */
 export class TestSegmenter {
   /** The wire packets of the last fill, with their endpoints. */

@@ -3,7 +3,7 @@
  * The tunnel contract (wireguard-go's Bind role): the UDP path between ProxyTUN instances on different nodes.
  * It moves batches of datagrams, each to or from its own remote endpoint, and knows nothing of what is inside
  * them. Implementations: `UdpTunnel` (`udp.ts`, recvmmsg/sendmmsg through the addon) and the in-memory
- * `MemorySwitch` (`memory.ts`); every one passes `tunnel.case.ts`.
+ * `MemoryTunnel` on a `MemorySwitch` (`memory.ts`); every one passes `tunnel.case.ts`.
  *
  * Endpoints are 18 bytes in a Buffer (a 16-byte IPv6 address, IPv4 as ::ffff:a.b.c.d, then a big-endian
  * port) rather than objects: received sources arrive packed in one buffer, can be compared and used as map
