@@ -258,9 +258,20 @@ napi_value throw_errno(napi_env env, const char *syscall, const char *what, int 
 napi_value throw_os(napi_env env, const os_error *e);
 bool arg_error(napi_env env, bool range, const char *message);
 bool get_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv);
-bool get_int(napi_env env, napi_value v, const char *name, int64_t min, int64_t max, int64_t *out);
-bool get_typed(napi_env env, napi_value v, napi_typedarray_type want, const char *name, void **data,
-               size_t *length);
+/* The bounds (both inclusive) get_int accepts; FD_RANGE for file descriptors. */
+typedef struct {
+  int64_t min, max;
+} int_range;
+#define FD_RANGE ((int_range){0, INT32_MAX})
+bool get_int(napi_env env, napi_value v, const char *name, int_range range, int64_t *out);
+/* What get_typed accepts: the element type, and the argument's name for its error message. */
+typedef struct {
+  napi_typedarray_type type;
+  const char *name;
+} typed_want;
+static inline typed_want want_u8(const char *name) { return (typed_want){napi_uint8_array, name}; }
+static inline typed_want want_u32(const char *name) { return (typed_want){napi_uint32_array, name}; }
+bool get_typed(napi_env env, napi_value v, typed_want want, void **data, size_t *length);
 bool get_property(napi_env env, napi_value obj, const char *name, napi_value *out);
 bool is_nullish(napi_env env, napi_value v);
 addon *get_addon(napi_env env);
