@@ -17,8 +17,9 @@
 
 /* ---- errors ------------------------------------------------------------------------------------------ */
 
-/* Throws Error("<syscall> <what>: <strerror> (<CODE>)") with code, errno and syscall properties. */
-napi_value throw_errno(napi_env env, const char *syscall, const char *what, int err) {
+/* Error("<syscall> <what>: <strerror> (<CODE>)") with code, errno and syscall properties, or NULL with an
+ * exception pending (a plain Error with that message) when it cannot be made. */
+static napi_value errno_error(napi_env env, const char *syscall, const char *what, int err) {
   const char *name = strerrorname_np(err);
   char text[320];
   snprintf(text, sizeof text, "%s%s%s: %s (%s)", syscall, what ? " " : "", what ? what : "", strerror(err),
@@ -33,7 +34,13 @@ napi_value throw_errno(napi_env env, const char *syscall, const char *what, int 
   if (napi_create_int32(env, err, &value) == napi_ok) napi_set_named_property(env, error, "errno", value);
   if (napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &value) == napi_ok)
     napi_set_named_property(env, error, "syscall", value);
-  napi_throw(env, error);
+  return error;
+}
+
+/* Throws errno_error(...). */
+napi_value throw_errno(napi_env env, const char *syscall, const char *what, int err) {
+  napi_value error = errno_error(env, syscall, what, err);
+  if (error) napi_throw(env, error);
   return NULL;
 }
 
@@ -314,7 +321,9 @@ static bool ensure_send_scratch(addon *a) {
 }
 
 /* sendPackets(fd, family, batch, stats?, gso?) -> wire datagrams sent;
- * stats = [rejected, lastErrno, refusedRuns, gsoMessages, busy, dropped] */
+ * stats = [rejected, lastErrno, refusedRuns, gsoMessages, busy, dropped]. When the socket fails (or the send
+ * scratch cannot be made) it throws the errno Error with two more properties, sent (wire datagrams sent
+ * before) and unsent (those not sent because of it), and fills stats in as far as the call got. */
 static napi_value js_send_packets(napi_env env, napi_callback_info info) {
   napi_value argv[5];
   size_t argc;
@@ -331,19 +340,30 @@ static napi_value js_send_packets(napi_env env, napi_callback_info info) {
       !get_optional_bool(env, argv[4], "gso", &s.gso))
     return NULL;
   if (family == 5) return arg_error(env, true, "family must be 4 or 6"), NULL;
-  if (!ensure_send_scratch(a)) return throw_errno(env, "malloc", "send scratch", ENOMEM);
   s.fd = (int)fd;
   s.family = family == 6 ? AF_INET6 : AF_INET;
   udp_send_result r = {0};
   os_error e;
-  if (!udp_send(&s, &b, &a->scratch, &r, &e)) return throw_os(env, &e);
+  bool ok;
+  if (ensure_send_scratch(a)) {
+    ok = udp_send(&s, &b, &a->scratch, &r, &e);
+  } else {
+    r.unsent = udp_wire_count(&b, 0, &r); /* nothing went out */
+    ok = os_fail(&e, ENOMEM, "malloc", "send scratch");
+  }
   put_stat(&stats, 0, r.rejected);
   put_stat(&stats, 1, (uint32_t)r.last_errno);
   put_stat(&stats, 2, r.refused_runs);
   put_stat(&stats, 3, r.gso_messages);
   put_stat(&stats, 4, r.busy);
   put_stat(&stats, 5, r.dropped);
-  return make_int(env, r.sent);
+  if (ok) return make_int(env, r.sent);
+  napi_value value, error = errno_error(env, e.syscall, e.what, e.err);
+  if (!error) return NULL;
+  if ((value = make_int(env, r.sent))) napi_set_named_property(env, error, "sent", value);
+  if ((value = make_int(env, r.unsent))) napi_set_named_property(env, error, "unsent", value);
+  napi_throw(env, error);
+  return NULL;
 }
 
 /* ---- fds and the module ------------------------------------------------------------------------------ */

@@ -224,6 +224,8 @@ typedef struct {
   uint8_t *headers;    /* SEND_HEADER_BYTES */
 } send_scratch;
 
+/* What udp_send did, in wire datagrams (each one of a batch is in exactly one of sent, rejected, busy and
+ * unsent) and in super-packets (dropped). Filled in as far as it got when the socket fails, too. */
 typedef struct {
   uint32_t sent;     /* wire datagrams the kernel took */
   uint32_t rejected; /* wire datagrams refused (unreachable, too big, wrong family...) */
@@ -232,6 +234,7 @@ typedef struct {
   uint32_t gso_messages; /* GSO messages (runs of 2 or more) the kernel took */
   uint32_t busy;     /* wire datagrams not tried: the socket buffer was full */
   uint32_t dropped;  /* super-packets that could not be cut (malformed, or too many segments) */
+  uint32_t unsent;   /* wire datagrams not tried because the socket failed (udp_send returned false) */
 } udp_send_result;
 
 bool udp_open(uint16_t port, bool offload, udp_socket *out, os_error *e);
@@ -239,6 +242,7 @@ bool udp_ring_init(read_ring *r);
 void udp_ring_free(read_ring *r);
 uint32_t udp_recv_batch(read_ring *r, int *err, uint32_t *slots);
 bool udp_send(const udp_socket *s, const packet_batch *b, send_scratch *scratch, udp_send_result *r, os_error *e);
+uint32_t udp_wire_count(const packet_batch *b, uint32_t from, udp_send_result *r);
 
 /* ---- the N-API side: glue.c, poller.c, test_exports.c ------------------------------------------------ */
 #ifdef OAKNET_NODE_API

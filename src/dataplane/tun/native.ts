@@ -138,7 +138,9 @@ export interface NativeIo {
    * as one UDP_SEGMENT message (at most 64 datagrams, 65,507 bytes); a run the kernel refuses is resent
    * datagram by datagram, and after an EIO refusal (no checksum offload on the route) the rest of the call
    * goes without GSO. stats gets [rejected, lastErrno, refused runs, GSO messages taken, busy (datagrams not
-   * tried: the socket was full), dropped super-packets], as far as it is long.
+   * tried: the socket was full), dropped super-packets], as far as it is long. When the socket itself fails
+   * (EBADF, ENOTSOCK, EFAULT) it throws a NativeSendFailure, which says how many wire datagrams went out
+   * before and how many did not; stats is then filled in as far as the call got.
    */
   sendPackets(
     fd: number,
@@ -149,6 +151,21 @@ export interface NativeIo {
   ): number;
   /** Stops any poller on `fd`, then closes it. */
   closeFd(fd: number): void;
+}
+
+/**
+ * What sendPackets throws when the socket fails (or its send scratch cannot be allocated): the errno Error
+ * every addon call throws, with where the batch had got to, in wire datagrams. sent + unsent + stats' rejected
+ * and busy are all the batch's wire datagrams (super-packets that cannot be cut are in stats' dropped).
+ */
+export interface NativeSendFailure extends Error {
+  code: string;
+  errno: number;
+  syscall: string;
+  /** Wire datagrams sent before the failure (by earlier sendmmsg calls of the same batch). */
+  sent: number;
+  /** Wire datagrams not sent because of it. */
+  unsent: number;
 }
 
 /** Where segmentPackets and coalescePackets copy their outputs: output i at buffer[offsets[i], +lengths[i]). */
