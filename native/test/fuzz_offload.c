@@ -20,7 +20,9 @@
  *      separated by poisoned gaps), through plan_segments / write_segment_header, gso_word_from_vnet,
  *      vnet_for, complete_checksum and plan_vnet_write: nothing may read or write outside them (ASan), no
  *      undefined behaviour (UBSan), and every iovec a plan makes lies inside a covered packet or the plan;
- *   4. csum_add against the reference sum, for any length and alignment.
+ *   4. csum_add against the reference sum, for any length and alignment;
+ *   5. vnet_for and plan_vnet_write refusing an IPv6 super-packet whose headers (about 64 KiB of extension
+ *      headers) do not fit the virtio header's 16-bit fields, and describing one just below that.
  * The helpers, the packet builder and the mutator are shared with the other harnesses (fuzz.h). Any failure
  * aborts with a message; a clean run prints one summary line and exits 0.
  */
@@ -344,6 +346,38 @@ static void sum_round(totals *t) {
   free(buf);
 }
 
+/* ---- 5: headers that pass 65,535 bytes --------------------------------------------------------------- */
+
+/* An IPv6 super-packet (TCP, 4-byte segments) with `extensions` extension headers of 8 * (1 + units) bytes
+ * each and as much payload as fits (at most 40 bytes), through vnet_for and plan_vnet_write: false and
+ * rejected when its headers (IPv6, extension and TCP) do not fit the virtio header's 16-bit hdr_len and
+ * csum_start, else a header that says exactly where they end. */
+static void huge_headers(uint32_t extensions, uint8_t units) {
+  shape s;
+  memset(&s, 0, sizeof s);
+  s.v6 = true;
+  s.extensions = extensions;
+  s.ext_units = units;
+  s.flags = 0x10;
+  uint32_t hdr = 40 + extensions * extension_bytes(&s) + 20, room = 40 + 0xffff - hdr;
+  CHECK(hdr <= 40 + 0xffff, "%u bytes of headers cannot be an IPv6 packet", hdr);
+  uint8_t payload[40] = {0};
+  layout L = build(&s, payload, room < sizeof payload ? room : sizeof payload, scratch_a);
+  uint8_t *p = must_malloc(L.len);
+  memcpy(p, scratch_a, L.len);
+  make_partial(p, &s, &L);
+  struct virtio_net_hdr vh;
+  bool fits = L.hdr <= 0xffff;
+  CHECK(vnet_for(p, L.len, 4, &vh) == fits, "vnet_for with %u bytes of headers", L.hdr);
+  if (fits) CHECK(vh.hdr_len == L.hdr && vh.csum_start == L.l4, "hdr_len %u, csum_start %u", vh.hdr_len, vh.csum_start);
+  uint32_t offsets[1] = {0}, lengths[1] = {L.len}, gso[1] = {4};
+  packet_batch b = {p, offsets, lengths, gso, NULL, 1};
+  vnet_write w;
+  plan_vnet_write(&b, 0, true, &w);
+  CHECK(w.bad == !fits && w.covers == 1, "a write of %u bytes of headers planned (bad %d)", L.hdr, w.bad);
+  free(p);
+}
+
 int main(int argc, char **argv) {
   uint64_t seed = argc > 1 ? strtoull(argv[1], NULL, 0) : 0x0a4b6e7ull;
   uint32_t super_packets = argc > 2 ? (uint32_t)strtoul(argv[2], NULL, 0) : 2000;
@@ -355,6 +389,8 @@ int main(int argc, char **argv) {
   for (uint32_t n = 0; n < super_packets; n++) segment_round(&t);
   while (t.malformed < malformed) malformed_round(&t);
   for (uint32_t n = 0; n < malformed; n++) sum_round(&t);
+  huge_headers(93, 87); /* 93 headers of 704 bytes: 65,532 bytes of headers with TCP's, which fit */
+  huge_headers(92, 88); /* 92 of 712: 65,564, which do not */
   free(scratch_a);
   free(scratch_b);
   printf("fuzz_offload: seed 0x%llx: %u super-packets cut into %u segments, %u coalescing writes (%u runs), "

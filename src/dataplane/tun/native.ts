@@ -122,8 +122,10 @@ export interface NativeIo {
    * flow (contiguous, plain ACK/PSH, equal sizes but a shorter last, no IP options or fragments, valid
    * checksums) goes as ONE super-packet (writev, no copy); one the kernel refuses is written again packet by
    * packet. A gso word of 0xffff or more (no virtio header carries it) means one segment: that is written as
-   * an ordinary packet with its checksum completed (the buffer is not changed). Returns packets accepted;
-   * stats gets [rejected, lastErrno, writes, coalesced, refused super-packets], as far as it is long.
+   * an ordinary packet with its checksum completed (the buffer is not changed). A super-packet no virtio
+   * header can describe (not an unfragmented TCP/UDP packet, or more than 65,535 bytes of headers) is
+   * rejected with EINVAL, unwritten. Returns packets accepted; stats gets [rejected, lastErrno, writes,
+   * coalesced, refused super-packets], as far as it is long.
    */
   writeVnetPackets(fd: number, batch: NativeBatch, stats?: Uint32Array, coalesce?: boolean): number;
   /**
@@ -226,7 +228,10 @@ export function loadNativeTestIo(): NativeTestIo {
   return load(TEST_ADDON_PATH) as NativeTestIo;
 }
 
-/** Whether the addon is built, so tests can say why they skip. */
+/**
+ * Whether the addon loads. The tests that need it check this first, so that without a build they fail with a
+ * message saying how to make one (none of them skips).
+ */
 export function nativeIoAvailable(): boolean {
   try {
     loadNativeIo();

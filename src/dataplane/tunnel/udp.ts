@@ -40,7 +40,10 @@ export interface UdpTunnelOptions {
   port?: number;
   /** Most datagrams per receive batch (default 64, at most 1024). */
   batchSize?: number;
-  /** Largest datagram received intact; longer ones are delivered with length 0 (default 2048). */
+  /**
+   * Largest datagram received intact (default 2048); a longer one is delivered with length 0. With UDP GRO on
+   * (`offload`), slots hold at least GRO_BUFFER_BYTES (a 64 KiB run), so every datagram arrives intact.
+   */
   maxDatagramBytes?: number;
   /** Free bytes before each received datagram (default 0; nothing writes a header there today). */
   headroom?: number;
