@@ -12,8 +12,9 @@
  *   test_exports.c  segmentPackets / coalescePackets: only in the test build (oaknet_native_test.node)
  * "Pure C" files use neither N-API nor libuv, only bytes: native/test/fuzz_offload.c compiles them alone under
  * ASan/UBSan. tun.c and udp.c make system calls but do not know N-API either: they report failures in an
- * os_error that glue.c turns into a JS Error. Only glue.c, poller.c and test_exports.c see the part of this
- * header under OAKNET_NODE_API.
+ * os_error that glue.c turns into a JS Error, and native/test/fuzz_tun.c and fuzz_udp.c compile each with the
+ * pure C alone (over a socketpair and loopback sockets). Only glue.c, poller.c and test_exports.c see the
+ * part of this header under OAKNET_NODE_API.
  *
  * The JS-side contract (types and docs) is in src/dataplane/tun/native.ts.
  */

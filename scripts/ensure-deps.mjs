@@ -31,7 +31,7 @@ const SYSTEM = {
   nc: 'netcat-openbsd',
   python3: 'python3',
   make: 'make',
-  gcc: 'gcc', // the addon, and its sanitizer harness (native/test/fuzz_offload.c: ASan and UBSan come with gcc)
+  gcc: 'gcc', // the addon, and its sanitizer harnesses (native/test/fuzz_*.c: ASan and UBSan come with gcc)
   'g++': 'g++',
 };
 
