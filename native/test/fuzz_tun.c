@@ -14,22 +14,23 @@
  * gso_size 1-8, real MSSs, 0xffff or random, a partial checksum; ordinary packets with NEEDS_CSUM and without)
  * and as it should not (GSO types that do not match the packet or are unknown, gso_size 0, checksum offsets
  * outside the packet, mutated and truncated packets from fuzz.h, records shorter than the header, packets
- * longer than the slot). One difference from a TUN: a too-long record is cut to the slot here (a TUN reports
- * its full length, which the reader turns into a length-0 entry), so the reader sees a truncated packet.
+ * longer than the slot). The wrapper below reads a record with recvmsg(MSG_TRUNC), so one longer than the
+ * slot reports its full length, as a TUN's read does, and the reader must drop it.
  * Each round reads them into a ring of its own geometry (headroom 0-64, poisoned; room from a few bytes to
  * 64 KiB, sometimes exactly a packet's size; 1-64 slots, or up to 256 small ones), its buffer and arrays
  * exactly that size.
  *
  * readv is wrapped (ld --wrap): it checks that each read goes to the next slot (the 10-byte header, then the
- * slot's room), and in some rounds makes reads fail as the kernel may: EINVAL (a packet the kernel could not
- * describe and dropped), sometimes in runs longer than the 64 that end a batch; EINTR; and EBADF/EIO/EFAULT,
- * which stop the reader. After each batch: one entry per read that returned (a record or an EINVAL), each
- * within its slot; EINVAL entries and dropped packets length 0 with gso word 0; a batch ends only when full,
- * at EAGAIN, at a failure (reported), or after 64 EINVALs in a row. Each entry is what the harness expects
- * of its record: a valid super-packet with its gso word and the pseudo-header sum in its checksum field; an
- * ordinary packet with a partial checksum completed (the builder's packet, byte for byte); an untouched one
- * unchanged; a mismatched one dropped; and anything at all changed in at most its 2 checksum bytes. Any
- * failure aborts with a message; a clean run prints one summary line and exits 0.
+ * slot's room), reads as a TUN would (above), and in some rounds makes reads fail as the kernel may: EINVAL
+ * (a packet the kernel could not describe and dropped), sometimes in runs longer than the 64 that end a
+ * batch; EINTR; and EBADF/EIO/EFAULT, which stop the reader. After each batch: one entry per read that
+ * returned (a record or an EINVAL), each within its slot; EINVAL entries and dropped packets length 0 with
+ * gso word 0; a batch ends only when full, at EAGAIN, at a failure (reported), or after 64 EINVALs in a row.
+ * Each entry is what the harness expects of its record: a valid super-packet with its gso word and the
+ * pseudo-header sum in its checksum field; an ordinary packet with a partial checksum completed (the
+ * builder's packet, byte for byte); an untouched one unchanged; a mismatched or too long one dropped; and
+ * anything at all changed in at most its 2 checksum bytes. Any failure aborts with a message; a clean run
+ * prints one summary line and exits 0.
  */
 #define FUZZ_NAME "fuzz_tun"
 #include <unistd.h>
@@ -42,8 +43,6 @@
 #define MAX_EINVAL_RUN 64               /* tun.c's: EINVALs in a row that end a batch */
 
 /* ---- the readv seam ---------------------------------------------------------------------------------- */
-
-ssize_t __real_readv(int fd, const struct iovec *iov, int iovcnt);
 
 enum { ENDED_FULL, ENDED_EMPTY, ENDED_FAILED, ENDED_EINVAL_RUN };
 
@@ -97,7 +96,9 @@ ssize_t __wrap_readv(int fd, const struct iovec *iov, int iovcnt) {
     errno = err;
     return -1;
   }
-  ssize_t got = __real_readv(fd, iov, iovcnt);
+  /* a TUN's read reports the packet's whole length even when the buffer holds less: MSG_TRUNC does that */
+  struct msghdr m = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt};
+  ssize_t got = recvmsg(fd, &m, MSG_TRUNC);
   if (got < 0) {
     CHECK(errno == EAGAIN || errno == EWOULDBLOCK, "readv: %s", strerror(errno));
     seam.empty = true;
@@ -116,7 +117,7 @@ enum expect {
   EXPECT_WORD,     /* a super-packet: its gso word, and `want` (its checksum field the pseudo-header sum) */
   EXPECT_COMPLETE, /* an ordinary packet whose partial checksum is completed: `want`, the builder's packet */
   EXPECT_SAME,     /* an ordinary packet, unchanged */
-  EXPECT_ANY,      /* malformed or cut: anything, within the rules every entry keeps */
+  EXPECT_ANY,      /* malformed: anything, within the rules every entry keeps */
 };
 
 typedef struct {
@@ -128,7 +129,7 @@ typedef struct {
 } record;
 
 typedef struct {
-  uint32_t rounds, records, batches, entries, words, completed, unchanged, dropped, truncated, any;
+  uint32_t rounds, records, batches, entries, words, completed, unchanged, dropped, too_long, any;
   uint32_t einval, eintr, failures, einval_runs_ended;
 } totals;
 
@@ -260,11 +261,10 @@ static void check_entry(const read_ring *r, uint32_t i, const record *rec, uint3
   const uint8_t *slot = r->buf + (size_t)i * r->slot + r->headroom;
   uint32_t len = r->lengths[i], word = r->extra[i];
   uint32_t packet = rec->size < VNET_HDR_BYTES ? 0 : rec->size - VNET_HDR_BYTES; /* bytes sent */
-  bool cut = packet > room;
-  CHECK(got == (cut ? VNET_HDR_BYTES + room : rec->size), "read %u bytes of a record of %u", got, rec->size);
-  uint32_t in_slot = got < VNET_HDR_BYTES ? 0 : got - VNET_HDR_BYTES;
-  CHECK(len <= in_slot, "entry %u: length %u, %u bytes read", i, len, in_slot);
-  CHECK(word == 0 || len == in_slot, "entry %u: gso word %u with a length %u of %u", i, word, len, in_slot);
+  bool too_long = packet > room;
+  CHECK(got == rec->size, "read %u bytes of a record of %u", got, rec->size);
+  CHECK(len <= packet && len <= room, "entry %u: length %u, %u bytes read, %zu of room", i, len, packet, room);
+  CHECK(word == 0 || len == packet, "entry %u: gso word %u with a length %u of %u", i, word, len, packet);
   if (len == 0) CHECK(word == 0, "a dropped entry with gso word %u", word);
   /* whatever it was, the reader changes at most one 16-bit checksum field */
   const uint8_t *sent = rec->bytes + VNET_HDR_BYTES;
@@ -275,8 +275,8 @@ static void check_entry(const read_ring *r, uint32_t i, const record *rec, uint3
     last = k;
   }
   CHECK(first == UINT32_MAX || last - first < 2, "entry %u changed bytes %u..%u", i, first, last);
-  enum expect e = cut ? EXPECT_ANY : rec->expect;
-  if (cut) t->truncated++;
+  enum expect e = too_long ? EXPECT_DROP : rec->expect;
+  if (too_long) t->too_long++;
   switch (e) {
     case EXPECT_DROP:
       CHECK(len == 0, "entry %u: length %u, a drop expected", i, len);
@@ -419,9 +419,9 @@ int main(int argc, char **argv) {
   free(room_a);
   free(room_b);
   printf("fuzz_tun: seed 0x%llx: %u rounds, %u records read in %u batches into %u entries: %u super-packets with "
-         "their gso words, %u checksums completed, %u unchanged, %u dropped, %u other (%u cut to the slot); %u "
+         "their gso words, %u checksums completed, %u unchanged, %u dropped (%u too long for the slot), %u other; %u "
          "EINVAL (%u batches ended by %u in a row), %u EINTR, %u read failures: all checks passed\n",
          (unsigned long long)seed, t.rounds, t.records, t.batches, t.entries, t.words, t.completed, t.unchanged,
-         t.dropped, t.any, t.truncated, t.einval, t.einval_runs_ended, MAX_EINVAL_RUN, t.eintr, t.failures);
+         t.dropped, t.too_long, t.any, t.einval, t.einval_runs_ended, MAX_EINVAL_RUN, t.eintr, t.failures);
   return 0;
 }
