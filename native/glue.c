@@ -17,8 +17,9 @@
 
 /* ---- errors ------------------------------------------------------------------------------------------ */
 
-/* Throws Error("<syscall> <what>: <strerror> (<CODE>)") with code, errno and syscall properties. */
-napi_value throw_errno(napi_env env, const char *syscall, const char *what, int err) {
+/* Error("<syscall> <what>: <strerror> (<CODE>)") with code, errno and syscall properties, or NULL with an
+ * exception pending (a plain Error with that message) when it cannot be made. */
+static napi_value errno_error(napi_env env, const char *syscall, const char *what, int err) {
   const char *name = strerrorname_np(err);
   char text[320];
   snprintf(text, sizeof text, "%s%s%s: %s (%s)", syscall, what ? " " : "", what ? what : "", strerror(err),
@@ -33,7 +34,13 @@ napi_value throw_errno(napi_env env, const char *syscall, const char *what, int 
   if (napi_create_int32(env, err, &value) == napi_ok) napi_set_named_property(env, error, "errno", value);
   if (napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &value) == napi_ok)
     napi_set_named_property(env, error, "syscall", value);
-  napi_throw(env, error);
+  return error;
+}
+
+/* Throws errno_error(...). */
+napi_value throw_errno(napi_env env, const char *syscall, const char *what, int err) {
+  napi_value error = errno_error(env, syscall, what, err);
+  if (error) napi_throw(env, error);
   return NULL;
 }
 
@@ -67,32 +74,31 @@ bool get_args(napi_env env, napi_callback_info info, size_t want, napi_value *ar
   return true;
 }
 
-bool get_int(napi_env env, napi_value v, const char *name, int64_t min, int64_t max, int64_t *out) {
+bool get_int(napi_env env, napi_value v, const char *name, int_range range, int64_t *out) {
   char message[96];
   double d;
   if (napi_get_value_double(env, v, &d) != napi_ok) {
     snprintf(message, sizeof message, "%s must be a number", name);
     return arg_error(env, false, message);
   }
-  if (!(d >= (double)min && d <= (double)max) || d != (double)(int64_t)d) { /* NaN fails the first test */
-    snprintf(message, sizeof message, "%s must be an integer in [%lld, %lld]", name, (long long)min,
-             (long long)max);
+  if (!(d >= (double)range.min && d <= (double)range.max) || d != (double)(int64_t)d) { /* NaN fails the first test */
+    snprintf(message, sizeof message, "%s must be an integer in [%lld, %lld]", name, (long long)range.min,
+             (long long)range.max);
     return arg_error(env, true, message);
   }
   *out = (int64_t)d;
   return true;
 }
 
-/* A typed array of the given element type: its data (already offset by byteOffset) and element count. */
-bool get_typed(napi_env env, napi_value v, napi_typedarray_type want, const char *name, void **data,
-               size_t *length) {
+/* A typed array of the wanted element type: its data (already offset by byteOffset) and element count. */
+bool get_typed(napi_env env, napi_value v, typed_want want, void **data, size_t *length) {
   char message[96];
   bool is = false;
   napi_typedarray_type type;
   if (napi_is_typedarray(env, v, &is) != napi_ok || !is ||
-      napi_get_typedarray_info(env, v, &type, length, data, NULL, NULL) != napi_ok || type != want) {
-    snprintf(message, sizeof message, "%s must be a %s", name,
-             want == napi_uint8_array ? "Buffer or Uint8Array" : "Uint32Array");
+      napi_get_typedarray_info(env, v, &type, length, data, NULL, NULL) != napi_ok || type != want.type) {
+    snprintf(message, sizeof message, "%s must be a %s", want.name,
+             want.type == napi_uint8_array ? "Buffer or Uint8Array" : "Uint32Array");
     return arg_error(env, false, message);
   }
   return true;
@@ -135,7 +141,7 @@ static bool get_stats(napi_env env, napi_value v, stats_out *s) {
   s->v = NULL;
   s->n = 0;
   if (is_nullish(env, v)) return true;
-  if (!get_typed(env, v, napi_uint32_array, "stats", (void **)&s->v, &s->n)) return false;
+  if (!get_typed(env, v, want_u32("stats"), (void **)&s->v, &s->n)) return false;
   if (s->n < 2) return arg_error(env, true, "stats must have at least 2 elements");
   return true;
 }
@@ -151,14 +157,14 @@ bool get_batch(napi_env env, napi_value obj, int needs, packet_batch *out) {
   int64_t count;
   size_t buf_len, offsets_len, lengths_len, n;
   void *data;
-  if (!get_property(env, obj, "buffer", &v) || !get_typed(env, v, napi_uint8_array, "buffer", &data, &buf_len))
+  if (!get_property(env, obj, "buffer", &v) || !get_typed(env, v, want_u8("buffer"), &data, &buf_len))
     return false;
   out->buf = data;
   if (!get_property(env, obj, "offsets", &v) ||
-      !get_typed(env, v, napi_uint32_array, "offsets", (void **)&out->offsets, &offsets_len) ||
+      !get_typed(env, v, want_u32("offsets"), (void **)&out->offsets, &offsets_len) ||
       !get_property(env, obj, "lengths", &v) ||
-      !get_typed(env, v, napi_uint32_array, "lengths", (void **)&out->lengths, &lengths_len) ||
-      !get_property(env, obj, "count", &v) || !get_int(env, v, "count", 0, UINT32_MAX, &count))
+      !get_typed(env, v, want_u32("lengths"), (void **)&out->lengths, &lengths_len) ||
+      !get_property(env, obj, "count", &v) || !get_int(env, v, "count", (int_range){0, UINT32_MAX}, &count))
     return false;
   if ((size_t)count > offsets_len || (size_t)count > lengths_len)
     return arg_error(env, true, "count exceeds offsets or lengths");
@@ -168,13 +174,13 @@ bool get_batch(napi_env env, napi_value obj, int needs, packet_batch *out) {
   if (needs & BATCH_GSO) {
     if (!get_property(env, obj, "gso", &v)) return false;
     if (!is_nullish(env, v)) {
-      if (!get_typed(env, v, napi_uint32_array, "gso", &data, &n)) return false;
+      if (!get_typed(env, v, want_u32("gso"), &data, &n)) return false;
       if (n < out->count) return arg_error(env, true, "gso must have at least count elements");
       out->gso = data;
     }
   }
   if (needs & BATCH_ENDPOINTS) {
-    if (!get_property(env, obj, "endpoints", &v) || !get_typed(env, v, napi_uint8_array, "endpoints", &data, &n))
+    if (!get_property(env, obj, "endpoints", &v) || !get_typed(env, v, want_u8("endpoints"), &data, &n))
       return false;
     if (n < (size_t)out->count * ENDPOINT_BYTES)
       return arg_error(env, true, "endpoints must hold count endpoints of 18 bytes");
@@ -241,7 +247,7 @@ static napi_value js_write_packets(napi_env env, napi_callback_info info) {
   stats_out stats;
   if (!get_argc(env, info, 3, argv, &argc)) return NULL;
   if (argc < 2) return arg_error(env, false, "too few arguments"), NULL;
-  if (!get_int(env, argv[0], "fd", 0, INT32_MAX, &fd) || !get_batch(env, argv[1], BATCH_PLAIN, &b) ||
+  if (!get_int(env, argv[0], "fd", FD_RANGE, &fd) || !get_batch(env, argv[1], BATCH_PLAIN, &b) ||
       !get_stats(env, argv[2], &stats))
     return NULL;
   tun_write_result r = {0};
@@ -263,7 +269,7 @@ static napi_value js_write_vnet_packets(napi_env env, napi_callback_info info) {
   bool coalesce;
   if (!get_argc(env, info, 4, argv, &argc)) return NULL;
   if (argc < 2) return arg_error(env, false, "too few arguments"), NULL;
-  if (!get_int(env, argv[0], "fd", 0, INT32_MAX, &fd) || !get_batch(env, argv[1], BATCH_GSO, &b) ||
+  if (!get_int(env, argv[0], "fd", FD_RANGE, &fd) || !get_batch(env, argv[1], BATCH_GSO, &b) ||
       !get_stats(env, argv[2], &stats) || !get_optional_bool(env, argv[3], "coalesce", &coalesce))
     return NULL;
   tun_write_result r = {0};
@@ -287,7 +293,8 @@ static napi_value js_udp_open(napi_env env, napi_callback_info info) {
   bool offload;
   if (!get_argc(env, info, 2, argv, &argc)) return NULL;
   if (argc < 1) return arg_error(env, false, "too few arguments"), NULL;
-  if (!get_int(env, argv[0], "bindPort", 0, 65535, &port) || !get_optional_bool(env, argv[1], "offload", &offload))
+  if (!get_int(env, argv[0], "bindPort", (int_range){0, 65535}, &port) ||
+      !get_optional_bool(env, argv[1], "offload", &offload))
     return NULL;
   udp_socket s;
   os_error e;
@@ -314,7 +321,9 @@ static bool ensure_send_scratch(addon *a) {
 }
 
 /* sendPackets(fd, family, batch, stats?, gso?) -> wire datagrams sent;
- * stats = [rejected, lastErrno, refusedRuns, gsoMessages, busy, dropped] */
+ * stats = [rejected, lastErrno, refusedRuns, gsoMessages, busy, dropped]. When the socket fails (or the send
+ * scratch cannot be made) it throws the errno Error with two more properties, sent (wire datagrams sent
+ * before) and unsent (those not sent because of it), and fills stats in as far as the call got. */
 static napi_value js_send_packets(napi_env env, napi_callback_info info) {
   napi_value argv[5];
   size_t argc;
@@ -325,24 +334,36 @@ static napi_value js_send_packets(napi_env env, napi_callback_info info) {
   udp_socket s = {0};
   if (!a || !get_argc(env, info, 5, argv, &argc)) return NULL;
   if (argc < 3) return arg_error(env, false, "too few arguments"), NULL;
-  if (!get_int(env, argv[0], "fd", 0, INT32_MAX, &fd) || !get_int(env, argv[1], "family", 4, 6, &family) ||
+  if (!get_int(env, argv[0], "fd", FD_RANGE, &fd) ||
+      !get_int(env, argv[1], "family", (int_range){4, 6}, &family) ||
       !get_batch(env, argv[2], BATCH_GSO | BATCH_ENDPOINTS, &b) || !get_stats(env, argv[3], &stats) ||
       !get_optional_bool(env, argv[4], "gso", &s.gso))
     return NULL;
   if (family == 5) return arg_error(env, true, "family must be 4 or 6"), NULL;
-  if (!ensure_send_scratch(a)) return throw_errno(env, "malloc", "send scratch", ENOMEM);
   s.fd = (int)fd;
   s.family = family == 6 ? AF_INET6 : AF_INET;
   udp_send_result r = {0};
   os_error e;
-  if (!udp_send(&s, &b, &a->scratch, &r, &e)) return throw_os(env, &e);
+  bool ok;
+  if (ensure_send_scratch(a)) {
+    ok = udp_send(&s, &b, &a->scratch, &r, &e);
+  } else {
+    r.unsent = udp_wire_count(&b, 0, &r); /* nothing went out */
+    ok = os_fail(&e, ENOMEM, "malloc", "send scratch");
+  }
   put_stat(&stats, 0, r.rejected);
   put_stat(&stats, 1, (uint32_t)r.last_errno);
   put_stat(&stats, 2, r.refused_runs);
   put_stat(&stats, 3, r.gso_messages);
   put_stat(&stats, 4, r.busy);
   put_stat(&stats, 5, r.dropped);
-  return make_int(env, r.sent);
+  if (ok) return make_int(env, r.sent);
+  napi_value value, error = errno_error(env, e.syscall, e.what, e.err);
+  if (!error) return NULL;
+  if ((value = make_int(env, r.sent))) napi_set_named_property(env, error, "sent", value);
+  if ((value = make_int(env, r.unsent))) napi_set_named_property(env, error, "unsent", value);
+  napi_throw(env, error);
+  return NULL;
 }
 
 /* ---- fds and the module ------------------------------------------------------------------------------ */
@@ -352,7 +373,7 @@ static napi_value js_close_fd(napi_env env, napi_callback_info info) {
   napi_value argv[1], result;
   int64_t fd;
   addon *a = get_addon(env);
-  if (!a || !get_args(env, info, 1, argv) || !get_int(env, argv[0], "fd", 0, INT32_MAX, &fd)) return NULL;
+  if (!a || !get_args(env, info, 1, argv) || !get_int(env, argv[0], "fd", FD_RANGE, &fd)) return NULL;
   stop_pollers_on_fd(a, (int)fd);
   if (close((int)fd) < 0 && errno != EINTR) return throw_errno(env, "close", NULL, errno);
   napi_get_undefined(env, &result);

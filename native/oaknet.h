@@ -12,8 +12,9 @@
  *   test_exports.c  segmentPackets / coalescePackets: only in the test build (oaknet_native_test.node)
  * "Pure C" files use neither N-API nor libuv, only bytes: native/test/fuzz_offload.c compiles them alone under
  * ASan/UBSan. tun.c and udp.c make system calls but do not know N-API either: they report failures in an
- * os_error that glue.c turns into a JS Error. Only glue.c, poller.c and test_exports.c see the part of this
- * header under OAKNET_NODE_API.
+ * os_error that glue.c turns into a JS Error, and native/test/fuzz_tun.c and fuzz_udp.c compile each with the
+ * pure C alone (over a socketpair and loopback sockets). Only glue.c, poller.c and test_exports.c see the
+ * part of this header under OAKNET_NODE_API.
  *
  * The JS-side contract (types and docs) is in src/dataplane/tun/native.ts.
  */
@@ -224,6 +225,8 @@ typedef struct {
   uint8_t *headers;    /* SEND_HEADER_BYTES */
 } send_scratch;
 
+/* What udp_send did, in wire datagrams (each one of a batch is in exactly one of sent, rejected, busy and
+ * unsent) and in super-packets (dropped). Filled in as far as it got when the socket fails, too. */
 typedef struct {
   uint32_t sent;     /* wire datagrams the kernel took */
   uint32_t rejected; /* wire datagrams refused (unreachable, too big, wrong family...) */
@@ -232,6 +235,7 @@ typedef struct {
   uint32_t gso_messages; /* GSO messages (runs of 2 or more) the kernel took */
   uint32_t busy;     /* wire datagrams not tried: the socket buffer was full */
   uint32_t dropped;  /* super-packets that could not be cut (malformed, or too many segments) */
+  uint32_t unsent;   /* wire datagrams not tried because the socket failed (udp_send returned false) */
 } udp_send_result;
 
 bool udp_open(uint16_t port, bool offload, udp_socket *out, os_error *e);
@@ -239,6 +243,7 @@ bool udp_ring_init(read_ring *r);
 void udp_ring_free(read_ring *r);
 uint32_t udp_recv_batch(read_ring *r, int *err, uint32_t *slots);
 bool udp_send(const udp_socket *s, const packet_batch *b, send_scratch *scratch, udp_send_result *r, os_error *e);
+uint32_t udp_wire_count(const packet_batch *b, uint32_t from, udp_send_result *r);
 
 /* ---- the N-API side: glue.c, poller.c, test_exports.c ------------------------------------------------ */
 #ifdef OAKNET_NODE_API
@@ -258,9 +263,20 @@ napi_value throw_errno(napi_env env, const char *syscall, const char *what, int 
 napi_value throw_os(napi_env env, const os_error *e);
 bool arg_error(napi_env env, bool range, const char *message);
 bool get_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv);
-bool get_int(napi_env env, napi_value v, const char *name, int64_t min, int64_t max, int64_t *out);
-bool get_typed(napi_env env, napi_value v, napi_typedarray_type want, const char *name, void **data,
-               size_t *length);
+/* The bounds (both inclusive) get_int accepts; FD_RANGE for file descriptors. */
+typedef struct {
+  int64_t min, max;
+} int_range;
+#define FD_RANGE ((int_range){0, INT32_MAX})
+bool get_int(napi_env env, napi_value v, const char *name, int_range range, int64_t *out);
+/* What get_typed accepts: the element type, and the argument's name for its error message. */
+typedef struct {
+  napi_typedarray_type type;
+  const char *name;
+} typed_want;
+static inline typed_want want_u8(const char *name) { return (typed_want){napi_uint8_array, name}; }
+static inline typed_want want_u32(const char *name) { return (typed_want){napi_uint32_array, name}; }
+bool get_typed(napi_env env, napi_value v, typed_want want, void **data, size_t *length);
 bool get_property(napi_env env, napi_value obj, const char *name, napi_value *out);
 bool is_nullish(napi_env env, napi_value v);
 addon *get_addon(napi_env env);

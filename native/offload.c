@@ -118,13 +118,15 @@ uint32_t gso_word_from_vnet(const struct virtio_net_hdr *vh, uint8_t *pkt, uint3
 }
 
 /* The virtio header for writing packet p with gso word `gso`: all zero for an ordinary packet; for a
- * super-packet GSO type and size, NEEDS_CSUM at its transport checksum. False if p cannot be one, or if its
- * gso word does not fit gso_size (0xffff is the kernel's GSO_BY_FRAGS, which it refuses from a writer). */
+ * super-packet GSO type and size, NEEDS_CSUM at its transport checksum. False if p cannot be one, if its gso
+ * word does not fit gso_size (0xffff is the kernel's GSO_BY_FRAGS, which it refuses from a writer), or if its
+ * headers do not fit hdr_len (an IPv6 packet can carry more than 65,535 bytes of extension headers; the
+ * 16-bit fields would truncate them). */
 bool vnet_for(const uint8_t *p, uint32_t len, uint32_t gso, struct virtio_net_hdr *vh) {
   memset(vh, 0, sizeof *vh);
   if (gso == 0) return true;
   l4_info pi;
-  if (gso >= 0xffff || !parse_l4(p, len, &pi)) return false;
+  if (gso >= 0xffff || !parse_l4(p, len, &pi) || pi.l4 + pi.l4_hdr > 0xffff) return false;
   vh->flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
   vh->csum_start = (uint16_t)pi.l4;
   vh->csum_offset = pi.proto == IPPROTO_TCP ? 16 : 6;

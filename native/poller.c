@@ -156,13 +156,13 @@ static bool get_ring(napi_env env, napi_value obj, read_ring *r, napi_value js[4
   bool recv = r->mode == MODE_RECVMMSG || r->mode == MODE_RECVMMSG_GRO;
   bool gro = r->mode == MODE_RECVMMSG_GRO;
   js[2] = js[3] = NULL;
-  if (!get_property(env, obj, "buffer", &js[0]) ||
-      !get_typed(env, js[0], napi_uint8_array, "buffer", &buf, &buf_len) ||
-      !get_property(env, obj, "slotSize", &v) || !get_int(env, v, "slotSize", 1, 1 << 24, &slot) ||
-      !get_property(env, obj, "headroom", &v) || !get_int(env, v, "headroom", 0, slot - 1, &headroom) ||
-      !get_property(env, obj, "maxBatch", &v) || !get_int(env, v, "maxBatch", 1, MAX_BATCH, &max_batch) ||
+  if (!get_property(env, obj, "buffer", &js[0]) || !get_typed(env, js[0], want_u8("buffer"), &buf, &buf_len) ||
+      !get_property(env, obj, "slotSize", &v) || !get_int(env, v, "slotSize", (int_range){1, 1 << 24}, &slot) ||
+      !get_property(env, obj, "headroom", &v) ||
+      !get_int(env, v, "headroom", (int_range){0, slot - 1}, &headroom) || !get_property(env, obj, "maxBatch", &v) ||
+      !get_int(env, v, "maxBatch", (int_range){1, MAX_BATCH}, &max_batch) ||
       !get_property(env, obj, "lengths", &js[1]) ||
-      !get_typed(env, js[1], napi_uint32_array, "lengths", &lengths, &lengths_len))
+      !get_typed(env, js[1], want_u32("lengths"), &lengths, &lengths_len))
     return false;
   if ((uint64_t)slot * (uint64_t)max_batch > buf_len)
     return arg_error(env, true, "buffer must hold maxBatch slots of slotSize bytes");
@@ -171,15 +171,13 @@ static bool get_ring(napi_env env, napi_value obj, read_ring *r, napi_value js[4
   if (lengths_len < entries)
     return arg_error(env, true, "lengths must have an element per entry (maxBatch, times 128 for recvmmsg-gro)");
   if (recv) {
-    if (!get_property(env, obj, "addrs", &js[2]) ||
-        !get_typed(env, js[2], napi_uint8_array, "addrs", &addrs, &addrs_len))
+    if (!get_property(env, obj, "addrs", &js[2]) || !get_typed(env, js[2], want_u8("addrs"), &addrs, &addrs_len))
       return false;
     if (addrs_len < entries * ENDPOINT_BYTES)
       return arg_error(env, true, "addrs must hold an 18-byte endpoint per entry");
   }
   if (r->mode == MODE_READ_VNET || gro) {
-    if (!get_property(env, obj, "extra", &js[3]) ||
-        !get_typed(env, js[3], napi_uint32_array, "extra", &extra, &extra_len))
+    if (!get_property(env, obj, "extra", &js[3]) || !get_typed(env, js[3], want_u32("extra"), &extra, &extra_len))
       return false;
     if (extra_len < entries) return arg_error(env, true, "extra must have an element per entry");
   }
@@ -202,7 +200,7 @@ napi_value js_start_poll(napi_env env, napi_callback_info info) {
   int64_t fd;
   read_ring ring = {0};
   napi_valuetype callback_type;
-  if (!a || !get_args(env, info, 4, argv) || !get_int(env, argv[0], "fd", 0, INT32_MAX, &fd) ||
+  if (!a || !get_args(env, info, 4, argv) || !get_int(env, argv[0], "fd", FD_RANGE, &fd) ||
       !parse_mode(env, argv[1], &ring.mode) || !get_ring(env, argv[2], &ring, js))
     return NULL;
   if (napi_typeof(env, argv[3], &callback_type) != napi_ok || callback_type != napi_function) {
@@ -262,7 +260,8 @@ napi_value js_stop_poll(napi_env env, napi_callback_info info) {
   napi_value argv[1], result;
   int64_t id;
   addon *a = get_addon(env);
-  if (!a || !get_args(env, info, 1, argv) || !get_int(env, argv[0], "handle", 0, UINT32_MAX, &id)) return NULL;
+  if (!a || !get_args(env, info, 1, argv) || !get_int(env, argv[0], "handle", (int_range){0, UINT32_MAX}, &id))
+    return NULL;
   poller *p = a->pollers;
   while (p && p->id != (uint32_t)id) p = p->next;
   if (p) stop_poller(p, true);

@@ -22,45 +22,54 @@ static bool get_out(napi_env env, napi_value obj, bool endpoints, out_batch *o) 
   napi_value v;
   size_t offsets_len, lengths_len, endpoints_len;
   if (!get_property(env, obj, "buffer", &v) ||
-      !get_typed(env, v, napi_uint8_array, "out.buffer", (void **)&o->buf, &o->buf_len) ||
+      !get_typed(env, v, want_u8("out.buffer"), (void **)&o->buf, &o->buf_len) ||
       !get_property(env, obj, "offsets", &v) ||
-      !get_typed(env, v, napi_uint32_array, "out.offsets", (void **)&o->offsets, &offsets_len) ||
+      !get_typed(env, v, want_u32("out.offsets"), (void **)&o->offsets, &offsets_len) ||
       !get_property(env, obj, "lengths", &v) ||
-      !get_typed(env, v, napi_uint32_array, "out.lengths", (void **)&o->lengths, &lengths_len))
+      !get_typed(env, v, want_u32("out.lengths"), (void **)&o->lengths, &lengths_len))
     return false;
   o->max = offsets_len < lengths_len ? offsets_len : lengths_len;
   o->endpoints = NULL;
   if (endpoints) {
     if (!get_property(env, obj, "endpoints", &v) ||
-        !get_typed(env, v, napi_uint8_array, "out.endpoints", (void **)&o->endpoints, &endpoints_len))
+        !get_typed(env, v, want_u8("out.endpoints"), (void **)&o->endpoints, &endpoints_len))
       return false;
     if (endpoints_len / ENDPOINT_BYTES < o->max) o->max = endpoints_len / ENDPOINT_BYTES;
   }
   return true;
 }
 
-/* Copies packet i of b into out at `at` as its wire packets: itself (gso word 0), or its segments, each one's
+/* Where segment_into copies the next outputs: bytes at `at` (room of them left), their lengths at `lengths`
+ * (slots of them left). */
+typedef struct {
+  uint8_t *at;
+  size_t room;
+  uint32_t *lengths;
+  size_t slots;
+} out_cursor;
+
+/* Copies packet i of b to the cursor as its wire packets: itself (gso word 0), or its segments, each one's
  * headers (write_segment_header) then its payload. Returns how many, 0 when it cannot be cut, -1 when they
- * do not fit in `room` bytes and `slots` outputs. */
-static int segment_into(const packet_batch *b, uint32_t i, uint8_t *out, size_t room, uint32_t *lengths,
-                        size_t slots) {
+ * do not fit in the cursor's room and slots. The cursor itself is not moved. */
+static int segment_into(const packet_batch *b, uint32_t i, const out_cursor *out) {
   const uint8_t *p = b->buf + b->offsets[i];
   uint32_t len = b->lengths[i], word = batch_gso(b, i);
-  if (slots == 0) return -1;
+  uint8_t *at = out->at;
+  if (out->slots == 0) return -1;
   if (word == 0) {
-    if (len > room) return -1;
-    memcpy(out, p, len);
-    lengths[0] = len;
+    if (len > out->room) return -1;
+    memcpy(at, p, len);
+    out->lengths[0] = len;
     return 1;
   }
   segment_plan plan;
   if (!plan_segments(p, len, word, &plan)) return 0;
-  if (plan.nseg > slots || (size_t)plan.nseg * plan.hdr + plan.payload > room) return -1;
+  if (plan.nseg > out->slots || (size_t)plan.nseg * plan.hdr + plan.payload > out->room) return -1;
   for (uint32_t k = 0; k < plan.nseg; k++) {
-    uint32_t payload = write_segment_header(&plan, k, out);
-    memcpy(out + plan.hdr, segment_payload(&plan, k), payload);
-    lengths[k] = plan.hdr + payload;
-    out += lengths[k];
+    uint32_t payload = write_segment_header(&plan, k, at);
+    memcpy(at + plan.hdr, segment_payload(&plan, k), payload);
+    out->lengths[k] = plan.hdr + payload;
+    at += out->lengths[k];
   }
   return (int)plan.nseg;
 }
@@ -79,13 +88,13 @@ static napi_value js_segment_packets(napi_env env, napi_callback_info info) {
   size_t stats_len, endpoints_len = 0;
   bool endpoints = false;
   if (!get_args(env, info, 4, argv) || !get_batch(env, argv[0], BATCH_GSO, &b) ||
-      !get_int(env, argv[1], "from", 0, b.count, &from) ||
-      !get_typed(env, argv[3], napi_uint32_array, "stats", (void **)&stats, &stats_len))
+      !get_int(env, argv[1], "from", (int_range){0, b.count}, &from) ||
+      !get_typed(env, argv[3], want_u32("stats"), (void **)&stats, &stats_len))
     return NULL;
   if (stats_len < 2) return arg_error(env, true, "stats must have at least 2 elements"), NULL;
   if (!get_property(env, argv[0], "endpoints", &v) || !get_property(env, argv[2], "endpoints", &out_v)) return NULL;
   if (!is_nullish(env, v) && !is_nullish(env, out_v)) {
-    if (!get_typed(env, v, napi_uint8_array, "endpoints", (void **)&b.endpoints, &endpoints_len)) return NULL;
+    if (!get_typed(env, v, want_u8("endpoints"), (void **)&b.endpoints, &endpoints_len)) return NULL;
     if (endpoints_len < (size_t)b.count * ENDPOINT_BYTES)
       return arg_error(env, true, "endpoints must hold count endpoints of 18 bytes"), NULL;
     endpoints = true;
@@ -96,7 +105,8 @@ static napi_value js_segment_packets(napi_env env, napi_callback_info info) {
   uint32_t i = (uint32_t)from, made = 0, dropped = 0;
   size_t at = 0;
   while (i < b.count) {
-    int n = segment_into(&b, i, o.buf + at, o.buf_len - at, o.lengths + made, o.max - made);
+    out_cursor cursor = {o.buf + at, o.buf_len - at, o.lengths + made, o.max - made};
+    int n = segment_into(&b, i, &cursor);
     if (n < 0 && made == 0) n = 0; /* does not fit even alone: drop it */
     if (n < 0) break;
     if (n == 0) {

@@ -11,7 +11,8 @@
  *   2. send: consecutive datagrams to one endpoint, all of one size but a shorter last, go as ONE message with
  *      UDP_SEGMENT where the socket has GSO (the kernel, or the NIC, cuts it; between namespaces it travels as
  *      one buffer), the rest as plain messages; sendmmsg takes up to SEND_CHUNK messages per call.
- *   3. repeat while packets are left; stop when the socket is full, counting what was not tried.
+ *   3. repeat while packets are left; stop when the socket is full (busy) or fails (unsent), counting the wire
+ *      datagrams not tried.
  *
  * Endpoints are 18 bytes: a 16-byte IPv6 address (IPv4 as ::ffff:a.b.c.d) and a 2-byte big-endian port.
  * System calls only: failures that make the socket unusable come back in an os_error, for glue.c to throw.
@@ -362,9 +363,10 @@ static bool fits_alone(const segment_plan *plan) {
   return plan->nseg <= SEND_WIRE_MAX && (uint64_t)plan->nseg * plan->hdr <= SEND_HEADER_BYTES;
 }
 
-/* Wire datagrams that packets from.. of b would have made (after the socket was found full): counted as
- * busy, but super-packets that cannot be cut as dropped. */
-static uint32_t wire_left(const packet_batch *b, uint32_t from, udp_send_result *r) {
+/* Wire datagrams that packets from.. of b would make (those not sent after the socket was found full, or
+ * failed), from their segment plans (headers are parsed, none is written); super-packets that cannot be cut
+ * are counted in r->dropped instead, as the gather would have. */
+uint32_t udp_wire_count(const packet_batch *b, uint32_t from, udp_send_result *r) {
   uint32_t n = 0;
   for (uint32_t i = from; i < b->count; i++) {
     uint32_t word = batch_gso(b, i);
@@ -378,7 +380,9 @@ static uint32_t wire_left(const packet_batch *b, uint32_t from, udp_send_result 
 
 /* Sends packets 0..count-1 of b (addressed), each to its endpoint, super-packets cut into their segments (see
  * the top of the file); r counts wire datagrams (and dropped super-packets). False (e set) when the socket is
- * unusable. */
+ * unusable: r then still counts what went out before (sent, in earlier chunks) and, in unsent, every wire
+ * datagram of the batch that did not (the rest of the scratch, and what the packets not gathered yet would
+ * have made). */
 bool udp_send(const udp_socket *s, const packet_batch *b, send_scratch *scratch, udp_send_result *r, os_error *e) {
   send_state st = {s, s->gso, r, e};
   wire_datagram *wire = scratch->wire;
@@ -410,9 +414,12 @@ bool udp_send(const udp_socket *s, const packet_batch *b, send_scratch *scratch,
       }
     }
     uint32_t done;
-    if (!send_wire(&st, wire, n, &done)) return false;
+    if (!send_wire(&st, wire, n, &done)) {
+      r->unsent += n - done + udp_wire_count(b, i, r);
+      return false;
+    }
     if (done < n) {
-      r->busy += n - done + wire_left(b, i, r);
+      r->busy += n - done + udp_wire_count(b, i, r);
       break;
     }
   }

@@ -1,7 +1,9 @@
 #!/usr/bin/env node
-// Installs what oaknet needs and is missing: Debian packages (when run as root on a Debian/Ubuntu machine)
-// and the npm packages (npm ci, which also builds the native addon). Plain Node, no dependencies, so it runs
-// from a fresh clone. Used by `./oaknet`, `npm test` (pretest) and .ci/run.
+// Installs what oaknet needs and is missing: Debian packages (when run as root on a Debian/Ubuntu machine),
+// the npm packages (npm ci, which also builds the native addon) when node_modules is missing or older than the
+// lock file, and else the addon alone (npm run build:native) when either of its builds is missing or older than
+// its sources. First it checks that the lock file belongs to package.json. Plain Node, no dependencies, so it
+// runs from a fresh clone. Used by `./oaknet`, `npm test` (pretest) and .ci/run.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -29,7 +31,7 @@ const SYSTEM = {
   nc: 'netcat-openbsd',
   python3: 'python3',
   make: 'make',
-  gcc: 'gcc', // the addon, and its sanitizer harness (native/test/fuzz_offload.c: ASan and UBSan come with gcc)
+  gcc: 'gcc', // the addon, and its sanitizer harnesses (native/test/fuzz_*.c: ASan and UBSan come with gcc)
   'g++': 'g++',
 };
 
@@ -66,19 +68,27 @@ if (missing.length) {
 }
 
 const lock = join(repo, 'package-lock.json');
+const manifest = join(repo, 'package.json');
+checkLockMatches();
 const marker = join(repo, 'node_modules', '.package-lock.json');
 const stale = !existsSync(marker) || statSync(marker).mtimeMs < statSync(lock).mtimeMs;
 // Both builds of the addon: the production one and the test one (native/binding.gyp makes both).
 const addons = ['oaknet_native.node', 'oaknet_native_test.node'].map((f) =>
   join(repo, 'native', 'build', 'Release', f),
 );
-const nativeBuilt = addons.every((f) => existsSync(f));
-if (stale || (existsSync(join(repo, 'native', 'binding.gyp')) && !nativeBuilt)) {
-  say('installing npm packages (npm ci)');
+if (stale) {
+  say('installing npm packages (npm ci, which builds the addon too)');
   execFileSync('npm', ['ci', '--no-audit', '--no-fund'], { cwd: repo, stdio: 'inherit' });
-} else if (nativeBuilt && nativeSourcesNewerThan(Math.min(...addons.map((f) => statSync(f).mtimeMs)))) {
-  say('native sources changed since the addon was built: rebuilding it (npm run build:native)');
-  execFileSync('npm', ['run', 'build:native'], { cwd: repo, stdio: 'inherit' });
+} else if (existsSync(join(repo, 'native', 'binding.gyp'))) {
+  // node_modules is in place: a missing or out-of-date build of either addon only needs node-gyp again
+  const missingAddon = addons.find((f) => !existsSync(f));
+  if (missingAddon) {
+    say(`${missingAddon.slice(repo.length + 1)} is not built: building the addon (npm run build:native)`);
+    execFileSync('npm', ['run', 'build:native'], { cwd: repo, stdio: 'inherit' });
+  } else if (nativeSourcesNewerThan(Math.min(...addons.map((f) => statSync(f).mtimeMs)))) {
+    say('native sources changed since the addon was built: rebuilding it (npm run build:native)');
+    execFileSync('npm', ['run', 'build:native'], { cwd: repo, stdio: 'inherit' });
+  }
 }
 
 /** Whether a file of native/ (sources, header, binding.gyp; not the build) changed after `mtimeMs`. */
@@ -88,5 +98,29 @@ function nativeSourcesNewerThan(mtimeMs) {
     readdirSync(dir).some((f) => /\.(c|h|gyp)$/.test(f) && statSync(join(dir, f)).mtimeMs > mtimeMs),
   );
 }
-// A readable check that the lock file belongs to this package.json (a hand-edited package.json is caught here).
-JSON.parse(readFileSync(lock, 'utf8'));
+
+/**
+ * Fails (as npm ci would, but before anything is installed, and saying what differs) when the lock file does
+ * not belong to package.json: its root entry must list the same dependencies, with the same specs, as
+ * package.json does (a hand-edited package.json without `npm install` is caught here).
+ */
+function checkLockMatches() {
+  const pkg = JSON.parse(readFileSync(manifest, 'utf8'));
+  const root = JSON.parse(readFileSync(lock, 'utf8')).packages?.[''] ?? {};
+  const kinds = ['dependencies', 'devDependencies', 'optionalDependencies', 'peerDependencies'];
+  const differ = kinds.flatMap((kind) => {
+    const want = pkg[kind] ?? {};
+    const have = root[kind] ?? {};
+    return [...new Set([...Object.keys(want), ...Object.keys(have)])]
+      .filter((name) => want[name] !== have[name])
+      .map(
+        (name) => `${kind}.${name}: package.json ${want[name] ?? '(none)'}, lock ${have[name] ?? '(none)'}`,
+      );
+  });
+  if (differ.length) {
+    process.stderr.write(
+      `oaknet setup: package-lock.json does not match package.json (run npm install to update it):\n  ${differ.join('\n  ')}\n`,
+    );
+    process.exit(1);
+  }
+}

@@ -122,8 +122,10 @@ export interface NativeIo {
    * flow (contiguous, plain ACK/PSH, equal sizes but a shorter last, no IP options or fragments, valid
    * checksums) goes as ONE super-packet (writev, no copy); one the kernel refuses is written again packet by
    * packet. A gso word of 0xffff or more (no virtio header carries it) means one segment: that is written as
-   * an ordinary packet with its checksum completed (the buffer is not changed). Returns packets accepted;
-   * stats gets [rejected, lastErrno, writes, coalesced, refused super-packets], as far as it is long.
+   * an ordinary packet with its checksum completed (the buffer is not changed). A super-packet no virtio
+   * header can describe (not an unfragmented TCP/UDP packet, or more than 65,535 bytes of headers) is
+   * rejected with EINVAL, unwritten. Returns packets accepted; stats gets [rejected, lastErrno, writes,
+   * coalesced, refused super-packets], as far as it is long.
    */
   writeVnetPackets(fd: number, batch: NativeBatch, stats?: Uint32Array, coalesce?: boolean): number;
   /**
@@ -138,7 +140,9 @@ export interface NativeIo {
    * as one UDP_SEGMENT message (at most 64 datagrams, 65,507 bytes); a run the kernel refuses is resent
    * datagram by datagram, and after an EIO refusal (no checksum offload on the route) the rest of the call
    * goes without GSO. stats gets [rejected, lastErrno, refused runs, GSO messages taken, busy (datagrams not
-   * tried: the socket was full), dropped super-packets], as far as it is long.
+   * tried: the socket was full), dropped super-packets], as far as it is long. When the socket itself fails
+   * (EBADF, ENOTSOCK, EFAULT) it throws a NativeSendFailure, which says how many wire datagrams went out
+   * before and how many did not; stats is then filled in as far as the call got.
    */
   sendPackets(
     fd: number,
@@ -149,6 +153,21 @@ export interface NativeIo {
   ): number;
   /** Stops any poller on `fd`, then closes it. */
   closeFd(fd: number): void;
+}
+
+/**
+ * What sendPackets throws when the socket fails (or its send scratch cannot be allocated): the errno Error
+ * every addon call throws, with where the batch had got to, in wire datagrams. sent + unsent + stats' rejected
+ * and busy are all the batch's wire datagrams (super-packets that cannot be cut are in stats' dropped).
+ */
+export interface NativeSendFailure extends Error {
+  code: string;
+  errno: number;
+  syscall: string;
+  /** Wire datagrams sent before the failure (by earlier sendmmsg calls of the same batch). */
+  sent: number;
+  /** Wire datagrams not sent because of it. */
+  unsent: number;
 }
 
 /** Where segmentPackets and coalescePackets copy their outputs: output i at buffer[offsets[i], +lengths[i]). */
@@ -209,7 +228,10 @@ export function loadNativeTestIo(): NativeTestIo {
   return load(TEST_ADDON_PATH) as NativeTestIo;
 }
 
-/** Whether the addon is built, so tests can say why they skip. */
+/**
+ * Whether the addon loads. The tests that need it check this first, so that without a build they fail with a
+ * message saying how to make one (none of them skips).
+ */
 export function nativeIoAvailable(): boolean {
   try {
     loadNativeIo();

@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { SystemError } from '../../errors.ts';
+import { buildEcho, buildTcp, withPartialChecksum } from '../packet/build.ts';
 import { Collector } from '../tun/fixtures.ts';
-import { type NativeAddressedBatch, type NativeIo, nativeIoAvailable } from '../tun/native.ts';
+import { type NativeAddressedBatch, type NativeIo, loadNativeIo, nativeIoAvailable } from '../tun/native.ts';
 import type { PacketBatch } from '../tun/tun.ts';
 import { ENDPOINT_BYTES, OutboundBatch, decodeEndpoint, endpoint } from './tunnel.ts';
 import { type TunnelHarness, runTunnelConformance } from './tunnel.case.ts';
@@ -329,6 +330,87 @@ describe('UdpTunnel turning GSO off', () => {
       assert.equal(tunnel.offloads.gso, false);
       assert.equal(tunnel.gsoRefused, 7 + 2 + 6);
       assert.deepEqual(tunnel.counters, { sent: 2 * script.length, rejected: 0, busy: 0 });
+    } finally {
+      tunnel.close();
+    }
+  });
+});
+
+describe('UdpTunnel when the socket itself fails', () => {
+  const MSS = 1000;
+  /** A TCP super-packet of `segments` MSS-sized segments, as a TUN with offloads reads it. */
+  function superPacket(segments: number): Buffer {
+    const payload = Buffer.alloc(segments * MSS, 0x5a);
+    return withPartialChecksum(
+      buildTcp({ src: '10.30.0.10', dst: '10.18.0.66', srcPort: 40000, dstPort: 5201, payload }),
+    );
+  }
+
+  /** Two ordinary packets around a super-packet of 45 segments, then one that cannot be cut (ICMP). */
+  function mixedBatch(to: Buffer): OutboundBatch {
+    const ordinary = Buffer.from('ordinary');
+    const sp = superPacket(45);
+    const echo = buildEcho({ src: '10.30.0.10', dst: '10.18.0.66', id: 7, payload: Buffer.alloc(3000) });
+    const out = new OutboundBatch(4);
+    out.reset(Buffer.concat([ordinary, sp, echo]));
+    out.pushTo(0, ordinary.length, to);
+    out.pushTo(ordinary.length, sp.length, to, 0, MSS);
+    out.pushTo(0, ordinary.length, to);
+    out.pushTo(ordinary.length + sp.length, echo.length, to, 0, MSS);
+    return out;
+  }
+
+  it('counts every wire datagram (each segment of a super-packet) as failed when its fd was closed underneath', () => {
+    const real = loadNativeIo();
+    let fd = -1;
+    const io: NativeIo = {
+      ...real,
+      udpOpen: (port, offload) => {
+        const opened = real.udpOpen(port, offload);
+        fd = opened.fd;
+        return opened;
+      },
+      closeFd: () => {}, // closed by the test already
+    };
+    for (const offload of [false, true]) {
+      const tunnel = UdpTunnel.open({ offload }, io);
+      try {
+        real.closeFd(fd);
+        // 1 + 45 + 1 wire datagrams fail with the socket (EBADF); the ICMP "super-packet" is dropped
+        assert.deepEqual({ ...tunnel.send(mixedBatch(endpoint('127.0.0.1', 9))) }, { sent: 0, failed: 48 });
+        assert.deepEqual(tunnel.counters, { sent: 0, rejected: 47, busy: 0 });
+      } finally {
+        tunnel.close();
+      }
+    }
+  });
+
+  it('counts what the addon says went out before the failure as sent, the rest as failed', () => {
+    let failure: unknown;
+    const io = {
+      udpOpen: () => ({ fd: 1000, port: 5, family: 6, gso: false, gro: false }),
+      sendPackets: (_fd: number, _family: 4 | 6, _batch: NativeAddressedBatch, stats?: Uint32Array) => {
+        // what the addon reports: 20 wire datagrams out, 1 refused, then the socket failed with 26 left
+        stats?.set([1, 13, 0, 0, 0, 1]);
+        throw failure;
+      },
+      closeFd: () => {},
+    } as unknown as NativeIo;
+    const tunnel = UdpTunnel.open({}, io);
+    try {
+      failure = Object.assign(new Error('sendmmsg: Bad file descriptor (EBADF)'), {
+        code: 'EBADF',
+        errno: 9,
+        syscall: 'sendmmsg',
+        sent: 20,
+        unsent: 26,
+      });
+      assert.deepEqual({ ...tunnel.send(mixedBatch(endpoint('192.0.2.1', 9))) }, { sent: 20, failed: 28 });
+      assert.deepEqual(tunnel.counters, { sent: 20, rejected: 27, busy: 0 });
+      // an Error without the counts (not the addon's): nothing went out, each packet counts as one datagram
+      failure = new Error('something else');
+      assert.deepEqual({ ...tunnel.send(mixedBatch(endpoint('192.0.2.1', 9))) }, { sent: 0, failed: 6 });
+      assert.deepEqual(tunnel.counters, { sent: 20, rejected: 27 + 5, busy: 0 });
     } finally {
       tunnel.close();
     }

@@ -18,7 +18,13 @@
  * every datagram is one raw IP packet, as without offloads.
  */
 import { SystemError, errorMessage } from '../../errors.ts';
-import { GRO_MAX_SEGMENTS, type NativeIo, loadNativeIo, pollFailure } from '../tun/native.ts';
+import {
+  GRO_MAX_SEGMENTS,
+  type NativeIo,
+  type NativeSendFailure,
+  loadNativeIo,
+  pollFailure,
+} from '../tun/native.ts';
 import type { TunnelOffloadStatus } from '../../protocol/dataplane-status.ts';
 import type { PacketBatch } from '../tun/tun.ts';
 import {
@@ -34,7 +40,10 @@ export interface UdpTunnelOptions {
   port?: number;
   /** Most datagrams per receive batch (default 64, at most 1024). */
   batchSize?: number;
-  /** Largest datagram received intact; longer ones are delivered with length 0 (default 2048). */
+  /**
+   * Largest datagram received intact (default 2048); a longer one is delivered with length 0. With UDP GRO on
+   * (`offload`), slots hold at least GRO_BUFFER_BYTES (a 64 KiB run), so every datagram arrives intact.
+   */
   maxDatagramBytes?: number;
   /** Free bytes before each received datagram (default 0; nothing writes a header there today). */
   headroom?: number;
@@ -44,6 +53,17 @@ export interface UdpTunnelOptions {
    * and takes 64 KiB slots, so mind batchSize.
    */
   offload?: boolean;
+}
+
+/**
+ * Wire datagrams sent and not sent by a sendPackets call that threw because the socket failed: the addon's
+ * Error says (NativeSendFailure). One without the counts (the call failed before sending anything, e.g. out of
+ * memory) sent nothing, and its packets count as one datagram each, as the wire count is not known here.
+ */
+function sendFailureCounts(err: unknown, packets: number): { sent: number; unsent: number } {
+  const { sent, unsent } = (err ?? {}) as Partial<NativeSendFailure>;
+  if (typeof sent === 'number' && typeof unsent === 'number') return { sent, unsent };
+  return { sent: 0, unsent: packets };
 }
 
 /** Room for the largest buffer UDP GRO hands over: a run of datagrams of about 64 KiB in all (with a margin). */
@@ -173,15 +193,16 @@ export class UdpTunnel implements Tunnel {
     if (this.closed || batch.count === 0) return result;
     stats.fill(0);
     let sent: number;
+    let unsent = 0;
     try {
       sent = this.io.sendPackets(this.fd, this.family, batch, stats, this.offloads.gso);
     } catch (err) {
       if (err instanceof TypeError || err instanceof RangeError) throw err; // a malformed batch is a bug
-      this.counters.rejected += batch.count; // the socket itself failed; nothing else can go out on it
-      result.failed = batch.count;
-      return result;
+      // The socket itself failed; nothing else can go out on it. What went out before it did (earlier
+      // sendmmsg calls of this batch) counts as sent, the wire datagrams that did not as rejected.
+      ({ sent, unsent } = sendFailureCounts(err, batch.count));
     }
-    const rejected = stats[0] ?? 0;
+    const rejected = (stats[0] ?? 0) + unsent;
     const refused = stats[2] ?? 0;
     const busy = stats[4] ?? 0;
     if ((stats[3] ?? 0) > 0) this.gsoRefusedInARow = 0; // GSO messages went out: it works
