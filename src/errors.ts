@@ -36,6 +36,20 @@ export class AddressSpaceExhaustedError extends OakNetError {
   }
 }
 
+/** The credential (certificate or token) is missing, malformed, unknown, expired or revoked: HTTP 401. */
+export class UnauthenticatedError extends OakNetError {
+  constructor(message: string) {
+    super('E_UNAUTHENTICATED', message);
+  }
+}
+
+/** The caller is authenticated, but its role or identity does not allow the call: HTTP 403. */
+export class ForbiddenError extends OakNetError {
+  constructor(message: string) {
+    super('E_FORBIDDEN', message);
+  }
+}
+
 /** A specific address was asked for but another owner holds it. */
 export class AddressInUseError extends OakNetError {
   constructor(address: string, owner: string) {

@@ -18,6 +18,8 @@ const STATUS_BY_CODE: Readonly<Record<string, number>> = {
   E_UNAVAILABLE: 503,
   E_UNSUPPORTED: 501,
   E_PERMISSION: 403,
+  E_UNAUTHENTICATED: 401,
+  E_FORBIDDEN: 403,
   E_SYSTEM: 500,
 };
 
