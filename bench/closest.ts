@@ -10,7 +10,6 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import { createPlatform } from '../src/platform/platform.ts';
 import { destroyPlatform } from '../src/platform/teardown.ts';
-import { RootClient } from '../src/protocol/root-client.ts';
 import { onCleanup, run } from './cleanup.ts';
 import { median, type BenchResult } from './report.ts';
 
@@ -48,7 +47,7 @@ export async function runClosestBench(rounds = 4): Promise<{ results: BenchResul
       instance: 0,
       command: ['sleep', 'infinity'],
     });
-    const doc = await new RootClient(platform.rootUrl).jobByName(SERVICE);
+    const doc = await platform.rootClient().jobByName(SERVICE);
     const closest = doc.service_ip_list.find((s) => s.IpType === 'Closest')!.Address!;
     const netns = platform.workloads.find((w) => w.name === 'cli')!.netns;
     const ask = async (): Promise<string> =>

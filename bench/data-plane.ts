@@ -733,9 +733,7 @@ async function firstPacket(
 // ---- helpers --------------------------------------------------------------------------------------------
 
 async function jobDoc(platform: Platform, name: string): Promise<JobDocument> {
-  const res = await fetch(`${platform.rootUrl}/api/net/service/${name.replaceAll('.', '_')}/instances`);
-  if (!res.ok) throw new Error(`GET job ${name}: ${res.status} ${await res.text()}`);
-  return (await res.json()) as JobDocument;
+  return platform.rootClient().jobByName(name);
 }
 
 async function waitOutput(p: OwnedProcess, text: string, timeoutMs: number): Promise<void> {

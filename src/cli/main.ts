@@ -3,16 +3,27 @@
  * The oaknet command line: the only composition root. It parses flags, builds the concrete
  * implementations (stores, brokers, devices) and starts the roles.
  */
-import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { Command, Option } from 'commander';
-import { errorMessage, OakNetError } from '../errors.ts';
+import { errorMessage, InvalidInputError, OakNetError } from '../errors.ts';
 import { VERSION } from '../version.ts';
 import { createLogger, LOG_LEVELS } from './log.ts';
-import { defaultStateDir, openStore, parseId, parsePort, parseUrl, rootUrlFrom } from './options.ts';
+import {
+  defaultStateDir,
+  openStore,
+  parseId,
+  parsePort,
+  parseUrl,
+  rootUrlFrom,
+  tokenFrom,
+} from './options.ts';
+import { storedClusterId } from '../cluster/cluster-id.ts';
 import { registerNodeCommands } from './node-command.ts';
 import { registerPlatformCommands } from './platform-command.ts';
 import { registerServiceCommands, registerWorkerCommands } from './service-command.ts';
 import { closeOnSignals } from './signals.ts';
+import { registerTokenCommands } from './token-command.ts';
 
 const out = (text: string) => process.stdout.write(text.endsWith('\n') ? text : text + '\n');
 
@@ -34,14 +45,64 @@ program
     "SQLite file of the root's state (':memory:' for a throwaway one)",
     join(defaultStateDir(), 'root.db'),
   )
+  .option(
+    '--pki-dir <dir>',
+    'where the platform CA (ca.crt, ca.key: created at the first start) and the admin token are kept (default <store dir>/pki)',
+  )
+  .option('--ca-cert <file>', 'use this platform CA certificate (with --ca-key) instead of creating one')
+  .option('--ca-key <file>', 'the private key of --ca-cert (PKCS#8 PEM, ECDSA P-256)')
+  .option(
+    '--insecure',
+    'plain http and no authentication (for upstream components without TLS): anyone who reaches the port can change everything',
+  )
   .addOption(logLevel())
-  .action(async (opts: { port: number; host: string; store: string; logLevel: string }) => {
-    const { startRoot } = await import('../root/root.ts');
-    const log = createLogger('oaknet-root', opts.logLevel);
-    const root = await startRoot({ store: openStore(opts.store), log, port: opts.port, host: opts.host });
-    log.info({ store: opts.store, url: `http://<this host>:${root.port}` }, 'root ready');
-    closeOnSignals(log, () => root.close());
-  });
+  .action(
+    async (opts: {
+      port: number;
+      host: string;
+      store: string;
+      pkiDir?: string;
+      caCert?: string;
+      caKey?: string;
+      insecure?: boolean;
+      logLevel: string;
+    }) => {
+      const { startRoot } = await import('../root/root.ts');
+      const log = createLogger('oaknet-root', opts.logLevel);
+      const pkiDir =
+        opts.pkiDir ?? join(opts.store === ':memory:' ? defaultStateDir() : dirname(opts.store), 'pki');
+      let security = {};
+      if (opts.insecure) {
+        if (opts.caCert || opts.caKey) throw new InvalidInputError('--insecure takes no --ca-cert/--ca-key');
+      } else {
+        if ((opts.caCert === undefined) !== (opts.caKey === undefined))
+          throw new InvalidInputError('--ca-cert and --ca-key go together');
+        const { loadOrCreateCa } = await import('../security/files.ts');
+        const given =
+          opts.caCert !== undefined && opts.caKey !== undefined
+            ? { cert: readFileSync(opts.caCert, 'utf8'), key: readFileSync(opts.caKey, 'utf8') }
+            : undefined;
+        const ca = await loadOrCreateCa(pkiDir, log, given);
+        security = { ca, adminTokenFile: join(pkiDir, 'admin.token') };
+      }
+      const root = await startRoot({
+        store: openStore(opts.store),
+        log,
+        port: opts.port,
+        host: opts.host,
+        ...security,
+      });
+      log.info(
+        {
+          store: opts.store,
+          url: `${opts.insecure ? 'http' : 'https'}://<this host>:${root.port}`,
+          ...(opts.insecure ? {} : { adminToken: join(pkiDir, 'admin.token') }),
+        },
+        opts.insecure ? 'root ready (INSECURE)' : 'root ready',
+      );
+      closeOnSignals(log, () => root.close());
+    },
+  );
 
 program
   .command('cluster')
@@ -65,6 +126,13 @@ program
     '--advertise-address <address>',
     'address the root calls back (default: this host on the route to the root)',
   )
+  .option(
+    '--token <token>',
+    'a cluster token (oaknet token create --role cluster): needed at the first start only',
+  )
+  .option('--token-file <file>', 'read the cluster token from this file')
+  .option('--pki-dir <dir>', "where the cluster's identity is kept (default <store dir>/cluster-<port>-pki)")
+  .option('--insecure', 'plain http, no authentication, anonymous MQTT (for an insecure root)')
   .addOption(logLevel())
   .action(
     async (opts: {
@@ -76,19 +144,51 @@ program
       store?: string;
       clusterId?: string;
       advertiseAddress?: string;
+      token?: string;
+      tokenFile?: string;
+      pkiDir?: string;
+      insecure?: boolean;
       logLevel: string;
     }) => {
       const { startCluster } = await import('../cluster/cluster.ts');
       const log = createLogger('oaknet-cluster', opts.logLevel);
+      const storePath = opts.store ?? join(defaultStateDir(), `cluster-${opts.port}.db`);
+      const store = openStore(storePath);
+      const rootUrl = rootUrlFrom(opts.root, !opts.insecure);
+      const clusterId = opts.clusterId ?? storedClusterId(store);
+      let credentials = {};
+      if (!opts.insecure) {
+        if (!rootUrl.startsWith('https:'))
+          throw new InvalidInputError(
+            `the root URL ${rootUrl} is not https: a secure cluster talks TLS to its root (or run both with --insecure)`,
+          );
+        const { ClusterCredentials } = await import('../cluster/credentials.ts');
+        const token = tokenFrom(opts);
+        credentials = {
+          credentials: await ClusterCredentials.open({
+            dir:
+              opts.pkiDir ??
+              join(
+                storePath === ':memory:' ? defaultStateDir() : dirname(storePath),
+                `cluster-${opts.port}-pki`,
+              ),
+            rootUrl,
+            clusterId,
+            ...(token !== undefined ? { token } : {}),
+            log: log.child({ component: 'credentials' }),
+          }),
+        };
+      }
       const cluster = await startCluster({
-        rootUrl: rootUrlFrom(opts.root),
-        store: openStore(opts.store ?? join(defaultStateDir(), `cluster-${opts.port}.db`)),
+        rootUrl,
+        store,
+        clusterId,
+        ...credentials,
         log,
         port: opts.port,
         host: opts.host,
         mqttPort: opts.mqttPort,
         ...(opts.mqtt !== undefined ? { mqttUrl: opts.mqtt } : {}),
-        ...(opts.clusterId !== undefined ? { clusterId: opts.clusterId } : {}),
         ...(opts.advertiseAddress !== undefined ? { advertiseAddress: opts.advertiseAddress } : {}),
       });
       closeOnSignals(log, () => cluster.close());
@@ -99,6 +199,7 @@ registerNodeCommands(program);
 registerServiceCommands(program, out);
 registerWorkerCommands(program, out);
 registerPlatformCommands(program, out);
+registerTokenCommands(program, out);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   const code = err instanceof OakNetError ? ` [${err.code}]` : '';

@@ -20,7 +20,10 @@ import {
   parsePort,
   parseUrl,
   requireRoot,
+  tokenFrom,
 } from './options.ts';
+import { hostForUrl } from '../protocol/url.ts';
+import { commandToken } from './credentials.ts';
 import { runWorkload } from './run-command.ts';
 import { closeOnSignals } from './signals.ts';
 
@@ -73,6 +76,20 @@ export function registerNodeCommands(program: Command): void {
       'register at start as this worker (standalone use); without it, wait for POST /register',
       parseId,
     )
+    .option(
+      '--token <token>',
+      'a node token (oaknet token create --role node): needed at the first registration only',
+    )
+    .option('--token-file <file>', 'read the node token from this file')
+    .option(
+      '--cluster-api <url>',
+      "the cluster's HTTP API, where the node enrolls (default https://<cluster host>:10110)",
+      parseUrl,
+    )
+    .option(
+      '--insecure',
+      'anonymous MQTT without TLS (for an insecure cluster, or upstream brokers without TLS)',
+    )
     .addOption(new Option('--bridge <name>', 'bridge device name').default('oaknet0'))
     .addOption(new Option('--tun <name>', 'TUN device name').default('oaknet-tun'))
     .option(
@@ -93,6 +110,10 @@ export function registerNodeCommands(program: Command): void {
         bridge: string;
         tun: string;
         logLevel: string;
+        token?: string;
+        tokenFile?: string;
+        clusterApi?: string;
+        insecure?: boolean;
       }) => {
         requireRoot('oaknet node');
         const { createNetManager } = await import('../node/netmanager.ts');
@@ -106,6 +127,21 @@ export function registerNodeCommands(program: Command): void {
         const log = createLogger('oaknet-node', opts.logLevel);
         const offload = opts.offload && offloadFromEnv();
         const cluster = parseHostPort(opts.cluster, 10003);
+        let credentials = {};
+        if (opts.insecure) {
+          log.warn('INSECURE: anonymous MQTT without TLS to the cluster');
+        } else {
+          const { NodeCredentials } = await import('../node/credentials.ts');
+          const token = tokenFrom(opts);
+          credentials = {
+            credentials: new NodeCredentials({
+              stateDir: opts.stateDir,
+              clusterApi: opts.clusterApi ?? `https://${hostForUrl(cluster.host)}:10110`,
+              ...(token !== undefined ? { token } : {}),
+              log: log.child({ component: 'credentials' }),
+            }),
+          };
+        }
         const plan = new AddressPlan();
         const runner = new ExecRunner();
         const names = { bridge: opts.bridge, tun: opts.tun, nftTable: 'oaknet' };
@@ -124,7 +160,7 @@ export function registerNodeCommands(program: Command): void {
         const nm = createNetManager(
           {
             devices: { tun, tunnel },
-            cluster: new ClusterLink({ log: log.child({ component: 'mqtt' }) }),
+            cluster: new ClusterLink({ log: log.child({ component: 'mqtt' }), ...credentials }),
             hostNetwork: (subnets) => {
               const env = new NodeEnvironment(
                 {
@@ -194,6 +230,11 @@ export function registerNodeCommands(program: Command): void {
     )
     .option('--port-mappings <spec>', 'publish ports on the node: hostPort[:containerPort][/tcp|/udp];...')
     .option(
+      '--token <token>',
+      "an orchestrator token (default $OAKNET_TOKEN, else the local platform's; not needed when insecure)",
+    )
+    .option('--token-file <file>', 'read the orchestrator token from this file')
+    .option(
       '--netns <name>',
       'name of the network namespace to create (default oakrun-<random>)',
       (t: string) => {
@@ -216,6 +257,8 @@ export function registerNodeCommands(program: Command): void {
           netns?: string;
           node?: string;
           stateDir?: string;
+          token?: string;
+          tokenFile?: string;
         },
       ) => {
         requireRoot('oaknet run');
@@ -231,6 +274,7 @@ export function registerNodeCommands(program: Command): void {
             ...(opts.clusterUrl !== undefined ? { clusterUrl: opts.clusterUrl } : {}),
             ...(opts.portMappings !== undefined ? { portMappings: opts.portMappings } : {}),
             ...(opts.netns !== undefined ? { netns: opts.netns } : {}),
+            ...tokenOf(opts),
             say: (line) => process.stderr.write(line + '\n'),
           },
           command,
@@ -238,6 +282,11 @@ export function registerNodeCommands(program: Command): void {
         process.exit(code);
       },
     );
+}
+
+function tokenOf(opts: { token?: string; tokenFile?: string }): { token?: string } {
+  const token = commandToken(opts, 'orchestrator');
+  return token !== undefined ? { token } : {};
 }
 
 /**
@@ -267,6 +316,11 @@ async function runOnPlatformNode(
   // `oaknet down` removes both even while this runs or after it was killed
   if (!own.some((f) => f === '--netns' || f.startsWith('--netns=')))
     own.push('--netns', `${platform.id}-r${randomBytes(3).toString('hex')}`);
+  // the platform's orchestrator token, unless one was given
+  if (platform.secure && !own.some((f) => f.startsWith('--token')) && !process.env['OAKNET_TOKEN']) {
+    const { tokenFile } = await import('../platform/credentials.ts');
+    own.push('--token-file', tokenFile(platform.state, 'orchestrator'));
+  }
   const { spawn } = await import('node:child_process');
   const child = spawn(
     'nsenter',

@@ -2,11 +2,11 @@
  * @module cli/options
  * Flag parsers shared by the commands: each validates at the edge and says what is wrong.
  */
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { InvalidArgumentError } from 'commander';
-import { PermissionError } from '../errors.ts';
+import { InvalidInputError, PermissionError } from '../errors.ts';
 import { IpAddress } from '../addressing/ip.ts';
 import { isId, isJobName } from '../protocol/names.ts';
 import { SqliteStore } from '../store/sqlite.ts';
@@ -72,7 +72,7 @@ export function openStore(path: string): Store {
  * The root URL: the flag, else $OAKNET_ROOT, else the root of the local platform (oaknet up: this user's, else
  * the one `sudo oaknet up` made in /var/lib/oaknet, whose state file anyone may read), else :10010.
  */
-export function rootUrlFrom(flag: string | undefined): string {
+export function rootUrlFrom(flag: string | undefined, secure = true): string {
   if (flag ?? process.env['OAKNET_ROOT']) return (flag ?? process.env['OAKNET_ROOT'])!;
   const dirs = process.env['OAKNET_STATE_DIR']
     ? [process.env['OAKNET_STATE_DIR']]
@@ -80,12 +80,26 @@ export function rootUrlFrom(flag: string | undefined): string {
   for (const dir of dirs) {
     try {
       const state = readState(dir);
-      if (state) return `http://127.0.0.1:${state.root.hostPort}`;
+      if (state) return `${state.insecure ? 'http' : 'https'}://127.0.0.1:${state.root.hostPort}`;
     } catch {
       // no readable platform state here
     }
   }
-  return 'http://127.0.0.1:10010';
+  return `${secure ? 'https' : 'http'}://127.0.0.1:10010`;
+}
+
+/** A token from --token, else the file --token-file names, else $OAKNET_TOKEN; undefined when none. */
+export function tokenFrom(opts: { token?: string; tokenFile?: string }): string | undefined {
+  if (opts.token !== undefined) return opts.token.trim();
+  if (opts.tokenFile !== undefined) {
+    try {
+      return readFileSync(opts.tokenFile, 'utf8').trim();
+    } catch (err) {
+      throw new InvalidInputError(`cannot read the token file ${opts.tokenFile}: ${(err as Error).message}`);
+    }
+  }
+  const env = process.env['OAKNET_TOKEN'];
+  return env ? env.trim() : undefined;
 }
 
 /** Fails with a clear message unless this process runs as root (what touches namespaces, devices, nftables). */

@@ -10,7 +10,6 @@ import { Option, type Command } from 'commander';
 import { consoleLogger } from './log.ts';
 import { errorMessage, InvalidInputError, NotFoundError } from '../errors.ts';
 import type { JobDocument } from '../protocol/root-api.ts';
-import { RootClient } from '../protocol/root-client.ts';
 import { parseLatencyArg } from '../platform/latency.ts';
 import { createPlatform, loadPlatform, type Platform } from '../platform/platform.ts';
 import type { PlatformStatus } from '../platform/status.ts';
@@ -46,6 +45,10 @@ export function registerPlatformCommands(program: Command, out: (text: string) =
       'one-way link latency, e.g. "2ms,40ms" (two sites: the first half of the nodes and the rest; intra-site, inter-site) or "site-a=n1,n2;site-b=n3;intra=2ms;inter=40ms"',
     )
     .option('--empty', 'no demo services')
+    .option(
+      '--insecure',
+      'plain http and no authentication anywhere (default: a platform CA, certificates and tokens)',
+    )
     .addOption(stateDirOption())
     .action(
       async (opts: {
@@ -53,6 +56,7 @@ export function registerPlatformCommands(program: Command, out: (text: string) =
         clusters: number;
         latency?: string;
         empty?: boolean;
+        insecure?: boolean;
         stateDir?: string;
       }) => {
         requireRoot('oaknet up');
@@ -69,6 +73,7 @@ export function registerPlatformCommands(program: Command, out: (text: string) =
               ? { latency: latency.latency, ...(latency.sites ? { sites: latency.sites } : {}) }
               : {}),
             onStep: (step, done) => progress.step(step, done),
+            ...(opts.insecure ? { insecure: true } : {}),
           },
           consoleLogger('oaknet up'),
         );
@@ -196,7 +201,7 @@ async function deployDemo(platform: Platform, progress: Progress): Promise<void>
       readyLine: `demo web ${DEMO_WEB}.${i} ready`,
     });
   }
-  const doc = await new RootClient(platform.rootUrl).jobByName(DEMO_WEB);
+  const doc = await platform.rootClient().jobByName(DEMO_WEB);
   const ip = (t: string) => doc.service_ip_list.find((s) => s.IpType === t)?.Address ?? '';
   await platform.startWorkload({
     name: 'demo-client',
@@ -211,19 +216,32 @@ async function deployDemo(platform: Platform, progress: Progress): Promise<void>
 
 interface StatusView {
   platform: PlatformStatus;
+  /** What protects the platform's links, in a sentence. */
+  security: string;
   services: JobDocument[];
   servicesError?: string;
 }
 
+/** The platform's protection as `oaknet status` states it. */
+export function securityLine(platform: Platform): string {
+  return platform.secure
+    ? 'TLS 1.3 with the platform CA on the root and cluster APIs; clusters authenticated by certificate, callers by role tokens (tokens in ' +
+        join(platform.stateDir, 'tokens') +
+        '); MQTT over TLS, each NetManager with its own certificate, topics by access list'
+    : 'INSECURE: plain http, no authentication anywhere (made with oaknet up --insecure)';
+}
+
 async function statusView(platform: Platform): Promise<StatusView> {
   const status = await platform.status();
+  const security = securityLine(platform);
   try {
     return {
       platform: status,
-      services: await new RootClient(platform.rootUrl, { timeoutMs: 3000 }).services(),
+      security,
+      services: await platform.rootClient('read-only', 3000).services(),
     };
   } catch (err) {
-    return { platform: status, services: [], servicesError: errorMessage(err) };
+    return { platform: status, security, services: [], servicesError: errorMessage(err) };
   }
 }
 
@@ -306,6 +324,7 @@ function renderStatus(v: StatusView): string {
   return [
     `platform ${p.id} (${p.phase}); root ${p.root.url} ${p.root.healthy ? 'healthy' : 'DOWN'}; ` +
       p.clusters.map((c) => `cluster ${c.clusterId} ${c.healthy ? 'healthy' : 'DOWN'}`).join(', '),
+    `security: ${v.security}`,
     '',
     nodes,
     '',

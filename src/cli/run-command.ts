@@ -15,6 +15,7 @@ import { ClusterClient } from '../protocol/cluster-client.ts';
 import { NodeClient } from '../protocol/node-client.ts';
 import type { JobDocument } from '../protocol/root-api.ts';
 import { RootClient } from '../protocol/root-client.ts';
+import { credentialsFor } from './credentials.ts';
 
 const exec = promisify(execFile);
 
@@ -29,6 +30,8 @@ export interface RunOptions {
   netns?: string;
   /** On a signal: time between withdrawing the instance and stopping the command (ms, default 1000). */
   drainMs?: number;
+  /** An orchestrator token (needed when root and cluster are https). */
+  token?: string;
   /** Where progress lines go (stderr by default), so the command's own stdout stays clean. */
   say: (line: string) => void;
 }
@@ -72,9 +75,16 @@ export async function runWorkload(o: RunOptions, cmd: readonly string[]): Promis
     }
     const clusterHost = new URL(status.cluster).hostname;
     // the URL `new URL()` gives for an IPv6 broker host keeps its brackets, as a URL needs
-    const cluster = new ClusterClient(o.clusterUrl ?? status.cluster_api ?? `http://${clusterHost}:10110`);
+    const clusterUrl = o.clusterUrl ?? status.cluster_api ?? `http://${clusterHost}:10110`;
+    const toCluster = await credentialsFor(clusterUrl, o.token, 'orchestrator');
+    if (toCluster.identity && toCluster.identity.kind !== 'cluster')
+      throw new ConflictError(`${clusterUrl} is not a cluster service manager`);
+    const cluster = new ClusterClient(clusterUrl, 10_000, toCluster.credentials);
     const clusterStatus = await cluster.status();
-    const root = new RootClient(o.root ?? status.root_api ?? clusterStatus.root);
+    const rootUrl = o.root ?? status.root_api ?? clusterStatus.root;
+    const root = new RootClient(rootUrl, {
+      credentials: (await credentialsFor(rootUrl, o.token, 'orchestrator', { kind: 'root' })).credentials,
+    });
 
     const job = await ensureService(root, o.service, o.say);
     const running = job.instance_list.find(

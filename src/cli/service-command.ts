@@ -6,12 +6,21 @@ import type { Command } from 'commander';
 import { ConflictError, NotFoundError } from '../errors.ts';
 import type { JobDocument } from '../protocol/root-api.ts';
 import { RootClient } from '../protocol/root-client.ts';
+import type { Role } from '../security/tokens.ts';
+import { commandToken, credentialsFor, type TokenOptions } from './credentials.ts';
 import { parseId, parseIp, parseJobName, parseUrl, rootUrlFrom } from './options.ts';
 import { renderTable } from './table.ts';
 
-interface Common {
+interface Common extends TokenOptions {
   root?: string;
   json?: boolean;
+}
+
+/** A root client for a command that needs `role` (credentials from the token; see cli/credentials.ts). */
+async function rootFor(opts: Common, role: Role, clusterId?: string): Promise<RootClient> {
+  const url = rootUrlFrom(opts.root);
+  const { credentials } = await credentialsFor(url, commandToken(opts, role), role, { kind: 'root' });
+  return new RootClient(url, { credentials, ...(clusterId !== undefined ? { clusterId } : {}) });
 }
 
 export function registerServiceCommands(program: Command, out: (text: string) => void): void {
@@ -20,7 +29,7 @@ export function registerServiceCommands(program: Command, out: (text: string) =>
     .description('create, inspect and delete services (their ServiceIPs live at the root)');
   const rootOption = [
     '--root <url>',
-    "root service manager URL (default $OAKNET_ROOT, else the local platform's root, else http://127.0.0.1:10010)",
+    "root service manager URL (default $OAKNET_ROOT, else the local platform's root, else https://127.0.0.1:10010)",
     parseUrl,
   ] as const;
 
@@ -33,13 +42,15 @@ export function registerServiceCommands(program: Command, out: (text: string) =>
     .option('--closest-ip <ip>', 'choose the IPv4 Closest_IP', parseIp)
     .option('--closest-ip-v6 <ip>', 'choose the IPv6 Closest_IP (inside fdff:1000::/21)', parseIp)
     .option(...rootOption)
+    .option('--token <token>', "a token (default $OAKNET_TOKEN, else the local platform's)")
+    .option('--token-file <file>', 'read the token from this file')
     .option('--json', 'print JSON')
     .action(
       async (
         name: string,
         opts: Common & { rrIp?: string; rrIpV6?: string; closestIp?: string; closestIpV6?: string },
       ) => {
-        const root = new RootClient(rootUrlFrom(opts.root));
+        const root = await rootFor(opts, 'orchestrator');
         await root.createService(name, {
           ...(opts.rrIp ? { RR_ip: opts.rrIp } : {}),
           ...(opts.rrIpV6 ? { RR_ip_v6: opts.rrIpV6 } : {}),
@@ -56,9 +67,11 @@ export function registerServiceCommands(program: Command, out: (text: string) =>
     .description("show a service's ServiceIPs and instances")
     .argument('<name>', 'job name', parseJobName)
     .option(...rootOption)
+    .option('--token <token>', "a token (default $OAKNET_TOKEN, else the local platform's)")
+    .option('--token-file <file>', 'read the token from this file')
     .option('--json', 'print JSON')
     .action(async (name: string, opts: Common) => {
-      const job = await new RootClient(rootUrlFrom(opts.root)).jobByName(name);
+      const job = await (await rootFor(opts, 'read-only')).jobByName(name);
       out(opts.json ? JSON.stringify(job, null, 2) : describeJob(job));
     });
 
@@ -66,9 +79,11 @@ export function registerServiceCommands(program: Command, out: (text: string) =>
     .command('list')
     .description('list every service with its ServiceIPs')
     .option(...rootOption)
+    .option('--token <token>', "a token (default $OAKNET_TOKEN, else the local platform's)")
+    .option('--token-file <file>', 'read the token from this file')
     .option('--json', 'print JSON')
     .action(async (opts: Common) => {
-      const jobs = await new RootClient(rootUrlFrom(opts.root)).services();
+      const jobs = await (await rootFor(opts, 'read-only')).services();
       if (opts.json) return out(JSON.stringify(jobs, null, 2));
       if (jobs.length === 0) return out('no services');
       out(
@@ -89,8 +104,10 @@ export function registerServiceCommands(program: Command, out: (text: string) =>
     .argument('<name>', 'job name', parseJobName)
     .option('--force', 'also undeploy its instances (their instance IPs are released too)')
     .option(...rootOption)
+    .option('--token <token>', "a token (default $OAKNET_TOKEN, else the local platform's)")
+    .option('--token-file <file>', 'read the token from this file')
     .action(async (name: string, opts: Common & { force?: boolean }) => {
-      const root = new RootClient(rootUrlFrom(opts.root));
+      const root = await rootFor(opts, 'orchestrator');
       const job = await root.jobByName(name);
       try {
         await root.removeService(job._id, opts.force ?? false);
@@ -142,7 +159,7 @@ export function registerWorkerCommands(program: Command, out: (text: string) => 
     .description("list worker nodes' subnetworks, release a removed node's");
   const rootOption = [
     '--root <url>',
-    "root service manager URL (default $OAKNET_ROOT, else the local platform's root, else http://127.0.0.1:10010)",
+    "root service manager URL (default $OAKNET_ROOT, else the local platform's root, else https://127.0.0.1:10010)",
     parseUrl,
   ] as const;
 
@@ -151,12 +168,11 @@ export function registerWorkerCommands(program: Command, out: (text: string) => 
     .description('every worker with its subnetworks')
     .option('--cluster-id <id>', 'only the workers of this cluster', parseId)
     .option(...rootOption)
+    .option('--token <token>', "a token (default $OAKNET_TOKEN, else the local platform's)")
+    .option('--token-file <file>', 'read the token from this file')
     .option('--json', 'print JSON')
     .action(async (opts: Common & { clusterId?: string }) => {
-      const root = new RootClient(
-        rootUrlFrom(opts.root),
-        opts.clusterId !== undefined ? { clusterId: opts.clusterId } : {},
-      );
+      const root = await rootFor(opts, 'read-only', opts.clusterId);
       const workers = (await root.workers()).filter(
         (w) => opts.clusterId === undefined || w.cluster_id === opts.clusterId,
       );
@@ -178,10 +194,11 @@ export function registerWorkerCommands(program: Command, out: (text: string) => 
     .argument('<worker-id>', 'the worker', parseId)
     .requiredOption('--cluster-id <id>', 'its cluster', parseId)
     .option(...rootOption)
+    .option('--token <token>', "a token (default $OAKNET_TOKEN, else the local platform's)")
+    .option('--token-file <file>', 'read the token from this file')
     .action(async (workerId: string, opts: Common & { clusterId: string }) => {
-      const released = await new RootClient(rootUrlFrom(opts.root), {
-        clusterId: opts.clusterId,
-      }).releaseSubnet(workerId);
+      const root = await rootFor(opts, 'operator', opts.clusterId);
+      const released = await root.releaseSubnet(workerId, true);
       out(`released ${released.subnet} and ${released.subnet_v6} of worker ${workerId}`);
     });
 }

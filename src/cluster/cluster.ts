@@ -3,24 +3,30 @@
  * Wiring of the cluster service manager: store -> cache -> resolver; MQTT broker (embedded aedes, or an
  * external one such as mosquitto) and client; the NetManager channel; the link to the root; HTTP API.
  */
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import type { MqttClient } from 'mqtt';
 import type { Logger } from 'pino';
-import { errorMessage, UnavailableError } from '../errors.ts';
+import { errorMessage, InvalidInputError, UnavailableError } from '../errors.ts';
 import type { ClusterStatus } from '../protocol/cluster-api.ts';
-import { connectMqtt } from '../protocol/mqtt-client.ts';
+import { connectMqtt, mqttTlsOptions } from '../protocol/mqtt-client.ts';
 import { MQTT_QOS, topics } from '../protocol/mqtt.ts';
+import { rotateServerTls, type ServerTls } from '../protocol/http-server.ts';
 import { RootClient } from '../protocol/root-client.ts';
 import { hostForUrl } from '../protocol/url.ts';
 import type { Store } from '../store/store.ts';
 import { VERSION } from '../version.ts';
 import { buildClusterApi } from './api.ts';
+import { BrokerAcl } from './broker-acl.ts';
 import { startEmbeddedBroker, type EmbeddedBroker } from './broker.ts';
 import { ClusterCache } from './cache.ts';
+import { storedClusterId } from './cluster-id.ts';
+import type { ClusterCredentials } from './credentials.ts';
 import { NodeChannel } from './node-channel.ts';
+import { NodeEnrollment } from './node-enrollment.ts';
 import { Resolver } from './resolver.ts';
 import { RootLink } from './root-link.ts';
+import { RemoteTokenVerifier } from './token-verifier.ts';
 
 export interface ClusterOptions {
   rootUrl: string;
@@ -40,6 +46,11 @@ export interface ClusterOptions {
   advertiseAddress?: string;
   /** Root health-check period (default 2 s). */
   rootCheckMs?: number;
+  /**
+   * The cluster's identity (secure mode): https for its API, mutual TLS to the root, tokens checked by the
+   * root. Without it: plain http, no authentication (insecure).
+   */
+  credentials?: ClusterCredentials;
 }
 
 export interface RunningCluster {
@@ -59,24 +70,55 @@ export async function startCluster(o: ClusterOptions): Promise<RunningCluster> {
   o.store.transact((tx) => tx.put('meta/cluster_id', clusterId));
   const cache = new ClusterCache(o.store);
   cache.dropJobs();
-  const root = new RootClient(o.rootUrl, { clusterId });
+  const creds = o.credentials;
+  if (creds && creds.current.clusterId !== clusterId)
+    throw new InvalidInputError(
+      `the credentials are of cluster ${creds.current.clusterId}, not ${clusterId}`,
+    );
+  const rootCredentials = () =>
+    creds
+      ? {
+          tls: {
+            ca: creds.current.ca,
+            key: creds.current.key,
+            cert: creds.current.cert,
+            expect: { kind: 'root' as const },
+          },
+        }
+      : {};
+  const root = new RootClient(o.rootUrl, { clusterId, credentials: rootCredentials() });
+  const serverTls = (): ServerTls | undefined =>
+    creds
+      ? { key: creds.current.key, cert: creds.current.cert + creds.current.ca, ca: creds.current.ca }
+      : undefined;
   const resolver = new Resolver(cache, root, log.child({ component: 'resolver' }));
 
   let broker: EmbeddedBroker | undefined;
   let mqttUrl = o.mqttUrl;
+  const acl = creds ? new BrokerAcl(clusterId) : undefined;
   if (!mqttUrl) {
+    const tls = serverTls();
     broker = await startEmbeddedBroker(
       o.mqttPort ?? 10003,
       o.host ?? '::',
       log.child({ component: 'broker' }),
+      tls && acl ? { tls, acl } : undefined,
     );
-    mqttUrl = `mqtt://127.0.0.1:${broker.port}`;
+    mqttUrl = `${creds ? 'mqtts' : 'mqtt'}://127.0.0.1:${broker.port}`;
   }
   const mqtt: MqttClient = connectMqtt(mqttUrl, {
-    clientId: `oaknet-cluster-${clusterId}`,
+    clientId: BrokerAcl.clusterClientId(clusterId),
     clean: true,
     reconnectPeriod: 1000,
     connectTimeout: 5000,
+    ...(creds
+      ? mqttTlsOptions({
+          ca: creds.current.ca,
+          key: creds.current.key,
+          cert: creds.current.cert,
+          expect: { kind: 'cluster', clusterId },
+        })
+      : {}),
   });
   mqtt.on('error', (err) => log.warn({ err: err.message, mqtt: mqttUrl }, 'mqtt error'));
   mqtt.on('reconnect', () => log.debug({ mqtt: mqttUrl }, 'mqtt reconnecting'));
@@ -117,13 +159,21 @@ export async function startCluster(o: ClusterOptions): Promise<RunningCluster> {
       last_seen: cache.lastSeenOf(n.workerId)?.toISOString() ?? '',
     })),
     pending_status_reports: cache.pendingStatusCount(),
+    security: {
+      mode: creds ? 'tls' : 'insecure',
+      certificate_expires: creds ? creds.expires.toISOString() : null,
+      refused: { ...counters },
+      ...(acl ? { mqtt_refused: { ...acl.counters } } : {}),
+    },
     cached_jobs: cache.jobs().map((j) => ({
       job_name: j.job_name,
       instances: j.instance_list.length,
       interested_nodes: cache.interestedNodes(j.job_name),
     })),
   });
-  const app = await buildClusterApi({
+  const tls = serverTls();
+  const verifier = creds ? new RemoteTokenVerifier(root) : undefined;
+  const { app, counters } = await buildClusterApi({
     cache,
     resolver,
     channel,
@@ -131,9 +181,27 @@ export async function startCluster(o: ClusterOptions): Promise<RunningCluster> {
     status,
     bootId: randomUUID(),
     version: VERSION,
+    ...(tls ? { tls } : {}),
+    auth: verifier ? { mode: 'tls', tokens: verifier } : { mode: 'insecure' },
+    ...(creds && verifier
+      ? { nodeEnrollment: new NodeEnrollment(o.store, () => creds.current, verifier) }
+      : {}),
   });
   await app.listen({ port: o.port, host: o.host ?? '::' });
   const port = (app.server.address() as AddressInfo).port;
+  if (creds) {
+    creds.onRenewed(() => {
+      root.setCredentials(rootCredentials());
+      rotateServerTls(app.server, serverTls()!);
+      broker?.rotate(serverTls()!);
+    });
+    creds.startRenewal();
+  } else {
+    log.warn(
+      'INSECURE: plain http and no authentication: anyone who reaches this cluster can change its service tables',
+    );
+  }
+  const scheme = creds ? 'https' : 'http';
 
   await waitConnected(mqtt, 10_000, log, mqttUrl);
   await mqtt.subscribeAsync(topics.allNodes, { qos: MQTT_QOS });
@@ -155,7 +223,11 @@ export async function startCluster(o: ClusterOptions): Promise<RunningCluster> {
     ...(o.advertiseAddress !== undefined ? { advertiseAddress: o.advertiseAddress } : {}),
     intervalMs: o.rootCheckMs ?? 2000,
     onRegistered: (address) => {
-      const info = { cluster_id: clusterId, api: `http://${hostForUrl(address)}:${port}`, root: o.rootUrl };
+      const info = {
+        cluster_id: clusterId,
+        api: `${scheme}://${hostForUrl(address)}:${port}`,
+        root: o.rootUrl,
+      };
       mqtt.publish(topics.clusterInfo, JSON.stringify(info), { qos: MQTT_QOS, retain: true }, (err) => {
         if (err) log.warn({ err: err.message }, 'could not publish the cluster info');
       });
@@ -166,26 +238,22 @@ export async function startCluster(o: ClusterOptions): Promise<RunningCluster> {
 
   return {
     clusterId,
-    url: `http://127.0.0.1:${port}`,
+    url: `${scheme}://127.0.0.1:${port}`,
     port,
     mqttUrl,
     channel,
     cache,
     status,
     async close() {
+      creds?.close();
       await link?.close();
       await app.close();
       await mqtt.endAsync(true);
       await broker?.close();
+      root.close();
       o.store.close();
     },
   };
-}
-
-function storedClusterId(store: Store): string {
-  return (
-    store.transact((tx) => tx.get<string>('meta/cluster_id')) ?? `cluster-${randomBytes(4).toString('hex')}`
-  );
 }
 
 function waitConnected(client: MqttClient, ms: number, log: Logger, url: string): Promise<void> {

@@ -9,7 +9,8 @@ import type { MqttClient } from 'mqtt';
 import type { Logger } from 'pino';
 import { IpAddress } from '../addressing/ip.ts';
 import { errorMessage, UnavailableError } from '../errors.ts';
-import { connectMqtt } from '../protocol/mqtt-client.ts';
+import { connectMqtt, mqttTlsOptions } from '../protocol/mqtt-client.ts';
+import type { NodeCredentials, NodeIdentity } from './credentials.ts';
 import type { ClusterChannel, DeploymentReport } from './cluster-channel.ts';
 import {
   MQTT_QOS,
@@ -22,6 +23,8 @@ import {
 
 export interface ClusterLinkOptions {
   log: Logger;
+  /** A secure cluster: MQTT over TLS with this node's certificate (mqtts:// instead of mqtt://). */
+  credentials?: NodeCredentials;
   /** Per-attempt wait for an answer (ms, default 3000). */
   answerTimeoutMs?: number;
 }
@@ -49,15 +52,34 @@ export class ClusterLink implements ClusterChannel {
     this.answerTimeoutMs = o.answerTimeoutMs ?? 3000;
   }
 
+  async prepare(workerId: string): Promise<void> {
+    const creds = this.o.credentials;
+    if (!creds) return;
+    await creds.forWorker(workerId);
+    creds.startRenewal();
+  }
+
   /** Connects (and keeps reconnecting) to the broker at `url` as worker `workerId`; again only after close(). */
   connect(workerId: string, url: string): void {
     if (this.mqtt) throw new Error(`already connected as ${this.mqtt.workerId}`);
-    const client = connectMqtt(url, {
+    const id = this.o.credentials?.current;
+    if (this.o.credentials && !id) throw new Error('prepare() first: the node has no identity yet');
+    const tlsOf = (n: NodeIdentity) =>
+      mqttTlsOptions({
+        ca: n.ca,
+        key: n.key,
+        cert: n.chain,
+        expect: { kind: 'cluster', clusterId: n.clusterId },
+      });
+    const client = connectMqtt(id ? url.replace(/^mqtt:/, 'mqtts:') : url, {
       clientId: workerId,
       clean: true,
       reconnectPeriod: 1000,
       connectTimeout: 5000,
+      ...(id ? tlsOf(id) : {}),
     });
+    // a renewed certificate is used from the next (re)connection on
+    this.o.credentials?.onRenewed((n) => Object.assign(client.options, tlsOf(n)));
     this.mqtt = { client, url, workerId };
     const log = this.o.log;
     client.on('error', (err) => log.warn({ err: err.message }, 'mqtt error'));

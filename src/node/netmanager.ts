@@ -169,6 +169,7 @@ export class NetManager {
       );
     }
     const clusterUrl = `mqtt://${hostForUrl(clusterHost)}:${this.config.clusterMqttPort}`;
+    await cluster.prepare?.(workerId);
     cluster.connect(workerId, clusterUrl);
     // what was set up so far, undone in reverse when a later step fails
     const undo: Array<() => unknown> = [() => cluster.close()];

@@ -46,6 +46,8 @@ export interface PlatformSpec {
   readyTimeoutMs?: number;
   /** Progress: called when a step starts (done false) and ends (done true). */
   onStep?: (step: string, done: boolean) => void;
+  /** No TLS and no authentication (default: secure, the platform makes its CA and tokens). */
+  insecure?: boolean;
 }
 
 /** The environment marker ("OAKNET_PLATFORM=<id>") every process of platform `id` carries. */
@@ -125,5 +127,6 @@ export function planPlatform(spec: PlatformSpec): PlatformState {
     })),
     nodes,
     processes: [],
+    ...(spec.insecure ? { insecure: true } : {}),
   };
 }

@@ -146,12 +146,13 @@ describe('local platform', () => {
     );
 
     // Root and cluster through the host forwarders.
-    const health = (await (await fetch(`${p.rootUrl}/api/net/health`)).json()) as { status: string };
+    const health = await p.rootClient().health();
     assert.equal(health.status, 'ok');
-    const clusterStatus = (await (await fetch(`${p.clusterUrl('c1')}/api/net/status`)).json()) as {
-      cluster_id: string;
-      nodes: { worker_id: string }[];
-    };
+    assert.match(p.rootUrl, /^https:/, 'secure by default');
+    const anonymous = await fetch(p.rootUrl + '/api/net/service').catch((e: Error) => e);
+    assert.ok(anonymous instanceof Error, 'an unpinned client does not trust the platform CA');
+    const clusterStatus = await p.clusterClient('c1').status();
+    assert.equal(clusterStatus.security.mode, 'tls');
     assert.equal(clusterStatus.cluster_id, `${p.id}-c1`);
     assert.deepEqual(clusterStatus.nodes.map((n) => n.worker_id).sort(), nodes.map((n) => n.workerId).sort());
 

@@ -29,6 +29,10 @@ import { setLatency } from './latency-control.ts';
 import { Launcher } from './launcher.ts';
 import { listNetns } from './netns.ts';
 import { PLATFORM_ENV, planPlatform, type PlatformSpec } from './plan.ts';
+import type { ClusterClient } from '../protocol/cluster-client.ts';
+import type { RootClient } from '../protocol/root-client.ts';
+import type { Role } from '../security/tokens.ts';
+import { platformClusterClient, platformRootClient, scheme } from './credentials.ts';
 import { rootUnderlayUrl, startCluster, startNode, startRoot } from './roles.ts';
 import {
   readState,
@@ -130,7 +134,24 @@ export class Platform {
 
   /** Root URL reachable from the host (through its forwarder). */
   get rootUrl(): string {
-    return `http://127.0.0.1:${this.st.root.hostPort}`;
+    return `${scheme(this.st)}://127.0.0.1:${this.st.root.hostPort}`;
+  }
+
+  /** True unless the platform was made with `insecure` (plain http, no authentication). */
+  get secure(): boolean {
+    return !this.st.insecure;
+  }
+
+  /** A client of the root with the platform's token of `role` (and its CA). */
+  rootClient(role: Role = 'read-only', timeoutMs = 5000): RootClient {
+    return platformRootClient(this.st, role, timeoutMs);
+  }
+
+  /** A client of cluster `name` (default c1) with the platform's token of `role`. */
+  clusterClient(name = 'c1', role: Role = 'read-only'): ClusterClient {
+    const c = this.st.clusters.find((x) => x.name === name);
+    if (!c) throw new NotFoundError(`no cluster ${name} in platform ${this.id}`);
+    return platformClusterClient(this.st, c, role);
   }
 
   /** Root URL as seen from the node and control namespaces. */
@@ -142,7 +163,7 @@ export class Platform {
   clusterUrl(name = 'c1'): string {
     const c = this.st.clusters.find((x) => x.name === name);
     if (!c) throw new NotFoundError(`no cluster ${name} in platform ${this.id}`);
-    return `http://127.0.0.1:${c.hostPort}`;
+    return `${scheme(this.st)}://127.0.0.1:${c.hostPort}`;
   }
 
   /** The node called `name` ("n1", its worker ID or its namespace); NotFoundError if none. */
@@ -169,7 +190,8 @@ export class Platform {
     // visible outside it
     return spawn('nsenter', [`--net=/run/netns/${ns}`, '--', ...argv], {
       ...opts,
-      env: { ...(opts.env ?? process.env), [PLATFORM_ENV]: this.id },
+      // OAKNET_STATE_DIR: oaknet commands inside find this platform (its root, its tokens)
+      env: { OAKNET_STATE_DIR: this.st.stateDir, ...(opts.env ?? process.env), [PLATFORM_ENV]: this.id },
     });
   }
 

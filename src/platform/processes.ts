@@ -16,10 +16,12 @@
 import { spawn } from 'node:child_process';
 import { closeSync, openSync, writeSync } from 'node:fs';
 import { open } from 'node:fs/promises';
-import { get } from 'node:http';
+import { get, type IncomingMessage } from 'node:http';
+import { get as httpsGet } from 'node:https';
 import { setTimeout as delay } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { errorMessage, SystemError } from '../errors.ts';
+import { tlsOptions, type ClientTls } from '../protocol/http-client.ts';
 import { hasEnvMarker, isAlive, listPids, readProcStat, type ProcessIdentity } from '../system/proc.ts';
 
 /** A process the platform started, as kept in the state file. */
@@ -160,24 +162,31 @@ export async function waitFor<T>(
  * GET `url` with node:http, one fresh connection (no keep-alive pool: a forwarder that accepts and then
  * drops connections must not leave a pooled request hanging), bounded by `timeoutMs`.
  */
-export function httpGet(url: string, timeoutMs = 2000): Promise<{ status: number; body: string }> {
+export function httpGet(
+  url: string,
+  timeoutMs = 2000,
+  tls?: ClientTls,
+): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
-    const req = get(url, { agent: false, timeout: timeoutMs }, (res) => {
+    const onResponse = (res: IncomingMessage) => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (chunk: string) => (body += chunk));
       res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
       res.on('error', reject);
-    });
+    };
+    const req = url.startsWith('https:')
+      ? httpsGet(url, { agent: false, timeout: timeoutMs, ...(tls ? tlsOptions(tls) : {}) }, onResponse)
+      : get(url, { agent: false, timeout: timeoutMs }, onResponse);
     req.on('timeout', () => req.destroy(new Error(`GET ${url}: no answer within ${timeoutMs} ms`)));
     req.on('error', reject);
   });
 }
 
 /** True if GET `url` answers 2xx within `timeoutMs`. */
-export async function httpOk(url: string, timeoutMs = 2000): Promise<boolean> {
+export async function httpOk(url: string, timeoutMs = 2000, tls?: ClientTls): Promise<boolean> {
   try {
-    const { status } = await httpGet(url, timeoutMs);
+    const { status } = await httpGet(url, timeoutMs, tls);
     return status >= 200 && status < 300;
   } catch {
     return false;

@@ -10,12 +10,20 @@ import type { CommandRunner } from '../node/net/runner.ts';
 import { NodeClient } from '../protocol/node-client.ts';
 import { hostForwarder } from './forwarders.ts';
 import type { Launcher } from './launcher.ts';
-import { httpGet, httpOk } from './processes.ts';
+import {
+  makePlatformTokens,
+  pkiDir,
+  platformClusterClient,
+  platformTls,
+  scheme,
+  tokenFile,
+} from './credentials.ts';
+import { httpOk } from './processes.ts';
 import type { ClusterState, NodeState, PlatformState } from './state.ts';
 
 /** Root URL as seen from the node and control namespaces. */
 export function rootUnderlayUrl(st: PlatformState): string {
-  return `http://${st.ctlIp}:${st.root.port}`;
+  return `${scheme(st)}://${st.ctlIp}:${st.root.port}`;
 }
 
 /** Starts the root (and its host forwarder unless it runs) and waits until it answers on the host. */
@@ -36,6 +44,7 @@ export async function startRoot(
       join(st.stateDir, 'root.db'),
       '--log-level',
       logLevel,
+      ...(st.insecure ? ['--insecure'] : ['--pki-dir', pkiDir(st)]),
     ]),
   );
   const fwd = await hostForwarder(l, runner, 'fwd-root', st.root.port, st.root.hostPort);
@@ -44,9 +53,15 @@ export async function startRoot(
   await l.waitReady(
     rec,
     `GET /api/net/health via 127.0.0.1:${fwd.hostPort}`,
-    async () => ((await httpOk(`http://127.0.0.1:${st.root.hostPort}/api/net/health`)) ? true : undefined),
+    async () => {
+      const tls = platformTls(st, { kind: 'root' });
+      if (!st.insecure && !tls) return undefined; // the CA is not written yet
+      const url = `${scheme(st)}://127.0.0.1:${st.root.hostPort}/api/net/health`;
+      return (await httpOk(url, 2000, tls)) ? true : undefined;
+    },
     timeoutMs,
   );
+  await makePlatformTokens(st);
 }
 
 /** Starts cluster `c` (and its host forwarder unless it runs) and waits until it answers as itself. */
@@ -76,20 +91,25 @@ export async function startCluster(
       join(st.stateDir, `${c.name}.db`),
       '--log-level',
       logLevel,
+      ...(st.insecure
+        ? ['--insecure']
+        : ['--pki-dir', join(st.stateDir, `${c.name}-pki`), '--token-file', tokenFile(st, `join-${c.name}`)]),
     ]),
   );
   const fwd = await hostForwarder(l, runner, `fwd-${c.name}`, c.port, c.hostPort);
   c.hostPort = fwd.hostPort;
   l.save();
-  const url = `http://127.0.0.1:${c.hostPort}`;
+  const url = `${scheme(st)}://127.0.0.1:${c.hostPort}`;
+  const tls = platformTls(st, { kind: 'cluster', clusterId: c.clusterId });
   await l.waitReady(
     rec,
     `GET /api/net/health and /api/net/status via 127.0.0.1:${c.hostPort}`,
     async () => {
-      if (!(await httpOk(`${url}/api/net/health`))) return undefined;
-      const res = await httpGet(`${url}/api/net/status`);
-      const body = JSON.parse(res.body) as { cluster_id?: unknown };
-      return res.status === 200 && body.cluster_id === c.clusterId ? true : undefined;
+      if (!(await httpOk(`${url}/api/net/health`, 2000, tls))) return undefined;
+      const status = await platformClusterClient(st, c)
+        .status()
+        .catch(() => undefined);
+      return status?.cluster_id === c.clusterId ? true : undefined;
     },
     timeoutMs,
   );
@@ -121,6 +141,14 @@ export async function startNode(
       n.ip,
       '--log-level',
       logLevel,
+      ...(st.insecure
+        ? ['--insecure']
+        : [
+            '--token-file',
+            tokenFile(st, 'join-nodes'),
+            '--cluster-api',
+            `https://${st.ctlIp}:${cluster.port}`,
+          ]),
     ]),
   );
   const client = new NodeClient(n.socket, 2000);

@@ -98,6 +98,11 @@ export interface PlatformState {
   namespaces: string[];
   /** Every veth pair. */
   links: VethSpec[];
+  /**
+   * True when the platform runs without TLS and authentication (`oaknet up --insecure`). Otherwise the CA
+   * and tokens are in `<stateDir>/pki` (root's: ca.crt, admin.token) and `<stateDir>/tokens` (0600).
+   */
+  insecure?: boolean;
   /** Root service manager: HTTP port in the control namespace and its host forwarder port. */
   root: { port: number; hostPort: number };
   /** Cluster service managers. */

@@ -10,6 +10,7 @@ import type { NodeStatus } from '../protocol/node-api.ts';
 import { NodeClient } from '../protocol/node-client.ts';
 import { isAlive } from '../system/proc.ts';
 import { listNetns } from './netns.ts';
+import { platformTls, scheme } from './credentials.ts';
 import { httpOk } from './processes.ts';
 import type { LatencyState, PlatformState } from './state.ts';
 
@@ -67,17 +68,21 @@ export interface PlatformStatus {
 
 /** Liveness of every process, health of root and clusters, and each node with its NetManager status. */
 export async function platformStatus(st: PlatformState, runner: CommandRunner): Promise<PlatformStatus> {
-  const rootUrl = `http://127.0.0.1:${st.root.hostPort}`;
+  const rootUrl = `${scheme(st)}://127.0.0.1:${st.root.hostPort}`;
   const procs = new Map(st.processes.map((p) => [p.name, p]));
   const namespaces = new Set(await listNetns(runner));
   const [rootHealthy, clusters, nodes] = await Promise.all([
-    httpOk(`${rootUrl}/api/net/health`),
+    httpOk(`${rootUrl}/api/net/health`, 2000, platformTls(st, { kind: 'root' })),
     Promise.all(
       st.clusters.map(async (c) => ({
         name: c.name,
         clusterId: c.clusterId,
-        url: `http://127.0.0.1:${c.hostPort}`,
-        healthy: await httpOk(`http://127.0.0.1:${c.hostPort}/api/net/health`),
+        url: `${scheme(st)}://127.0.0.1:${c.hostPort}`,
+        healthy: await httpOk(
+          `${scheme(st)}://127.0.0.1:${c.hostPort}/api/net/health`,
+          2000,
+          platformTls(st, { kind: 'cluster', clusterId: c.clusterId }),
+        ),
       })),
     ),
     Promise.all(

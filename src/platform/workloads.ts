@@ -5,6 +5,7 @@
  * processes as `w-<name>`, deployed as an orchestrator would. Teardown stops workloads first, while root and
  * nodes still run, so each withdraws its instance.
  */
+import { tokenFile } from './credentials.ts';
 import { join } from 'node:path';
 import { InvalidInputError } from '../errors.ts';
 import type { Launcher } from './launcher.ts';
@@ -61,6 +62,7 @@ export async function startWorkload(
     node.socket,
     '--netns',
     state.netns,
+    ...(st.insecure ? [] : ['--token-file', tokenFile(st, 'orchestrator')]),
     '--',
     ...w.command,
   ]);

@@ -25,6 +25,23 @@ export const ClusterStatus = Type.Object({
     }),
   ),
   pending_status_reports: Type.Integer({ description: 'deployment reports not yet accepted by the root' }),
+  security: Type.Object({
+    mode: Type.Union([Type.Literal('tls'), Type.Literal('insecure')]),
+    certificate_expires: Type.Union([Type.String(), Type.Null()], {
+      description: "ISO time the cluster's certificate expires (null: insecure)",
+    }),
+    refused: Type.Object({
+      unauthenticated: Type.Integer({ minimum: 0 }),
+      forbidden: Type.Integer({ minimum: 0 }),
+    }),
+    mqtt_refused: Type.Optional(
+      Type.Object({
+        connectRefused: Type.Integer({ minimum: 0 }),
+        publishRefused: Type.Integer({ minimum: 0 }),
+        subscribeRefused: Type.Integer({ minimum: 0 }),
+      }),
+    ),
+  }),
   cached_jobs: Type.Array(
     Type.Object({
       job_name: Type.String(),

@@ -3,20 +3,24 @@
  * A small client of the cluster service manager's HTTP API (what an orchestrator's cluster manager and
  * `oaknet run` call).
  */
-import { OakNetError, UnavailableError } from '../errors.ts';
 import { clusterPaths, ClusterStatus } from './cluster-api.ts';
+import { HttpTransport, type Credentials } from './http-client.ts';
+import { replyText } from './root-client.ts';
 import { parser } from './validate.ts';
 
 const statusParser = parser(ClusterStatus);
 
 export class ClusterClient {
   readonly baseUrl: string;
+  private readonly transport: HttpTransport;
 
   constructor(
     baseUrl: string,
     private readonly timeoutMs = 10_000,
+    credentials: Credentials = {},
   ) {
     this.baseUrl = baseUrl.replace(/\/+$/, '');
+    this.transport = new HttpTransport(this.baseUrl, credentials, 'cluster');
   }
 
   async status(): Promise<ClusterStatus> {
@@ -28,28 +32,15 @@ export class ClusterClient {
     await this.call('POST', clusterPaths.deployment, { job_name: jobName });
   }
 
+  close(): void {
+    this.transport.close();
+  }
+
   private async call(method: string, path: string, body?: unknown): Promise<string> {
-    let res: Response;
-    try {
-      res = await fetch(this.baseUrl + path, {
-        method,
-        ...(body !== undefined
-          ? { body: JSON.stringify(body), headers: { 'content-type': 'application/json' } }
-          : {}),
-        signal: AbortSignal.timeout(this.timeoutMs),
-      });
-    } catch (cause) {
-      throw new UnavailableError(`cluster ${this.baseUrl} unreachable (${method} ${path})`, { cause });
-    }
-    const text = await res.text();
-    if (res.ok) return text;
-    try {
-      const e = JSON.parse(text) as { error?: unknown; message?: unknown };
-      if (typeof e.error === 'string' && typeof e.message === 'string')
-        throw new OakNetError(e.error, e.message);
-    } catch (err) {
-      if (err instanceof OakNetError) throw err;
-    }
-    throw new UnavailableError(`cluster answered ${res.status} to ${method} ${path}: ${text.slice(0, 300)}`);
+    const res = await this.transport.request(method, path, {
+      ...(body !== undefined ? { body } : {}),
+      timeoutMs: this.timeoutMs,
+    });
+    return replyText(res, `cluster ${method} ${path}`);
   }
 }

@@ -8,6 +8,7 @@
  */
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import Fastify, { type FastifyBaseLogger, type FastifyReply } from 'fastify';
+import type { Server as TlsServer } from 'node:tls';
 import type { Logger } from 'pino';
 import type { TSchema } from 'typebox';
 import { Compile } from 'typebox/compile';
@@ -19,9 +20,22 @@ const MAX_JSON_DEPTH = 64;
 /** Longest path parameter: IDs have up to 128 characters, job names up to 123 (fastify's default is 100). */
 const MAX_PARAM_LENGTH = 256;
 
-export function createApiServer(log: Logger, bodyLimit: number) {
+/** A TLS server: its key and chain, and the platform CA its clients' certificates must come from. */
+export interface ServerTls {
+  key: string;
+  cert: string;
+  ca: string;
+}
+
+export function createApiServer(log: Logger, bodyLimit: number, tls?: ServerTls) {
   const loggerInstance: FastifyBaseLogger = log;
+  // https: TLS 1.3 only; a client certificate is asked for but not required (tokens and enrollment come
+  // without one); the auth hook (http-auth.ts) decides what the call may do
+  const https = tls
+    ? { ...tls, requestCert: true, rejectUnauthorized: false, minVersion: 'TLSv1.3' as const }
+    : undefined;
   const app = Fastify({
+    ...(https ? ({ https } as object) : {}),
     loggerInstance,
     bodyLimit,
     routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
@@ -57,6 +71,12 @@ export function createApiServer(log: Logger, bodyLimit: number) {
   return app;
 }
 
+/** Swaps a running TLS server's key and chain (a renewed certificate); new connections use them. */
+export function rotateServerTls(server: unknown, tls: ServerTls): void {
+  const s = server as Partial<TlsServer>;
+  s.setSecureContext?.({ key: tls.key, cert: tls.cert, ca: tls.ca, minVersion: 'TLSv1.3' });
+}
+
 function nestedDeeperThan(value: unknown, max: number): boolean {
   const stack: Array<[unknown, number]> = [[value, 1]];
   for (let item = stack.pop(); item; item = stack.pop()) {
@@ -67,3 +87,6 @@ function nestedDeeperThan(value: unknown, max: number): boolean {
   }
   return false;
 }
+
+/** An API server as createApiServer builds it (TypeBox-typed routes). */
+export type ApiServer = ReturnType<typeof createApiServer>;

@@ -19,7 +19,8 @@ export type NodeTopicKind =
   | 'service/address-changed'
   | 'interest/remove';
 
-const NODE_KINDS: ReadonlySet<string> = new Set<NodeTopicKind>([
+/** Every kind a NetManager may publish (what follows nodes/<worker>/net/). */
+export const NODE_TOPIC_KINDS: ReadonlySet<string> = new Set<NodeTopicKind>([
   'subnet',
   'tablequery/request',
   'service/deployed',
@@ -62,7 +63,7 @@ export function parseNodeTopic(topic: string): { worker: string; kind: NodeTopic
   if (parts.length < 4 || parts[0] !== 'nodes' || parts[2] !== 'net') return undefined;
   const kind = parts.slice(3).join('/');
   const worker = parts[1]!;
-  if (!worker || !NODE_KINDS.has(kind)) return undefined;
+  if (!worker || !NODE_TOPIC_KINDS.has(kind)) return undefined;
   return { worker, kind: kind as NodeTopicKind };
 }
 

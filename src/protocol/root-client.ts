@@ -19,6 +19,9 @@ import {
   type DeploymentDescriptor,
   type NetDeployStatus,
 } from './root-api.ts';
+import { TokenInfo, type Role } from '../security/tokens.ts';
+import { AuthStatus, authPaths, TokenCreated, TokenList } from './auth-api.ts';
+import { HttpTransport, type Credentials, type HttpResponse } from './http-client.ts';
 import { parser, type Parser } from './validate.ts';
 import { Type } from 'typebox';
 
@@ -27,6 +30,8 @@ export interface RootClientOptions {
   clusterId?: string;
   /** Per-request timeout (default 5 s). */
   timeoutMs?: number;
+  /** TLS (for an https root) and a bearer token. */
+  credentials?: Credentials;
 }
 
 const parsers = {
@@ -37,11 +42,16 @@ const parsers = {
   worker: parser(WorkerInfo),
   workers: parser(Type.Array(WorkerInfo)),
   clusters: parser(Type.Array(ClusterInfo)),
+  tokenInfo: parser(TokenInfo),
+  tokenList: parser(TokenList),
+  tokenCreated: parser(TokenCreated),
+  authStatus: parser(AuthStatus),
 };
 
 export class RootClient {
   readonly baseUrl: string;
   private readonly timeoutMs: number;
+  private transport: HttpTransport;
 
   constructor(
     baseUrl: string,
@@ -49,6 +59,17 @@ export class RootClient {
   ) {
     this.baseUrl = baseUrl.replace(/\/+$/, '');
     this.timeoutMs = options.timeoutMs ?? 5000;
+    this.transport = new HttpTransport(this.baseUrl, options.credentials, 'root');
+  }
+
+  /** Uses new credentials from now on (a renewed certificate). */
+  setCredentials(credentials: Credentials): void {
+    this.transport.close();
+    this.transport = new HttpTransport(this.baseUrl, credentials, 'root');
+  }
+
+  close(): void {
+    this.transport.close();
   }
 
   health(): Promise<Health> {
@@ -67,8 +88,12 @@ export class RootClient {
     });
   }
 
-  releaseSubnet(workerId: string): Promise<WorkerInfo> {
-    return this.json('DELETE', rootPaths.workerSubnet(workerId), parsers.worker, { withCluster: true });
+  /** Releases a worker's subnetworks; `force` (operators): even while the worker may be connected. */
+  releaseSubnet(workerId: string, force = false): Promise<WorkerInfo> {
+    return this.json('DELETE', rootPaths.workerSubnet(workerId), parsers.worker, {
+      withCluster: true,
+      ...(force ? { query: { force: 'true' } } : {}),
+    });
   }
 
   workers(): Promise<WorkerInfo[]> {
@@ -145,6 +170,33 @@ export class RootClient {
     await this.text('DELETE', rootPaths.instance(jobId, instance));
   }
 
+  /** Asks the root whether a token is valid now with one of `roles` (clusters ask for their callers). */
+  verifyToken(token: string, roles: readonly Role[]): Promise<TokenInfo> {
+    return this.json('POST', authPaths.verifyToken, parsers.tokenInfo, { body: { token, roles } });
+  }
+
+  createToken(role: Role, ttlSeconds?: number, description?: string): Promise<TokenCreated> {
+    return this.json('POST', authPaths.tokens, parsers.tokenCreated, {
+      body: {
+        role,
+        ...(ttlSeconds !== undefined ? { ttl_seconds: ttlSeconds } : {}),
+        ...(description !== undefined ? { description } : {}),
+      },
+    });
+  }
+
+  tokens(): Promise<TokenInfo[]> {
+    return this.json('GET', authPaths.tokens, parsers.tokenList);
+  }
+
+  revokeToken(id: string): Promise<TokenInfo> {
+    return this.json('DELETE', authPaths.token(id), parsers.tokenInfo);
+  }
+
+  authStatus(): Promise<AuthStatus> {
+    return this.json('GET', authPaths.status, parsers.authStatus);
+  }
+
   private async json<T extends TSchema>(
     method: string,
     path: string,
@@ -166,39 +218,36 @@ export class RootClient {
   }
 
   private async request(method: string, path: string, opts: RequestOptions): Promise<string> {
-    const url = new URL(this.baseUrl + path);
-    for (const [k, v] of Object.entries(opts.query ?? {})) url.searchParams.set(k, v);
+    const query = new URLSearchParams(opts.query ?? {});
     if (opts.withCluster && this.options.clusterId !== undefined)
-      url.searchParams.set('cluster_id', this.options.clusterId);
-    let res: Response;
-    try {
-      res = await fetch(url, {
-        method,
-        ...(opts.body !== undefined
-          ? { body: JSON.stringify(opts.body), headers: { 'content-type': 'application/json' } }
-          : {}),
-        signal: AbortSignal.timeout(this.timeoutMs),
-      });
-    } catch (cause) {
-      throw new UnavailableError(`root ${this.baseUrl} unreachable (${method} ${path})`, { cause });
-    }
-    const text = await res.text().catch(() => '');
-    if (res.ok) return text;
-    let code = 'E_UNAVAILABLE';
-    let message = `root answered ${res.status} to ${method} ${path}`;
-    try {
-      const err = JSON.parse(text) as { error?: unknown; message?: unknown };
-      if (typeof err.error === 'string' && typeof err.message === 'string') {
-        code = err.error;
-        message = err.message;
-      }
-    } catch {
-      if (text) message += `: ${text.slice(0, 200)}`;
-    }
-    if (res.status >= 500 && res.status !== 507) throw new UnavailableError(message);
-    if (code === 'E_NOT_FOUND') throw new NotFoundError(message);
-    throw new OakNetError(code, message);
+      query.set('cluster_id', this.options.clusterId);
+    const q = query.size > 0 ? `?${query.toString()}` : '';
+    const res = await this.transport.request(method, path + q, {
+      ...(opts.body !== undefined ? { body: opts.body } : {}),
+      timeoutMs: this.timeoutMs,
+    });
+    return replyText(res, `root ${method} ${path}`);
   }
+}
+
+/** The body of a 2xx reply; otherwise the server's own error (code and message) as an OakNetError. */
+export function replyText(res: HttpResponse, what: string): string {
+  const text = res.text;
+  if (res.status >= 200 && res.status < 300) return text;
+  let code = 'E_UNAVAILABLE';
+  let message = `${what} answered ${res.status}`;
+  try {
+    const err = JSON.parse(text) as { error?: unknown; message?: unknown };
+    if (typeof err.error === 'string' && typeof err.message === 'string') {
+      code = err.error;
+      message = err.message;
+    }
+  } catch {
+    if (text) message += `: ${text.slice(0, 200)}`;
+  }
+  if (res.status >= 500 && res.status !== 507) throw new UnavailableError(message);
+  if (code === 'E_NOT_FOUND') throw new NotFoundError(message);
+  throw new OakNetError(code, message);
 }
 
 interface RequestOptions {

@@ -7,8 +7,9 @@
 import swagger from '@fastify/swagger';
 import type { Logger } from 'pino';
 import { Type } from 'typebox';
-import { InvalidInputError } from '../errors.ts';
-import { createApiServer } from '../protocol/http-server.ts';
+import { ForbiddenError, InvalidInputError } from '../errors.ts';
+import { callingCluster, installAuth, isClusterCaller, type Principal } from '../protocol/http-auth.ts';
+import { createApiServer, type ServerTls } from '../protocol/http-server.ts';
 import { fromPathSegment, requireJobName } from '../protocol/names.ts';
 import {
   AvailableIpQuery,
@@ -28,6 +29,7 @@ import {
   SubnetReply,
   WorkerInfo,
 } from '../protocol/root-api.ts';
+import { registerRootAuthRoutes, type RootAuthDeps } from './auth-api.ts';
 import type { Notifier } from './notifier.ts';
 import { Registry } from './registry.ts';
 
@@ -37,15 +39,39 @@ export interface RootApiDeps {
   log: Logger;
   bootId: string;
   version: string;
+  /** https with this key and chain (secure mode, with `security`). */
+  tls?: ServerTls;
+  /** Secure mode: the CA, tokens and enrollment; every route checks its caller. Without it: insecure. */
+  security?: Omit<RootAuthDeps, 'counters'>;
 }
 
 const Text = Type.String();
 const TEXT = 'text/plain; charset=utf-8';
-const errors = { 400: ErrorReply, 404: ErrorReply, 409: ErrorReply, 507: ErrorReply };
+const errors = {
+  400: ErrorReply,
+  401: ErrorReply,
+  403: ErrorReply,
+  404: ErrorReply,
+  409: ErrorReply,
+  507: ErrorReply,
+};
+
+// who may call (secure mode; see protocol/http-auth.ts)
+const ANYONE: Principal[] = ['anyone'];
+const READ: Principal[] = ['read-only'];
+const CLUSTER: Principal[] = ['cluster'];
+const CLUSTER_OR_READ: Principal[] = ['cluster', 'read-only'];
+const ORCHESTRATOR: Principal[] = ['orchestrator'];
 
 export async function buildRootApi(deps: RootApiDeps) {
   const { registry, notifier } = deps;
-  const app = createApiServer(deps.log, 1 << 20);
+  const app = createApiServer(deps.log, 1 << 20, deps.tls);
+  const security = deps.security;
+  const counters = installAuth(
+    app,
+    security ? { mode: 'tls', tokens: security.tokens } : { mode: 'insecure' },
+  );
+  registerRootAuthRoutes(app, security ? { ...security, counters } : undefined, counters);
   await app.register(swagger, {
     openapi: {
       info: {
@@ -57,9 +83,9 @@ export async function buildRootApi(deps: RootApiDeps) {
     },
   });
 
-  app.get(rootPaths.openapi, { schema: { hide: true } }, () => app.swagger());
+  app.get(rootPaths.openapi, { schema: { hide: true }, config: { allow: ANYONE } }, () => app.swagger());
 
-  app.get(rootPaths.health, { schema: { response: { 200: Health } } }, () => ({
+  app.get(rootPaths.health, { schema: { response: { 200: Health } }, config: { allow: ANYONE } }, () => ({
     status: 'ok' as const,
     boot_id: deps.bootId,
     version: deps.version,
@@ -68,8 +94,9 @@ export async function buildRootApi(deps: RootApiDeps) {
   // ---- clusters
   app.post(
     rootPaths.cluster,
-    { schema: { body: ClusterRegistration, response: { 200: Text, ...errors } } },
+    { schema: { body: ClusterRegistration, response: { 200: Text, ...errors } }, config: { allow: CLUSTER } },
     (req, reply) => {
+      callingCluster(req, req.body.cluster_id);
       const c = registry.registerCluster(req.body);
       notifier.kick(c.id, true);
       void reply.type(TEXT);
@@ -77,8 +104,10 @@ export async function buildRootApi(deps: RootApiDeps) {
     },
   );
 
-  app.get(rootPaths.clusters, { schema: { response: { 200: Type.Array(ClusterInfo) } } }, () =>
-    registry.listClusters(),
+  app.get(
+    rootPaths.clusters,
+    { schema: { response: { 200: Type.Array(ClusterInfo) } }, config: { allow: READ } },
+    () => registry.listClusters(),
   );
 
   app.delete(
@@ -89,9 +118,10 @@ export async function buildRootApi(deps: RootApiDeps) {
         querystring: ClusterQuery,
         response: { 200: Text, ...errors },
       },
+      config: { allow: CLUSTER },
     },
     (req, reply) => {
-      const clusterId = requireCluster(req.query.cluster_id);
+      const clusterId = requireCluster(callingCluster(req, req.query.cluster_id));
       registry.removeInterest(requireJobName(fromPathSegment(req.params.job_name)), clusterId);
       void reply.type(TEXT);
       return 'deregistered';
@@ -99,13 +129,15 @@ export async function buildRootApi(deps: RootApiDeps) {
   );
 
   // ---- services
-  app.get('/api/net/service', { schema: { response: { 200: Type.Array(JobDocument) } } }, () =>
-    registry.listJobs().map((j) => Registry.toDocument(j)),
+  app.get(
+    '/api/net/service',
+    { schema: { response: { 200: Type.Array(JobDocument) } }, config: { allow: READ } },
+    () => registry.listJobs().map((j) => Registry.toDocument(j)),
   );
 
   app.post(
     rootPaths.serviceDeploy,
-    { schema: { body: ServiceDeploy, response: { 200: Text, ...errors } } },
+    { schema: { body: ServiceDeploy, response: { 200: Text, ...errors } }, config: { allow: ORCHESTRATOR } },
     (req, reply) => {
       registry.deployService(req.body._id, req.body.deployment_descriptor);
       void reply.type(TEXT);
@@ -121,6 +153,7 @@ export async function buildRootApi(deps: RootApiDeps) {
         querystring: Type.Object({ force: Type.Optional(Type.Boolean()) }),
         response: { 200: Text, ...errors },
       },
+      config: { allow: ORCHESTRATOR },
     },
     (req, reply) => {
       registry.removeService(req.params.id, req.query.force ?? false);
@@ -132,7 +165,7 @@ export async function buildRootApi(deps: RootApiDeps) {
   // ---- instances
   app.post(
     rootPaths.instanceDeploy,
-    { schema: { body: InstanceDeploy, response: { 200: Text, ...errors } } },
+    { schema: { body: InstanceDeploy, response: { 200: Text, ...errors } }, config: { allow: ORCHESTRATOR } },
     (req, reply) => {
       registry.deployInstance(req.body._id, req.body.instance_number, req.body.cluster_id);
       void reply.type(TEXT);
@@ -147,6 +180,7 @@ export async function buildRootApi(deps: RootApiDeps) {
         params: Type.Object({ id: Type.String(), instance_number: Type.Integer({ minimum: -1 }) }),
         response: { 200: Text, ...errors },
       },
+      config: { allow: ORCHESTRATOR },
     },
     (req, reply) => {
       registry.removeInstance(req.params.id, req.params.instance_number);
@@ -157,9 +191,11 @@ export async function buildRootApi(deps: RootApiDeps) {
 
   app.post(
     rootPaths.netDeployStatus,
-    { schema: { body: NetDeployStatus, response: { 200: Text, ...errors } } },
+    { schema: { body: NetDeployStatus, response: { 200: Text, ...errors } }, config: { allow: CLUSTER } },
     (req, reply) => {
-      registry.updateDeployStatus(req.body.job_id, req.body.instances);
+      // a cluster reports only instances scheduled on itself, on its own workers
+      const reporter = isClusterCaller(req) ? callingCluster(req, undefined) : undefined;
+      registry.updateDeployStatus(req.body.job_id, req.body.instances, reporter);
       void reply.type(TEXT);
       return 'Status updated';
     },
@@ -174,10 +210,14 @@ export async function buildRootApi(deps: RootApiDeps) {
         querystring: ClusterQuery,
         response: { 200: JobDocument, ...errors },
       },
+      config: { allow: CLUSTER_OR_READ },
     },
     (req) =>
       Registry.toDocument(
-        registry.resolveByName(requireJobName(fromPathSegment(req.params.name)), req.query.cluster_id),
+        registry.resolveByName(
+          requireJobName(fromPathSegment(req.params.name)),
+          callingCluster(req, req.query.cluster_id),
+        ),
       ),
   );
 
@@ -189,16 +229,26 @@ export async function buildRootApi(deps: RootApiDeps) {
         querystring: ClusterQuery,
         response: { 200: JobDocument, ...errors },
       },
+      config: { allow: CLUSTER_OR_READ },
     },
-    (req) => Registry.toDocument(registry.resolveByIp(fromPathSegment(req.params.ip), req.query.cluster_id)),
+    (req) =>
+      Registry.toDocument(
+        registry.resolveByIp(fromPathSegment(req.params.ip), callingCluster(req, req.query.cluster_id)),
+      ),
   );
 
   // ---- worker subnetworks
   app.get(
     rootPaths.subnet,
-    { schema: { querystring: SubnetQuery, response: { 200: SubnetReply, ...errors } } },
+    {
+      schema: { querystring: SubnetQuery, response: { 200: SubnetReply, ...errors } },
+      config: { allow: CLUSTER },
+    },
     (req) => {
-      const w = registry.allocateSubnet(req.query.cluster_id, req.query.worker_id);
+      const cluster = callingCluster(req, req.query.cluster_id);
+      if (security && (cluster === undefined || req.query.worker_id === undefined))
+        throw new InvalidInputError('a subnetwork is allocated for a worker: ?worker_id= is needed');
+      const w = registry.allocateSubnet(cluster, req.query.worker_id);
       return { subnet_addr: w.subnet, subnet_addr_v6: w.subnetV6 };
     },
   );
@@ -208,12 +258,22 @@ export async function buildRootApi(deps: RootApiDeps) {
     {
       schema: {
         params: Type.Object({ worker_id: Type.String() }),
-        querystring: ClusterQuery,
+        querystring: Type.Object({ ...ClusterQuery.properties, force: Type.Optional(Type.Boolean()) }),
         response: { 200: WorkerInfo, ...errors },
       },
+      config: { allow: ['cluster', 'operator'] },
     },
     (req) => {
-      const w = registry.releaseSubnet(requireCluster(req.query.cluster_id), req.params.worker_id);
+      // a cluster releases its own workers; an operator any worker, and only with ?force=true (the worker may
+      // still be connected: its instances lose their addresses)
+      if (req.caller.kind === 'token' && !req.query.force)
+        throw new ForbiddenError(
+          'releasing a worker subnetwork as an operator needs ?force=true: its node may still be connected',
+        );
+      const w = registry.releaseSubnet(
+        requireCluster(callingCluster(req, req.query.cluster_id)),
+        req.params.worker_id,
+      );
       const { workerPrefixV4, workerPrefixV6 } = registry.addresses.plan.config;
       // the same form as GET /api/net/workers
       return {
@@ -227,8 +287,11 @@ export async function buildRootApi(deps: RootApiDeps) {
 
   app.get(
     rootPaths.workers,
-    { schema: { querystring: ClusterQuery, response: { 200: Type.Array(WorkerInfo) } } },
-    (req) => registry.listWorkers(req.query.cluster_id),
+    {
+      schema: { querystring: ClusterQuery, response: { 200: Type.Array(WorkerInfo) } },
+      config: { allow: CLUSTER_OR_READ },
+    },
+    (req) => registry.listWorkers(callingCluster(req, req.query.cluster_id)),
   );
 
   // ---- public netinfo (upstream guards it with a JWT; oaknet serves it read-only without one)
@@ -237,7 +300,7 @@ export async function buildRootApi(deps: RootApiDeps) {
   });
   app.get(
     rootPaths.availableIps,
-    { schema: { querystring: AvailableIpQuery, response: { 200: AvailableIps } } },
+    { schema: { querystring: AvailableIpQuery, response: { 200: AvailableIps } }, config: { allow: READ } },
     (req) => available(1, req.query.v),
   );
   app.get(
@@ -248,18 +311,23 @@ export async function buildRootApi(deps: RootApiDeps) {
         querystring: AvailableIpQuery,
         response: { 200: AvailableIps, ...errors },
       },
+      config: { allow: READ },
     },
     (req) => available(req.params.x, req.query.v),
   );
   app.get(
     '/api/pubnet/service/netinfo/ip/:ip',
-    { schema: { params: Type.Object({ ip: Type.String() }), response: { 200: ServiceNetinfo, ...errors } } },
+    {
+      schema: { params: Type.Object({ ip: Type.String() }), response: { 200: ServiceNetinfo, ...errors } },
+      config: { allow: READ },
+    },
     (req) => Registry.toNetinfo(registry.resolveByIp(fromPathSegment(req.params.ip))),
   );
   app.get(
     '/api/pubnet/service/netinfo/:name',
     {
       schema: { params: Type.Object({ name: Type.String() }), response: { 200: ServiceNetinfo, ...errors } },
+      config: { allow: READ },
     },
     (req) => Registry.toNetinfo(registry.resolveByName(requireJobName(fromPathSegment(req.params.name)))),
   );

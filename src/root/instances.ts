@@ -6,7 +6,7 @@
  * returns the clusters to notify where it queued anything.
  */
 import { IpAddress } from '../addressing/ip.ts';
-import { InvalidInputError, NotFoundError } from '../errors.ts';
+import { ForbiddenError, InvalidInputError, NotFoundError } from '../errors.ts';
 import type { DeployedInstance } from '../protocol/root-api.ts';
 import type { Json, Tx } from '../store/store.ts';
 import type { RootAddresses } from './addresses.ts';
@@ -60,13 +60,31 @@ export function removeInstance(tx: Tx, addresses: RootAddresses, id: string, n: 
   return [...clusters];
 }
 
-/** Records where instances run (reported by the cluster after a node deployed them). */
-export function updateDeployStatus(tx: Tx, jobId: string, instances: readonly DeployedInstance[]): string[] {
+/**
+ * Records where instances run (reported by the cluster after a node deployed them). A `reporter` (the
+ * cluster the call provably comes from) may report only instances scheduled on it, on its own workers.
+ */
+export function updateDeployStatus(
+  tx: Tx,
+  jobId: string,
+  instances: readonly DeployedInstance[],
+  reporter?: string,
+): string[] {
   const job = requireJob(tx, jobId);
   const clusters = new Set<string>();
   for (const d of instances) {
     const inst = job.instances[d.instance_number];
     if (!inst) throw new NotFoundError(`job ${job.name} has no scheduled instance ${d.instance_number}`);
+    if (reporter !== undefined) {
+      if (inst.clusterId !== reporter)
+        throw new ForbiddenError(
+          `cluster ${reporter} may not report instance ${d.instance_number} of ${job.name}: it is scheduled on cluster ${inst.clusterId}`,
+        );
+      if (d.worker_id === undefined || !tx.get(`worker/${reporter}/${d.worker_id}`))
+        throw new ForbiddenError(
+          `cluster ${reporter} has no worker ${d.worker_id ?? '(none named)'}: instances run on its own workers`,
+        );
+    }
     inst.namespaceIp = canonical(d.namespace_ip, 'namespace_ip');
     if (d.namespace_ip_v6 && d.namespace_ip_v6 !== '<nil>') {
       inst.namespaceIpV6 = canonical(d.namespace_ip_v6, 'namespace_ip_v6');

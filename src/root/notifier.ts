@@ -8,6 +8,7 @@
 import type { Logger } from 'pino';
 import { errorMessage } from '../errors.ts';
 import { clusterPaths } from '../protocol/cluster-api.ts';
+import { HttpTransport } from '../protocol/http-client.ts';
 import { hostForUrl } from '../protocol/url.ts';
 import type { Registry } from './registry.ts';
 
@@ -20,6 +21,11 @@ export interface NotifierOptions {
   /** First retry delay; doubles up to maxBackoffMs. */
   minBackoffMs?: number;
   maxBackoffMs?: number;
+  /**
+   * TLS to the clusters (a secure platform): the CA and the root's own key and chain, read at each delivery
+   * (they are renewed); each cluster must present its own identity. Without it, plain http.
+   */
+  tls?: () => { ca: string; key: string; cert: string };
 }
 
 interface ClusterLane {
@@ -37,6 +43,7 @@ export class Notifier {
   private readonly timeoutMs: number;
   private readonly minBackoffMs: number;
   private readonly maxBackoffMs: number;
+  private readonly tls: NotifierOptions['tls'];
 
   constructor(
     private readonly registry: Registry,
@@ -46,6 +53,7 @@ export class Notifier {
     this.timeoutMs = options.timeoutMs ?? 15_000;
     this.minBackoffMs = options.minBackoffMs ?? 250;
     this.maxBackoffMs = options.maxBackoffMs ?? 30_000;
+    this.tls = options.tls;
   }
 
   /** Delivers what is waiting from a previous run. */
@@ -112,16 +120,21 @@ export class Notifier {
         this.registry.ackNotification(next.key);
         continue;
       }
-      const url = `http://${hostForUrl(cluster.address)}:${cluster.port}${clusterPaths.jobUpdate}`;
+      const base = `${this.tls ? 'https' : 'http'}://${hostForUrl(cluster.address)}:${cluster.port}`;
+      const url = base + clusterPaths.jobUpdate;
+      const tls = this.tls?.();
+      const transport = new HttpTransport(
+        base,
+        tls ? { tls: { ...tls, expect: { kind: 'cluster', clusterId } } } : {},
+      );
       try {
-        const res = await fetch(url, {
-          method: 'POST',
-          headers: { 'content-type': 'application/json' },
-          body: JSON.stringify(next.notification),
-          signal: AbortSignal.any([this.abort.signal, AbortSignal.timeout(this.timeoutMs)]),
+        const res = await transport.request('POST', clusterPaths.jobUpdate, {
+          body: next.notification,
+          timeoutMs: this.timeoutMs,
+          signal: this.abort.signal,
         });
-        await res.arrayBuffer();
-        if (!res.ok) throw new Error(`HTTP ${res.status}`);
+        if (res.status < 200 || res.status >= 300)
+          throw new Error(`HTTP ${res.status} ${res.text.slice(0, 200)}`);
       } catch (err) {
         if (this.abort.signal.aborted) return;
         const message = errorMessage(err);
@@ -132,6 +145,8 @@ export class Notifier {
         );
         this.retryLater(clusterId, lane);
         return;
+      } finally {
+        transport.close();
       }
       this.registry.ackNotification(next.key);
       this.registry.setClusterStatus(clusterId, 'ACTIVE');

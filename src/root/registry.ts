@@ -128,8 +128,9 @@ export class Registry {
   }
 
   /** Records where instances run (reported by the cluster after a node deployed them) and notifies. */
-  updateDeployStatus(jobId: string, instances: readonly DeployedInstance[]): void {
-    this.notifyHook(this.store.transact((tx) => updateDeployStatus(tx, jobId, instances)));
+  /** Records deployment reports; `reporter` (a cluster by certificate) may report only its own instances. */
+  updateDeployStatus(jobId: string, instances: readonly DeployedInstance[], reporter?: string): void {
+    this.notifyHook(this.store.transact((tx) => updateDeployStatus(tx, jobId, instances, reporter)));
   }
 
   // ---- resolution and interests --------------------------------------------------------------------------

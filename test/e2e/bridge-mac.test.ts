@@ -16,7 +16,6 @@ import { pino } from 'pino';
 import { Cidr } from '../../src/addressing/cidr.ts';
 import { createPlatform, type Platform } from '../../src/platform/platform.ts';
 import { findLeftovers } from '../../src/platform/teardown.ts';
-import type { JobDocument } from '../../src/protocol/root-api.ts';
 import { FIXTURES, inNetns, runWorkload, type Workload } from '../support/workloads.ts';
 
 const exec = promisify(execFile);
@@ -96,8 +95,7 @@ describe('bridge MAC across an undeploy and a NetManager restart', { timeout: 30
         }),
       );
     }
-    const res = await fetch(`${platform.rootUrl}/api/net/service/${SERVER.replaceAll('.', '_')}/instances`);
-    const rr = ((await res.json()) as JobDocument).service_ip_list.find((s) => s.IpType === 'RR');
+    const rr = (await platform.rootClient().jobByName(SERVER)).service_ip_list.find((s) => s.IpType === 'RR');
     assert.ok(rr?.Address && rr.Address_v6, `${SERVER} has RR_IPs`);
     urls = [`http://${rr.Address}/`, `http://[${rr.Address_v6}]/`];
     const status = await platform.nodeClient('n1').status();

@@ -28,9 +28,7 @@ describe('Closest_IP, IPv6 and two clusters', { timeout: 600_000 }, () => {
     return (v6 ? e.Address_v6 : e.Address)!;
   };
   const refresh = async () => {
-    doc = (await (
-      await fetch(`${platform.rootUrl}/api/net/service/${S.replaceAll('.', '_')}/instances`)
-    ).json()) as JobDocument;
+    doc = await platform.rootClient().jobByName(S);
   };
   /** n new connections (one curl each) from a client; how many each instance answered. */
   const spread = async (client: string, target: string, n: number): Promise<Record<string, number>> => {
@@ -171,9 +169,7 @@ describe('Closest_IP, IPv6 and two clusters', { timeout: 600_000 }, () => {
     ]);
     assert.equal(udp.trim(), 'S1 six');
     const who = (await inNetns(ns('ca'), ['curl', '-s', '-m', '5', `http://[${instance6}]/`])).trim();
-    const clientV6 = (await (
-      await fetch(`${platform.rootUrl}/api/net/service/e2e_near_cla_v1/instances`)
-    ).json()) as JobDocument;
+    const clientV6 = await platform.rootClient().jobByName('e2e.near.cla.v1');
     assert.equal(
       who,
       `S1 ${clientV6.instance_list[0]!.instance_ip_v6}`,

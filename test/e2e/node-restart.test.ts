@@ -9,7 +9,6 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { pino } from 'pino';
 import { createPlatform, type Platform } from '../../src/platform/platform.ts';
-import type { JobDocument, WorkerInfo } from '../../src/protocol/root-api.ts';
 import { FIXTURES, inNetns } from '../support/workloads.ts';
 
 describe('NetManager restart', { timeout: 300_000 }, () => {
@@ -40,15 +39,12 @@ describe('NetManager restart', { timeout: 300_000 }, () => {
   });
 
   it('keeps the subnetwork and the instance addresses, and serves again', async () => {
-    const job = async () =>
-      (await (
-        await fetch(`${platform.rootUrl}/api/net/service/e2e_restart_web_v1/instances`)
-      ).json()) as JobDocument;
+    const job = async () => platform.rootClient().jobByName('e2e.restart.web.v1');
     const rr = (await job()).service_ip_list.find((s) => s.IpType === 'RR')!.Address!;
     const cli = platform.workloads.find((w) => w.name === 'cli')!.netns;
     assert.match(await inNetns(cli, ['curl', '-s', '-m', '5', `http://${rr}/`]), /^W0 /);
     const before = await platform.nodeClient('n2').status();
-    const workersBefore = (await (await fetch(`${platform.rootUrl}/api/net/workers`)).json()) as WorkerInfo[];
+    const workersBefore = await platform.rootClient().workers();
 
     await platform.restartNode('n2');
 
@@ -60,7 +56,7 @@ describe('NetManager restart', { timeout: 300_000 }, () => {
       before.instances.map((i) => [i.service, i.instance, i.ns_address, i.ns_address_v6]),
       'the instance kept its namespace addresses',
     );
-    const workersAfter = (await (await fetch(`${platform.rootUrl}/api/net/workers`)).json()) as WorkerInfo[];
+    const workersAfter = await platform.rootClient().workers();
     assert.deepEqual(workersAfter, workersBefore, 'no new subnetwork was allocated');
     assert.equal((await job()).instance_list[0]?.namespace_ip, before.instances[0]?.ns_address);
     // traffic works again (the restarted node re-announced the instance and rebuilt its wiring)

@@ -21,9 +21,7 @@ const B = 'e2e.test.svcb.v1';
 const CLIENT = 'e2e.test.client.v1';
 
 async function job(platform: Platform, name: string): Promise<JobDocument> {
-  const res = await fetch(`${platform.rootUrl}/api/net/service/${name.replaceAll('.', '_')}/instances`);
-  assert.equal(res.status, 200, await res.clone().text());
-  return (await res.json()) as JobDocument;
+  return platform.rootClient().jobByName(name);
 }
 
 function serviceIp(doc: JobDocument, type: 'RR' | 'Closest'): string {

@@ -10,30 +10,47 @@ import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import { Cidr } from '../../src/addressing/cidr.ts';
 import { IpAddress } from '../../src/addressing/ip.ts';
+import { pino } from 'pino';
+import { ClusterCredentials } from '../../src/cluster/credentials.ts';
+import { HttpTransport } from '../../src/protocol/http-client.ts';
 import type { JobDocument } from '../../src/protocol/root-api.ts';
 import { OAKNET_BIN, startRootProcess, type OaknetProcess } from '../support/oaknet-process.ts';
 import { freePort } from '../support/ports.ts';
 
 const exec = promisify(execFile);
 
-describe('oaknet service commands', () => {
+describe('oaknet service, worker and token commands against a secure root', () => {
   const dir = mkdtempSync(join(tmpdir(), 'oaknet-cli-'));
   let root: OaknetProcess;
   let url: string;
+  let ca: string;
+  let adminFile: string;
+  let orchestrator: string;
 
-  const oaknet = async (...args: string[]) => {
+  const run = async (args: string[], env: NodeJS.ProcessEnv = {}) => {
     try {
-      const { stdout, stderr } = await exec(process.execPath, [OAKNET_BIN, ...args, '--root', url]);
+      const { stdout, stderr } = await exec(process.execPath, [OAKNET_BIN, ...args, '--root', url], {
+        // no platform of this machine's user is consulted for tokens
+        env: { ...process.env, OAKNET_STATE_DIR: join(dir, 'no-platform'), ...env },
+      });
       return { code: 0, stdout, stderr };
     } catch (err) {
       const e = err as { code: number; stdout: string; stderr: string };
       return { code: e.code, stdout: e.stdout, stderr: e.stderr };
     }
   };
+  /** As an orchestrator (the token in $OAKNET_TOKEN). */
+  const oaknet = (...args: string[]) => run(args, { OAKNET_TOKEN: orchestrator });
 
   before(async () => {
     const port = await freePort();
-    ({ proc: root, url } = await startRootProcess(dir, port));
+    const started = await startRootProcess(dir, port);
+    ({ proc: root, url } = started);
+    ca = started.ca!;
+    adminFile = join(dir, 'pki', 'admin.token');
+    const made = await run(['token', 'create', '--role', 'orchestrator', '--token-file', adminFile]);
+    assert.equal(made.code, 0, made.stderr);
+    orchestrator = made.stdout.trim();
   });
   after(async () => {
     await root.stop();
@@ -91,31 +108,82 @@ describe('oaknet service commands', () => {
     assert.ok(!list.some((j) => j.job_name === 'web.prod.db.v1'));
   });
 
-  it('lists workers and releases the subnetworks of one an operator removed', async () => {
-    const post = (path: string, body: unknown) =>
-      fetch(`${url}${path}`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify(body),
-      });
-    assert.equal(
-      (await post('/api/net/cluster', { cluster_id: 'edge', cluster_address: '127.0.0.1', cluster_port: 9 }))
-        .status,
-      200,
+  it('without a token a write says what it needs; tokens are listed and revoked', async () => {
+    const none = await run(['service', 'create', 'web.prod.anon.v1']);
+    assert.notEqual(none.code, 0);
+    assert.match(none.stderr, /needs a token with the role orchestrator: pass --token/);
+    const op = await run(['service', 'create', 'web.prod.anon.v1', '--token-file', adminFile]);
+    assert.match(op.stderr, /operator\) may not make this call.*E_FORBIDDEN/);
+    const reader = (
+      await run(['token', 'create', '--role', 'read-only', '--token-file', adminFile, '--json'])
+    ).stdout;
+    const { token, info } = JSON.parse(reader) as { token: string; info: { id: string } };
+    assert.equal((await run(['service', 'list', '--token', token])).code, 0);
+    const list = await run(['token', 'list', '--token-file', adminFile]);
+    assert.match(list.stdout, new RegExp(`^${info.id}\\s+read-only\\s+never`, 'm'));
+    assert.match(
+      (await run(['token', 'revoke', info.id, '--token-file', adminFile])).stdout,
+      /revoked token/,
     );
-    const got = (await (await fetch(`${url}/api/net/subnet?cluster_id=edge&worker_id=gone-node`)).json()) as {
+    const after = await run(['service', 'list', '--token', token]);
+    assert.match(after.stderr, /was revoked.*E_UNAUTHENTICATED/);
+    const join = await run(['token', 'create', '--role', 'cluster', '--token-file', adminFile, '--json']);
+    const joinInfo = (JSON.parse(join.stdout) as { info: { expires: string } }).info;
+    const hours = (Date.parse(joinInfo.expires) - Date.now()) / 3_600_000;
+    assert.ok(hours > 23.9 && hours <= 24, 'join tokens expire after 24 h by default');
+  });
+
+  it('lists workers and releases the subnetworks of one an operator removed', async () => {
+    // a cluster enrolls with a token and allocates a worker's subnetwork with its certificate
+    const joinToken = (
+      await run(['token', 'create', '--role', 'cluster', '--token-file', adminFile])
+    ).stdout.trim();
+    const creds = await ClusterCredentials.open({
+      dir: join(dir, 'edge-pki'),
+      rootUrl: url,
+      clusterId: 'edge',
+      token: joinToken,
+      log: pino({ level: 'silent' }),
+    });
+    const asEdge = new HttpTransport(url, {
+      tls: { ca, key: creds.current.key, cert: creds.current.cert, expect: { kind: 'root' } },
+    });
+    const reg = await asEdge.request('POST', '/api/net/cluster', {
+      body: { cluster_id: 'edge', cluster_address: '127.0.0.1', cluster_port: 9 },
+    });
+    assert.equal(reg.status, 200, reg.text);
+    const got = JSON.parse((await asEdge.request('GET', '/api/net/subnet?worker_id=gone-node')).text) as {
       subnet_addr: string;
     };
+    asEdge.close();
     const list = await oaknet('worker', 'list');
     assert.match(
       list.stdout,
       new RegExp(`^edge\\s+gone-node\\s+${got.subnet_addr.replaceAll('.', '\\.')}/26`, 'm'),
     );
-    const removed = await oaknet('worker', 'remove', 'gone-node', '--cluster-id', 'edge');
+    const notOperator = await oaknet('worker', 'remove', 'gone-node', '--cluster-id', 'edge');
+    assert.match(notOperator.stderr, /E_FORBIDDEN/);
+    const removed = await run([
+      'worker',
+      'remove',
+      'gone-node',
+      '--cluster-id',
+      'edge',
+      '--token-file',
+      adminFile,
+    ]);
     assert.equal(removed.code, 0, removed.stderr);
     assert.match(removed.stdout, /released .* of worker gone-node/);
     assert.equal((await oaknet('worker', 'list')).stdout.trim(), 'no workers');
-    const again = await oaknet('worker', 'remove', 'gone-node', '--cluster-id', 'edge');
+    const again = await run([
+      'worker',
+      'remove',
+      'gone-node',
+      '--cluster-id',
+      'edge',
+      '--token-file',
+      adminFile,
+    ]);
     assert.match(again.stderr, /cluster edge has no worker gone-node/);
   });
 

@@ -2,8 +2,10 @@
  * Runs `oaknet <command>` as a real child process (as a user would), and waits for it to answer HTTP.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { HttpTransport } from '../../src/protocol/http-client.ts';
 
 export const OAKNET_BIN = fileURLToPath(new URL('../../bin/oaknet.mjs', import.meta.url));
 
@@ -58,11 +60,15 @@ export async function waitHttpOk(url: string, proc: OaknetProcess, timeoutMs = 2
   }
 }
 
-/** `oaknet root` on 127.0.0.1:port with its store in dir, ready to answer. */
+/**
+ * `oaknet root` on 127.0.0.1:port with its store in dir, ready to answer: secure (https; its CA and admin
+ * token in dir/pki) unless `insecure`.
+ */
 export async function startRootProcess(
   dir: string,
   port: number,
-): Promise<{ proc: OaknetProcess; url: string }> {
+  opts: { insecure?: boolean } = {},
+): Promise<{ proc: OaknetProcess; url: string; ca?: string; adminToken?: string }> {
   const proc = runOaknet([
     'root',
     '--port',
@@ -73,8 +79,26 @@ export async function startRootProcess(
     join(dir, 'root.db'),
     '--log-level',
     'warn',
+    ...(opts.insecure ? ['--insecure'] : []),
   ]);
-  const url = `http://127.0.0.1:${port}`;
-  await waitHttpOk(`${url}/api/net/health`, proc);
-  return { proc, url };
+  if (opts.insecure) {
+    const url = `http://127.0.0.1:${port}`;
+    await waitHttpOk(`${url}/api/net/health`, proc);
+    return { proc, url };
+  }
+  const url = `https://127.0.0.1:${port}`;
+  const tokenFile = join(dir, 'pki', 'admin.token');
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    if (existsSync(tokenFile)) {
+      const ca = readFileSync(join(dir, 'pki', 'ca.crt'), 'utf8');
+      const t = new HttpTransport(url, { tls: { ca, expect: { kind: 'root' } } });
+      const res = await t.request('GET', '/api/net/health').catch(() => undefined);
+      t.close();
+      if (res?.status === 200) return { proc, url, ca, adminToken: readFileSync(tokenFile, 'utf8').trim() };
+    }
+    if (proc.child.exitCode !== null) throw new Error(`oaknet root exited:\n${proc.output()}`);
+    if (Date.now() > deadline) throw new Error(`oaknet root did not come up in 20 s:\n${proc.output()}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
 }

@@ -1,0 +1,96 @@
+/**
+ * @module cluster/node-enrollment
+ * NetManagers join their cluster: a node token (checked by the root) and a certificate request for
+ * urn:oaknet:node:<cluster>:<worker> get a certificate signed by this cluster's node CA, so the node can
+ * connect to the cluster's broker. A worker ID belongs to the token that first enrolled it (no takeover);
+ * a node renews with its current certificate, even an expired one.
+ */
+import { X509Certificate } from 'node:crypto';
+import type { TLSSocket } from 'node:tls';
+import { ForbiddenError, InvalidInputError, UnauthenticatedError } from '../errors.ts';
+import type { NodeCertificates, NodeEnroll, NodeRenew } from '../protocol/auth-api.ts';
+import type { TokenVerifier } from '../protocol/http-auth.ts';
+import { identityOf, identityUri, readCsr, sameIdentity, verifyChain } from '../security/pki.ts';
+import type { Json, Store } from '../store/store.ts';
+import type { ClusterIdentity } from './credentials.ts';
+
+/** Days a NetManager's certificate is valid; it renews after two thirds. */
+export const NODE_CERT_DAYS = 30;
+
+interface NodeEnrollmentRecord {
+  workerId: string;
+  tokenId: string;
+  enrolledAt: string;
+}
+
+export class NodeEnrollment {
+  constructor(
+    private readonly store: Store,
+    private readonly identity: () => ClusterIdentity,
+    private readonly tokens: TokenVerifier,
+  ) {}
+
+  async enroll(req: NodeEnroll): Promise<NodeCertificates> {
+    const token = await this.tokens.verify(req.token, ['node']);
+    const { clusterId } = this.identity();
+    const worker = req.worker_id;
+    const publicKey = await this.request(req.csr, clusterId, worker);
+    this.store.transact((tx) => {
+      const old = tx.get<NodeEnrollmentRecord>(`auth/node/${worker}`);
+      if (old && old.tokenId !== token.id)
+        throw new ForbiddenError(
+          `worker ${worker} was enrolled with another token (${old.tokenId}); a worker ID cannot be taken over`,
+        );
+      const rec: NodeEnrollmentRecord = {
+        workerId: worker,
+        tokenId: token.id,
+        enrolledAt: old?.enrolledAt ?? new Date().toISOString(),
+      };
+      tx.put(`auth/node/${worker}`, rec as unknown as Json);
+    });
+    return this.issue(publicKey, clusterId, worker);
+  }
+
+  /** Renews the certificate of the node whose certificate the TLS client presented. */
+  async renew(socket: Partial<TLSSocket>, req: NodeRenew): Promise<NodeCertificates> {
+    const peer = socket.getPeerCertificate?.(true);
+    if (!peer?.raw)
+      throw new UnauthenticatedError(
+        'renewal needs the current node certificate as the TLS client certificate',
+      );
+    const leaf = new X509Certificate(peer.raw);
+    const { nodeCa, ca, clusterId } = this.identity();
+    try {
+      // this cluster's node CA (any of its renewals: they keep the cluster's identity) signed it
+      verifyChain(leaf.toString() + nodeCa.certPem, ca, { ignoreTime: true });
+    } catch (err) {
+      throw new UnauthenticatedError(
+        `the client certificate is not one this cluster issued: ${(err as Error).message}`,
+      );
+    }
+    const id = identityOf(leaf);
+    if (id?.kind !== 'node' || id.clusterId !== clusterId)
+      throw new ForbiddenError(`only a node certificate of cluster ${clusterId} can be renewed here`);
+    if (!this.store.transact((tx) => tx.get(`auth/node/${id.workerId}`)))
+      throw new ForbiddenError(`worker ${id.workerId} is not enrolled at this cluster`);
+    return this.issue(await this.request(req.csr, clusterId, id.workerId), clusterId, id.workerId);
+  }
+
+  private async request(csr: string, clusterId: string, workerId: string): Promise<string> {
+    const read = await readCsr(csr);
+    const want = { kind: 'node' as const, clusterId, workerId };
+    if (!read.identity || !sameIdentity(read.identity, want))
+      throw new InvalidInputError(`csr must ask for exactly ${identityUri(want)}`);
+    return read.publicKey;
+  }
+
+  private async issue(publicKey: string, clusterId: string, workerId: string): Promise<NodeCertificates> {
+    const { nodeCa, ca } = this.identity();
+    const leaf = await nodeCa.issue({
+      publicKey,
+      identity: { kind: 'node', clusterId, workerId },
+      days: NODE_CERT_DAYS,
+    });
+    return { chain: leaf + nodeCa.certPem, ca };
+  }
+}

@@ -1,0 +1,168 @@
+/**
+ * @module protocol/http-auth
+ * Who calls, and may they: the authentication and authorization of the root's and the cluster's HTTP APIs.
+ * A caller is a TLS client certificate from the platform CA (the root, a cluster, a node: the identity is
+ * the certificate's URI SAN) or a bearer token with an API role (read-only, operator, orchestrator). Every
+ * route says who may call it (`config.allow`); a call without valid credentials is 401, with credentials
+ * outside the route's principals 403, each with a message that names the problem, and each is counted.
+ * In insecure mode (plain http, `--insecure`) every caller may call everything, as upstream's APIs allow.
+ */
+import { X509Certificate } from 'node:crypto';
+import type { TLSSocket } from 'node:tls';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { ForbiddenError, OakNetError, UnauthenticatedError } from '../errors.ts';
+import { identityOf, identityUri, type Identity } from '../security/pki.ts';
+import { API_ROLES, type Role, type TokenInfo } from '../security/tokens.ts';
+import { errorReply } from './http-errors.ts';
+
+/** Who may call a route. `read-only` admits every API role (operators and orchestrators may read). */
+export type Principal = 'anyone' | 'root' | 'cluster' | 'node' | 'read-only' | 'operator' | 'orchestrator';
+
+export type Caller =
+  | { kind: 'insecure' }
+  | { kind: 'anonymous'; /** why a presented certificate was refused */ certProblem?: string }
+  | { kind: 'cert'; identity: Identity }
+  | { kind: 'token'; role: Role; id: string };
+
+/** Checks a bearer token (the root's own store, or the root asked by a cluster). */
+export interface TokenVerifier {
+  verify(token: string, roles: readonly Role[]): Promise<TokenInfo> | TokenInfo;
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    caller: Caller;
+  }
+  interface FastifyContextConfig {
+    /** Who may call this route; a route without it is open to anyone. */
+    allow?: readonly Principal[];
+  }
+}
+
+export interface AuthCounters {
+  /** Calls refused with 401. */
+  unauthenticated: number;
+  /** Calls refused with 403. */
+  forbidden: number;
+}
+
+export type AuthMode = { mode: 'insecure' } | { mode: 'tls'; tokens: TokenVerifier };
+
+/** Installs the hook on an API server; returns its counters. */
+export function installAuth(app: FastifyInstance, auth: AuthMode): AuthCounters {
+  const counters: AuthCounters = { unauthenticated: 0, forbidden: 0 };
+  app.decorateRequest('caller', null as unknown as { getter: () => Caller });
+  app.addHook('onRequest', async (req: FastifyRequest, reply: FastifyReply) => {
+    if (auth.mode === 'insecure') {
+      req.caller = { kind: 'insecure' };
+      return;
+    }
+    const allow = req.routeOptions.config.allow;
+    try {
+      req.caller = await callerOf(req, auth.tokens);
+      if (!allow || allow.includes('anyone')) return;
+      check(req.caller, allow);
+    } catch (err) {
+      if (!(err instanceof OakNetError)) throw err;
+      if (err.code === 'E_FORBIDDEN') counters.forbidden++;
+      else counters.unauthenticated++;
+      req.log.info({ code: err.code, msg: err.message, url: req.url }, 'call refused');
+      const { status, body } = errorReply(err);
+      return reply.status(status).send(body);
+    }
+  });
+  return counters;
+}
+
+async function callerOf(req: FastifyRequest, tokens: TokenVerifier): Promise<Caller> {
+  const header = req.headers.authorization;
+  if (header !== undefined) {
+    const m = /^Bearer\s+(\S+)\s*$/i.exec(header);
+    if (!m) throw new UnauthenticatedError('the Authorization header must be "Bearer <token>"');
+    const info = await tokens.verify(m[1]!, API_ROLES);
+    return { kind: 'token', role: info.role, id: info.id };
+  }
+  const socket = req.raw.socket as Partial<TLSSocket>;
+  const peer = socket.getPeerCertificate?.();
+  if (!peer || !peer.raw) return { kind: 'anonymous' };
+  if (!socket.authorized) {
+    return {
+      kind: 'anonymous',
+      certProblem: `the client certificate was refused: ${String(socket.authorizationError ?? 'not from the platform CA')}`,
+    };
+  }
+  const identity = identityOf(new X509Certificate(peer.raw));
+  if (!identity) return { kind: 'anonymous', certProblem: 'the client certificate names no oaknet identity' };
+  return { kind: 'cert', identity };
+}
+
+function check(caller: Caller, allow: readonly Principal[]): void {
+  const who = principalOf(caller);
+  if (who === undefined) {
+    const problem = caller.kind === 'anonymous' && caller.certProblem ? `${caller.certProblem}; ` : '';
+    throw new UnauthenticatedError(`${problem}this call needs ${describe(allow)}`);
+  }
+  if (allow.includes(who)) return;
+  if (allow.includes('read-only') && (who === 'operator' || who === 'orchestrator')) return;
+  throw new ForbiddenError(`${describeCaller(caller)} may not make this call; it needs ${describe(allow)}`);
+}
+
+function principalOf(caller: Caller): Principal | undefined {
+  switch (caller.kind) {
+    case 'insecure':
+      return undefined;
+    case 'anonymous':
+      return undefined;
+    case 'cert':
+      return caller.identity.kind === 'root' ||
+        caller.identity.kind === 'cluster' ||
+        caller.identity.kind === 'node'
+        ? caller.identity.kind
+        : undefined;
+    case 'token':
+      return caller.role;
+  }
+}
+
+function describe(allow: readonly Principal[]): string {
+  const certs = allow.filter((p) => p === 'root' || p === 'cluster' || p === 'node');
+  const roles = allow.filter((p) => p === 'read-only' || p === 'operator' || p === 'orchestrator');
+  const parts: string[] = [];
+  if (certs.length) parts.push(`the client certificate of a ${certs.join(' or ')}`);
+  if (roles.length) parts.push(`a bearer token with the role ${roles.join(' or ')}`);
+  return parts.join(', or ');
+}
+
+export function describeCaller(caller: Caller): string {
+  switch (caller.kind) {
+    case 'insecure':
+      return 'an unauthenticated caller (insecure mode)';
+    case 'anonymous':
+      return 'an anonymous caller';
+    case 'cert':
+      return identityUri(caller.identity);
+    case 'token':
+      return `token ${caller.id} (${caller.role})`;
+  }
+}
+
+/**
+ * The cluster a call comes from: its certificate's, which `?cluster_id=` must repeat when given; in insecure
+ * mode the query's. Undefined when the caller is no cluster and named none.
+ */
+export function callingCluster(req: FastifyRequest, queryId: string | undefined): string | undefined {
+  const c = req.caller;
+  if (c.kind === 'cert' && c.identity.kind === 'cluster') {
+    if (queryId !== undefined && queryId !== c.identity.clusterId)
+      throw new ForbiddenError(
+        `cluster ${c.identity.clusterId} may not act as cluster ${queryId} (?cluster_id= must be its own)`,
+      );
+    return c.identity.clusterId;
+  }
+  return queryId;
+}
+
+/** True when the caller is a cluster by certificate (its identity is proven, not claimed). */
+export function isClusterCaller(req: FastifyRequest): boolean {
+  return req.caller.kind === 'cert' && req.caller.identity.kind === 'cluster';
+}

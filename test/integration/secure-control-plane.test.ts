@@ -1,0 +1,301 @@
+/**
+ * The control plane in secure mode, over real TLS sockets: a root with a platform CA, a cluster enrolled
+ * with a join token, callers with tokens of each role; and the attacker's first moves (no credentials, the
+ * wrong role, another cluster's ID, a forged report) refused with 401/403 and counted.
+ */
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { pino } from 'pino';
+import { startCluster, type RunningCluster } from '../../src/cluster/cluster.ts';
+import { ClusterCredentials } from '../../src/cluster/credentials.ts';
+import { ClusterClient } from '../../src/protocol/cluster-client.ts';
+import { HttpTransport, type Credentials } from '../../src/protocol/http-client.ts';
+import { RootClient } from '../../src/protocol/root-client.ts';
+import { startRoot, type RunningRoot } from '../../src/root/root.ts';
+import { discoverCa } from '../../src/security/join.ts';
+import { CertificateAuthority, createCsr, generateKeyPair } from '../../src/security/pki.ts';
+import { SqliteStore } from '../../src/store/sqlite.ts';
+
+const log = pino({ level: 'silent' });
+const CLUSTER = 'secure-c1';
+
+describe('secure control plane (TLS 1.3, certificates, tokens)', () => {
+  let dir: string;
+  let ca: CertificateAuthority;
+  let root: RunningRoot;
+  let cluster: RunningCluster;
+  let creds: ClusterCredentials;
+  let tokens: { operator: string; orchestrator: string; readOnly: string; cluster: string };
+  const rootAs = (c: Credentials) => new RootClient(root.url, { credentials: c });
+  const tls = () => ({ ca: ca.certPem, expect: { kind: 'root' as const } });
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'oaknet-secure-'));
+    ({ ca } = await CertificateAuthority.create());
+    root = await startRoot({
+      store: new SqliteStore(join(dir, 'root.db')),
+      log,
+      port: 0,
+      host: '127.0.0.1',
+      ca,
+      adminTokenFile: join(dir, 'pki', 'admin.token'),
+      notifier: { minBackoffMs: 50, maxBackoffMs: 200 },
+    });
+    const t = root.tokens!;
+    tokens = {
+      operator: t.create('operator').token,
+      orchestrator: t.create('orchestrator').token,
+      readOnly: t.create('read-only').token,
+      cluster: t.create('cluster', { ttlSeconds: 3600 }).token,
+    };
+    creds = await ClusterCredentials.open({
+      dir: join(dir, 'cluster-pki'),
+      rootUrl: root.url,
+      clusterId: CLUSTER,
+      token: tokens.cluster,
+      log,
+    });
+    cluster = await startCluster({
+      rootUrl: root.url,
+      store: new SqliteStore(join(dir, 'cluster.db')),
+      log,
+      port: 0,
+      host: '127.0.0.1',
+      mqttPort: 0,
+      clusterId: CLUSTER,
+      advertiseAddress: '127.0.0.1',
+      credentials: creds,
+    });
+  });
+
+  after(async () => {
+    await cluster?.close();
+    await root?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('the root wrote an operator token 0600 at its first start', () => {
+    assert.equal(statSync(join(dir, 'pki', 'admin.token')).mode & 0o777, 0o600);
+    assert.equal(statSync(join(dir, 'cluster-pki', 'identity.json')).mode & 0o777, 0o600);
+    assert.equal(statSync(join(dir, 'cluster-pki')).mode & 0o777, 0o700);
+  });
+
+  it('the enrolled cluster registered itself over mutual TLS', async () => {
+    const clusters = await rootAs({ tls: tls(), token: tokens.readOnly }).clusters();
+    assert.deepEqual(
+      clusters.map((c) => c.cluster_id),
+      [CLUSTER],
+    );
+  });
+
+  it('writes without credentials are 401, with the wrong role 403, and counted', async () => {
+    const anonymous = rootAs({ tls: tls() });
+    await assert.rejects(anonymous.createService('shop.prod.cart.v1'), {
+      code: 'E_UNAUTHENTICATED',
+      message: /needs a bearer token with the role orchestrator/,
+    });
+    await assert.rejects(rootAs({ tls: tls(), token: tokens.operator }).createService('shop.prod.cart.v1'), {
+      code: 'E_FORBIDDEN',
+      message: /operator\) may not make this call/,
+    });
+    await assert.rejects(rootAs({ tls: tls(), token: tokens.readOnly }).createService('shop.prod.cart.v1'), {
+      code: 'E_FORBIDDEN',
+    });
+    const status = await rootAs({ tls: tls(), token: tokens.readOnly }).authStatus();
+    assert.equal(status.mode, 'tls');
+    assert.ok(status.refused.unauthenticated >= 1 && status.refused.forbidden >= 2, JSON.stringify(status));
+  });
+
+  it('an orchestrator creates a service and schedules it; the root notifies the cluster over mutual TLS', async () => {
+    const orch = rootAs({ tls: tls(), token: tokens.orchestrator });
+    const id = await orch.createService('shop.prod.cart.v1');
+    await orch.deployInstance(id, 0, CLUSTER);
+    const clusterApi = new ClusterClient(cluster.url, 5000, {
+      tls: { ca: ca.certPem, expect: { kind: 'cluster', clusterId: CLUSTER } },
+      token: tokens.orchestrator,
+    });
+    await clusterApi.announceDeployment('shop.prod.cart.v1');
+    clusterApi.close();
+    // the cluster's answer to the root's notification is what empties its outbox
+    const reader = rootAs({ tls: tls(), token: tokens.readOnly });
+    for (;;) {
+      const [c] = await reader.clusters();
+      if (c?.pending_notifications === 0 && c.status === 'ACTIVE') break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  });
+
+  it("a cluster's certificate names its cluster: ?cluster_id= of another is refused", async () => {
+    const { key, cert } = creds.current;
+    const asCluster = new HttpTransport(root.url, { tls: { ...tls(), key, cert } });
+    const other = await asCluster.request('GET', '/api/net/subnet?cluster_id=someone-else&worker_id=w1');
+    assert.equal(other.status, 403);
+    assert.match(other.text, /may not act as cluster someone-else/);
+    const forged = await asCluster.request('POST', '/api/net/cluster', {
+      body: { cluster_id: 'someone-else', cluster_address: '203.0.113.9', cluster_port: 10110 },
+    });
+    assert.equal(forged.status, 403);
+    const own = await asCluster.request('GET', '/api/net/subnet?worker_id=w1');
+    assert.equal(own.status, 200, own.text);
+    asCluster.close();
+  });
+
+  it('a cluster may not report instances scheduled elsewhere or on workers it does not have', async () => {
+    const orch = rootAs({ tls: tls(), token: tokens.orchestrator });
+    const id = await orch.createService('shop.prod.pay.v1');
+    await orch.deployInstance(id, 0, 'another-cluster');
+    const { key, cert } = creds.current;
+    const asCluster = new HttpTransport(root.url, { tls: { ...tls(), key, cert } });
+    const report = (worker: string, jobId: string) =>
+      asCluster.request('POST', '/api/net/service/net_deploy_status', {
+        body: {
+          job_id: jobId,
+          instances: [
+            {
+              instance_number: 0,
+              namespace_ip: '10.18.0.5',
+              host_ip: '203.0.113.66',
+              host_port: 50103,
+              worker_id: worker,
+            },
+          ],
+        },
+      });
+    const elsewhere = await report('w1', id);
+    assert.equal(elsewhere.status, 403);
+    assert.match(elsewhere.text, /scheduled on cluster another-cluster/);
+    const cart = (await orch.jobByName('shop.prod.cart.v1'))._id;
+    const stranger = await report('not-my-worker', cart);
+    assert.equal(stranger.status, 403);
+    assert.match(stranger.text, /has no worker not-my-worker/);
+    asCluster.close();
+  });
+
+  it('another cluster token cannot take over an enrolled cluster ID', async () => {
+    const other = root.tokens!.create('cluster').token;
+    await assert.rejects(
+      ClusterCredentials.open({
+        dir: join(dir, 'thief-pki'),
+        rootUrl: root.url,
+        clusterId: CLUSTER,
+        token: other,
+        log,
+      }),
+      { code: 'E_FORBIDDEN', message: /cannot be taken over/ },
+    );
+  });
+
+  it('an operator token cannot enroll a cluster, and a wrong CSR identity is refused', async () => {
+    await assert.rejects(
+      ClusterCredentials.open({
+        dir: join(dir, 'op-pki'),
+        rootUrl: root.url,
+        clusterId: 'c-op',
+        token: tokens.operator,
+        log,
+      }),
+      { code: 'E_FORBIDDEN' },
+    );
+    const k = generateKeyPair().privateKey;
+    const t = new HttpTransport(root.url, { tls: tls() });
+    const res = await t.request('POST', '/api/auth/clusters/enroll', {
+      body: {
+        token: root.tokens!.create('cluster').token,
+        cluster_id: 'c-x',
+        csr: await createCsr(k, { kind: 'cluster', clusterId: 'c-y' }),
+        ca_csr: await createCsr(k, { kind: 'cluster-ca', clusterId: 'c-x' }),
+      },
+    });
+    t.close();
+    assert.equal(res.status, 400);
+    assert.match(res.text, /csr must ask for exactly urn:oaknet:cluster:c-x/);
+  });
+
+  it('a token made for another CA is refused before anything is sent', async () => {
+    const { ca: other } = await CertificateAuthority.create('elsewhere');
+    const { TokenStore } = await import('../../src/security/tokens.ts');
+    const { MemoryStore } = await import('../../src/store/memory.ts');
+    const { caPin } = await import('../../src/security/pki.ts');
+    const foreign = new TokenStore(new MemoryStore(), caPin(other.cert)).create('cluster').token;
+    await assert.rejects(
+      discoverCa(root.url, foreign, { kind: 'root' }),
+      /does not present the CA this token/,
+    );
+  });
+
+  it('revoked tokens stop working at once', async () => {
+    const { token, info } = root.tokens!.create('read-only');
+    const reader = rootAs({ tls: tls(), token });
+    await reader.clusters();
+    await rootAs({ tls: tls(), token: tokens.operator }).revokeToken(info.id);
+    await assert.rejects(reader.clusters(), { code: 'E_UNAUTHENTICATED', message: /revoked/ });
+  });
+
+  it('the cluster API wants a token of its root-checked role; the root is not an orchestrator', async () => {
+    const target = { ca: ca.certPem, expect: { kind: 'cluster' as const, clusterId: CLUSTER } };
+    await assert.rejects(new ClusterClient(cluster.url, 5000, { tls: target }).status(), {
+      code: 'E_UNAUTHENTICATED',
+    });
+    const status = await new ClusterClient(cluster.url, 5000, {
+      tls: target,
+      token: tokens.readOnly,
+    }).status();
+    assert.equal(status.security.mode, 'tls');
+    assert.ok(status.security.refused.unauthenticated >= 1);
+    await assert.rejects(
+      new ClusterClient(cluster.url, 5000, { tls: target, token: tokens.readOnly }).announceDeployment(
+        'shop.prod.cart.v1',
+      ),
+      { code: 'E_FORBIDDEN' },
+    );
+  });
+
+  it('a cluster whose certificate expired (the root was away) renews it', async () => {
+    const expiredDir = join(dir, 'expired-pki');
+    const keys = { tls: generateKeyPair(), nodeCa: generateKeyPair() };
+    const id = 'c-expired';
+    const token = root.tokens!.create('cluster').token;
+    // enroll properly first, then replace the certificate with one that expired
+    const fresh = await ClusterCredentials.open({
+      dir: expiredDir,
+      rootUrl: root.url,
+      clusterId: id,
+      token,
+      log,
+    });
+    const expired = await ca.issue({
+      publicKey: keys.tls.publicKey,
+      identity: { kind: 'cluster', clusterId: id },
+      days: -1,
+    });
+    const nodeCa = await ca.issue({
+      publicKey: keys.nodeCa.publicKey,
+      identity: { kind: 'cluster-ca', clusterId: id },
+      days: 30,
+      ca: true,
+    });
+    writeFileSync(
+      join(expiredDir, 'identity.json'),
+      JSON.stringify({
+        ca: fresh.current.ca,
+        key: keys.tls.privateKey,
+        cert: expired,
+        node_ca_key: keys.nodeCa.privateKey,
+        node_ca_cert: nodeCa,
+      }),
+      { mode: 0o600 },
+    );
+    const reopened = await ClusterCredentials.open({
+      dir: expiredDir,
+      rootUrl: root.url,
+      clusterId: id,
+      log,
+    });
+    assert.ok(reopened.expires.getTime() < Date.now());
+    await reopened.renew();
+    assert.ok(reopened.expires.getTime() > Date.now() + 20 * 86_400_000);
+  });
+});
