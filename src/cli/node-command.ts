@@ -144,7 +144,7 @@ export function registerNodeCommands(program: Command): void {
                 tearDown: () => env.tearDown(),
               };
             },
-            stateFile: new StateFile(opts.stateDir),
+            stateFile: new StateFile(opts.stateDir, log),
             processes: procInspector,
             log,
           },
