@@ -4,7 +4,7 @@
  * the calling cluster names itself with `cluster_id` (query), never by its source address.
  */
 import { Type, type Static } from 'typebox';
-import { ID_PATTERN, NAME_PART_PATTERN } from './names.ts';
+import { encodePathSegment as seg, ID_PATTERN, NAME_PART_PATTERN } from './names.ts';
 
 const Id = Type.String({
   pattern: ID_PATTERN,
@@ -187,25 +187,28 @@ export const ServiceNetinfo = Type.Object({
 });
 export type ServiceNetinfo = Static<typeof ServiceNetinfo>;
 
-/** Paths, built here only. Names and IPv4 addresses travel with `.` written as `_`. */
+/**
+ * Paths, built here only. Names and IPv4 addresses travel with `.` written as `_`. A segment that cannot be
+ * encoded (a lone surrogate) is an InvalidInputError, never a URIError.
+ */
 export const rootPaths = {
   cluster: '/api/net/cluster',
   clusters: '/api/net/clusters',
-  interest: (job: string) => `/api/net/interest/${encodeURIComponent(job)}`,
+  interest: (job: string) => `/api/net/interest/${seg(job)}`,
   serviceDeploy: '/api/net/service/deploy',
-  service: (id: string) => `/api/net/service/${encodeURIComponent(id)}`,
+  service: (id: string) => `/api/net/service/${seg(id)}`,
   services: '/api/net/service',
   instanceDeploy: '/api/net/instance/deploy',
-  instance: (id: string, n: number) => `/api/net/${encodeURIComponent(id)}/${n}`,
+  instance: (id: string, n: number) => `/api/net/${seg(id)}/${n}`,
   netDeployStatus: '/api/net/service/net_deploy_status',
-  instancesByName: (pathName: string) => `/api/net/service/${encodeURIComponent(pathName)}/instances`,
-  instancesByIp: (pathIp: string) => `/api/net/service/ip/${encodeURIComponent(pathIp)}/instances`,
+  instancesByName: (pathName: string) => `/api/net/service/${seg(pathName)}/instances`,
+  instancesByIp: (pathIp: string) => `/api/net/service/ip/${seg(pathIp)}/instances`,
   subnet: '/api/net/subnet',
-  workerSubnet: (worker: string) => `/api/net/subnet/${encodeURIComponent(worker)}`,
+  workerSubnet: (worker: string) => `/api/net/subnet/${seg(worker)}`,
   workers: '/api/net/workers',
   health: '/api/net/health',
   openapi: '/docs/openapi.json',
   availableIps: '/api/pubnet/service/netinfo/available-ip/',
-  netinfoByName: (pathName: string) => `/api/pubnet/service/netinfo/${encodeURIComponent(pathName)}`,
-  netinfoByIp: (pathIp: string) => `/api/pubnet/service/netinfo/ip/${encodeURIComponent(pathIp)}`,
+  netinfoByName: (pathName: string) => `/api/pubnet/service/netinfo/${seg(pathName)}`,
+  netinfoByIp: (pathIp: string) => `/api/pubnet/service/netinfo/ip/${seg(pathIp)}`,
 } as const;
