@@ -6,7 +6,12 @@ import { Type, type Static } from 'typebox';
 import { encodePathSegment, JOB_NAME_PATTERN } from './names.ts';
 
 /** The cluster manager announces a job scheduled on one of this cluster's nodes. */
-export const DeploymentRequest = Type.Object({ job_name: Type.String({ pattern: JOB_NAME_PATTERN }) });
+export const DeploymentRequest = Type.Object({
+  job_name: Type.String({
+    pattern: JOB_NAME_PATTERN,
+    description: 'job name app.appns.service.servicens, each part 1-30 letters or digits',
+  }),
+});
 export type DeploymentRequest = Static<typeof DeploymentRequest>;
 
 export const ClusterStatus = Type.Object({

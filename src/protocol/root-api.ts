@@ -4,13 +4,17 @@
  * the calling cluster names itself with `cluster_id` (query), never by its source address.
  */
 import { Type, type Static } from 'typebox';
-import { encodePathSegment as seg, ID_PATTERN, NAME_PART_PATTERN } from './names.ts';
+import { encodePathSegment as seg, ID_PATTERN, JOB_NAME_PATTERN, NAME_PART_PATTERN } from './names.ts';
 
 const Id = Type.String({
   pattern: ID_PATTERN,
   description: 'ID: 1-128 of A-Z a-z 0-9 _ . - (24-hex ObjectIds fit)',
 });
 const NamePart = Type.String({ pattern: NAME_PART_PATTERN });
+const JobName = Type.String({
+  pattern: JOB_NAME_PATTERN,
+  description: 'job name app.appns.service.servicens, each part 1-30 letters or digits',
+});
 const Port = Type.Union([
   Type.Integer({ minimum: 1, maximum: 65535 }),
   // the same range as text (upstream sends host_port as a string): 1-65535, no leading zeros
@@ -119,7 +123,7 @@ export const JobDocument = Type.Object(
   {
     _id: Type.String(),
     system_job_id: Type.String(),
-    job_name: Type.String(),
+    job_name: JobName,
     service_ip_list: Type.Array(ServiceIp),
     instance_list: Type.Array(JobInstance),
   },
@@ -129,7 +133,7 @@ export type JobDocument = Static<typeof JobDocument>;
 
 /** Root -> cluster: POST /api/net/job/update. instance_number -1 means every instance of the job. */
 export const JobUpdateNotification = Type.Object({
-  job_name: Type.String(),
+  job_name: JobName,
   instance_number: Type.Integer({ minimum: -1 }),
   type: Type.Union([Type.Literal('DEPLOYMENT'), Type.Literal('UNDEPLOYMENT')]),
 });
