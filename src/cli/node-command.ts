@@ -180,7 +180,7 @@ export function registerNodeCommands(program: Command): void {
                 tearDown: () => env.tearDown(),
               };
             },
-            stateFile: new StateFile(opts.stateDir),
+            stateFile: new StateFile(opts.stateDir, log),
             processes: procInspector,
             log,
           },

@@ -2,13 +2,14 @@
  * @module cli/options
  * Flag parsers shared by the commands: each validates at the edge and says what is wrong.
  */
-import { mkdirSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { InvalidArgumentError } from 'commander';
 import { InvalidInputError, PermissionError } from '../errors.ts';
 import { IpAddress } from '../addressing/ip.ts';
 import { isId, isJobName } from '../protocol/names.ts';
+import { makePrivateDir, type ModeLog } from '../store/private-files.ts';
 import { SqliteStore } from '../store/sqlite.ts';
 import type { Store } from '../store/store.ts';
 import { MemoryStore } from '../store/memory.ts';
@@ -61,16 +62,20 @@ export function defaultStateDir(): string {
   return join(process.env['XDG_STATE_HOME'] ?? join(homedir(), '.local', 'state'), 'oaknet');
 }
 
-/** Opens a store: ':memory:' for a throwaway one, else an SQLite file (its directory is created). */
-export function openStore(path: string): Store {
+/**
+ * Opens a store: ':memory:' for a throwaway one, else an SQLite file, 0600 with its -wal and -shm files (its
+ * directory is created 0700 when missing; a file others could read is tightened and reported to `log`).
+ */
+export function openStore(path: string, log?: ModeLog): Store {
   if (path === ':memory:') return new MemoryStore();
-  mkdirSync(dirname(path), { recursive: true });
-  return new SqliteStore(path);
+  makePrivateDir(dirname(path));
+  return new SqliteStore(path, { log });
 }
 
 /**
  * The root URL: the flag, else $OAKNET_ROOT, else the root of the local platform (oaknet up: this user's, else
- * the one `sudo oaknet up` made in /var/lib/oaknet, whose state file anyone may read), else :10010.
+ * the one `sudo oaknet up` made in /var/lib/oaknet, whose state file is 0600, so only root finds it), else
+ * :10010.
  */
 export function rootUrlFrom(flag: string | undefined, secure = true): string {
   if (flag ?? process.env['OAKNET_ROOT']) return (flag ?? process.env['OAKNET_ROOT'])!;

@@ -123,3 +123,28 @@ describe('NodeChannel when the root is out of reach', () => {
     assert.equal(cache.pendingStatusCount(), 0);
   });
 });
+
+describe('NodeChannel on names that are not job names', () => {
+  it('drops a deployment report whose appname is not a job name, as invalid, before it is used', async () => {
+    const { ch, cache, state, published } = channel();
+    state.up = true;
+    for (const appname of ['\ud800', `${JOB}\udc00`, 'app', 'a.b.c.d/#', 'jobs/+/x.y.z.w']) {
+      const report = JSON.stringify({
+        appname,
+        status: 'DEPLOYED',
+        instance_number: 0,
+        nsip: '10.16.0.2',
+        nsipv6: 'fc00::2',
+        host_port: '50103',
+        host_ip: '192.168.1.10',
+      });
+      await ch.handle('nodes/w1/net/service/deployed', Buffer.from(report));
+    }
+    assert.equal(ch.counters.invalid, 5);
+    assert.equal(ch.counters.failed, 0);
+    assert.deepEqual(cache.jobsWithInterest(), [], 'no interest recorded');
+    assert.equal(cache.pendingStatusCount(), 0, 'no report queued');
+    assert.deepEqual(published, []);
+    assert.deepEqual(state.statuses, []);
+  });
+});

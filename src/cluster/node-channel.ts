@@ -8,7 +8,7 @@ import type { Logger } from 'pino';
 import { canonicalIp } from '../addressing/ip.ts';
 import { errorMessage } from '../errors.ts';
 import { parseNodeTopic, parsers, topics, type NodeTopicKind } from '../protocol/mqtt.ts';
-import { isId, isJobName } from '../protocol/names.ts';
+import { isId, isJobName, requireJobName } from '../protocol/names.ts';
 import type { JobDocument } from '../protocol/root-api.ts';
 import type { RootClient } from '../protocol/root-client.ts';
 import { parseJson } from '../protocol/validate.ts';
@@ -151,6 +151,9 @@ export class NodeChannel {
   /** service/deployed: record where the instance runs, tell this cluster's nodes, and report to the root. */
   private async onDeployed(worker: string, text: string, log: Logger): Promise<void> {
     const msg = parseJson(parsers.serviceDeployed, text, 'deployment report');
+    // a job name before it becomes an interest, a root path or a topic (address changes reuse the schema and
+    // carry no job name, so the schema cannot ask for one)
+    requireJobName(msg.appname);
     const report = {
       instance_number: msg.instance_number,
       namespace_ip: canonicalIp(msg.nsip),

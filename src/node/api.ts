@@ -4,7 +4,7 @@
  * routes and bodies: POST /register, /container/deploy, /container/undeploy (and /docker/undeploy). Every
  * route but /register answers 400 before registration. GET /status is oaknet's view for operators.
  */
-import { chmodSync, mkdirSync, rmSync } from 'node:fs';
+import { chmodSync, rmSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { Type } from 'typebox';
 import type { Logger } from 'pino';
@@ -19,6 +19,7 @@ import {
   Register,
 } from '../protocol/node-api.ts';
 import { ErrorReply } from '../protocol/root-api.ts';
+import { makePrivateDir } from '../store/private-files.ts';
 import type { NetManager } from './netmanager.ts';
 
 const errors = {
@@ -69,7 +70,7 @@ function buildNodeApp(nm: NetManager, log: Logger) {
 /** Serves the API on the unix socket (mode 0600) and, when tcpPort is given, on 127.0.0.1:tcpPort too. */
 export async function startNodeApi(nm: NetManager, log: Logger, socketPath: string, tcpPort?: number) {
   const apps = [buildNodeApp(nm, log)];
-  mkdirSync(dirname(socketPath), { recursive: true, mode: 0o700 });
+  makePrivateDir(dirname(socketPath));
   rmSync(socketPath, { force: true });
   await apps[0]!.listen({ path: socketPath });
   chmodSync(socketPath, 0o600);

@@ -2,14 +2,16 @@
  * @module node/state
  * What a NetManager keeps on disk so a restart changes nothing visible: its worker ID, its subnetworks and
  * its instances with their namespace addresses. Written atomically (temporary file, fsync, rename), so a crash
- * leaves either the old or the new state, never half of one.
+ * leaves either the old or the new state, never half of one. The file is the owner's alone (0600; one an older
+ * version left readable is tightened at start), in a directory created 0700.
  */
-import { mkdirSync, readFileSync } from 'node:fs';
-import { open, rename } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
+import { rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Type, type Static } from 'typebox';
 import { InvalidInputError } from '../errors.ts';
 import { parser } from '../protocol/validate.ts';
+import { makePrivateDir, openPrivate, tightenFile, type ModeLog } from '../store/private-files.ts';
 
 const InstanceState = Type.Object({
   job: Type.String(),
@@ -47,11 +49,14 @@ export class StateFile {
   readonly path: string;
 
   constructor(
-    /** The state directory (0700). */
+    /** The state directory (created 0700 when missing). */
     readonly dir: string,
+    /** Where a tightened file mode is reported (default: a process warning). */
+    private readonly log?: ModeLog,
   ) {
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    makePrivateDir(dir);
     this.path = join(dir, 'node-state.json');
+    tightenFile(this.path, log);
   }
 
   /** The stored state, or undefined when there is none; a corrupt file is an error, not a silent reset. */
@@ -80,7 +85,8 @@ export class StateFile {
     const text = JSON.stringify(state, null, 2);
     const run = async () => {
       const tmp = `${this.path}.tmp`;
-      const fh = await open(tmp, 'w', 0o600);
+      // 0600 even when a crash left a looser temporary file: the rename makes it the state file
+      const fh = await openPrivate(tmp, 'w', this.log);
       try {
         await fh.writeFile(text);
         await fh.sync();

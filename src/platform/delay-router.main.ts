@@ -5,10 +5,10 @@
  * It opens the TUN, applies the config, and acknowledges each applied generation by writing the applied
  * file; SIGHUP re-reads the config, SIGTERM/SIGINT close the TUN and exit. Logs are pino JSON on stdout.
  */
-import { renameSync, writeFileSync } from 'node:fs';
 import { pino } from 'pino';
 import { LinuxTun } from '../dataplane/tun/linux.ts';
 import { errorMessage } from '../errors.ts';
+import { writePrivateFileSync } from '../store/private-files.ts';
 import { DELAY_MTU, DelayRouter, readDelayConfig } from './delay-router.ts';
 
 function flag(name: string): string {
@@ -29,9 +29,7 @@ const appliedPath = flag('applied');
 function apply(router: DelayRouter): void {
   const config = readDelayConfig(configPath);
   router.setDelays(config.delays);
-  const tmp = `${appliedPath}.tmp`;
-  writeFileSync(tmp, JSON.stringify({ generation: config.generation }) + '\n');
-  renameSync(tmp, appliedPath);
+  writePrivateFileSync(appliedPath, JSON.stringify({ generation: config.generation }) + '\n', { log });
   log.info({ generation: config.generation, pairs: config.delays.length }, 'delays applied');
 }
 

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -100,6 +100,7 @@ describe('delay router control', () => {
       const path = join(dir, 'config.json');
       writeDelayConfig(path, { generation: 3, delays: [{ src: A, dst: B, ms: 5 }] });
       assert.deepEqual(readDelayConfig(path), { generation: 3, delays: [{ src: A, dst: B, ms: 5 }] });
+      assert.equal(statSync(path).mode & 0o777, 0o600);
       assert.equal(readAppliedGeneration(join(dir, 'missing.json')), undefined);
       assert.equal(readAppliedGeneration(path), 3);
     } finally {

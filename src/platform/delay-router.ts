@@ -11,12 +11,13 @@
  *
  * This file is the logic and its control plane (config file, ip rules); `delay-router.main.ts` is the process.
  */
-import { writeFileSync, renameSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import type { PacketBatch, Tun } from '../dataplane/tun/tun.ts';
 import { BatchBuilder } from '../dataplane/tun/tun.ts';
 import type { CommandRunner } from '../node/net/runner.ts';
 import { InvalidInputError } from '../errors.ts';
+import { writePrivateFileSync } from '../store/private-files.ts';
 import type { PairDelay } from './latency.ts';
 import { ipIn, ipJsonIn } from './netns.ts';
 
@@ -202,11 +203,9 @@ export class DelayRouter {
 
 const EMPTY = Buffer.alloc(0);
 
-/** Writes the router's config atomically (temp file + rename). */
+/** Writes the router's config atomically (0600 temp file + rename). */
 export function writeDelayConfig(path: string, config: DelayConfig): void {
-  const tmp = `${path}.tmp-${process.pid}`;
-  writeFileSync(tmp, JSON.stringify(config) + '\n');
-  renameSync(tmp, path);
+  writePrivateFileSync(path, JSON.stringify(config) + '\n');
 }
 
 /** Reads the router's config; InvalidInputError when malformed. */

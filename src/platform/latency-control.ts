@@ -6,9 +6,9 @@
  * router started in the switch namespace, or told with SIGHUP) plus the switch's routing rules for the
  * delayed pairs.
  */
-import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { SystemError } from '../errors.ts';
+import { makePrivateDir } from '../store/private-files.ts';
 import type { CommandRunner } from '../node/net/runner.ts';
 import { isAlive } from '../system/proc.ts';
 import { applyDelayRules, readAppliedGeneration, writeDelayConfig } from './delay-router.ts';
@@ -99,7 +99,7 @@ async function applyRouter(
 ): Promise<void> {
   const st = l.st;
   const dir = join(st.stateDir, 'delay');
-  mkdirSync(dir, { recursive: true });
+  makePrivateDir(dir);
   const config = join(dir, 'config.json');
   const applied = join(dir, 'applied.json');
   const tun = `${st.id}-dly`;

@@ -42,6 +42,7 @@ export class Launcher {
       name,
       argv,
       log: this.logPath(name),
+      modeLog: this.log,
       env: { [PLATFORM_ENV]: this.st.id },
       cwd: this.st.repo,
     });

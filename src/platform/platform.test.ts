@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { lstatSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -101,6 +101,9 @@ describe('planPlatform', () => {
 
 describe('local platform', () => {
   it('runs 3 nodes in 2 sites: underlay, latency, forwarders, registration, crash, teardown', async (t) => {
+    // the usual umask, inherited by every process of the platform: what they create must still be private
+    const umask = process.umask(0o022);
+    t.after(() => process.umask(umask));
     const stateDir = tempDir();
     const started = Date.now();
     const p = await createPlatform(
@@ -225,6 +228,28 @@ describe('local platform', () => {
       );
       assert.equal(s.processes.find((x) => x.name === 'n2')?.running, false);
     });
+
+    // Everything in the state dir is private: stores with their -wal/-shm, node state, platform.json, the
+    // delay router's files, logs, sockets 0600; directories 0700.
+    const kinds = new Set<string>();
+    for (const entry of readdirSync(stateDir, { recursive: true, withFileTypes: true })) {
+      const path = join(entry.parentPath, entry.name);
+      const mode = lstatSync(path).mode & 0o777;
+      if (entry.isDirectory()) assert.equal(mode, 0o700, path);
+      else assert.equal(mode, 0o600, path);
+      kinds.add(entry.name.replace(/^(?:c\d+|n\d+)/, 'X'));
+    }
+    const expected = [
+      'root.db',
+      'root.db-wal',
+      'root.db-shm',
+      'X.db',
+      'X.db-wal',
+      'X.db-shm',
+      'node-state.json',
+    ];
+    expected.push('platform.json', 'logs', 'root.log', 'X.log', 'state', 'netmanager.sock');
+    for (const kind of expected) assert.ok(kinds.has(kind), `${kind} in ${[...kinds].join(' ')}`);
 
     // Teardown leaves nothing, and a second one is a no-op.
     const ports = [p.state.root.hostPort, ...p.state.clusters.map((c) => c.hostPort)];

@@ -17,11 +17,11 @@
  * teardown.ts to take it down.
  */
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { pino, type Logger } from 'pino';
 import { errorMessage, InvalidInputError, NotFoundError } from '../errors.ts';
 import { ExecRunner, type CommandRunner } from '../node/net/runner.ts';
+import { makePrivateDir } from '../store/private-files.ts';
 import { NodeClient } from '../protocol/node-client.ts';
 import { isAlive } from '../system/proc.ts';
 import { pairDelays, type LatencyBackend, type LatencySpec, type SiteMap } from './latency.ts';
@@ -76,8 +76,9 @@ export async function createPlatform(spec: PlatformSpec, log: Logger): Promise<P
   // a new platform starts from empty stores (data an older version's `down` left behind included)
   const stale = removePlatformData(state.stateDir);
   if (stale.length > 0) log.info({ removed: stale }, 'removed data of an earlier platform');
-  mkdirSync(join(state.stateDir, 'logs'), { recursive: true });
-  for (const n of state.nodes) mkdirSync(n.stateDir, { recursive: true });
+  // the state dir, logs/ and the nodes' dirs are created 0700 (directories that exist are left as they are)
+  makePrivateDir(join(state.stateDir, 'logs'));
+  for (const n of state.nodes) makePrivateDir(n.stateDir);
   writeState(state);
   const started = Date.now();
   const platform = new Platform(state, log, runner);

@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { pino } from 'pino';
+import { pino, type Logger } from 'pino';
 import { SystemError } from '../errors.ts';
 import { isAlive, processesWithMarker, readProcStat } from '../system/proc.ts';
 import { spawnDetached, stopProcesses, waitFor } from './processes.ts';
@@ -57,6 +57,23 @@ describe('detached processes', () => {
     assert.ok(me);
     const stale = { name: 'stale', pid: process.pid, startTime: me.startTime - 1, argv: [], log: '' };
     assert.deepEqual(await stopProcesses([stale], { marker: 'OAKNET_PLATFORM=ptest3' }, log), []);
+  });
+
+  it('appends to a log file that is 0600: created so with umask 022, or tightened (and said so)', async (t) => {
+    const umask = process.umask(0o022);
+    t.after(() => process.umask(umask));
+    const warned: string[] = [];
+    const modeLog = { warn: (obj: { path: string }) => warned.push(obj.path) } as unknown as Logger;
+    const fresh = join(dir, 'fresh.log');
+    const old = join(dir, 'old.log');
+    writeFileSync(old, 'from an older version\n');
+    chmodSync(old, 0o644);
+    for (const logFile of [fresh, old]) {
+      await spawnDetached({ name: 'quick', argv: ['true'], log: logFile, modeLog });
+      assert.equal(statSync(logFile).mode & 0o777, 0o600, logFile);
+      assert.match(readFileSync(logFile, 'utf8'), /starting true/);
+    }
+    assert.deepEqual(warned, [old]);
   });
 
   it('reports a command that cannot start', async () => {

@@ -14,7 +14,7 @@
  * socket answer. The polling interval is not synchronisation; the condition is.
  */
 import { spawn } from 'node:child_process';
-import { closeSync, openSync, writeSync } from 'node:fs';
+import { closeSync, writeSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { get, type IncomingMessage } from 'node:http';
 import { get as httpsGet } from 'node:https';
@@ -22,6 +22,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { errorMessage, SystemError } from '../errors.ts';
 import { tlsOptions, type ClientTls } from '../protocol/http-client.ts';
+import { openPrivateSync, type ModeLog } from '../store/private-files.ts';
 import { hasEnvMarker, isAlive, listPids, readProcStat, type ProcessIdentity } from '../system/proc.ts';
 
 /** A process the platform started, as kept in the state file. */
@@ -62,8 +63,10 @@ export interface SpawnDetachedOptions {
   name: string;
   /** Command and arguments (argv[0] is looked up in PATH). */
   argv: string[];
-  /** Log file (created if needed) that receives stdout and stderr, appended. */
+  /** Log file (created 0600 if needed, else made 0600) that receives stdout and stderr, appended. */
   log: string;
+  /** Where a tightened log file mode is reported (default: a process warning). */
+  modeLog?: ModeLog;
   /** Extra environment variables (on top of this process's, minus the test runner's). */
   env?: Record<string, string>;
   /** Working directory. */
@@ -74,7 +77,7 @@ export interface SpawnDetachedOptions {
 export async function spawnDetached(opts: SpawnDetachedOptions): Promise<ProcessRecord> {
   const [cmd, ...args] = opts.argv;
   if (cmd === undefined) throw new Error('spawnDetached: empty argv');
-  const fd = openSync(opts.log, 'a');
+  const fd = openPrivateSync(opts.log, 'a', opts.modeLog);
   try {
     writeSync(fd, `--- ${new Date().toISOString()} starting ${opts.argv.join(' ')}\n`);
     const env: NodeJS.ProcessEnv = { ...process.env, ...opts.env };

@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { removePlatformData } from './state.ts';
+import { planPlatform } from './plan.ts';
+import { readState, removePlatformData, statePath, writeState } from './state.ts';
 
 describe('removePlatformData', () => {
   it('removes the stores and node state a platform left, by name, and keeps the logs and anything else', (t) => {
@@ -31,5 +32,27 @@ describe('removePlatformData', () => {
 
   it('does nothing for a state dir that does not exist', () => {
     assert.deepEqual(removePlatformData(join(tmpdir(), 'oaknet-no-such-dir-xyz')), []);
+  });
+});
+
+describe('writeState', () => {
+  it('writes platform.json 0600 with the usual umask 022, also over a looser file and a stale temp file', (t) => {
+    const umask = process.umask(0o022);
+    const dir = mkdtempSync(join(tmpdir(), 'oaknet-state-'));
+    t.after(() => {
+      process.umask(umask);
+      rmSync(dir, { recursive: true, force: true });
+    });
+    const state = planPlatform({ stateDir: dir, nodes: 1, id: 'tst1' });
+    writeState(state);
+    assert.equal(statSync(statePath(dir)).mode & 0o777, 0o600);
+    chmodSync(statePath(dir), 0o644);
+    const tmp = `${statePath(dir)}.tmp-${process.pid}`;
+    writeFileSync(tmp, '');
+    chmodSync(tmp, 0o666);
+    writeState({ ...state, phase: 'ready' });
+    assert.equal(statSync(statePath(dir)).mode & 0o777, 0o600);
+    assert.equal(readState(dir)?.phase, 'ready');
+    assert.deepEqual(readdirSync(dir), ['platform.json']);
   });
 });

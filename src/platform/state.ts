@@ -3,20 +3,13 @@
  * `<stateDir>/platform.json`: everything needed to inspect a platform or tear it down after a crash, by
  * another process that knows only the state directory. The creator writes it before each step (names of
  * namespaces and links first, a process right after it started), always atomically (temp file, fsync,
- * rename), so a reader sees the previous or the next version, never half of one.
+ * rename), so a reader sees the previous or the next version, never half of one. The file is the owner's
+ * alone (0600): only who made the platform (root, for `sudo oaknet up`) reads it.
  */
-import {
-  closeSync,
-  fsyncSync,
-  openSync,
-  readdirSync,
-  readFileSync,
-  renameSync,
-  rmSync,
-  writeSync,
-} from 'node:fs';
+import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { InvalidInputError } from '../errors.ts';
+import { writePrivateFileSync } from '../store/private-files.ts';
 import type { LatencyBackend, LatencySpec, SiteMap } from './latency.ts';
 import type { VethSpec } from './netns.ts';
 import type { ProcessRecord } from './processes.ts';
@@ -133,18 +126,12 @@ export function statePath(stateDir: string): string {
   return join(stateDir, 'platform.json');
 }
 
-/** Writes the state atomically (temp file, fsync, rename). Synchronous, so a record lands right after its action. */
+/**
+ * Writes the state atomically (0600 temp file, fsync, rename). Synchronous, so a record lands right after its
+ * action.
+ */
 export function writeState(state: PlatformState): void {
-  const path = statePath(state.stateDir);
-  const tmp = `${path}.tmp-${process.pid}`;
-  const fd = openSync(tmp, 'w');
-  try {
-    writeSync(fd, JSON.stringify(state, null, 2) + '\n');
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  renameSync(tmp, path);
+  writePrivateFileSync(statePath(state.stateDir), JSON.stringify(state, null, 2) + '\n', { fsync: true });
 }
 
 /** Reads the state of `stateDir`: undefined when there is none; InvalidInputError when it is not a platform state. */

@@ -3,10 +3,15 @@
  * HTTP contract of the cluster service manager (upstream reference section 2.3).
  */
 import { Type, type Static } from 'typebox';
-import { JOB_NAME_PATTERN } from './names.ts';
+import { encodePathSegment, JOB_NAME_PATTERN } from './names.ts';
 
 /** The cluster manager announces a job scheduled on one of this cluster's nodes. */
-export const DeploymentRequest = Type.Object({ job_name: Type.String({ pattern: JOB_NAME_PATTERN }) });
+export const DeploymentRequest = Type.Object({
+  job_name: Type.String({
+    pattern: JOB_NAME_PATTERN,
+    description: 'job name app.appns.service.servicens, each part 1-30 letters or digits',
+  }),
+});
 export type DeploymentRequest = Static<typeof DeploymentRequest>;
 
 export const ClusterStatus = Type.Object({
@@ -54,7 +59,8 @@ export type ClusterStatus = Static<typeof ClusterStatus>;
 
 export const clusterPaths = {
   deployment: '/api/net/deployment',
-  deploymentOf: (job: string) => `/api/net/deployment/${encodeURIComponent(job)}`,
+  /** A job that cannot be encoded (a lone surrogate) is an InvalidInputError, never a URIError. */
+  deploymentOf: (job: string) => `/api/net/deployment/${encodePathSegment(job)}`,
   jobUpdate: '/api/net/job/update',
   status: '/api/net/status',
   health: '/api/net/health',

@@ -53,6 +53,22 @@ export function requireId(text: string, what: string): string {
   return text;
 }
 
+/**
+ * One URL path segment, %-encoded. Text that is not well-formed Unicode (a lone surrogate such as "\ud800",
+ * which JSON can carry) has no encoding: that is an InvalidInputError (400), never encodeURIComponent's
+ * URIError (a 500).
+ */
+export function encodePathSegment(text: string): string {
+  try {
+    return encodeURIComponent(text);
+  } catch (cause) {
+    throw new InvalidInputError(
+      `invalid path segment ${JSON.stringify(text)}: not well-formed Unicode (a lone surrogate)`,
+      { cause },
+    );
+  }
+}
+
 /** Upstream's path form of a job name or IPv4 address (`.` written as `_`). */
 export function toPathSegment(nameOrIp: string): string {
   return nameOrIp.replaceAll('.', '_');

@@ -4,13 +4,17 @@
  * the calling cluster names itself with `cluster_id` (query), never by its source address.
  */
 import { Type, type Static } from 'typebox';
-import { ID_PATTERN, NAME_PART_PATTERN } from './names.ts';
+import { encodePathSegment as seg, ID_PATTERN, JOB_NAME_PATTERN, NAME_PART_PATTERN } from './names.ts';
 
 const Id = Type.String({
   pattern: ID_PATTERN,
   description: 'ID: 1-128 of A-Z a-z 0-9 _ . - (24-hex ObjectIds fit)',
 });
 const NamePart = Type.String({ pattern: NAME_PART_PATTERN });
+const JobName = Type.String({
+  pattern: JOB_NAME_PATTERN,
+  description: 'job name app.appns.service.servicens, each part 1-30 letters or digits',
+});
 const Port = Type.Union([
   Type.Integer({ minimum: 1, maximum: 65535 }),
   // the same range as text (upstream sends host_port as a string): 1-65535, no leading zeros
@@ -119,7 +123,7 @@ export const JobDocument = Type.Object(
   {
     _id: Type.String(),
     system_job_id: Type.String(),
-    job_name: Type.String(),
+    job_name: JobName,
     service_ip_list: Type.Array(ServiceIp),
     instance_list: Type.Array(JobInstance),
   },
@@ -129,7 +133,7 @@ export type JobDocument = Static<typeof JobDocument>;
 
 /** Root -> cluster: POST /api/net/job/update. instance_number -1 means every instance of the job. */
 export const JobUpdateNotification = Type.Object({
-  job_name: Type.String(),
+  job_name: JobName,
   instance_number: Type.Integer({ minimum: -1 }),
   type: Type.Union([Type.Literal('DEPLOYMENT'), Type.Literal('UNDEPLOYMENT')]),
 });
@@ -187,25 +191,28 @@ export const ServiceNetinfo = Type.Object({
 });
 export type ServiceNetinfo = Static<typeof ServiceNetinfo>;
 
-/** Paths, built here only. Names and IPv4 addresses travel with `.` written as `_`. */
+/**
+ * Paths, built here only. Names and IPv4 addresses travel with `.` written as `_`. A segment that cannot be
+ * encoded (a lone surrogate) is an InvalidInputError, never a URIError.
+ */
 export const rootPaths = {
   cluster: '/api/net/cluster',
   clusters: '/api/net/clusters',
-  interest: (job: string) => `/api/net/interest/${encodeURIComponent(job)}`,
+  interest: (job: string) => `/api/net/interest/${seg(job)}`,
   serviceDeploy: '/api/net/service/deploy',
-  service: (id: string) => `/api/net/service/${encodeURIComponent(id)}`,
+  service: (id: string) => `/api/net/service/${seg(id)}`,
   services: '/api/net/service',
   instanceDeploy: '/api/net/instance/deploy',
-  instance: (id: string, n: number) => `/api/net/${encodeURIComponent(id)}/${n}`,
+  instance: (id: string, n: number) => `/api/net/${seg(id)}/${n}`,
   netDeployStatus: '/api/net/service/net_deploy_status',
-  instancesByName: (pathName: string) => `/api/net/service/${encodeURIComponent(pathName)}/instances`,
-  instancesByIp: (pathIp: string) => `/api/net/service/ip/${encodeURIComponent(pathIp)}/instances`,
+  instancesByName: (pathName: string) => `/api/net/service/${seg(pathName)}/instances`,
+  instancesByIp: (pathIp: string) => `/api/net/service/ip/${seg(pathIp)}/instances`,
   subnet: '/api/net/subnet',
-  workerSubnet: (worker: string) => `/api/net/subnet/${encodeURIComponent(worker)}`,
+  workerSubnet: (worker: string) => `/api/net/subnet/${seg(worker)}`,
   workers: '/api/net/workers',
   health: '/api/net/health',
   openapi: '/docs/openapi.json',
   availableIps: '/api/pubnet/service/netinfo/available-ip/',
-  netinfoByName: (pathName: string) => `/api/pubnet/service/netinfo/${encodeURIComponent(pathName)}`,
-  netinfoByIp: (pathIp: string) => `/api/pubnet/service/netinfo/ip/${encodeURIComponent(pathIp)}`,
+  netinfoByName: (pathName: string) => `/api/pubnet/service/netinfo/${seg(pathName)}`,
+  netinfoByIp: (pathIp: string) => `/api/pubnet/service/netinfo/ip/${seg(pathIp)}`,
 } as const;

@@ -3,15 +3,26 @@
  * The durable Store: one SQLite file (better-sqlite3) in WAL mode with synchronous=FULL, so a transaction
  * that returned is on disk: a `kill -9` (or a power cut) after an acknowledged allocation cannot lose it.
  * Transactions are BEGIN IMMEDIATE, so several processes sharing the file serialise their writers too.
+ *
+ * The file is its owner's alone (0600), and so are SQLite's -wal and -shm files: SQLite gives those the mode
+ * of the database file, so the database file is created 0600 before SQLite opens it (SQLite itself would
+ * create it 0644), and side files an older version left looser are tightened.
  */
+import { closeSync, constants } from 'node:fs';
 import Database from 'better-sqlite3';
+import { openPrivateSync, tightenFile, type ModeLog } from './private-files.ts';
 import type { Store, Tx } from './store.ts';
 import { prefixEnd } from './store.ts';
 
 export interface SqliteStoreOptions {
   /** How long a writer waits for another process's transaction, in ms (default 5000). */
   busyTimeoutMs?: number;
+  /** Where a tightened file mode is reported (default: a process warning). */
+  log?: ModeLog;
 }
+
+/** The files SQLite keeps beside a database in WAL mode (and a rollback journal, while switching to WAL). */
+const SIDE_FILES = ['-wal', '-shm', '-journal'];
 
 export class SqliteStore implements Store {
   private readonly db: Database.Database;
@@ -20,6 +31,11 @@ export class SqliteStore implements Store {
 
   /** Opens (creating when missing) the store at path; ':memory:' gives a private in-memory database. */
   constructor(path: string, options: SqliteStoreOptions = {}) {
+    if (path !== ':memory:' && path !== '') {
+      // created here 0600 (O_RDONLY: no write access needed to create or chmod it), or made 0600
+      closeSync(openPrivateSync(path, constants.O_RDONLY | constants.O_CREAT, options.log));
+      for (const side of SIDE_FILES) tightenFile(path + side, options.log);
+    }
     this.db = new Database(path);
     this.db.pragma(`busy_timeout = ${options.busyTimeoutMs ?? 5000}`);
     this.db.pragma('journal_mode = WAL');
