@@ -10,6 +10,8 @@ import { pino } from 'pino';
 import { ClusterLink } from '../src/node/cluster-link.ts';
 import { NodeResolver } from '../src/node/resolver.ts';
 import { ServiceTable } from '../src/node/service-table.ts';
+import type { NodeCredentials } from '../src/node/credentials.ts';
+import type { Credentials } from '../src/protocol/http-client.ts';
 import { RootClient } from '../src/protocol/root-client.ts';
 
 export interface PropagationOptions {
@@ -20,6 +22,16 @@ export interface PropagationOptions {
   nodes?: number;
   /** Number of instance changes, alternately adding and removing one (default 10). */
   changes?: number;
+  /**
+   * A secure platform: the orchestrator's and the cluster's credentials towards the root, the worker the
+   * reports name (one of the cluster's), and each simulated node's credentials (its identity on disk).
+   */
+  secure?: {
+    orchestrator: Credentials;
+    cluster: Credentials;
+    workerId: string;
+    node: (workerId: string) => Promise<NodeCredentials>;
+  };
 }
 
 export interface PropagationResult {
@@ -35,7 +47,14 @@ const silent = pino({ level: 'silent' });
 export async function measurePropagation(o: PropagationOptions): Promise<PropagationResult> {
   const n = o.nodes ?? 100;
   const changes = o.changes ?? 10;
-  const root = new RootClient(o.rootUrl, { timeoutMs: 10_000 });
+  const root = new RootClient(o.rootUrl, {
+    timeoutMs: 10_000,
+    ...(o.secure ? { credentials: o.secure.orchestrator } : {}),
+  });
+  // reports come from the cluster (its certificate, in a secure platform)
+  const reporter = o.secure
+    ? new RootClient(o.rootUrl, { timeoutMs: 10_000, credentials: o.secure.cluster })
+    : root;
   const jobId = `prop${Date.now().toString(36)}`;
   const job = `bench.prop.${jobId}.v1`;
   const instance = (k: number) => ({
@@ -44,6 +63,7 @@ export async function measurePropagation(o: PropagationOptions): Promise<Propaga
     namespace_ip_v6: `fc00::${2 + k}`,
     host_ip: '127.0.0.1',
     host_port: 50103,
+    ...(o.secure ? { worker_id: o.secure.workerId } : {}),
   });
   await root.deployService(jobId, {
     app_name: 'bench',
@@ -52,7 +72,7 @@ export async function measurePropagation(o: PropagationOptions): Promise<Propaga
     service_ns: 'v1',
   });
   await root.deployInstance(jobId, 0, o.clusterId);
-  await root.deployStatus({ job_id: jobId, instances: [instance(0)] });
+  await reporter.deployStatus({ job_id: jobId, instances: [instance(0)] });
 
   interface SimNode {
     link: ClusterLink;
@@ -68,7 +88,12 @@ export async function measurePropagation(o: PropagationOptions): Promise<Propaga
       const batch = await Promise.all(
         Array.from({ length: Math.min(25, n - i) }, async (_, k) => {
           const workerId = `${jobId}-w${i + k}`;
-          const link = new ClusterLink({ log: silent, answerTimeoutMs: 10_000 });
+          const link = new ClusterLink({
+            log: silent,
+            answerTimeoutMs: 10_000,
+            ...(o.secure ? { credentials: await o.secure.node(workerId) } : {}),
+          });
+          await link.prepare(workerId);
           link.connect(workerId, o.mqttUrl);
           sims.push({ link } as SimNode);
           await link.ready();
@@ -126,7 +151,7 @@ export async function measurePropagation(o: PropagationOptions): Promise<Propaga
       }
       start = performance.now();
       if (adding) {
-        await root.deployStatus({ job_id: jobId, instances: [instance(1)] });
+        await reporter.deployStatus({ job_id: jobId, instances: [instance(1)] });
       } else {
         await root.removeInstance(jobId, 1);
       }
@@ -148,5 +173,7 @@ export async function measurePropagation(o: PropagationOptions): Promise<Propaga
       }),
     );
     await root.removeService(jobId, true).catch(() => undefined);
+    root.close();
+    reporter.close();
   }
 }

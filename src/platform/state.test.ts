@@ -12,19 +12,23 @@ describe('removePlatformData', () => {
     t.after(() => rmSync(dir, { recursive: true, force: true }));
     for (const f of ['root.db', 'root.db-wal', 'root.db-shm', 'c1.db', 'c12.db-wal', 'notes.txt', 'n1x'])
       writeFileSync(join(dir, f), 'x');
-    for (const d of ['n1/state', 'n17/state', 'delay', 'logs']) mkdirSync(join(dir, d), { recursive: true });
+    for (const d of ['n1/state', 'n17/state', 'delay', 'logs', 'pki', 'c1-pki', 'tokens'])
+      mkdirSync(join(dir, d), { recursive: true });
     writeFileSync(join(dir, 'n1', 'state', 'node-state.json'), '{}');
     writeFileSync(join(dir, 'logs', 'n1.log'), 'log');
     const removed = removePlatformData(dir).sort();
     assert.deepEqual(removed, [
+      'c1-pki',
       'c1.db',
       'c12.db-wal',
       'delay',
       'n1',
       'n17',
+      'pki',
       'root.db',
       'root.db-shm',
       'root.db-wal',
+      'tokens',
     ]);
     assert.deepEqual(readdirSync(dir).sort(), ['logs', 'n1x', 'notes.txt']);
     assert.deepEqual(readdirSync(join(dir, 'logs')), ['n1.log']);

@@ -171,8 +171,12 @@ export function removeState(stateDir: string): void {
   rmSync(`${statePath(stateDir)}.tmp-${process.pid}`, { force: true });
 }
 
-/** The names a platform's data takes in its state dir: root.db, c<N>.db (with SQLite's -wal/-shm), n<N>/, delay/. */
-const PLATFORM_DATA = /^(?:root\.db|c\d+\.db)(?:-wal|-shm|-journal)?$|^n\d+$|^delay$/;
+/**
+ * The names a platform's data takes in its state dir: root.db, c<N>.db (with SQLite's -wal/-shm), n<N>/,
+ * delay/, and its identities: pki/ (the CA), c<N>-pki/, tokens/.
+ */
+const PLATFORM_DATA =
+  /^(?:root\.db|c\d+\.db)(?:-wal|-shm|-journal)?$|^n\d+$|^delay$|^pki$|^c\d+-pki$|^tokens$/;
 
 /**
  * Removes the data a platform left in its state dir: the root's and clusters' stores and the nodes' state
