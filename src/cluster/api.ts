@@ -9,6 +9,12 @@ import type { Logger } from 'pino';
 import { Type } from 'typebox';
 import { NotFoundError } from '../errors.ts';
 import { ClusterStatus, clusterPaths, DeploymentRequest } from '../protocol/cluster-api.ts';
+import {
+  BODY_LIMIT,
+  installRateLimits,
+  type LimitCounters,
+  type RateLimits,
+} from '../protocol/http-limits.ts';
 import { createApiServer } from '../protocol/http-server.ts';
 import { JOB_NAME_PATTERN } from '../protocol/names.ts';
 import { ErrorReply, Health, JobUpdateNotification } from '../protocol/root-api.ts';
@@ -24,19 +30,24 @@ export interface ClusterApiDeps {
   status: () => ClusterStatus;
   bootId: string;
   version: string;
+  /** Per-caller rate limits (the defaults for what is not given). */
+  rateLimits?: Partial<RateLimits>;
+  /** Where the rate limits count their refusals (the status shows them). */
+  counters: LimitCounters;
 }
 
 const TEXT = 'text/plain; charset=utf-8';
 const errors = { 400: ErrorReply, 404: ErrorReply, 503: ErrorReply };
 
 export async function buildClusterApi(deps: ClusterApiDeps) {
-  const app = createApiServer(deps.log, 1 << 20);
+  const app = createApiServer(deps.log, BODY_LIMIT);
+  const limits = await installRateLimits(app, deps.rateLimits, deps.counters);
   await app.register(swagger, {
     openapi: { info: { title: 'oaknet cluster service manager', version: deps.version } },
   });
   app.get(clusterPaths.openapi, { schema: { hide: true } }, () => app.swagger());
 
-  app.get(clusterPaths.health, { schema: { response: { 200: Health } } }, () => ({
+  app.get(clusterPaths.health, { config: limits.exempt, schema: { response: { 200: Health } } }, () => ({
     status: 'ok' as const,
     boot_id: deps.bootId,
     version: deps.version,

@@ -9,6 +9,7 @@ import type { MqttClient } from 'mqtt';
 import type { Logger } from 'pino';
 import { errorMessage, UnavailableError } from '../errors.ts';
 import type { ClusterStatus } from '../protocol/cluster-api.ts';
+import { LimitCounters, type RateLimits } from '../protocol/http-limits.ts';
 import { connectMqtt } from '../protocol/mqtt-client.ts';
 import { MQTT_QOS, topics } from '../protocol/mqtt.ts';
 import { RootClient } from '../protocol/root-client.ts';
@@ -40,6 +41,8 @@ export interface ClusterOptions {
   advertiseAddress?: string;
   /** Root health-check period (default 2 s). */
   rootCheckMs?: number;
+  /** Per-caller rate limits of the HTTP API (protocol/http-limits.ts has the defaults). */
+  rateLimits?: Partial<RateLimits>;
 }
 
 export interface RunningCluster {
@@ -105,6 +108,7 @@ export async function startCluster(o: ClusterOptions): Promise<RunningCluster> {
   });
   mqtt.on('message', (topic, payload) => void channel.handle(topic, payload));
 
+  const counters = new LimitCounters();
   const status = (): ClusterStatus => ({
     cluster_id: clusterId,
     root: o.rootUrl,
@@ -117,6 +121,7 @@ export async function startCluster(o: ClusterOptions): Promise<RunningCluster> {
       last_seen: cache.lastSeenOf(n.workerId)?.toISOString() ?? '',
     })),
     pending_status_reports: cache.pendingStatusCount(),
+    rate_limited: counters.rateLimited,
     cached_jobs: cache.jobs().map((j) => ({
       job_name: j.job_name,
       instances: j.instance_list.length,
@@ -131,6 +136,8 @@ export async function startCluster(o: ClusterOptions): Promise<RunningCluster> {
     status,
     bootId: randomUUID(),
     version: VERSION,
+    counters,
+    ...(o.rateLimits ? { rateLimits: o.rateLimits } : {}),
   });
   await app.listen({ port: o.port, host: o.host ?? '::' });
   const port = (app.server.address() as AddressInfo).port;

@@ -25,6 +25,7 @@ export const ClusterStatus = Type.Object({
     }),
   ),
   pending_status_reports: Type.Integer({ description: 'deployment reports not yet accepted by the root' }),
+  rate_limited: Type.Integer({ description: 'requests refused with 429 since this process started' }),
   cached_jobs: Type.Array(
     Type.Object({
       job_name: Type.String(),

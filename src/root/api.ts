@@ -8,25 +8,37 @@ import swagger from '@fastify/swagger';
 import type { Logger } from 'pino';
 import { Type } from 'typebox';
 import { InvalidInputError } from '../errors.ts';
+import {
+  BODY_LIMIT,
+  installRateLimits,
+  LARGE_BODY_LIMIT,
+  LimitCounters,
+  type RateLimits,
+} from '../protocol/http-limits.ts';
 import { createApiServer } from '../protocol/http-server.ts';
 import { fromPathSegment, requireJobName } from '../protocol/names.ts';
+import { pagedArray, pagedDescription, pageRequest, sendPage } from '../protocol/pagination.ts';
 import {
   AvailableIpQuery,
   AvailableIps,
   ClusterInfo,
   ClusterQuery,
   ClusterRegistration,
+  ClustersQuery,
   ErrorReply,
   Health,
   InstanceDeploy,
   JobDocument,
   NetDeployStatus,
   rootPaths,
+  RootStatus,
   ServiceDeploy,
   ServiceNetinfo,
+  ServicesQuery,
   SubnetQuery,
   SubnetReply,
   WorkerInfo,
+  WorkersQuery,
 } from '../protocol/root-api.ts';
 import type { Notifier } from './notifier.ts';
 import { Registry } from './registry.ts';
@@ -37,15 +49,19 @@ export interface RootApiDeps {
   log: Logger;
   bootId: string;
   version: string;
+  /** Per-caller rate limits (the defaults for what is not given). */
+  rateLimits?: Partial<RateLimits>;
 }
 
 const Text = Type.String();
 const TEXT = 'text/plain; charset=utf-8';
-const errors = { 400: ErrorReply, 404: ErrorReply, 409: ErrorReply, 507: ErrorReply };
+const errors = { 400: ErrorReply, 403: ErrorReply, 404: ErrorReply, 409: ErrorReply, 507: ErrorReply };
 
 export async function buildRootApi(deps: RootApiDeps) {
   const { registry, notifier } = deps;
-  const app = createApiServer(deps.log, 1 << 20);
+  const app = createApiServer(deps.log, BODY_LIMIT);
+  const counters = new LimitCounters();
+  const limits = await installRateLimits(app, deps.rateLimits, counters);
   await app.register(swagger, {
     openapi: {
       info: {
@@ -59,10 +75,15 @@ export async function buildRootApi(deps: RootApiDeps) {
 
   app.get(rootPaths.openapi, { schema: { hide: true } }, () => app.swagger());
 
-  app.get(rootPaths.health, { schema: { response: { 200: Health } } }, () => ({
+  app.get(rootPaths.health, { config: limits.exempt, schema: { response: { 200: Health } } }, () => ({
     status: 'ok' as const,
     boot_id: deps.bootId,
     version: deps.version,
+  }));
+
+  app.get(rootPaths.status, { schema: { response: { 200: RootStatus } } }, () => ({
+    rate_limited: counters.rateLimited,
+    ...registry.status(),
   }));
 
   // ---- clusters
@@ -77,8 +98,17 @@ export async function buildRootApi(deps: RootApiDeps) {
     },
   );
 
-  app.get(rootPaths.clusters, { schema: { response: { 200: Type.Array(ClusterInfo) } } }, () =>
-    registry.listClusters(),
+  app.get(
+    rootPaths.clusters,
+    {
+      schema: {
+        description: pagedDescription('Every cluster, in ID order'),
+        querystring: ClustersQuery,
+        response: { 200: pagedArray(ClusterInfo), ...errors },
+      },
+    },
+    (req, reply) =>
+      sendPage(reply, rootPaths.clusters, req.query, registry.clustersPage(pageRequest(req.query))),
   );
 
   app.delete(
@@ -99,13 +129,24 @@ export async function buildRootApi(deps: RootApiDeps) {
   );
 
   // ---- services
-  app.get('/api/net/service', { schema: { response: { 200: Type.Array(JobDocument) } } }, () =>
-    registry.listJobs().map((j) => Registry.toDocument(j)),
+  app.get(
+    rootPaths.services,
+    {
+      schema: {
+        description: pagedDescription('Every service (job document), in job ID order'),
+        querystring: ServicesQuery,
+        response: { 200: pagedArray(JobDocument), ...errors },
+      },
+    },
+    (req, reply) =>
+      sendPage(reply, rootPaths.services, req.query, registry.jobsPage(pageRequest(req.query))).map((j) =>
+        Registry.toDocument(j),
+      ),
   );
 
   app.post(
     rootPaths.serviceDeploy,
-    { schema: { body: ServiceDeploy, response: { 200: Text, ...errors } } },
+    { config: limits.allocation, schema: { body: ServiceDeploy, response: { 200: Text, ...errors } } },
     (req, reply) => {
       registry.deployService(req.body._id, req.body.deployment_descriptor);
       void reply.type(TEXT);
@@ -132,7 +173,7 @@ export async function buildRootApi(deps: RootApiDeps) {
   // ---- instances
   app.post(
     rootPaths.instanceDeploy,
-    { schema: { body: InstanceDeploy, response: { 200: Text, ...errors } } },
+    { config: limits.allocation, schema: { body: InstanceDeploy, response: { 200: Text, ...errors } } },
     (req, reply) => {
       registry.deployInstance(req.body._id, req.body.instance_number, req.body.cluster_id);
       void reply.type(TEXT);
@@ -157,7 +198,7 @@ export async function buildRootApi(deps: RootApiDeps) {
 
   app.post(
     rootPaths.netDeployStatus,
-    { schema: { body: NetDeployStatus, response: { 200: Text, ...errors } } },
+    { bodyLimit: LARGE_BODY_LIMIT, schema: { body: NetDeployStatus, response: { 200: Text, ...errors } } },
     (req, reply) => {
       registry.updateDeployStatus(req.body.job_id, req.body.instances);
       void reply.type(TEXT);
@@ -196,7 +237,10 @@ export async function buildRootApi(deps: RootApiDeps) {
   // ---- worker subnetworks
   app.get(
     rootPaths.subnet,
-    { schema: { querystring: SubnetQuery, response: { 200: SubnetReply, ...errors } } },
+    {
+      config: limits.allocation,
+      schema: { querystring: SubnetQuery, response: { 200: SubnetReply, ...errors } },
+    },
     (req) => {
       const w = registry.allocateSubnet(req.query.cluster_id, req.query.worker_id);
       return { subnet_addr: w.subnet, subnet_addr_v6: w.subnetV6 };
@@ -227,8 +271,22 @@ export async function buildRootApi(deps: RootApiDeps) {
 
   app.get(
     rootPaths.workers,
-    { schema: { querystring: ClusterQuery, response: { 200: Type.Array(WorkerInfo) } } },
-    (req) => registry.listWorkers(req.query.cluster_id),
+    {
+      schema: {
+        description: pagedDescription(
+          'Every worker (of ?cluster_id=, else of all clusters), by cluster and worker ID',
+        ),
+        querystring: WorkersQuery,
+        response: { 200: pagedArray(WorkerInfo), ...errors },
+      },
+    },
+    (req, reply) =>
+      sendPage(
+        reply,
+        rootPaths.workers,
+        req.query,
+        registry.workersPage(pageRequest(req.query), req.query.cluster_id),
+      ),
   );
 
   // ---- public netinfo (upstream guards it with a JWT; oaknet serves it read-only without one)

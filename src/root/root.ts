@@ -6,10 +6,12 @@ import { randomUUID } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import { AddressPlan } from '../addressing/plan.ts';
+import type { RateLimits } from '../protocol/http-limits.ts';
 import type { Store } from '../store/store.ts';
 import { VERSION } from '../version.ts';
 import { buildRootApi } from './api.ts';
 import { Notifier, type NotifierOptions } from './notifier.ts';
+import { quotaWarnings, type Quotas } from './quotas.ts';
 import { Registry } from './registry.ts';
 
 export interface RootOptions {
@@ -21,6 +23,10 @@ export interface RootOptions {
   host?: string;
   plan?: AddressPlan;
   notifier?: NotifierOptions;
+  /** Quotas on services, instances and worker subnetworks (root/quotas.ts has the defaults). */
+  quotas?: Partial<Quotas>;
+  /** Per-caller rate limits of the HTTP API (protocol/http-limits.ts has the defaults). */
+  rateLimits?: Partial<RateLimits>;
 }
 
 export interface RunningRoot {
@@ -33,7 +39,9 @@ export interface RunningRoot {
 }
 
 export async function startRoot(opts: RootOptions): Promise<RunningRoot> {
-  const registry = new Registry(opts.store, opts.plan ?? new AddressPlan());
+  const plan = opts.plan ?? new AddressPlan();
+  const registry = new Registry(opts.store, plan, opts.quotas ? { quotas: opts.quotas } : {});
+  for (const warning of quotaWarnings(registry.quotas, plan)) opts.log.warn(warning);
   const notifier = new Notifier(registry, opts.log.child({ component: 'notifier' }), opts.notifier);
   registry.onNotify((clusters) => {
     for (const c of clusters) notifier.kick(c);
@@ -44,6 +52,7 @@ export async function startRoot(opts: RootOptions): Promise<RunningRoot> {
     log: opts.log,
     bootId: randomUUID(),
     version: VERSION,
+    ...(opts.rateLimits ? { rateLimits: opts.rateLimits } : {}),
   });
   await app.listen({ port: opts.port, host: opts.host ?? '::' });
   const port = (app.server.address() as AddressInfo).port;

@@ -1,0 +1,119 @@
+/**
+ * @module protocol/http-limits
+ * Limits every API server (root, cluster) puts on its callers, so one caller cannot exhaust it:
+ * - per-caller rate limits (@fastify/rate-limit, a fixed window per caller, counted before the body is
+ *   read): a general one over every route, and a tighter one for each route that allocates (worker
+ *   subnetworks, services, instances), counted per route; health checks are exempt. Beyond a limit the
+ *   caller gets 429 `{error: 'E_RATE_LIMITED', message}` with Retry-After (seconds), and the refusal is
+ *   counted for the status;
+ * - body sizes: 64 KiB unless a route carries more (a deployment report of many instances: 1 MiB); beyond,
+ *   413 `{error: 'E_BODY_TOO_LARGE', message}`.
+ * A caller is `callerKey(req)`.
+ */
+import rateLimit, { type RateLimitOptions } from '@fastify/rate-limit';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { InvalidInputError, RateLimitedError } from '../errors.ts';
+
+/** Who a request counts against: its source address today; the authenticated identity once there is one. */
+export function callerKey(req: FastifyRequest): string {
+  return req.ip;
+}
+
+/** At most `max` requests per caller in each window of `windowMs`; max 0: no such limit. */
+export interface RateLimit {
+  max: number;
+  windowMs: number;
+}
+
+export interface RateLimits {
+  /** Every route without a limit of its own, all of them together. */
+  general: RateLimit;
+  /** Each allocating route, on its own (instead of the general limit). */
+  allocation: RateLimit;
+}
+
+/**
+ * Generous for what oaknet itself does (the test suite, `oaknet up`, the benchmarks, a cluster of a
+ * thousand nodes starting at once), far below a flood: the root answers some 2,000 requests/s on two cores,
+ * so one caller at the general limit (5,000 per 10 s: 500/s sustained, or a burst of 5,000) cannot starve
+ * the others; allocating routes allow 1,000 per 10 s per caller each (a cluster's quota of worker
+ * subnetworks in one window), a tenth of the attack runs' rates.
+ */
+export const DEFAULT_RATE_LIMITS: RateLimits = {
+  general: { max: 5000, windowMs: 10_000 },
+  allocation: { max: 1000, windowMs: 10_000 },
+};
+
+/** Body size of every route unless it says otherwise. */
+export const BODY_LIMIT = 64 << 10;
+/** Body size of routes that carry lists (a deployment report of up to 10,000 instances). */
+export const LARGE_BODY_LIMIT = 1 << 20;
+
+/** What the limits refused, since the process started. */
+export class LimitCounters {
+  rateLimited = 0;
+}
+
+/** Route `config` values for the routes that do not follow the general limit. */
+export interface RouteLimits {
+  /** Not rate-limited: health checks, which must answer however busy the server is. */
+  exempt: { rateLimit: false };
+  /** The allocation limit, counted per route and caller. */
+  allocation: { rateLimit?: RateLimitOptions };
+}
+
+/** The defaults with what the operator set, checked. */
+export function resolveRateLimits(given: Partial<RateLimits> = {}): RateLimits {
+  const limits = { ...DEFAULT_RATE_LIMITS, ...given };
+  for (const [name, l] of Object.entries(limits)) {
+    if (!Number.isSafeInteger(l.max) || l.max < 0)
+      throw new InvalidInputError(`rate limit ${name}: max must be an integer >= 0, not ${l.max}`);
+    if (!Number.isSafeInteger(l.windowMs) || l.windowMs < 1)
+      throw new InvalidInputError(
+        `rate limit ${name}: window must be a positive integer (ms), not ${l.windowMs}`,
+      );
+  }
+  return limits;
+}
+
+/**
+ * Installs the rate limits on app (before its routes are added) and returns the route configs of the routes
+ * with limits of their own.
+ */
+export async function installRateLimits(
+  app: FastifyInstance,
+  given: Partial<RateLimits> | undefined,
+  counters: LimitCounters,
+): Promise<RouteLimits> {
+  const limits = resolveRateLimits(given);
+  const refusal =
+    (l: RateLimit, scope: string) => (_req: FastifyRequest, ctx: { ttl: number; after: string }) =>
+      new RateLimitedError(
+        `rate limit: more than ${l.max} requests in ${l.windowMs / 1000} s from this caller${scope}; retry in ${ctx.after}`,
+        Math.max(1, Math.ceil(ctx.ttl / 1000)),
+      );
+  await app.register(rateLimit, {
+    global: limits.general.max > 0,
+    max: limits.general.max,
+    timeWindow: limits.general.windowMs,
+    keyGenerator: callerKey,
+    errorResponseBuilder: refusal(limits.general, ''),
+    onExceeded: () => {
+      counters.rateLimited++;
+    },
+  });
+  const a = limits.allocation;
+  return {
+    exempt: { rateLimit: false },
+    allocation:
+      a.max > 0
+        ? {
+            rateLimit: {
+              max: a.max,
+              timeWindow: a.windowMs,
+              errorResponseBuilder: refusal(a, ' to this route'),
+            },
+          }
+        : {},
+  };
+}
