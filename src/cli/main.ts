@@ -6,9 +6,21 @@
 import { join } from 'node:path';
 import { Command, Option } from 'commander';
 import { errorMessage, OakNetError } from '../errors.ts';
+import { DEFAULT_RATE_LIMITS } from '../protocol/http-limits.ts';
+import { DEFAULT_QUOTAS } from '../root/quotas.ts';
 import { VERSION } from '../version.ts';
 import { createLogger, LOG_LEVELS } from './log.ts';
-import { defaultStateDir, openStore, parseId, parsePort, parseUrl, rootUrlFrom } from './options.ts';
+import {
+  defaultStateDir,
+  openStore,
+  parseId,
+  parsePort,
+  parsePositive,
+  parseRate,
+  parseUrl,
+  RATE_WINDOW_MS,
+  rootUrlFrom,
+} from './options.ts';
 import { registerNodeCommands } from './node-command.ts';
 import { registerPlatformCommands } from './platform-command.ts';
 import { registerServiceCommands, registerWorkerCommands } from './service-command.ts';
@@ -34,14 +46,73 @@ program
     "SQLite file of the root's state (':memory:' for a throwaway one)",
     join(defaultStateDir(), 'root.db'),
   )
+  .option(
+    '--max-services <n>',
+    `services the root holds at most (default ${DEFAULT_QUOTAS.maxServices}; each holds 2 of the 65534 IPv4 ServiceIPs)`,
+    parsePositive,
+  )
+  .option(
+    '--max-instances-per-service <n>',
+    `instances of one service at most (default ${DEFAULT_QUOTAS.maxInstancesPerService})`,
+    parsePositive,
+  )
+  .option(
+    '--max-workers-per-cluster <n>',
+    `worker subnetworks of one cluster at most; requests without ?cluster_id= count as one cluster (default ${DEFAULT_QUOTAS.maxWorkersPerCluster})`,
+    parsePositive,
+  )
+  .option(
+    '--rate-limit <n>',
+    `requests per caller per 10 s to the other routes, together (default ${DEFAULT_RATE_LIMITS.general.max}; 0: none)`,
+    parseRate,
+  )
+  .option(
+    '--allocation-rate-limit <n>',
+    `requests per caller per 10 s to each allocating route: subnets, services, instances (default ${DEFAULT_RATE_LIMITS.allocation.max}; 0: none of its own)`,
+    parseRate,
+  )
   .addOption(logLevel())
-  .action(async (opts: { port: number; host: string; store: string; logLevel: string }) => {
-    const { startRoot } = await import('../root/root.ts');
-    const log = createLogger('oaknet-root', opts.logLevel);
-    const root = await startRoot({ store: openStore(opts.store), log, port: opts.port, host: opts.host });
-    log.info({ store: opts.store, url: `http://<this host>:${root.port}` }, 'root ready');
-    closeOnSignals(log, () => root.close());
-  });
+  .action(
+    async (opts: {
+      port: number;
+      host: string;
+      store: string;
+      logLevel: string;
+      maxServices?: number;
+      maxInstancesPerService?: number;
+      maxWorkersPerCluster?: number;
+      rateLimit?: number;
+      allocationRateLimit?: number;
+    }) => {
+      const { startRoot } = await import('../root/root.ts');
+      const log = createLogger('oaknet-root', opts.logLevel);
+      const root = await startRoot({
+        store: openStore(opts.store),
+        log,
+        port: opts.port,
+        host: opts.host,
+        quotas: {
+          ...(opts.maxServices !== undefined ? { maxServices: opts.maxServices } : {}),
+          ...(opts.maxInstancesPerService !== undefined
+            ? { maxInstancesPerService: opts.maxInstancesPerService }
+            : {}),
+          ...(opts.maxWorkersPerCluster !== undefined
+            ? { maxWorkersPerCluster: opts.maxWorkersPerCluster }
+            : {}),
+        },
+        rateLimits: {
+          ...(opts.rateLimit !== undefined
+            ? { general: { max: opts.rateLimit, windowMs: RATE_WINDOW_MS } }
+            : {}),
+          ...(opts.allocationRateLimit !== undefined
+            ? { allocation: { max: opts.allocationRateLimit, windowMs: RATE_WINDOW_MS } }
+            : {}),
+        },
+      });
+      log.info({ store: opts.store, url: `http://<this host>:${root.port}` }, 'root ready');
+      closeOnSignals(log, () => root.close());
+    },
+  );
 
 program
   .command('cluster')
@@ -65,6 +136,11 @@ program
     '--advertise-address <address>',
     'address the root calls back (default: this host on the route to the root)',
   )
+  .option(
+    '--rate-limit <n>',
+    `requests per caller per 10 s (default ${DEFAULT_RATE_LIMITS.general.max}; 0: none)`,
+    parseRate,
+  )
   .addOption(logLevel())
   .action(
     async (opts: {
@@ -76,6 +152,7 @@ program
       store?: string;
       clusterId?: string;
       advertiseAddress?: string;
+      rateLimit?: number;
       logLevel: string;
     }) => {
       const { startCluster } = await import('../cluster/cluster.ts');
@@ -90,6 +167,9 @@ program
         ...(opts.mqtt !== undefined ? { mqttUrl: opts.mqtt } : {}),
         ...(opts.clusterId !== undefined ? { clusterId: opts.clusterId } : {}),
         ...(opts.advertiseAddress !== undefined ? { advertiseAddress: opts.advertiseAddress } : {}),
+        ...(opts.rateLimit !== undefined
+          ? { rateLimits: { general: { max: opts.rateLimit, windowMs: RATE_WINDOW_MS } } }
+          : {}),
       });
       closeOnSignals(log, () => cluster.close());
     },
