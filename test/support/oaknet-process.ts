@@ -58,10 +58,11 @@ export async function waitHttpOk(url: string, proc: OaknetProcess, timeoutMs = 2
   }
 }
 
-/** `oaknet root` on 127.0.0.1:port with its store in dir, ready to answer. */
+/** `oaknet root` on 127.0.0.1:port with its store in dir (and any other flags), ready to answer. */
 export async function startRootProcess(
   dir: string,
   port: number,
+  flags: readonly string[] = [],
 ): Promise<{ proc: OaknetProcess; url: string }> {
   const proc = runOaknet([
     'root',
@@ -73,6 +74,7 @@ export async function startRootProcess(
     join(dir, 'root.db'),
     '--log-level',
     'warn',
+    ...flags,
   ]);
   const url = `http://127.0.0.1:${port}`;
   await waitHttpOk(`${url}/api/net/health`, proc);
