@@ -7,12 +7,15 @@
  *   caller gets 429 `{error: 'E_RATE_LIMITED', message}` with Retry-After (seconds), and the refusal is
  *   counted for the status;
  * - body sizes: 64 KiB unless a route carries more (a deployment report of many instances: 1 MiB); beyond,
- *   413 `{error: 'E_BODY_TOO_LARGE', message}`.
+ *   413 `{error: 'E_BODY_TOO_LARGE', message}`;
+ * - heavy requests (pages of lists: milliseconds of synchronous work each) take turns of the event loop, one
+ *   per turn (`inTurn`), so however many arrive at once, a cheap request (a health check) waits for one of
+ *   them, not for all.
  * A caller is `callerKey(req)`.
  */
 import rateLimit, { type RateLimitOptions } from '@fastify/rate-limit';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import { InvalidInputError, RateLimitedError } from '../errors.ts';
+import { InvalidInputError, RateLimitedError, UnavailableError } from '../errors.ts';
 
 /** Who a request counts against: its source address today; the authenticated identity once there is one. */
 export function callerKey(req: FastifyRequest): string {
@@ -48,6 +51,44 @@ export const DEFAULT_RATE_LIMITS: RateLimits = {
 export const BODY_LIMIT = 64 << 10;
 /** Body size of routes that carry lists (a deployment report of up to 10,000 instances). */
 export const LARGE_BODY_LIMIT = 1 << 20;
+
+/** Heavy requests waiting for their turn at most; beyond, 503 (the server is busy). */
+const MAX_WAITING_TURNS = 1000;
+const turns: Array<() => void> = [];
+let turnScheduled = false;
+
+/**
+ * Runs work (and whatever its caller does with the result in microtasks, such as serialising the reply) in
+ * an event-loop turn of its own, after the I/O that is waiting: queued works run one per turn, in order.
+ * Without it, 40 page requests read in one poll phase ran back to back (a second of work with pages of
+ * 1,000 services) while a health check waited behind them; the attack run's health check timed out.
+ */
+export function inTurn<T>(work: () => T): Promise<T> {
+  if (turns.length >= MAX_WAITING_TURNS) {
+    return Promise.reject(new UnavailableError('the server is busy with list requests; retry shortly'));
+  }
+  return new Promise<T>((resolve, reject) => {
+    turns.push(() => {
+      try {
+        resolve(work());
+      } catch (err) {
+        reject(err instanceof Error ? err : new Error(String(err)));
+      }
+    });
+    scheduleTurn();
+  });
+}
+
+function scheduleTurn(): void {
+  if (turnScheduled || turns.length === 0) return;
+  turnScheduled = true;
+  // an immediate queued by an immediate runs in the next turn, after the poll phase read what arrived
+  setImmediate(() => {
+    turnScheduled = false;
+    turns.shift()?.();
+    scheduleTurn();
+  });
+}
 
 /** What the limits refused, since the process started. */
 export class LimitCounters {

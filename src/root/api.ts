@@ -11,6 +11,7 @@ import { InvalidInputError } from '../errors.ts';
 import {
   BODY_LIMIT,
   installRateLimits,
+  inTurn,
   LARGE_BODY_LIMIT,
   LimitCounters,
   type RateLimits,
@@ -81,10 +82,9 @@ export async function buildRootApi(deps: RootApiDeps) {
     version: deps.version,
   }));
 
-  app.get(rootPaths.status, { schema: { response: { 200: RootStatus } } }, () => ({
-    rate_limited: counters.rateLimited,
-    ...registry.status(),
-  }));
+  app.get(rootPaths.status, { schema: { response: { 200: RootStatus } } }, () =>
+    inTurn(() => ({ rate_limited: counters.rateLimited, ...registry.status() })),
+  );
 
   // ---- clusters
   app.post(
@@ -108,7 +108,9 @@ export async function buildRootApi(deps: RootApiDeps) {
       },
     },
     (req, reply) =>
-      sendPage(reply, rootPaths.clusters, req.query, registry.clustersPage(pageRequest(req.query))),
+      inTurn(() =>
+        sendPage(reply, rootPaths.clusters, req.query, registry.clustersPage(pageRequest(req.query))),
+      ),
   );
 
   app.delete(
@@ -139,8 +141,10 @@ export async function buildRootApi(deps: RootApiDeps) {
       },
     },
     (req, reply) =>
-      sendPage(reply, rootPaths.services, req.query, registry.jobsPage(pageRequest(req.query))).map((j) =>
-        Registry.toDocument(j),
+      inTurn(() =>
+        sendPage(reply, rootPaths.services, req.query, registry.jobsPage(pageRequest(req.query))).map((j) =>
+          Registry.toDocument(j),
+        ),
       ),
   );
 
@@ -281,11 +285,13 @@ export async function buildRootApi(deps: RootApiDeps) {
       },
     },
     (req, reply) =>
-      sendPage(
-        reply,
-        rootPaths.workers,
-        req.query,
-        registry.workersPage(pageRequest(req.query), req.query.cluster_id),
+      inTurn(() =>
+        sendPage(
+          reply,
+          rootPaths.workers,
+          req.query,
+          registry.workersPage(pageRequest(req.query), req.query.cluster_id),
+        ),
       ),
   );
 
