@@ -56,9 +56,10 @@ export async function runControlPlaneBench(): Promise<BenchResult[]> {
     // 1. allocations/s in the root's registry on its durable store (each one a committed, fsynced transaction)
     {
       const store = new SqliteStore(join(dir, 'alloc.db'));
-      const registry = new Registry(store, new AddressPlan());
-      registry.registerCluster({ cluster_id: 'bench', cluster_address: '127.0.0.1', cluster_port: 9 });
       const n = 5000;
+      // one cluster of 5,000 workers: above the default quota, raised for this figure
+      const registry = new Registry(store, new AddressPlan(), { quotas: { maxWorkersPerCluster: n } });
+      registry.registerCluster({ cluster_id: 'bench', cluster_address: '127.0.0.1', cluster_port: 9 });
       let t = performance.now();
       for (let i = 0; i < n; i++) registry.allocateSubnet('bench', `w${i}`);
       results.push({
