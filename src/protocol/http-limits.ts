@@ -36,11 +36,11 @@ export interface RateLimits {
 }
 
 /**
- * Generous for what oaknet itself does (the test suite, `oaknet up`, the benchmarks, a cluster of a
- * thousand nodes starting at once), far below a flood: the root answers some 2,000 requests/s on two cores,
+ * Generous for what oaknet itself does (the test suite, `oaknet up`, the benchmarks but the HTTP allocation
+ * flood, which raises them, a cluster of a thousand nodes starting at once), far below a flood: the root answers some 2,000 requests/s on two cores,
  * so one caller at the general limit (5,000 per 10 s: 500/s sustained, or a burst of 5,000) cannot starve
  * the others; allocating routes allow 1,000 per 10 s per caller each (a cluster's quota of worker
- * subnetworks in one window), a tenth of the attack runs' rates.
+ * subnetworks in one window): 100/s, a tenth or less of the attack runs' 1,000-1,500/s.
  */
 export const DEFAULT_RATE_LIMITS: RateLimits = {
   general: { max: 5000, windowMs: 10_000 },
@@ -49,7 +49,10 @@ export const DEFAULT_RATE_LIMITS: RateLimits = {
 
 /** Body size of every route unless it says otherwise. */
 export const BODY_LIMIT = 64 << 10;
-/** Body size of routes that carry lists (a deployment report of up to 10,000 instances). */
+/**
+ * Body size of routes that carry lists: a deployment report of some 7,000 instances fits (a service has at
+ * most 1,000 by default).
+ */
 export const LARGE_BODY_LIMIT = 1 << 20;
 
 /** Heavy requests waiting for their turn at most; beyond, 503 (the server is busy). */
