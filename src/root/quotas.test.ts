@@ -76,6 +76,15 @@ describe('Registry quotas', () => {
     assert.throws(() => registry.allocateSubnet(), /requests without \?cluster_id= together hold 2/);
     registry.releaseSubnet('c1', 'w2');
     registry.allocateSubnet('c1', 'w3');
+    // a store from before the counts is counted once
+    world.store.transact((tx) => tx.delete('count/workers/c1'));
+    assert.throws(() => registry.allocateSubnet('c1', 'w4'), quota('max-workers-per-cluster'));
+    registry.releaseSubnet('c1', 'w1');
+    world.store.transact((tx) => tx.delete('count/workers/c1'));
+    registry.releaseSubnet('c1', 'w3');
+    registry.allocateSubnet('c1', 'w5');
+    registry.allocateSubnet('c1', 'w6');
+    assert.throws(() => registry.allocateSubnet('c1', 'w7'), quota('max-workers-per-cluster'));
   });
 
   it('takes the defaults for what is not set, and refuses quotas that are not positive integers', () => {

@@ -10,7 +10,7 @@ import type { WorkerInfo } from '../protocol/root-api.ts';
 import type { Json, Tx } from '../store/store.ts';
 import type { RootAddresses } from './addresses.ts';
 import { mapPage, readPage, type Page, type PageRequest } from './pages.ts';
-import { requireWorkerRoom, type Quotas } from './quotas.ts';
+import { countWorker, requireWorkerRoom, type Quotas } from './quotas.ts';
 import { requireCluster, type WorkerRecord } from './records.ts';
 
 /**
@@ -42,6 +42,7 @@ export function allocateSubnet(
     subnetV6: subnet.v6.network.toString(),
     allocatedAt: now().toISOString(),
   };
+  countWorker(tx, cluster, 1);
   tx.put(key, rec as unknown as Json);
   return rec;
 }
@@ -57,6 +58,7 @@ export function releaseSubnet(
   const rec = tx.get<WorkerRecord>(key);
   if (!rec) throw new NotFoundError(`cluster ${clusterId} has no worker ${workerId}`);
   addresses.releaseWorker(tx, rec.index);
+  countWorker(tx, clusterId, -1);
   tx.delete(key);
   return rec;
 }
