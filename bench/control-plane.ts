@@ -2,7 +2,8 @@
  * Control-plane benchmarks: allocation throughput of the root, MQTT table-query round trips through a
  * cluster (cache hit and root miss), the propagation of a root notification to 1,000 NetManager-like
  * MQTT clients, and of an instance change into the service tables of 100 simulated NetManagers (the real
- * node-side code, see propagation.ts). Root and cluster run as real `oaknet` processes; the clients run here.
+ * node-side code, see propagation.ts), and paged lists of 30,000 services (paging.ts). Root and cluster run
+ * as real `oaknet` processes; the clients run here.
  */
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { pino } from 'pino';
@@ -25,6 +26,7 @@ import {
 } from '../test/support/oaknet-process.ts';
 import { freePort } from '../test/support/ports.ts';
 import { onCleanup } from './cleanup.ts';
+import { measurePaging } from './paging.ts';
 import { measurePropagation } from './propagation.ts';
 import { percentile, type BenchResult } from './report.ts';
 
@@ -49,9 +51,10 @@ export async function runControlPlaneBench(): Promise<BenchResult[]> {
     // 1. allocations/s in the root's registry on its durable store (each one a committed, fsynced transaction)
     {
       const store = new SqliteStore(join(dir, 'alloc.db'));
-      const registry = new Registry(store, new AddressPlan());
-      registry.registerCluster({ cluster_id: 'bench', cluster_address: '127.0.0.1', cluster_port: 9 });
       const n = 5000;
+      // one cluster of 5,000 workers: above the default quota, raised for this figure
+      const registry = new Registry(store, new AddressPlan(), { quotas: { maxWorkersPerCluster: n } });
+      registry.registerCluster({ cluster_id: 'bench', cluster_address: '127.0.0.1', cluster_port: 9 });
       let t = performance.now();
       for (let i = 0; i < n; i++) registry.allocateSubnet('bench', `w${i}`);
       results.push({
@@ -83,6 +86,9 @@ export async function runControlPlaneBench(): Promise<BenchResult[]> {
     // one after the other in this run, so their ratio is not the machine's noise of another day
     for (const secure of [false, true])
       await processBench({ dir, secure, results, procs, clients, progress });
+
+    // paged lists of 30,000 services, on a root of their own
+    results.push(...(await measurePaging(dir, procs, progress)));
   } finally {
     await Promise.allSettled(clients.map((c) => c.endAsync(true)));
     await unregister();
@@ -108,7 +114,19 @@ async function processBench(b: ProcessBench): Promise<void> {
   const tag = secure ? ' (TLS)' : '';
   // real processes: root and cluster (embedded broker)
   const rootPort = await freePort();
-  const started = await startRootProcess(dir, rootPort, { insecure: !secure });
+  // the HTTP allocation figure is a flood from one caller into one cluster, by design: the quota and rate
+  // limits are raised out of its way (the limiter still runs, so its cost is in the figure)
+  const started = await startRootProcess(dir, rootPort, {
+    insecure: !secure,
+    flags: [
+      '--max-workers-per-cluster',
+      '15360',
+      '--rate-limit',
+      '100000000',
+      '--allocation-rate-limit',
+      '100000000',
+    ],
+  });
   const { proc: root, url: rootUrl } = started;
   procs.push(root);
   const pki = secure ? await securePki(rootUrl, started.ca!, started.adminToken!, dir) : undefined;

@@ -95,6 +95,30 @@ export class UnavailableError extends OakNetError {
   }
 }
 
+/**
+ * A caller reached a limit the operator set (services, instances of a service, worker subnetworks of a
+ * cluster). Retrying does not help; removing some, or a higher limit, does.
+ */
+export class QuotaExceededError extends OakNetError {
+  constructor(
+    /** Which quota, e.g. "max-services". */
+    readonly quota: string,
+    message: string,
+  ) {
+    super('E_QUOTA', message);
+  }
+}
+
+/** A caller sent more requests than its rate limit allows; it may retry after retryAfterSeconds. */
+export class RateLimitedError extends OakNetError {
+  constructor(
+    message: string,
+    readonly retryAfterSeconds: number,
+  ) {
+    super('E_RATE_LIMITED', message);
+  }
+}
+
 /** The NetManager API was called before `/register`. */
 export class NotRegisteredError extends OakNetError {
   constructor() {

@@ -23,6 +23,7 @@ export interface AllocationTx {
   put(key: string, value: string | number): void;
   delete(key: string): boolean;
   list<T>(prefix: string, limit?: number): Array<[string, T]>;
+  count(prefix: string): number;
 }
 
 const INDEX_DIGITS = 16;
@@ -103,6 +104,11 @@ export class PoolAllocator {
     return tx
       .list<string>(this.prefix + 'used/')
       .map(([key, owner]) => ({ index: Number(key.slice(at)), owner }));
+  }
+
+  /** How many indices are allocated (without reading them). */
+  allocatedCount(tx: AllocationTx): number {
+    return tx.count(this.prefix + 'used/');
   }
 
   private usedKey(index: number): string {

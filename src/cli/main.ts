@@ -7,6 +7,8 @@ import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { Command, Option } from 'commander';
 import { errorMessage, InvalidInputError, OakNetError } from '../errors.ts';
+import { DEFAULT_RATE_LIMITS } from '../protocol/http-limits.ts';
+import { DEFAULT_QUOTAS } from '../root/quotas.ts';
 import { VERSION } from '../version.ts';
 import { createLogger, LOG_LEVELS } from './log.ts';
 import {
@@ -14,7 +16,10 @@ import {
   openStore,
   parseId,
   parsePort,
+  parsePositive,
+  parseRate,
   parseUrl,
+  RATE_WINDOW_MS,
   rootUrlFrom,
   tokenFrom,
 } from './options.ts';
@@ -55,6 +60,31 @@ program
     '--insecure',
     'plain http and no authentication (for upstream components without TLS): anyone who reaches the port can change everything',
   )
+  .option(
+    '--max-services <n>',
+    `services the root holds at most (default ${DEFAULT_QUOTAS.maxServices}; each holds 2 of the 65534 IPv4 ServiceIPs)`,
+    parsePositive,
+  )
+  .option(
+    '--max-instances-per-service <n>',
+    `instances of one service at most (default ${DEFAULT_QUOTAS.maxInstancesPerService})`,
+    parsePositive,
+  )
+  .option(
+    '--max-workers-per-cluster <n>',
+    `worker subnetworks of one cluster at most (default ${DEFAULT_QUOTAS.maxWorkersPerCluster})`,
+    parsePositive,
+  )
+  .option(
+    '--rate-limit <n>',
+    `requests per caller per 10 s to the other routes, together (default ${DEFAULT_RATE_LIMITS.general.max}; 0: none)`,
+    parseRate,
+  )
+  .option(
+    '--allocation-rate-limit <n>',
+    `requests per caller per 10 s to each allocating route: subnets, services, instances (default ${DEFAULT_RATE_LIMITS.allocation.max}; 0: none of its own)`,
+    parseRate,
+  )
   .addOption(logLevel())
   .action(
     async (opts: {
@@ -66,6 +96,11 @@ program
       caKey?: string;
       insecure?: boolean;
       logLevel: string;
+      maxServices?: number;
+      maxInstancesPerService?: number;
+      maxWorkersPerCluster?: number;
+      rateLimit?: number;
+      allocationRateLimit?: number;
     }) => {
       const { startRoot } = await import('../root/root.ts');
       const log = createLogger('oaknet-root', opts.logLevel);
@@ -91,6 +126,23 @@ program
         port: opts.port,
         host: opts.host,
         ...security,
+        quotas: {
+          ...(opts.maxServices !== undefined ? { maxServices: opts.maxServices } : {}),
+          ...(opts.maxInstancesPerService !== undefined
+            ? { maxInstancesPerService: opts.maxInstancesPerService }
+            : {}),
+          ...(opts.maxWorkersPerCluster !== undefined
+            ? { maxWorkersPerCluster: opts.maxWorkersPerCluster }
+            : {}),
+        },
+        rateLimits: {
+          ...(opts.rateLimit !== undefined
+            ? { general: { max: opts.rateLimit, windowMs: RATE_WINDOW_MS } }
+            : {}),
+          ...(opts.allocationRateLimit !== undefined
+            ? { allocation: { max: opts.allocationRateLimit, windowMs: RATE_WINDOW_MS } }
+            : {}),
+        },
       });
       log.info(
         {
@@ -133,6 +185,11 @@ program
   .option('--token-file <file>', 'read the cluster token from this file')
   .option('--pki-dir <dir>', "where the cluster's identity is kept (default <store dir>/cluster-<port>-pki)")
   .option('--insecure', 'plain http, no authentication, anonymous MQTT (for an insecure root)')
+  .option(
+    '--rate-limit <n>',
+    `requests per caller per 10 s (default ${DEFAULT_RATE_LIMITS.general.max}; 0: none)`,
+    parseRate,
+  )
   .addOption(logLevel())
   .action(
     async (opts: {
@@ -148,6 +205,7 @@ program
       tokenFile?: string;
       pkiDir?: string;
       insecure?: boolean;
+      rateLimit?: number;
       logLevel: string;
     }) => {
       const { startCluster } = await import('../cluster/cluster.ts');
@@ -190,6 +248,9 @@ program
         mqttPort: opts.mqttPort,
         ...(opts.mqtt !== undefined ? { mqttUrl: opts.mqtt } : {}),
         ...(opts.advertiseAddress !== undefined ? { advertiseAddress: opts.advertiseAddress } : {}),
+        ...(opts.rateLimit !== undefined
+          ? { rateLimits: { general: { max: opts.rateLimit, windowMs: RATE_WINDOW_MS } } }
+          : {}),
       });
       closeOnSignals(log, () => cluster.close());
     },

@@ -21,6 +21,24 @@ export function parsePort(text: string): number {
   return n;
 }
 
+/** A count of at least 1 (a quota). */
+export function parsePositive(text: string): number {
+  const n = Number(text);
+  if (!/^\d{1,9}$/.test(text) || n < 1)
+    throw new InvalidArgumentError('expected a whole number of at least 1');
+  return n;
+}
+
+/** Window of the rate limits set by flags. */
+export const RATE_WINDOW_MS = 10_000;
+
+/** A rate limit: requests per caller per 10 s, 0 for none. */
+export function parseRate(text: string): number {
+  if (!/^\d{1,9}$/.test(text))
+    throw new InvalidArgumentError('expected requests per 10 s: a whole number, 0 for no limit');
+  return Number(text);
+}
+
 export function parseUrl(text: string): string {
   try {
     const u = new URL(text);

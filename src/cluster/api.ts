@@ -12,6 +12,12 @@ import type { TLSSocket } from 'node:tls';
 import { authPaths, NodeCertificates, NodeEnroll, NodeRenew } from '../protocol/auth-api.ts';
 import { ClusterStatus, clusterPaths, DeploymentRequest } from '../protocol/cluster-api.ts';
 import { installAuth, type AuthMode, type Principal } from '../protocol/http-auth.ts';
+import {
+  BODY_LIMIT,
+  installRateLimits,
+  type LimitCounters,
+  type RateLimits,
+} from '../protocol/http-limits.ts';
 import { createApiServer, type ServerTls } from '../protocol/http-server.ts';
 import { JOB_NAME_PATTERN } from '../protocol/names.ts';
 import { ErrorReply, Health, JobUpdateNotification } from '../protocol/root-api.ts';
@@ -33,25 +39,42 @@ export interface ClusterApiDeps {
   auth: AuthMode;
   /** Secure mode: NetManagers enroll and renew here. */
   nodeEnrollment?: NodeEnrollment;
+  /** Per-caller rate limits (the defaults for what is not given). */
+  rateLimits?: Partial<RateLimits>;
+  /** Where the rate limits count their refusals (the status shows them). */
+  counters: LimitCounters;
 }
 
 const TEXT = 'text/plain; charset=utf-8';
-const errors = { 400: ErrorReply, 401: ErrorReply, 403: ErrorReply, 404: ErrorReply, 503: ErrorReply };
+const errors = {
+  400: ErrorReply,
+  401: ErrorReply,
+  403: ErrorReply,
+  404: ErrorReply,
+  429: ErrorReply,
+  503: ErrorReply,
+};
 const ANYONE: Principal[] = ['anyone'];
 
 export async function buildClusterApi(deps: ClusterApiDeps) {
-  const app = createApiServer(deps.log, 1 << 20, deps.tls);
+  const app = createApiServer(deps.log, BODY_LIMIT, deps.tls);
+  // the rate limits first: a flood is refused before its credentials cost anything
+  const limits = await installRateLimits(app, deps.rateLimits, deps.counters);
   const counters = installAuth(app, deps.auth);
   await app.register(swagger, {
     openapi: { info: { title: 'oaknet cluster service manager', version: deps.version } },
   });
   app.get(clusterPaths.openapi, { schema: { hide: true }, config: { allow: ANYONE } }, () => app.swagger());
 
-  app.get(clusterPaths.health, { schema: { response: { 200: Health } }, config: { allow: ANYONE } }, () => ({
-    status: 'ok' as const,
-    boot_id: deps.bootId,
-    version: deps.version,
-  }));
+  app.get(
+    clusterPaths.health,
+    { schema: { response: { 200: Health } }, config: { allow: ANYONE, ...limits.exempt } },
+    () => ({
+      status: 'ok' as const,
+      boot_id: deps.bootId,
+      version: deps.version,
+    }),
+  );
 
   app.get(
     clusterPaths.status,

@@ -9,6 +9,7 @@ import type { MqttClient } from 'mqtt';
 import type { Logger } from 'pino';
 import { errorMessage, InvalidInputError, UnavailableError } from '../errors.ts';
 import type { ClusterStatus } from '../protocol/cluster-api.ts';
+import { LimitCounters, type RateLimits } from '../protocol/http-limits.ts';
 import { connectMqtt, mqttTlsOptions } from '../protocol/mqtt-client.ts';
 import { MQTT_QOS, topics } from '../protocol/mqtt.ts';
 import { rotateServerTls, type ServerTls } from '../protocol/http-server.ts';
@@ -51,6 +52,8 @@ export interface ClusterOptions {
    * root. Without it: plain http, no authentication (insecure).
    */
   credentials?: ClusterCredentials;
+  /** Per-caller rate limits of the HTTP API (protocol/http-limits.ts has the defaults). */
+  rateLimits?: Partial<RateLimits>;
 }
 
 export interface RunningCluster {
@@ -147,6 +150,7 @@ export async function startCluster(o: ClusterOptions): Promise<RunningCluster> {
   });
   mqtt.on('message', (topic, payload) => void channel.handle(topic, payload));
 
+  const limitCounters = new LimitCounters();
   const status = (): ClusterStatus => ({
     cluster_id: clusterId,
     root: o.rootUrl,
@@ -159,6 +163,7 @@ export async function startCluster(o: ClusterOptions): Promise<RunningCluster> {
       last_seen: cache.lastSeenOf(n.workerId)?.toISOString() ?? '',
     })),
     pending_status_reports: cache.pendingStatusCount(),
+    rate_limited: limitCounters.rateLimited,
     security: {
       mode: creds ? 'tls' : 'insecure',
       certificate_expires: creds ? creds.expires.toISOString() : null,
@@ -186,6 +191,8 @@ export async function startCluster(o: ClusterOptions): Promise<RunningCluster> {
     ...(creds && verifier
       ? { nodeEnrollment: new NodeEnrollment(o.store, () => creds.current, verifier) }
       : {}),
+    counters: limitCounters,
+    ...(o.rateLimits ? { rateLimits: o.rateLimits } : {}),
   });
   await app.listen({ port: o.port, host: o.host ?? '::' });
   const port = (app.server.address() as AddressInfo).port;

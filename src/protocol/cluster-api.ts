@@ -30,6 +30,7 @@ export const ClusterStatus = Type.Object({
     }),
   ),
   pending_status_reports: Type.Integer({ description: 'deployment reports not yet accepted by the root' }),
+  rate_limited: Type.Integer({ description: 'requests refused with 429 since this process started' }),
   security: Type.Object({
     mode: Type.Union([Type.Literal('tls'), Type.Literal('insecure')]),
     certificate_expires: Type.Union([Type.String(), Type.Null()], {

@@ -52,16 +52,19 @@ export type AuthMode = { mode: 'insecure' } | { mode: 'tls'; tokens: TokenVerifi
 export function installAuth(app: FastifyInstance, auth: AuthMode): AuthCounters {
   const counters: AuthCounters = { unauthenticated: 0, forbidden: 0 };
   app.decorateRequest('caller', null as unknown as { getter: () => Caller });
-  app.addHook('onRequest', async (req: FastifyRequest, reply: FastifyReply) => {
+  // before the body is read, and after the routes' onRequest hooks (the rate limits: a flood is refused
+  // before its credentials cost anything)
+  app.addHook('preParsing', async (req: FastifyRequest, reply: FastifyReply, payload) => {
     if (auth.mode === 'insecure') {
       req.caller = { kind: 'insecure' };
-      return;
+      return payload;
     }
     const allow = req.routeOptions.config.allow;
     try {
       req.caller = await callerOf(req, auth.tokens);
-      if (!allow || allow.includes('anyone')) return;
+      if (!allow || allow.includes('anyone')) return payload;
       check(req.caller, allow);
+      return payload;
     } catch (err) {
       if (!(err instanceof OakNetError)) throw err;
       if (err.code === 'E_FORBIDDEN') counters.forbidden++;
@@ -82,18 +85,42 @@ async function callerOf(req: FastifyRequest, tokens: TokenVerifier): Promise<Cal
     const info = await tokens.verify(m[1]!, API_ROLES);
     return { kind: 'token', role: info.role, id: info.id };
   }
-  const socket = req.raw.socket as Partial<TLSSocket>;
+  return certificateCaller(req);
+}
+
+/** What a connection's client certificate says, worked out once per connection. */
+const byConnection = new WeakMap<object, Caller>();
+
+function certificateCaller(req: FastifyRequest): Caller {
+  const socket = req.raw.socket as Partial<TLSSocket> | undefined;
+  if (!socket) return { kind: 'anonymous' };
+  const known = byConnection.get(socket);
+  if (known) return known;
   const peer = socket.getPeerCertificate?.();
-  if (!peer || !peer.raw) return { kind: 'anonymous' };
-  if (!socket.authorized) {
-    return {
+  let caller: Caller;
+  if (!peer || !peer.raw) caller = { kind: 'anonymous' };
+  else if (!socket.authorized) {
+    caller = {
       kind: 'anonymous',
       certProblem: `the client certificate was refused: ${String(socket.authorizationError ?? 'not from the platform CA')}`,
     };
+  } else {
+    const identity = identityOf(new X509Certificate(peer.raw));
+    caller = identity
+      ? { kind: 'cert', identity }
+      : { kind: 'anonymous', certProblem: 'the client certificate names no oaknet identity' };
   }
-  const identity = identityOf(new X509Certificate(peer.raw));
-  if (!identity) return { kind: 'anonymous', certProblem: 'the client certificate names no oaknet identity' };
-  return { kind: 'cert', identity };
+  byConnection.set(socket, caller);
+  return caller;
+}
+
+/**
+ * The identity (URI) of a request's valid client certificate, before any token is checked: what rate limits
+ * count a request against. Undefined without one (plain http, no or a refused certificate).
+ */
+export function certificateIdentityOf(req: FastifyRequest): string | undefined {
+  const c = certificateCaller(req);
+  return c.kind === 'cert' ? identityUri(c.identity) : undefined;
 }
 
 function check(caller: Caller, allow: readonly Principal[]): void {

@@ -20,6 +20,8 @@ const STATUS_BY_CODE: Readonly<Record<string, number>> = {
   E_PERMISSION: 403,
   E_UNAUTHENTICATED: 401,
   E_FORBIDDEN: 403,
+  E_QUOTA: 403,
+  E_RATE_LIMITED: 429,
   E_SYSTEM: 500,
 };
 
@@ -35,6 +37,11 @@ export function httpStatusOf(err: unknown): number {
 export function errorReply(err: unknown): { status: number; body: ErrorReply } {
   const status = httpStatusOf(err);
   if (err instanceof OakNetError) return { status, body: { error: err.code, message: err.message } };
+  if (status === 413)
+    return {
+      status,
+      body: { error: 'E_BODY_TOO_LARGE', message: 'request body is larger than this route accepts' },
+    };
   if (status < 500 && err instanceof Error)
     return { status, body: { error: 'E_INVALID_INPUT', message: err.message } };
   return { status, body: { error: 'E_INTERNAL', message: 'internal error (see the server log)' } };
@@ -45,6 +52,8 @@ export function installErrorHandler(app: FastifyInstance): void {
   app.setErrorHandler((err, req, reply) => {
     const { status, body } = errorReply(err);
     if (status >= 500) req.log.error({ err }, 'request failed');
+    // a flood's rejections would drown the log at info (the status counts them)
+    else if (status === 429) req.log.debug({ code: body.error }, 'request rate-limited');
     else req.log.info({ code: body.error, msg: body.message }, 'request rejected');
     void reply.status(status).send(body);
   });

@@ -5,6 +5,7 @@
  */
 import { Type, type Static } from 'typebox';
 import { encodePathSegment as seg, ID_PATTERN, JOB_NAME_PATTERN, NAME_PART_PATTERN } from './names.ts';
+import { pageCursor, PageLimit } from './pagination.ts';
 
 const Id = Type.String({
   pattern: ID_PATTERN,
@@ -149,6 +150,22 @@ export const ClusterInfo = Type.Object({
 });
 export type ClusterInfo = Static<typeof ClusterInfo>;
 
+/** GET /api/net/service: a page of jobs; the cursor is a job ID. */
+export const ServicesQuery = Type.Object({ limit: PageLimit, after: pageCursor(ID_PATTERN, 'job ID') });
+
+/** GET /api/net/clusters: a page of clusters; the cursor is a cluster ID. */
+export const ClustersQuery = Type.Object({ limit: PageLimit, after: pageCursor(ID_PATTERN, 'cluster ID') });
+
+/** A worker cursor: cluster ID (`_` for the workers of requests without one) / worker ID. */
+const WORKER_CURSOR_PATTERN = `^(?:_|${ID_PATTERN.slice(1, -1)})/${ID_PATTERN.slice(1)}`;
+
+/** GET /api/net/workers: a page of the workers of one cluster or of all; the cursor is cluster/worker. */
+export const WorkersQuery = Type.Object({
+  cluster_id: Type.Optional(Id),
+  limit: PageLimit,
+  after: pageCursor(WORKER_CURSOR_PATTERN, 'cluster_id/worker_id'),
+});
+
 export const WorkerInfo = Type.Object({
   cluster_id: Type.String(),
   worker_id: Type.String(),
@@ -163,6 +180,21 @@ export const Health = Type.Object({
   version: Type.String(),
 });
 export type Health = Static<typeof Health>;
+
+const Usage = Type.Object({ used: Type.Integer(), capacity: Type.Integer() });
+
+/** GET /api/net/status: how close the root is to its limits. */
+export const RootStatus = Type.Object({
+  rate_limited: Type.Integer({ description: 'requests refused with 429 since this process started' }),
+  services: Type.Integer({ description: 'services that exist' }),
+  quotas: Type.Object({
+    max_services: Type.Integer(),
+    max_instances_per_service: Type.Integer(),
+    max_workers_per_cluster: Type.Integer(),
+  }),
+  pools: Type.Record(Type.String(), Usage, { description: 'allocated entries of every address pool' }),
+});
+export type RootStatus = Static<typeof RootStatus>;
 
 export const AvailableIpQuery = Type.Object({
   v: Type.Optional(Type.Union([Type.Literal('4'), Type.Literal('6')])),
@@ -211,6 +243,7 @@ export const rootPaths = {
   workerSubnet: (worker: string) => `/api/net/subnet/${seg(worker)}`,
   workers: '/api/net/workers',
   health: '/api/net/health',
+  status: '/api/net/status',
   openapi: '/docs/openapi.json',
   availableIps: '/api/pubnet/service/netinfo/available-ip/',
   netinfoByName: (pathName: string) => `/api/pubnet/service/netinfo/${seg(pathName)}`,

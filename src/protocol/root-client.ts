@@ -2,12 +2,14 @@
  * @module protocol/root-client
  * A typed client of the root service manager's HTTP API, used by clusters (with their cluster_id) and by
  * the operator CLI. Replies are validated; failures come back as OakNetErrors: the root's own error code
- * when it answered with one, UnavailableError when it could not be reached or timed out.
+ * when it answered with one (RateLimitedError, with the root's Retry-After, for a 429), UnavailableError
+ * when it could not be reached or timed out. Lists are fetched page after page to the end.
  */
 import { randomBytes } from 'node:crypto';
 import type { Static, TSchema } from 'typebox';
-import { NotFoundError, OakNetError, UnavailableError } from '../errors.ts';
+import { NotFoundError, OakNetError, RateLimitedError, UnavailableError } from '../errors.ts';
 import { toPathSegment } from './names.ts';
+import { MAX_PAGE_LIMIT, nextCursorOf } from './pagination.ts';
 import {
   ClusterInfo,
   Health,
@@ -96,12 +98,14 @@ export class RootClient {
     });
   }
 
+  /** Every worker (of this client's cluster when it has a cluster_id), page after page. */
   workers(): Promise<WorkerInfo[]> {
-    return this.json('GET', rootPaths.workers, parsers.workers);
+    return this.all(rootPaths.workers, parsers.workers, true);
   }
 
+  /** Every cluster, page after page. */
   clusters(): Promise<ClusterInfo[]> {
-    return this.json('GET', rootPaths.clusters, parsers.clusters);
+    return this.all(rootPaths.clusters, parsers.clusters);
   }
 
   async deployStatus(status: NetDeployStatus): Promise<void> {
@@ -156,8 +160,9 @@ export class RootClient {
     await this.text('DELETE', rootPaths.service(id), { query: force ? { force: 'true' } : {} });
   }
 
+  /** Every service, page after page. */
   services(): Promise<JobDocument[]> {
-    return this.json('GET', rootPaths.services, parsers.jobs);
+    return this.all(rootPaths.services, parsers.jobs);
   }
 
   async deployInstance(jobId: string, instance: number, clusterId: string): Promise<void> {
@@ -197,13 +202,38 @@ export class RootClient {
     return this.json('GET', authPaths.status, parsers.authStatus);
   }
 
+  /** Every record of a paged list: the largest pages, following the Link header's cursor to the end. */
+  private async all<T extends TSchema>(
+    path: string,
+    p: Parser<T>,
+    withCluster = false,
+  ): Promise<Array<Static<T>[number]>> {
+    const out: Array<Static<T>[number]> = [];
+    let after: string | undefined;
+    for (;;) {
+      const query: Record<string, string> = { limit: String(MAX_PAGE_LIMIT) };
+      if (after !== undefined) query['after'] = after;
+      const { text, headers } = await this.request('GET', path, { query, withCluster });
+      out.push(...(this.parse(text, 'GET', path, p) as Array<Static<T>[number]>));
+      const link = headers['link'];
+      const next = nextCursorOf(Array.isArray(link) ? link.join(', ') : link);
+      if (next === undefined) return out;
+      if (next === after)
+        throw new UnavailableError(`root GET ${path}: the next page's cursor did not advance`);
+      after = next;
+    }
+  }
+
   private async json<T extends TSchema>(
     method: string,
     path: string,
     p: Parser<T>,
     opts: RequestOptions = {},
   ): Promise<Static<T>> {
-    const body = await this.request(method, path, opts);
+    return this.parse((await this.request(method, path, opts)).text, method, path, p);
+  }
+
+  private parse<T extends TSchema>(body: string, method: string, path: string, p: Parser<T>): Static<T> {
     let value: unknown;
     try {
       value = JSON.parse(body);
@@ -213,11 +243,15 @@ export class RootClient {
     return p.parse(value, `root reply to ${method} ${path}`);
   }
 
-  private text(method: string, path: string, opts: RequestOptions = {}): Promise<string> {
-    return this.request(method, path, opts);
+  private async text(method: string, path: string, opts: RequestOptions = {}): Promise<string> {
+    return (await this.request(method, path, opts)).text;
   }
 
-  private async request(method: string, path: string, opts: RequestOptions): Promise<string> {
+  private async request(
+    method: string,
+    path: string,
+    opts: RequestOptions,
+  ): Promise<{ text: string; headers: HttpResponse['headers'] }> {
     const query = new URLSearchParams(opts.query ?? {});
     if (opts.withCluster && this.options.clusterId !== undefined)
       query.set('cluster_id', this.options.clusterId);
@@ -226,7 +260,7 @@ export class RootClient {
       ...(opts.body !== undefined ? { body: opts.body } : {}),
       timeoutMs: this.timeoutMs,
     });
-    return replyText(res, `root ${method} ${path}`);
+    return { text: replyText(res, `root ${method} ${path}`), headers: res.headers };
   }
 }
 
@@ -247,6 +281,10 @@ export function replyText(res: HttpResponse, what: string): string {
   }
   if (res.status >= 500 && res.status !== 507) throw new UnavailableError(message);
   if (code === 'E_NOT_FOUND') throw new NotFoundError(message);
+  if (res.status === 429) {
+    const retry = Number(res.headers['retry-after']);
+    throw new RateLimitedError(message, Number.isFinite(retry) && retry > 0 ? retry : 1);
+  }
   throw new OakNetError(code, message);
 }
 

@@ -84,7 +84,7 @@ export class RootAddresses {
 
   /** Allocation counts, for status. */
   usage(tx: AllocationTx): Record<string, { used: number; capacity: number }> {
-    const entry = (a: PoolAllocator) => ({ used: a.allocated(tx).length, capacity: a.capacity });
+    const entry = (a: PoolAllocator) => ({ used: a.allocatedCount(tx), capacity: a.capacity });
     return {
       worker: entry(this.workers),
       'service-v4': entry(this.v4.allocator),

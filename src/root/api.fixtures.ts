@@ -15,6 +15,7 @@ export interface Reply {
   status: number;
   type: string;
   text: string;
+  headers: Headers;
   /** The body parsed as JSON (throws when it is not JSON). */
   json: <T = Record<string, unknown>>() => T;
 }
@@ -40,6 +41,7 @@ export function client(root: RunningRoot) {
       status: res.status,
       type: res.headers.get('content-type') ?? '',
       text: replyText,
+      headers: res.headers,
       json: <T>() => JSON.parse(replyText) as T,
     };
   };

@@ -51,6 +51,7 @@ describe('root API: health and docs', () => {
       ['/api/net/subnet/{worker_id}', 'delete'],
       ['/api/net/workers', 'get'],
       ['/api/net/health', 'get'],
+      ['/api/net/status', 'get'],
       ['/api/pubnet/service/netinfo/available-ip/', 'get'],
       ['/api/pubnet/service/netinfo/available-ip/{x}', 'get'],
       ['/api/pubnet/service/netinfo/ip/{ip}', 'get'],

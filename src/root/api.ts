@@ -9,25 +9,38 @@ import type { Logger } from 'pino';
 import { Type } from 'typebox';
 import { ForbiddenError, InvalidInputError } from '../errors.ts';
 import { callingCluster, installAuth, isClusterCaller, type Principal } from '../protocol/http-auth.ts';
+import {
+  BODY_LIMIT,
+  installRateLimits,
+  inTurn,
+  LARGE_BODY_LIMIT,
+  LimitCounters,
+  type RateLimits,
+} from '../protocol/http-limits.ts';
 import { createApiServer, type ServerTls } from '../protocol/http-server.ts';
 import { fromPathSegment, requireJobName } from '../protocol/names.ts';
+import { pagedArray, pagedDescription, pageRequest, sendPage } from '../protocol/pagination.ts';
 import {
   AvailableIpQuery,
   AvailableIps,
   ClusterInfo,
   ClusterQuery,
   ClusterRegistration,
+  ClustersQuery,
   ErrorReply,
   Health,
   InstanceDeploy,
   JobDocument,
   NetDeployStatus,
   rootPaths,
+  RootStatus,
   ServiceDeploy,
   ServiceNetinfo,
+  ServicesQuery,
   SubnetQuery,
   SubnetReply,
   WorkerInfo,
+  WorkersQuery,
 } from '../protocol/root-api.ts';
 import { registerRootAuthRoutes, type RootAuthDeps } from './auth-api.ts';
 import type { Notifier } from './notifier.ts';
@@ -43,6 +56,8 @@ export interface RootApiDeps {
   tls?: ServerTls;
   /** Secure mode: the CA, tokens and enrollment; every route checks its caller. Without it: insecure. */
   security?: Omit<RootAuthDeps, 'counters'>;
+  /** Per-caller rate limits (the defaults for what is not given). */
+  rateLimits?: Partial<RateLimits>;
 }
 
 const Text = Type.String();
@@ -53,6 +68,7 @@ const errors = {
   403: ErrorReply,
   404: ErrorReply,
   409: ErrorReply,
+  429: ErrorReply,
   507: ErrorReply,
 };
 
@@ -65,7 +81,10 @@ const ORCHESTRATOR: Principal[] = ['orchestrator'];
 
 export async function buildRootApi(deps: RootApiDeps) {
   const { registry, notifier } = deps;
-  const app = createApiServer(deps.log, 1 << 20, deps.tls);
+  const app = createApiServer(deps.log, BODY_LIMIT, deps.tls);
+  // the rate limits first: a flood is refused before its credentials cost anything
+  const limitCounters = new LimitCounters();
+  const limits = await installRateLimits(app, deps.rateLimits, limitCounters);
   const security = deps.security;
   const counters = installAuth(
     app,
@@ -85,11 +104,21 @@ export async function buildRootApi(deps: RootApiDeps) {
 
   app.get(rootPaths.openapi, { schema: { hide: true }, config: { allow: ANYONE } }, () => app.swagger());
 
-  app.get(rootPaths.health, { schema: { response: { 200: Health } }, config: { allow: ANYONE } }, () => ({
-    status: 'ok' as const,
-    boot_id: deps.bootId,
-    version: deps.version,
-  }));
+  app.get(
+    rootPaths.health,
+    { schema: { response: { 200: Health } }, config: { allow: ANYONE, ...limits.exempt } },
+    () => ({
+      status: 'ok' as const,
+      boot_id: deps.bootId,
+      version: deps.version,
+    }),
+  );
+
+  app.get(
+    rootPaths.status,
+    { schema: { response: { 200: RootStatus, ...errors } }, config: { allow: READ } },
+    () => inTurn(() => ({ rate_limited: limitCounters.rateLimited, ...registry.status() })),
+  );
 
   // ---- clusters
   app.post(
@@ -106,8 +135,18 @@ export async function buildRootApi(deps: RootApiDeps) {
 
   app.get(
     rootPaths.clusters,
-    { schema: { response: { 200: Type.Array(ClusterInfo) } }, config: { allow: READ } },
-    () => registry.listClusters(),
+    {
+      schema: {
+        description: pagedDescription('Every cluster, in ID order'),
+        querystring: ClustersQuery,
+        response: { 200: pagedArray(ClusterInfo), ...errors },
+      },
+      config: { allow: READ },
+    },
+    (req, reply) =>
+      inTurn(() =>
+        sendPage(reply, rootPaths.clusters, req.query, registry.clustersPage(pageRequest(req.query))),
+      ),
   );
 
   app.delete(
@@ -130,14 +169,29 @@ export async function buildRootApi(deps: RootApiDeps) {
 
   // ---- services
   app.get(
-    '/api/net/service',
-    { schema: { response: { 200: Type.Array(JobDocument) } }, config: { allow: READ } },
-    () => registry.listJobs().map((j) => Registry.toDocument(j)),
+    rootPaths.services,
+    {
+      schema: {
+        description: pagedDescription('Every service (job document), in job ID order'),
+        querystring: ServicesQuery,
+        response: { 200: pagedArray(JobDocument), ...errors },
+      },
+      config: { allow: READ },
+    },
+    (req, reply) =>
+      inTurn(() =>
+        sendPage(reply, rootPaths.services, req.query, registry.jobsPage(pageRequest(req.query))).map((j) =>
+          Registry.toDocument(j),
+        ),
+      ),
   );
 
   app.post(
     rootPaths.serviceDeploy,
-    { schema: { body: ServiceDeploy, response: { 200: Text, ...errors } }, config: { allow: ORCHESTRATOR } },
+    {
+      schema: { body: ServiceDeploy, response: { 200: Text, ...errors } },
+      config: { allow: ORCHESTRATOR, ...limits.allocation },
+    },
     (req, reply) => {
       registry.deployService(req.body._id, req.body.deployment_descriptor);
       void reply.type(TEXT);
@@ -165,7 +219,10 @@ export async function buildRootApi(deps: RootApiDeps) {
   // ---- instances
   app.post(
     rootPaths.instanceDeploy,
-    { schema: { body: InstanceDeploy, response: { 200: Text, ...errors } }, config: { allow: ORCHESTRATOR } },
+    {
+      schema: { body: InstanceDeploy, response: { 200: Text, ...errors } },
+      config: { allow: ORCHESTRATOR, ...limits.allocation },
+    },
     (req, reply) => {
       registry.deployInstance(req.body._id, req.body.instance_number, req.body.cluster_id);
       void reply.type(TEXT);
@@ -191,7 +248,11 @@ export async function buildRootApi(deps: RootApiDeps) {
 
   app.post(
     rootPaths.netDeployStatus,
-    { schema: { body: NetDeployStatus, response: { 200: Text, ...errors } }, config: { allow: CLUSTER } },
+    {
+      bodyLimit: LARGE_BODY_LIMIT,
+      schema: { body: NetDeployStatus, response: { 200: Text, ...errors } },
+      config: { allow: CLUSTER },
+    },
     (req, reply) => {
       // a cluster reports only instances scheduled on itself, on its own workers
       const reporter = isClusterCaller(req) ? callingCluster(req, undefined) : undefined;
@@ -242,7 +303,7 @@ export async function buildRootApi(deps: RootApiDeps) {
     rootPaths.subnet,
     {
       schema: { querystring: SubnetQuery, response: { 200: SubnetReply, ...errors } },
-      config: { allow: CLUSTER },
+      config: { allow: CLUSTER, ...limits.allocation },
     },
     (req) => {
       const cluster = callingCluster(req, req.query.cluster_id);
@@ -288,10 +349,24 @@ export async function buildRootApi(deps: RootApiDeps) {
   app.get(
     rootPaths.workers,
     {
-      schema: { querystring: ClusterQuery, response: { 200: Type.Array(WorkerInfo) } },
+      schema: {
+        description: pagedDescription(
+          'Every worker (of the calling cluster, or of ?cluster_id=, else of all clusters), by cluster and worker ID',
+        ),
+        querystring: WorkersQuery,
+        response: { 200: pagedArray(WorkerInfo), ...errors },
+      },
       config: { allow: CLUSTER_OR_READ },
     },
-    (req) => registry.listWorkers(callingCluster(req, req.query.cluster_id)),
+    (req, reply) =>
+      inTurn(() =>
+        sendPage(
+          reply,
+          rootPaths.workers,
+          req.query,
+          registry.workersPage(pageRequest(req.query), callingCluster(req, req.query.cluster_id)),
+        ),
+      ),
   );
 
   // ---- public netinfo (upstream guards it with a JWT; oaknet serves it read-only without one)

@@ -6,6 +6,7 @@
 import type { ClusterInfo, ClusterRegistration } from '../protocol/root-api.ts';
 import type { Json, Tx } from '../store/store.ts';
 import { pendingCount } from './outbox.ts';
+import { mapPage, readPage, type Page, type PageRequest } from './pages.ts';
 import type { ClusterRecord } from './records.ts';
 
 /** Registers or re-registers a cluster; it is ACTIVE afterwards. */
@@ -28,14 +29,23 @@ export function getCluster(tx: Tx, id: string): ClusterRecord | undefined {
 
 /** Every cluster, with the number of notifications waiting for it. */
 export function listClusters(tx: Tx): ClusterInfo[] {
-  return tx.list<ClusterRecord>('cluster/').map(([, c]) => ({
+  return tx.list<ClusterRecord>('cluster/').map(([, c]) => clusterInfo(tx, c));
+}
+
+/** A page of clusters in ID order; the cursor is the last cluster ID. */
+export function listClustersPage(tx: Tx, page: PageRequest): Page<ClusterInfo> {
+  return mapPage(readPage<ClusterRecord>(tx, 'cluster/', 'cluster/', page), ([, c]) => clusterInfo(tx, c));
+}
+
+function clusterInfo(tx: Tx, c: ClusterRecord): ClusterInfo {
+  return {
     cluster_id: c.id,
     cluster_address: c.address,
     cluster_port: c.port,
     status: c.status,
     pending_notifications: pendingCount(tx, c.id),
     ...(c.lastError ? { last_error: c.lastError } : {}),
-  }));
+  };
 }
 
 /** Records the outcome of a delivery attempt to a cluster (an unknown cluster is left alone). */

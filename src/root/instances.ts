@@ -11,15 +11,17 @@ import type { DeployedInstance } from '../protocol/root-api.ts';
 import type { Json, Tx } from '../store/store.ts';
 import type { RootAddresses } from './addresses.ts';
 import { enqueue } from './outbox.ts';
+import { requireInstanceRoom, type Quotas } from './quotas.ts';
 import { requireJob, type InstanceRecord, type JobRecord } from './records.ts';
 
 /**
- * Schedules instance n of job id on a cluster and allocates its instance IPs. Scheduling an existing
- * instance again keeps its addresses (and moves it to the named cluster).
+ * Schedules instance n of job id on a cluster and allocates its instance IPs, within the instances quota.
+ * Scheduling an existing instance again keeps its addresses (and moves it to the named cluster).
  */
 export function deployInstance(
   tx: Tx,
   addresses: RootAddresses,
+  quotas: Quotas,
   id: string,
   n: number,
   clusterId: string,
@@ -31,6 +33,7 @@ export function deployInstance(
     tx.put(`job/${id}`, job as unknown as Json);
     return existing;
   }
+  requireInstanceRoom(job, quotas, n);
   const owner = `job ${job.name} instance ${n}`;
   const inst: InstanceRecord = {
     number: n,

@@ -45,7 +45,7 @@ export function ackNotification(tx: Tx, key: string): void {
 
 /** How many notifications wait for a cluster. */
 export function pendingCount(tx: Tx, clusterId: string): number {
-  return tx.list(`outbox/${clusterId}/`).length;
+  return tx.count(`outbox/${clusterId}/`);
 }
 
 /** Clusters with notifications waiting. */

@@ -12,6 +12,8 @@
  *   interest/<job name>/<cluster>  true: the cluster caches the job and wants its updates
  *   outbox/<cluster>/<seq>       Notification waiting for delivery, oldest first
  *   outboxseq                    the last outbox sequence number
+ *   count/services               the number of jobs (quotas.ts)
+ *   count/workers/<cluster>      the number of the cluster's workers (quotas.ts)
  */
 import type { JobUpdateNotification } from '../protocol/root-api.ts';
 import { NotFoundError } from '../errors.ts';

@@ -12,14 +12,15 @@ import {
   ConflictError,
   InvalidInputError,
   NotFoundError,
+  QuotaExceededError,
 } from '../errors.ts';
 import type { DeployedInstance, DeploymentDescriptor } from '../protocol/root-api.ts';
 import { MemoryStore } from '../store/memory.ts';
-import { Registry, type JobRecord, type Notification } from './registry.ts';
+import { Registry, type JobRecord, type Notification, type Quotas } from './registry.ts';
 
-export function setup(plan = new AddressPlan()) {
+export function setup(plan = new AddressPlan(), quotas: Partial<Quotas> = {}) {
   const store = new MemoryStore();
-  const registry = new Registry(store, plan);
+  const registry = new Registry(store, plan, { quotas });
   const notified: string[][] = [];
   registry.onNotify((clusters) => notified.push([...clusters]));
   return { store, registry, notified, plan };
@@ -87,6 +88,10 @@ export const outOfRange = isCode(AddressOutOfRangeError, 'E_ADDRESS_OUT_OF_RANGE
 export const invalid = isCode(InvalidInputError, 'E_INVALID_INPUT');
 export const notFound = isCode(NotFoundError, 'E_NOT_FOUND');
 export const conflict = isCode(ConflictError, 'E_CONFLICT');
+export function quota(name: string) {
+  return (err: unknown): boolean =>
+    err instanceof QuotaExceededError && err.code === 'E_QUOTA' && err.quota === name;
+}
 export function exhausted(pool: string) {
   return (err: unknown): boolean =>
     err instanceof AddressSpaceExhaustedError &&

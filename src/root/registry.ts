@@ -18,20 +18,33 @@ import type {
   DeployedInstance,
   DeploymentDescriptor,
   JobDocument,
+  RootStatus,
   ServiceNetinfo,
   WorkerInfo,
 } from '../protocol/root-api.ts';
 import type { Store } from '../store/store.ts';
 import { RootAddresses } from './addresses.ts';
-import { getCluster, listClusters, registerCluster, setClusterStatus } from './clusters.ts';
+import { getCluster, listClusters, listClustersPage, registerCluster, setClusterStatus } from './clusters.ts';
 import { deployInstance, removeInstance, updateDeployStatus } from './instances.ts';
 import { interestedClusters, removeInterest, resolveByIp, resolveByName } from './interests.ts';
 import { toDocument, toNetinfo } from './job-document.ts';
 import { ackNotification, clustersWithPendingNotifications, nextNotification } from './outbox.ts';
+import type { Page, PageRequest } from './pages.ts';
+import { resolveQuotas, serviceCount, type Quotas } from './quotas.ts';
 import type { ClusterRecord, InstanceRecord, JobRecord, Notification, WorkerRecord } from './records.ts';
-import { deployService, getJob, getJobByName, jobNameOf, listJobs, removeService } from './services.ts';
-import { allocateSubnet, listWorkers, releaseSubnet } from './workers.ts';
+import {
+  deployService,
+  getJob,
+  getJobByName,
+  jobNameOf,
+  listJobs,
+  listJobsPage,
+  removeService,
+} from './services.ts';
+import { allocateSubnet, listWorkers, listWorkersPage, releaseSubnet } from './workers.ts';
 
+export type { Page, PageRequest } from './pages.ts';
+export type { Quotas } from './quotas.ts';
 export type {
   AddressPair,
   ClusterRecord,
@@ -44,16 +57,27 @@ export type {
 /** Called after a transaction that queued notifications commits, with the clusters to deliver to. */
 export type NotifyHook = (clusterIds: readonly string[]) => void;
 
+export interface RegistryOptions {
+  /** The clock of records' timestamps. */
+  now?: () => Date;
+  /** Quotas; the defaults (quotas.ts) for what is not given. */
+  quotas?: Partial<Quotas>;
+}
+
 export class Registry {
   readonly addresses: RootAddresses;
+  readonly quotas: Quotas;
+  private readonly now: () => Date;
   private notifyHook: NotifyHook = () => {};
 
   constructor(
     private readonly store: Store,
     plan: AddressPlan,
-    private readonly now: () => Date = () => new Date(),
+    options: RegistryOptions = {},
   ) {
     this.addresses = new RootAddresses(plan);
+    this.quotas = resolveQuotas(options.quotas);
+    this.now = options.now ?? (() => new Date());
   }
 
   /** Sets who hears about queued notifications (the Notifier). */
@@ -72,8 +96,14 @@ export class Registry {
     return this.store.transact((tx) => getCluster(tx, id));
   }
 
+  /** Every cluster (reads them all; the API pages). */
   listClusters(): ClusterInfo[] {
     return this.store.transact((tx) => listClusters(tx));
+  }
+
+  /** A page of clusters in ID order; the cursor is a cluster ID. */
+  clustersPage(page: PageRequest): Page<ClusterInfo> {
+    return this.store.transact((tx) => listClustersPage(tx, page));
   }
 
   /** Records the outcome of a delivery attempt to a cluster. */
@@ -85,11 +115,14 @@ export class Registry {
 
   /**
    * Creates the job and allocates its ServiceIPs (RR and Closest, both families), honouring user-chosen
-   * addresses. Deploying the same _id with the same name again is a no-op that returns the job.
+   * addresses; QuotaExceededError beyond the services quota. Deploying the same _id with the same name
+   * again is a no-op that returns the job.
    */
   deployService(id: string, descriptor: DeploymentDescriptor): JobRecord {
     const name = jobNameOf(descriptor);
-    return this.store.transact((tx) => deployService(tx, this.addresses, id, descriptor, name, this.now));
+    return this.store.transact((tx) =>
+      deployService(tx, this.addresses, this.quotas, id, descriptor, name, this.now),
+    );
   }
 
   /**
@@ -108,18 +141,30 @@ export class Registry {
     return this.store.transact((tx) => getJobByName(tx, name));
   }
 
+  /** Every job (reads them all: for tests and tools; the API pages). */
   listJobs(): JobRecord[] {
     return this.store.transact((tx) => listJobs(tx));
+  }
+
+  /** A page of jobs in ID order, read from the cursor on; the cursor is a job ID. */
+  jobsPage(page: PageRequest): Page<JobRecord> {
+    return this.store.transact((tx) => listJobsPage(tx, page));
+  }
+
+  /** How many services exist. */
+  serviceCount(): number {
+    return this.store.transact((tx) => serviceCount(tx));
   }
 
   // ---- instances ------------------------------------------------------------------------------------------
 
   /**
-   * Schedules instance n of job id on a cluster and allocates its instance IPs. Scheduling an existing
-   * instance again keeps its addresses (and moves it to the named cluster).
+   * Schedules instance n of job id on a cluster and allocates its instance IPs; QuotaExceededError beyond
+   * the instances quota. Scheduling an existing instance again keeps its addresses (and moves it to the
+   * named cluster).
    */
   deployInstance(id: string, n: number, clusterId: string): InstanceRecord {
-    return this.store.transact((tx) => deployInstance(tx, this.addresses, id, n, clusterId));
+    return this.store.transact((tx) => deployInstance(tx, this.addresses, this.quotas, id, n, clusterId));
   }
 
   /** Removes instance n (-1: all instances) of job id, releases its addresses and notifies. */
@@ -162,9 +207,12 @@ export class Registry {
   /**
    * The subnetworks of a worker. A known worker (cluster and worker ID given) gets the same subnetworks again,
    * so a restarting node keeps its addresses; an anonymous request (upstream's, no IDs) gets a fresh pair.
+   * A new worker beyond its cluster's quota gets QuotaExceededError.
    */
   allocateSubnet(clusterId?: string, workerId?: string): WorkerRecord {
-    return this.store.transact((tx) => allocateSubnet(tx, this.addresses, this.now, clusterId, workerId));
+    return this.store.transact((tx) =>
+      allocateSubnet(tx, this.addresses, this.quotas, this.now, clusterId, workerId),
+    );
   }
 
   /** Releases a worker's subnetworks (the node left, or an operator removed it). */
@@ -172,8 +220,27 @@ export class Registry {
     return this.store.transact((tx) => releaseSubnet(tx, this.addresses, clusterId, workerId));
   }
 
+  /** Every worker, of one cluster or all (reads them all; the API pages). */
   listWorkers(clusterId?: string): WorkerInfo[] {
     return this.store.transact((tx) => listWorkers(tx, this.addresses, clusterId));
+  }
+
+  /** A page of the workers of one cluster or all; the cursor is `cluster/worker`. */
+  workersPage(page: PageRequest, clusterId?: string): Page<WorkerInfo> {
+    return this.store.transact((tx) => listWorkersPage(tx, this.addresses, page, clusterId));
+  }
+
+  /** How close the root is to its quotas and pools (GET /api/net/status, with the rate limits' count). */
+  status(): Omit<RootStatus, 'rate_limited'> {
+    return this.store.transact((tx) => ({
+      services: serviceCount(tx),
+      quotas: {
+        max_services: this.quotas.maxServices,
+        max_instances_per_service: this.quotas.maxInstancesPerService,
+        max_workers_per_cluster: this.quotas.maxWorkersPerCluster,
+      },
+      pools: this.addresses.usage(tx),
+    }));
   }
 
   /** Addresses that the next allocations would hand out (upstream's available-ip), without reserving. */

@@ -12,11 +12,13 @@ import { AddressPlan } from '../addressing/plan.ts';
 import { rotateServerTls, type ServerTls } from '../protocol/http-server.ts';
 import { caPin, type CertificateAuthority } from '../security/pki.ts';
 import { TokenStore } from '../security/tokens.ts';
+import type { RateLimits } from '../protocol/http-limits.ts';
 import type { Store } from '../store/store.ts';
 import { VERSION } from '../version.ts';
 import { buildRootApi } from './api.ts';
 import { Enrollment } from './enrollment.ts';
 import { Notifier, type NotifierOptions } from './notifier.ts';
+import { quotaWarnings, type Quotas } from './quotas.ts';
 import { Registry } from './registry.ts';
 
 export interface RootOptions {
@@ -35,6 +37,10 @@ export interface RootOptions {
   ca?: CertificateAuthority;
   /** Secure mode: where an operator token is written at the first start (0600), if the file is missing. */
   adminTokenFile?: string;
+  /** Quotas on services, instances and worker subnetworks (root/quotas.ts has the defaults). */
+  quotas?: Partial<Quotas>;
+  /** Per-caller rate limits of the HTTP API (protocol/http-limits.ts has the defaults). */
+  rateLimits?: Partial<RateLimits>;
 }
 
 export interface RunningRoot {
@@ -52,7 +58,9 @@ export interface RunningRoot {
 const ROOT_CERT_DAYS = 30;
 
 export async function startRoot(opts: RootOptions): Promise<RunningRoot> {
-  const registry = new Registry(opts.store, opts.plan ?? new AddressPlan());
+  const plan = opts.plan ?? new AddressPlan();
+  const registry = new Registry(opts.store, plan, opts.quotas ? { quotas: opts.quotas } : {});
+  for (const warning of quotaWarnings(registry.quotas, plan)) opts.log.warn(warning);
   const ca = opts.ca;
   const tokens = ca ? new TokenStore(opts.store, caPin(ca.cert)) : undefined;
   let own = ca ? await ca.issueKeyAndChain({ kind: 'root' }, ROOT_CERT_DAYS) : undefined;
@@ -74,6 +82,7 @@ export async function startRoot(opts: RootOptions): Promise<RunningRoot> {
     version: VERSION,
     ...(tls ? { tls } : {}),
     ...(ca && tokens ? { security: { ca, tokens, enrollment: new Enrollment(opts.store, ca, tokens) } } : {}),
+    ...(opts.rateLimits ? { rateLimits: opts.rateLimits } : {}),
   });
   await app.listen({ port: opts.port, host: opts.host ?? '::' });
   const port = (app.server.address() as AddressInfo).port;

@@ -12,15 +12,18 @@ import type { RootAddresses } from './addresses.ts';
 import { dropInstance } from './instances.ts';
 import { removeInterests } from './interests.ts';
 import { enqueue } from './outbox.ts';
+import { readPage, mapPage, type Page, type PageRequest } from './pages.ts';
+import { countService, requireServiceRoom, type Quotas } from './quotas.ts';
 import { requireJob, type JobRecord } from './records.ts';
 
 /**
- * Creates the job and allocates its ServiceIPs, honouring user-chosen addresses. Deploying the same _id
- * with the same name again is a no-op that returns the job.
+ * Creates the job and allocates its ServiceIPs, honouring user-chosen addresses, within the services quota.
+ * Deploying the same _id with the same name again is a no-op that returns the job.
  */
 export function deployService(
   tx: Tx,
   addresses: RootAddresses,
+  quotas: Quotas,
   id: string,
   descriptor: DeploymentDescriptor,
   name: string,
@@ -33,6 +36,7 @@ export function deployService(
   }
   const holder = tx.get<string>(`jobname/${name}`);
   if (holder !== undefined) throw new ConflictError(`service ${name} already exists (job ${holder})`);
+  requireServiceRoom(tx, quotas, name);
   const owner = `job ${name}`;
   const rr = {
     v4: addresses.allocateV4(tx, `${owner} (RR)`, descriptor.RR_ip, 'RR_ip'),
@@ -52,6 +56,7 @@ export function deployService(
     createdAt: now().toISOString(),
   };
   tx.put(`job/${id}`, job as unknown as Json);
+  countService(tx, 1);
   tx.put(`jobname/${name}`, id);
   for (const a of [rr.v4, rr.v6]) tx.put(`ip/${a}`, { job: id, role: 'RR' });
   for (const a of [closest.v4, closest.v6]) tx.put(`ip/${a}`, { job: id, role: 'Closest' });
@@ -76,6 +81,7 @@ export function removeService(tx: Tx, addresses: RootAddresses, id: string, forc
     tx.delete(`ip/${a}`);
   }
   removeInterests(tx, job.name);
+  countService(tx, -1);
   tx.delete(`jobname/${job.name}`);
   tx.delete(`job/${id}`);
   return [...clusters];
@@ -90,8 +96,14 @@ export function getJobByName(tx: Tx, name: string): JobRecord | undefined {
   return id === undefined ? undefined : getJob(tx, id);
 }
 
+/** Every job, in ID order (reads them all: for tests and tools; the API pages). */
 export function listJobs(tx: Tx): JobRecord[] {
   return tx.list<JobRecord>('job/').map(([, j]) => j);
+}
+
+/** A page of jobs in ID order; the cursor is the last job ID. */
+export function listJobsPage(tx: Tx, page: PageRequest): Page<JobRecord> {
+  return mapPage(readPage<JobRecord>(tx, 'job/', 'job/', page), ([, j]) => j);
 }
 
 /** The job name a deployment descriptor describes (upstream: app_name.app_ns.service_name.service_ns). */

@@ -9,15 +9,19 @@ import { NotFoundError } from '../errors.ts';
 import type { WorkerInfo } from '../protocol/root-api.ts';
 import type { Json, Tx } from '../store/store.ts';
 import type { RootAddresses } from './addresses.ts';
+import { mapPage, readPage, type Page, type PageRequest } from './pages.ts';
+import { countWorker, requireWorkerRoom, type Quotas } from './quotas.ts';
 import { requireCluster, type WorkerRecord } from './records.ts';
 
 /**
  * The subnetworks of a worker. A known worker (cluster and worker ID given) gets the same subnetworks again,
- * so a restarting node keeps its addresses; an anonymous request (upstream's, no IDs) gets a fresh pair.
+ * so a restarting node keeps its addresses; an anonymous request (upstream's, no IDs) gets a fresh pair. A
+ * new worker needs room in its cluster's quota.
  */
 export function allocateSubnet(
   tx: Tx,
   addresses: RootAddresses,
+  quotas: Quotas,
   now: () => Date,
   clusterId?: string,
   workerId?: string,
@@ -28,6 +32,7 @@ export function allocateSubnet(
   const key = `worker/${cluster}/${worker}`;
   const existing = tx.get<WorkerRecord>(key);
   if (existing) return existing;
+  requireWorkerRoom(tx, quotas, cluster);
   const { index, subnet } = addresses.allocateWorker(tx, `worker ${worker} of cluster ${cluster}`);
   const rec: WorkerRecord = {
     clusterId: cluster,
@@ -37,6 +42,7 @@ export function allocateSubnet(
     subnetV6: subnet.v6.network.toString(),
     allocatedAt: now().toISOString(),
   };
+  countWorker(tx, cluster, 1);
   tx.put(key, rec as unknown as Json);
   return rec;
 }
@@ -52,17 +58,39 @@ export function releaseSubnet(
   const rec = tx.get<WorkerRecord>(key);
   if (!rec) throw new NotFoundError(`cluster ${clusterId} has no worker ${workerId}`);
   addresses.releaseWorker(tx, rec.index);
+  countWorker(tx, clusterId, -1);
   tx.delete(key);
   return rec;
 }
 
 /** The workers of a cluster (of all clusters without one), with their subnetworks as CIDRs. */
 export function listWorkers(tx: Tx, addresses: RootAddresses, clusterId?: string): WorkerInfo[] {
+  return tx
+    .list<WorkerRecord>(clusterId === undefined ? 'worker/' : `worker/${clusterId}/`)
+    .map(([, w]) => workerInfo(addresses, w));
+}
+
+/**
+ * A page of the workers of a cluster (of all clusters without one), ordered by cluster and worker ID; the
+ * cursor is `cluster/worker` of the last one either way.
+ */
+export function listWorkersPage(
+  tx: Tx,
+  addresses: RootAddresses,
+  page: PageRequest,
+  clusterId?: string,
+): Page<WorkerInfo> {
+  const prefix = clusterId === undefined ? 'worker/' : `worker/${clusterId}/`;
+  return mapPage(readPage<WorkerRecord>(tx, 'worker/', prefix, page), ([, w]) => workerInfo(addresses, w));
+}
+
+/** A worker as the API shows it: its subnetworks as CIDRs. */
+export function workerInfo(addresses: RootAddresses, w: WorkerRecord): WorkerInfo {
   const { workerPrefixV4, workerPrefixV6 } = addresses.plan.config;
-  return tx.list<WorkerRecord>(clusterId === undefined ? 'worker/' : `worker/${clusterId}/`).map(([, w]) => ({
+  return {
     cluster_id: w.clusterId,
     worker_id: w.workerId,
     subnet: `${w.subnet}/${workerPrefixV4}`,
     subnet_v6: `${w.subnetV6}/${workerPrefixV6}`,
-  }));
+  };
 }

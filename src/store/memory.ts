@@ -29,14 +29,28 @@ export class MemoryStore implements Store {
         this.set(key, undefined);
         return true;
       },
-      list: <V>(prefix: string, limit = Infinity): Array<[string, V]> => {
+      list: <V>(prefix: string, limit = Infinity, after?: string): Array<[string, V]> => {
         const out: Array<[string, V]> = [];
-        for (let i = this.lowerBound(prefix); i < this.keys.length && out.length < limit; i++) {
+        let i = this.lowerBound(prefix);
+        if (after !== undefined) i = Math.max(i, this.upperBound(after));
+        for (; i < this.keys.length && out.length < limit; i++) {
           const key = this.keys[i]!;
           if (!key.startsWith(prefix)) break;
           out.push([key, JSON.parse(this.values.get(key)!) as V]);
         }
         return out;
+      },
+      count: (prefix) => {
+        // the keys with the prefix are one run in sorted order: find its end by bisection too
+        const from = this.lowerBound(prefix);
+        let lo = from;
+        let hi = this.keys.length;
+        while (lo < hi) {
+          const mid = (lo + hi) >>> 1;
+          if (this.keys[mid]!.startsWith(prefix)) lo = mid + 1;
+          else hi = mid;
+        }
+        return lo - from;
       },
     };
     try {
@@ -63,12 +77,25 @@ export class MemoryStore implements Store {
     }
   }
 
+  /** Index of the first key >= key. */
   private lowerBound(key: string): number {
     let lo = 0;
     let hi = this.keys.length;
     while (lo < hi) {
       const mid = (lo + hi) >>> 1;
       if (this.keys[mid]! < key) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  /** Index of the first key > key. */
+  private upperBound(key: string): number {
+    let lo = 0;
+    let hi = this.keys.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (this.keys[mid]! <= key) lo = mid + 1;
       else hi = mid;
     }
     return lo;

@@ -47,6 +47,15 @@ export class SqliteStore implements Store {
     const list = this.db.prepare<[string, string, number], { key: string; value: string }>(
       'SELECT key, value FROM kv WHERE key >= ? AND key < ? ORDER BY key LIMIT ?',
     );
+    // one lower bound only, so the primary key's b-tree is entered at the page's start, not at the prefix;
+    // which bound is the larger is decided in JS, which agrees with SQLite's bytewise order whenever the
+    // prefix is ASCII (as every prefix oaknet lists is)
+    const listAfter = this.db.prepare<[string, string, number], { key: string; value: string }>(
+      'SELECT key, value FROM kv WHERE key > ? AND key < ? ORDER BY key LIMIT ?',
+    );
+    const count = this.db.prepare<[string, string], { n: number }>(
+      'SELECT count(*) AS n FROM kv WHERE key >= ? AND key < ?',
+    );
     this.tx = {
       get: <T>(key: string): T | undefined => {
         const row = get.get(key);
@@ -56,8 +65,12 @@ export class SqliteStore implements Store {
         put.run(key, JSON.stringify(value));
       },
       delete: (key) => del.run(key).changes > 0,
-      list: <T>(prefix: string, limit?: number): Array<[string, T]> =>
-        list.all(prefix, prefixEnd(prefix), limit ?? -1).map((r) => [r.key, JSON.parse(r.value) as T]),
+      list: <T>(prefix: string, limit?: number, after?: string): Array<[string, T]> =>
+        (after !== undefined && after >= prefix
+          ? listAfter.all(after, prefixEnd(prefix), limit ?? -1)
+          : list.all(prefix, prefixEnd(prefix), limit ?? -1)
+        ).map((r) => [r.key, JSON.parse(r.value) as T]),
+      count: (prefix) => count.get(prefix, prefixEnd(prefix))?.n ?? 0,
     };
     const transaction = this.db.transaction((fn: (tx: Tx) => unknown) => fn(this.tx));
     this.run = (fn) => transaction.immediate(fn);

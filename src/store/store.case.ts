@@ -54,6 +54,59 @@ export function runStoreConformance(name: string, open: () => Store): void {
       s.close();
     });
 
+    it('lists after a key (exclusive, present or not), with a limit: pages that walk the prefix', () => {
+      const s = open();
+      s.transact((tx) => {
+        for (const k of ['p/1', 'p/2', 'p/3', 'p/4', 'p/5', 'o/9', 'p', 'q/1']) tx.put(k, k);
+      });
+      const keys = (limit?: number, after?: string) =>
+        s.transact((tx) => tx.list('p/', limit, after)).map(([k]) => k);
+      assert.deepEqual(keys(2, 'p/2'), ['p/3', 'p/4']);
+      assert.deepEqual(keys(undefined, 'p/2'), ['p/3', 'p/4', 'p/5']);
+      assert.deepEqual(keys(2, 'p/25'), ['p/3', 'p/4'], 'a cursor that is not a key');
+      assert.deepEqual(keys(2, 'a'), ['p/1', 'p/2'], 'a cursor before the prefix');
+      assert.deepEqual(keys(2, 'o/9'), ['p/1', 'p/2'], 'a key before the prefix');
+      assert.deepEqual(keys(2, 'p'), ['p/1', 'p/2'], 'a key that sorts just before the prefix');
+      assert.deepEqual(keys(2, 'p/5'), [], 'the last key');
+      assert.deepEqual(keys(2, 'z'), [], 'a cursor after the prefix');
+      // walking page by page visits every key once
+      const walked: string[] = [];
+      for (let page = keys(2); page.length > 0; page = keys(2, walked.at(-1))) walked.push(...page);
+      assert.deepEqual(walked, ['p/1', 'p/2', 'p/3', 'p/4', 'p/5']);
+      s.close();
+    });
+
+    it('counts the keys of a prefix, its own writes included', () => {
+      const s = open();
+      s.transact((tx) => {
+        for (const k of ['p/3', 'p/1', 'q/1', 'p/2', 'o/9', 'p', 'p0']) tx.put(k, k);
+      });
+      assert.equal(
+        s.transact((tx) => tx.count('p/')),
+        3,
+      );
+      assert.equal(
+        s.transact((tx) => tx.count('p')),
+        5,
+      );
+      assert.equal(
+        s.transact((tx) => tx.count('nothing/')),
+        0,
+      );
+      assert.equal(
+        s.transact((tx) => tx.count('')),
+        7,
+      );
+      const inside = s.transact((tx) => {
+        tx.put('p/4', 'x');
+        tx.delete('p/1');
+        tx.delete('p/2');
+        return tx.count('p/');
+      });
+      assert.equal(inside, 2);
+      s.close();
+    });
+
     it('rolls back every write of a transaction that throws', () => {
       const s = open();
       s.transact((tx) => tx.put('keep', 1));

@@ -18,8 +18,14 @@ export interface Tx {
   put(key: string, value: Json): void;
   /** Removes key; returns whether it existed. */
   delete(key: string): boolean;
-  /** Entries whose key starts with prefix, in key order; at most `limit` of them when given. */
-  list<T = Json>(prefix: string, limit?: number): Array<[string, T]>;
+  /**
+   * Entries whose key starts with prefix, in key order; at most `limit` of them when given, and only keys
+   * after `after` (exclusive; it need not exist) when given, so a page starts where the last one ended
+   * without reading what came before.
+   */
+  list<T = Json>(prefix: string, limit?: number, after?: string): Array<[string, T]>;
+  /** How many keys start with prefix (without reading their values). */
+  count(prefix: string): number;
 }
 
 export interface Store {

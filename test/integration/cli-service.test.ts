@@ -200,6 +200,98 @@ describe('oaknet service, worker and token commands against a secure root', () =
   });
 });
 
+describe('oaknet root with limits, and lists longer than a page', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'oaknet-cli-limits-'));
+  let root: OaknetProcess;
+  let url: string;
+  const post = (path: string, body: unknown) =>
+    fetch(`${url}${path}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+  const deploy = (i: number) =>
+    post('/api/net/service/deploy', {
+      _id: `job${i}`,
+      deployment_descriptor: { app_name: 'many', app_ns: 'x', service_name: `s${i}`, service_ns: 'y' },
+    });
+
+  before(async () => {
+    const port = await freePort();
+    ({ proc: root, url } = await startRootProcess(dir, port, {
+      insecure: true,
+      flags: [
+        '--max-services',
+        '250',
+        '--max-workers-per-cluster',
+        '3',
+        '--rate-limit',
+        '0',
+        '--allocation-rate-limit',
+        '300',
+      ],
+    }));
+  });
+  after(async () => {
+    await root.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('takes the quota and rate flags: 403 E_QUOTA beyond them, 429 beyond the allocation limit', async () => {
+    for (let i = 0; i < 250; i++) assert.equal((await deploy(i)).status, 200);
+    const over = await deploy(250);
+    assert.equal(over.status, 403);
+    assert.equal(((await over.json()) as { error: string }).error, 'E_QUOTA');
+    for (let i = 0; i < 3; i++) assert.equal((await fetch(`${url}/api/net/subnet`)).status, 200);
+    assert.equal((await fetch(`${url}/api/net/subnet`)).status, 403);
+    // 250 + 1 deployments and 4 subnets: the allocation limit (300 per route) is not reached; it counts per route
+    for (let i = 0; i < 300 - 4; i++)
+      await fetch(`${url}/api/net/subnet?worker_id=x`).then((r) => r.arrayBuffer());
+    assert.equal((await fetch(`${url}/api/net/subnet`)).status, 429);
+    const status = (await (await fetch(`${url}/api/net/status`)).json()) as {
+      rate_limited: number;
+      services: number;
+      quotas: Record<string, number>;
+    };
+    assert.deepEqual(status.quotas, {
+      max_services: 250,
+      max_instances_per_service: 1000,
+      max_workers_per_cluster: 3,
+    });
+    assert.equal(status.services, 250);
+    assert.equal(status.rate_limited, 1);
+  });
+
+  it('oaknet service list shows every service, page after page', async () => {
+    const { stdout } = await exec(process.execPath, [OAKNET_BIN, 'service', 'list', '--json', '--root', url]);
+    const jobs = JSON.parse(stdout) as JobDocument[];
+    assert.equal(jobs.length, 250);
+    assert.equal(new Set(jobs.map((j) => j.job_name)).size, 250);
+    const first = (await (await fetch(`${url}/api/net/service`)).json()) as JobDocument[];
+    assert.equal(first.length, 100, 'one page of the default size over HTTP');
+  });
+
+  it('refuses quota and rate flags that are not numbers', async () => {
+    for (const args of [
+      ['--max-services', '0'],
+      ['--max-workers-per-cluster', 'many'],
+      ['--rate-limit', '-1'],
+    ]) {
+      const r = await exec(process.execPath, [
+        OAKNET_BIN,
+        'root',
+        '--store',
+        ':memory:',
+        '--port',
+        '0',
+        ...args,
+      ]).catch((e: { code: number; stderr: string }) => e);
+      assert.notEqual((r as { code?: number }).code ?? 0, 0, args.join(' '));
+      assert.match((r as { stderr: string }).stderr, /expected/, args.join(' '));
+    }
+  });
+});
+
 describe('oaknet commands that touch the network stack', () => {
   it('say they need root when another user runs them', async () => {
     // the process believes it runs as uid 1000 (a real other user could not read a clone under /root)

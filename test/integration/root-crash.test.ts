@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import type { JobDocument, WorkerInfo } from '../../src/protocol/root-api.ts';
+import { RootClient } from '../../src/protocol/root-client.ts';
 import { startRootProcess, type OaknetProcess } from '../support/oaknet-process.ts';
 import { freePort } from '../support/ports.ts';
 
@@ -95,8 +95,9 @@ describe('root service manager killed with SIGKILL during an allocation storm', 
     await Promise.all(lanes);
 
     ({ proc, url } = await start(port));
-    const workers = (await (await fetch(`${url}/api/net/workers`)).json()) as WorkerInfo[];
-    const jobs = (await (await fetch(`${url}/api/net/service`)).json()) as JobDocument[];
+    // every page of the lists (there are more than one page's worth)
+    const workers = await new RootClient(url).workers();
+    const jobs = await new RootClient(url).services();
 
     // every acknowledged allocation survived, unchanged
     const byWorker = new Map(workers.map((w) => [w.worker_id, w.subnet.split('/')[0]]));
@@ -120,10 +121,10 @@ describe('root service manager killed with SIGKILL during an allocation storm', 
       });
       assert.equal(svc.status, 200);
     }
-    const allWorkers = (await (await fetch(`${url}/api/net/workers`)).json()) as WorkerInfo[];
+    const allWorkers = await new RootClient(url).workers();
     const subnets = allWorkers.flatMap((w) => [w.subnet, w.subnet_v6]);
     assert.equal(new Set(subnets).size, subnets.length, 'no subnetwork handed out twice');
-    const allJobs = (await (await fetch(`${url}/api/net/service`)).json()) as JobDocument[];
+    const allJobs = await new RootClient(url).services();
     const ips = allJobs.flatMap((j) => j.service_ip_list.flatMap((s) => [s.Address, s.Address_v6]));
     assert.equal(new Set(ips).size, ips.length, 'no ServiceIP handed out twice');
     assert.ok(ackedWorkers.size > 0 && ackedServices.size > 0);

@@ -299,3 +299,92 @@ describe('secure control plane (TLS 1.3, certificates, tokens)', () => {
     assert.ok(reopened.expires.getTime() > Date.now() + 20 * 86_400_000);
   });
 });
+
+describe('secure control plane: quotas and rate limits count identities', () => {
+  let dir: string;
+  let ca: CertificateAuthority;
+  let root: RunningRoot;
+  const transports: HttpTransport[] = [];
+  const tls = () => ({ ca: ca.certPem, expect: { kind: 'root' as const } });
+
+  /** A cluster enrolled at the root with a cluster token: an HTTP client with its certificate. */
+  async function enrolled(clusterId: string): Promise<HttpTransport> {
+    const creds = await ClusterCredentials.open({
+      dir: join(dir, `${clusterId}-pki`),
+      rootUrl: root.url,
+      clusterId,
+      token: root.tokens!.create('cluster').token,
+      log,
+    });
+    const { key, cert } = creds.current;
+    creds.close();
+    const t = new HttpTransport(root.url, { tls: { ...tls(), key, cert } });
+    transports.push(t);
+    const reg = await t.request('POST', '/api/net/cluster', {
+      body: { cluster_id: clusterId, cluster_address: '127.0.0.1', cluster_port: 9 },
+    });
+    assert.equal(reg.status, 200, reg.text);
+    return t;
+  }
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'oaknet-secure-limits-'));
+    ({ ca } = await CertificateAuthority.create());
+    root = await startRoot({
+      store: new SqliteStore(join(dir, 'root.db')),
+      log,
+      port: 0,
+      host: '127.0.0.1',
+      ca,
+      adminTokenFile: join(dir, 'pki', 'admin.token'),
+      quotas: { maxWorkersPerCluster: 3 },
+      rateLimits: { general: { max: 40, windowMs: 60_000 }, allocation: { max: 6, windowMs: 60_000 } },
+    });
+  });
+
+  after(async () => {
+    for (const t of transports) t.close();
+    await root?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("a cluster's worker quota is its certificate's, and its allocation rate limit its own", async () => {
+    const a = await enrolled('quota-a');
+    const b = await enrolled('quota-b');
+    const subnet = (t: HttpTransport, worker: string) =>
+      t.request('GET', `/api/net/subnet?worker_id=${worker}`);
+    for (const w of ['w1', 'w2', 'w3']) assert.equal((await subnet(a, w)).status, 200);
+    const over = await subnet(a, 'w4');
+    assert.equal(over.status, 403, over.text);
+    assert.equal((JSON.parse(over.text) as { error: string }).error, 'E_QUOTA');
+    // naming another cluster does not spend its quota
+    assert.equal((await a.request('GET', '/api/net/subnet?cluster_id=quota-b&worker_id=w5')).status, 403);
+    // asking again for a known worker answers as before, until the allocation rate limit (6 per minute)
+    assert.equal((await subnet(a, 'w1')).status, 200);
+    const limited = await subnet(a, 'w1');
+    assert.equal(limited.status, 429, limited.text);
+    assert.equal((JSON.parse(limited.text) as { error: string }).error, 'E_RATE_LIMITED');
+    const retry = Number(limited.headers['retry-after']);
+    assert.ok(Number.isInteger(retry) && retry >= 1 && retry <= 60, `Retry-After ${retry}`);
+    // the other cluster, from the same address, has its own quota and its own limit
+    for (const w of ['w1', 'w2', 'w3']) assert.equal((await subnet(b, w)).status, 200);
+  });
+
+  it('a flood of bad credentials from one address is rate-limited before its tokens are checked', async () => {
+    const c = await enrolled('quota-c');
+    const t = new HttpTransport(root.url, {
+      tls: tls(),
+      token: `oaknet1.${'A'.repeat(43)}.0123456789abcdef.nope`,
+    });
+    transports.push(t);
+    const statuses: number[] = [];
+    for (let i = 0; i < 45; i++) statuses.push((await t.request('GET', '/api/net/service')).status);
+    assert.ok(
+      statuses.slice(0, 5).every((s) => s === 401),
+      statuses.join(' '),
+    );
+    assert.equal(statuses.at(-1), 429, statuses.join(' '));
+    // a cluster's certificate from that same address is counted apart
+    assert.equal((await c.request('GET', '/api/net/subnet?worker_id=w1')).status, 200);
+  });
+});

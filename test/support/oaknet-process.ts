@@ -62,12 +62,12 @@ export async function waitHttpOk(url: string, proc: OaknetProcess, timeoutMs = 2
 
 /**
  * `oaknet root` on 127.0.0.1:port with its store in dir, ready to answer: secure (https; its CA and admin
- * token in dir/pki) unless `insecure`.
+ * token in dir/pki) unless `insecure`, with any other `flags`.
  */
 export async function startRootProcess(
   dir: string,
   port: number,
-  opts: { insecure?: boolean } = {},
+  opts: { insecure?: boolean; flags?: readonly string[] } = {},
 ): Promise<{ proc: OaknetProcess; url: string; ca?: string; adminToken?: string }> {
   const proc = runOaknet([
     'root',
@@ -80,6 +80,7 @@ export async function startRootProcess(
     '--log-level',
     'warn',
     ...(opts.insecure ? ['--insecure'] : []),
+    ...(opts.flags ?? []),
   ]);
   if (opts.insecure) {
     const url = `http://127.0.0.1:${port}`;
