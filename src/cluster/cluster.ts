@@ -93,6 +93,7 @@ export async function startCluster(o: ClusterOptions): Promise<RunningCluster> {
       : undefined;
   const resolver = new Resolver(cache, root, log.child({ component: 'resolver' }));
 
+  const verifier = creds ? new RemoteTokenVerifier(root) : undefined;
   let broker: EmbeddedBroker | undefined;
   let mqttUrl = o.mqttUrl;
   const acl = creds ? new BrokerAcl(clusterId) : undefined;
@@ -106,7 +107,11 @@ export async function startCluster(o: ClusterOptions): Promise<RunningCluster> {
     );
     mqttUrl = `${creds ? 'mqtts' : 'mqtt'}://127.0.0.1:${broker.port}`;
   }
+  // MQTT 5 to an external broker: retain-as-published shows which node messages were published retained,
+  // which mosquitto cannot refuse (the embedded broker refuses them, and speaks MQTT 3.1.1 only)
+  const external = broker === undefined;
   const mqtt: MqttClient = connectMqtt(mqttUrl, {
+    ...(external ? { protocolVersion: 5 as const } : {}),
     clientId: BrokerAcl.clusterClientId(clusterId),
     clean: true,
     reconnectPeriod: 1000,
@@ -137,6 +142,8 @@ export async function startCluster(o: ClusterOptions): Promise<RunningCluster> {
   };
 
   let link: RootLink | undefined;
+  const enrollment =
+    creds && verifier ? new NodeEnrollment(o.store, () => creds.current, verifier) : undefined;
   const channel = new NodeChannel({
     cache,
     resolver,
@@ -144,8 +151,9 @@ export async function startCluster(o: ClusterOptions): Promise<RunningCluster> {
     publish,
     log: log.child({ component: 'nodes' }),
     onStatusQueued: () => link?.kickStatus(),
+    ...(enrollment ? { admits: (worker: string) => enrollment.isEnrolled(worker) } : {}),
   });
-  mqtt.on('message', (topic, payload) => void channel.handle(topic, payload));
+  mqtt.on('message', (topic, payload, packet) => void channel.handle(topic, payload, packet.retain));
 
   const status = (): ClusterStatus => ({
     cluster_id: clusterId,
@@ -164,6 +172,7 @@ export async function startCluster(o: ClusterOptions): Promise<RunningCluster> {
       certificate_expires: creds ? creds.expires.toISOString() : null,
       refused: { ...counters },
       ...(acl ? { mqtt_refused: { ...acl.counters } } : {}),
+      mqtt_ignored: { retained: channel.counters.retained, unenrolled: channel.counters.unenrolled },
     },
     cached_jobs: cache.jobs().map((j) => ({
       job_name: j.job_name,
@@ -172,7 +181,6 @@ export async function startCluster(o: ClusterOptions): Promise<RunningCluster> {
     })),
   });
   const tls = serverTls();
-  const verifier = creds ? new RemoteTokenVerifier(root) : undefined;
   const { app, counters } = await buildClusterApi({
     cache,
     resolver,
@@ -183,9 +191,7 @@ export async function startCluster(o: ClusterOptions): Promise<RunningCluster> {
     version: VERSION,
     ...(tls ? { tls } : {}),
     auth: verifier ? { mode: 'tls', tokens: verifier } : { mode: 'insecure' },
-    ...(creds && verifier
-      ? { nodeEnrollment: new NodeEnrollment(o.store, () => creds.current, verifier) }
-      : {}),
+    ...(enrollment ? { nodeEnrollment: enrollment } : {}),
   });
   await app.listen({ port: o.port, host: o.host ?? '::' });
   const port = (app.server.address() as AddressInfo).port;
@@ -194,6 +200,8 @@ export async function startCluster(o: ClusterOptions): Promise<RunningCluster> {
       root.setCredentials(rootCredentials());
       rotateServerTls(app.server, serverTls()!);
       broker?.rotate(serverTls()!);
+      // reconnections present the renewed certificate
+      Object.assign(mqtt.options, { key: creds.current.key, cert: creds.current.cert });
     });
     creds.startRenewal();
   } else {
@@ -204,7 +212,7 @@ export async function startCluster(o: ClusterOptions): Promise<RunningCluster> {
   const scheme = creds ? 'https' : 'http';
 
   await waitConnected(mqtt, 10_000, log, mqttUrl);
-  await mqtt.subscribeAsync(topics.allNodes, { qos: MQTT_QOS });
+  await mqtt.subscribeAsync(topics.allNodes, { qos: MQTT_QOS, ...(external ? { rap: true } : {}) });
   // what changed while this cluster was down never reached its nodes: make every node that is interested in a
   // job ask for it again (its table comes from the root, fresh)
   for (const job of cache.jobsWithInterest()) {
