@@ -24,6 +24,7 @@ import {
   tokenFrom,
 } from './options.ts';
 import { storedClusterId } from '../cluster/cluster-id.ts';
+import type { ClusterCredentials } from '../cluster/credentials.ts';
 import { registerNodeCommands } from './node-command.ts';
 import { registerPlatformCommands } from './platform-command.ts';
 import { registerServiceCommands, registerWorkerCommands } from './service-command.ts';
@@ -184,6 +185,10 @@ program
   )
   .option('--token-file <file>', 'read the cluster token from this file')
   .option('--pki-dir <dir>', "where the cluster's identity is kept (default <store dir>/cluster-<port>-pki)")
+  .option(
+    '--write-mosquitto-config <dir>',
+    "with --mqtt mqtts://<host>:<port>: write a mosquitto.conf, access list and this cluster's certificates for Debian's mosquitto into <dir> (0700), keep them fresh across renewals (mosquitto is reloaded with SIGHUP), and run: mosquitto -c <dir>/mosquitto.conf",
+  )
   .option('--insecure', 'plain http, no authentication, anonymous MQTT (for an insecure root)')
   .option(
     '--rate-limit <n>',
@@ -193,6 +198,7 @@ program
   .addOption(logLevel())
   .action(
     async (opts: {
+      writeMosquittoConfig?: string;
       root?: string;
       port: number;
       host: string;
@@ -214,7 +220,7 @@ program
       const store = openStore(storePath);
       const rootUrl = rootUrlFrom(opts.root, !opts.insecure);
       const clusterId = opts.clusterId ?? storedClusterId(store);
-      let credentials = {};
+      let credentials: { credentials?: ClusterCredentials } = {};
       if (!opts.insecure) {
         if (!rootUrl.startsWith('https:'))
           throw new InvalidInputError(
@@ -236,6 +242,23 @@ program
             log: log.child({ component: 'credentials' }),
           }),
         };
+      }
+      if (opts.writeMosquittoConfig !== undefined) {
+        const { keepMosquittoConfig } = await import('../cluster/mosquitto-config.ts');
+        const url = opts.mqtt !== undefined ? new URL(opts.mqtt) : undefined;
+        if (url?.protocol !== 'mqtts:' || credentials.credentials === undefined)
+          throw new InvalidInputError(
+            '--write-mosquitto-config needs --mqtt mqtts://<host>:<port> (the address of that mosquitto) and a secure cluster',
+          );
+        await keepMosquittoConfig(
+          credentials.credentials,
+          {
+            dir: opts.writeMosquittoConfig,
+            port: Number(url.port || 8883),
+            ...(opts.host !== '::' && opts.host !== '0.0.0.0' ? { host: opts.host } : {}),
+          },
+          log.child({ component: 'mosquitto' }),
+        );
       }
       const cluster = await startCluster({
         rootUrl,

@@ -46,6 +46,7 @@ export function parseUrl(text: string): string {
       u.protocol !== 'http:' &&
       u.protocol !== 'https:' &&
       u.protocol !== 'mqtt:' &&
+      u.protocol !== 'mqtts:' &&
       u.protocol !== 'tcp:'
     ) {
       throw new Error('protocol');

@@ -96,6 +96,7 @@ export async function startCluster(o: ClusterOptions): Promise<RunningCluster> {
       : undefined;
   const resolver = new Resolver(cache, root, log.child({ component: 'resolver' }));
 
+  const verifier = creds ? new RemoteTokenVerifier(root) : undefined;
   let broker: EmbeddedBroker | undefined;
   let mqttUrl = o.mqttUrl;
   const acl = creds ? new BrokerAcl(clusterId) : undefined;
@@ -109,7 +110,11 @@ export async function startCluster(o: ClusterOptions): Promise<RunningCluster> {
     );
     mqttUrl = `${creds ? 'mqtts' : 'mqtt'}://127.0.0.1:${broker.port}`;
   }
+  // MQTT 5 to an external broker: retain-as-published shows which node messages were published retained,
+  // which mosquitto cannot refuse (the embedded broker refuses them, and speaks MQTT 3.1.1 only)
+  const external = broker === undefined;
   const mqtt: MqttClient = connectMqtt(mqttUrl, {
+    ...(external ? { protocolVersion: 5 as const } : {}),
     clientId: BrokerAcl.clusterClientId(clusterId),
     clean: true,
     reconnectPeriod: 1000,
@@ -140,6 +145,8 @@ export async function startCluster(o: ClusterOptions): Promise<RunningCluster> {
   };
 
   let link: RootLink | undefined;
+  const enrollment =
+    creds && verifier ? new NodeEnrollment(o.store, () => creds.current, verifier) : undefined;
   const channel = new NodeChannel({
     cache,
     resolver,
@@ -147,8 +154,9 @@ export async function startCluster(o: ClusterOptions): Promise<RunningCluster> {
     publish,
     log: log.child({ component: 'nodes' }),
     onStatusQueued: () => link?.kickStatus(),
+    ...(enrollment ? { admits: (worker: string) => enrollment.isEnrolled(worker) } : {}),
   });
-  mqtt.on('message', (topic, payload) => void channel.handle(topic, payload));
+  mqtt.on('message', (topic, payload, packet) => void channel.handle(topic, payload, packet.retain));
 
   const limitCounters = new LimitCounters();
   const status = (): ClusterStatus => ({
@@ -169,6 +177,7 @@ export async function startCluster(o: ClusterOptions): Promise<RunningCluster> {
       certificate_expires: creds ? creds.expires.toISOString() : null,
       refused: { ...counters },
       ...(acl ? { mqtt_refused: { ...acl.counters } } : {}),
+      mqtt_ignored: { retained: channel.counters.retained, unenrolled: channel.counters.unenrolled },
     },
     cached_jobs: cache.jobs().map((j) => ({
       job_name: j.job_name,
@@ -177,7 +186,6 @@ export async function startCluster(o: ClusterOptions): Promise<RunningCluster> {
     })),
   });
   const tls = serverTls();
-  const verifier = creds ? new RemoteTokenVerifier(root) : undefined;
   const { app, counters } = await buildClusterApi({
     cache,
     resolver,
@@ -188,9 +196,7 @@ export async function startCluster(o: ClusterOptions): Promise<RunningCluster> {
     version: VERSION,
     ...(tls ? { tls } : {}),
     auth: verifier ? { mode: 'tls', tokens: verifier } : { mode: 'insecure' },
-    ...(creds && verifier
-      ? { nodeEnrollment: new NodeEnrollment(o.store, () => creds.current, verifier) }
-      : {}),
+    ...(enrollment ? { nodeEnrollment: enrollment } : {}),
     counters: limitCounters,
     ...(o.rateLimits ? { rateLimits: o.rateLimits } : {}),
   });
@@ -201,6 +207,8 @@ export async function startCluster(o: ClusterOptions): Promise<RunningCluster> {
       root.setCredentials(rootCredentials());
       rotateServerTls(app.server, serverTls()!);
       broker?.rotate(serverTls()!);
+      // reconnections present the renewed certificate
+      Object.assign(mqtt.options, { key: creds.current.key, cert: creds.current.cert });
     });
     creds.startRenewal();
   } else {
@@ -211,7 +219,7 @@ export async function startCluster(o: ClusterOptions): Promise<RunningCluster> {
   const scheme = creds ? 'https' : 'http';
 
   await waitConnected(mqtt, 10_000, log, mqttUrl);
-  await mqtt.subscribeAsync(topics.allNodes, { qos: MQTT_QOS });
+  await mqtt.subscribeAsync(topics.allNodes, { qos: MQTT_QOS, ...(external ? { rap: true } : {}) });
   // what changed while this cluster was down never reached its nodes: make every node that is interested in a
   // job ask for it again (its table comes from the root, fresh)
   for (const job of cache.jobsWithInterest()) {

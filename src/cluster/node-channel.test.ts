@@ -46,7 +46,7 @@ function fakeRoot() {
   return { state, root: root as unknown as RootClient };
 }
 
-function channel() {
+function channel(admits?: (worker: string) => boolean) {
   const { state, root } = fakeRoot();
   const cache = new ClusterCache(new MemoryStore());
   const published: Array<[string, string]> = [];
@@ -61,6 +61,7 @@ function channel() {
     },
     log,
     onStatusQueued: () => kicked++,
+    ...(admits ? { admits } : {}),
   });
   return { ch, cache, state, root, published, kicked: () => kicked };
 }
@@ -146,5 +147,18 @@ describe('NodeChannel on names that are not job names', () => {
     assert.equal(cache.pendingStatusCount(), 0, 'no report queued');
     assert.deepEqual(published, []);
     assert.deepEqual(state.statuses, []);
+  });
+});
+
+describe('NodeChannel on what a broker cannot refuse (mosquitto)', () => {
+  it('ignores and counts a message published retained, and one from a worker it did not enroll', async () => {
+    const { ch, cache, state, published } = channel((worker) => worker === 'w1');
+    state.up = true;
+    await ch.handle('nodes/w1/net/subnet', Buffer.from('{"METHOD":"DELETE"}'), true);
+    await ch.handle('nodes/w9/net/tablequery/request', Buffer.from('{"sname":"","sip":"10.30.9.9"}'));
+    assert.deepEqual(ch.counters, { handled: 0, invalid: 0, failed: 0, retained: 1, unenrolled: 1 });
+    assert.equal(cache.lastSeenOf('w1'), undefined, 'nothing applied');
+    assert.equal(cache.lastSeenOf('w9'), undefined);
+    assert.deepEqual(published, []);
   });
 });

@@ -26,20 +26,32 @@ export interface NodeChannelDeps {
   log: Logger;
   /** Wakes the status outbox after a deployment report was queued. */
   onStatusQueued: () => void;
+  /**
+   * Whether messages of this worker are handled (secure mode: only workers this cluster enrolled; a broker
+   * such as mosquitto also admits a node certificate of another cluster). Default: every worker.
+   */
+  admits?: (worker: string) => boolean;
   now?: () => Date;
 }
 
 export class NodeChannel {
   private readonly now: () => Date;
-  /** Messages handled and dropped, by reason (for status and tests). */
-  readonly counters = { handled: 0, invalid: 0, failed: 0 };
+  /**
+   * Messages handled and dropped, by reason (for status and tests): `retained`, published retained (no node
+   * publishes anything retained: a stale or forged request); `unenrolled`, from a worker this cluster did
+   * not enroll.
+   */
+  readonly counters = { handled: 0, invalid: 0, failed: 0, retained: 0, unenrolled: 0 };
 
   constructor(private readonly deps: NodeChannelDeps) {
     this.now = deps.now ?? (() => new Date());
   }
 
-  /** Handles one message from nodes/+/net/#; never rejects. */
-  async handle(topic: string, payload: Buffer): Promise<void> {
+  /**
+   * Handles one message from nodes/+/net/#; never rejects. `retained`: the message was published retained
+   * (MQTT 5 retain-as-published), or comes from the broker's store of retained messages.
+   */
+  async handle(topic: string, payload: Buffer, retained = false): Promise<void> {
     const parsed = parseNodeTopic(topic);
     if (!parsed) return; // our own results, or topics outside the contract
     const { worker, kind } = parsed;
@@ -47,6 +59,16 @@ export class NodeChannel {
     if (!isId(worker)) {
       this.counters.invalid++;
       log.warn('ignoring message from a worker ID that is not a safe ID');
+      return;
+    }
+    if (retained) {
+      this.counters.retained++;
+      log.warn('ignoring a retained message: nodes publish nothing retained');
+      return;
+    }
+    if (this.deps.admits && !this.deps.admits(worker)) {
+      this.counters.unenrolled++;
+      log.warn('ignoring a message from a worker this cluster did not enroll');
       return;
     }
     try {

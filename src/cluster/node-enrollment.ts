@@ -10,7 +10,14 @@ import type { TLSSocket } from 'node:tls';
 import { ForbiddenError, InvalidInputError, UnauthenticatedError } from '../errors.ts';
 import type { NodeCertificates, NodeEnroll, NodeRenew } from '../protocol/auth-api.ts';
 import type { TokenVerifier } from '../protocol/http-auth.ts';
-import { identityOf, identityUri, readCsr, sameIdentity, verifyChain } from '../security/pki.ts';
+import {
+  certificateCommonName,
+  identityOf,
+  identityUri,
+  readCsr,
+  sameIdentity,
+  verifyChain,
+} from '../security/pki.ts';
 import type { Json, Store } from '../store/store.ts';
 import type { ClusterIdentity } from './credentials.ts';
 
@@ -24,6 +31,8 @@ interface NodeEnrollmentRecord {
 }
 
 export class NodeEnrollment {
+  private readonly enrolled = new Set<string>();
+
   constructor(
     private readonly store: Store,
     private readonly identity: () => ClusterIdentity,
@@ -32,8 +41,13 @@ export class NodeEnrollment {
 
   async enroll(req: NodeEnroll): Promise<NodeCertificates> {
     const token = await this.tokens.verify(req.token, ['node']);
-    const { clusterId } = this.identity();
+    const { clusterId, cert } = this.identity();
     const worker = req.worker_id;
+    // a broker that reads CNs (mosquitto) would give such a node the cluster's rights
+    if (worker === clusterId || worker === certificateCommonName(cert))
+      throw new InvalidInputError(
+        `worker ID ${worker} is this cluster's own name: a node cannot be called like its cluster`,
+      );
     const publicKey = await this.request(req.csr, clusterId, worker);
     this.store.transact((tx) => {
       const old = tx.get<NodeEnrollmentRecord>(`auth/node/${worker}`);
@@ -48,7 +62,16 @@ export class NodeEnrollment {
       };
       tx.put(`auth/node/${worker}`, rec as unknown as Json);
     });
+    this.enrolled.add(worker);
     return this.issue(publicKey, clusterId, worker);
+  }
+
+  /** Whether `worker` enrolled at this cluster (enrollments are never removed, so hits are cached). */
+  isEnrolled(worker: string): boolean {
+    if (this.enrolled.has(worker)) return true;
+    const known = this.store.transact((tx) => tx.get(`auth/node/${worker}`)) !== undefined;
+    if (known) this.enrolled.add(worker);
+    return known;
   }
 
   /** Renews the certificate of the node whose certificate the TLS client presented. */

@@ -47,6 +47,18 @@ export const ClusterStatus = Type.Object({
         subscribeRefused: Type.Integer({ minimum: 0 }),
       }),
     ),
+    mqtt_ignored: Type.Optional(
+      Type.Object(
+        {
+          retained: Type.Integer({ minimum: 0 }),
+          unenrolled: Type.Integer({ minimum: 0 }),
+        },
+        {
+          description:
+            'node messages the cluster ignored: published retained, or from a worker it did not enroll',
+        },
+      ),
+    ),
   }),
   cached_jobs: Type.Array(
     Type.Object({

@@ -76,19 +76,24 @@ export function sameIdentity(a: Identity, b: Identity): boolean {
   return identityUri(a) === identityUri(b);
 }
 
-/** The common name a certificate of this identity carries (for logs and brokers that read CNs). */
+/**
+ * The common name a certificate of this identity carries (for logs and brokers that read CNs: mosquitto's
+ * use_identity_as_username makes it the MQTT username). Only a node's CN is an ID (its worker ID, as
+ * upstream's NetManagers are named on MQTT); every other CN has a ':' or a space, which no ID has, so no
+ * other certificate of the platform (a cluster's, an operator's) can pass for a node, and no node's for
+ * a cluster.
+ */
 export function commonNameOf(id: Identity): string {
   switch (id.kind) {
     case 'root':
       return 'oaknet root';
     case 'cluster':
-      return id.clusterId;
+    case 'operator':
+      return identityUri(id);
     case 'cluster-ca':
       return `oaknet node CA of ${id.clusterId}`;
     case 'node':
       return id.workerId;
-    case 'operator':
-      return id.name;
   }
 }
 
@@ -117,6 +122,15 @@ export function firstCertificate(pem: string): X509Certificate {
   } catch (cause) {
     throw new InvalidInputError('malformed certificate', { cause });
   }
+}
+
+/** The common name of a certificate (the first certificate of a PEM chain); undefined without one. */
+export function certificateCommonName(cert: string | X509Certificate): string | undefined {
+  const c = typeof cert === 'string' ? firstCertificate(cert) : cert;
+  return c.subject
+    .split('\n')
+    .find((l) => l.startsWith('CN='))
+    ?.slice(3);
 }
 
 /** Every certificate of a PEM bundle, each as its own PEM text. */
