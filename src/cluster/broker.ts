@@ -5,13 +5,12 @@
  * over TLS 1.3 (port 10003, as upstream's TLS listener), a client certificate from the platform CA required,
  * and the access list of broker-acl.ts on every connect, publish and subscribe.
  */
-import { X509Certificate } from 'node:crypto';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
 import { Aedes, type AuthenticateError } from 'aedes';
 import type { Logger } from 'pino';
 import type { ServerTls } from '../protocol/http-server.ts';
-import { identityOf, type Identity } from '../security/pki.ts';
+import { peerIdentityOf, type Identity } from '../security/pki.ts';
 import type { BrokerAcl } from './broker-acl.ts';
 
 /** TLS and the access list of a secure broker. */
@@ -47,8 +46,8 @@ export async function startEmbeddedBroker(
       ? {
           authenticate: (client, _user, _password, done) => {
             const socket = client.conn as Partial<TLSSocket>;
-            const raw = socket.getPeerCertificate?.().raw;
-            const identity = raw && socket.authorized ? identityOf(new X509Certificate(raw)) : undefined;
+            // only what the certificate's issuer may sign (a node CA signs its own cluster's nodes only)
+            const identity = socket.authorized ? peerIdentityOf(socket) : undefined;
             const d = acl.connect(identity, client.id);
             if (!d.ok || !identity) {
               log.warn(

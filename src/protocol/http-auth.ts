@@ -7,11 +7,10 @@
  * outside the route's principals 403, each with a message that names the problem, and each is counted.
  * In insecure mode (plain http, `--insecure`) every caller may call everything, as upstream's APIs allow.
  */
-import { X509Certificate } from 'node:crypto';
 import type { TLSSocket } from 'node:tls';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { ForbiddenError, OakNetError, UnauthenticatedError } from '../errors.ts';
-import { identityOf, identityUri, type Identity } from '../security/pki.ts';
+import { identityUri, peerIdentityOf, type Identity } from '../security/pki.ts';
 import { API_ROLES, type Role, type TokenInfo } from '../security/tokens.ts';
 import { errorReply } from './http-errors.ts';
 
@@ -105,10 +104,13 @@ function certificateCaller(req: FastifyRequest): Caller {
       certProblem: `the client certificate was refused: ${String(socket.authorizationError ?? 'not from the platform CA')}`,
     };
   } else {
-    const identity = identityOf(new X509Certificate(peer.raw));
+    const identity = peerIdentityOf(socket);
     caller = identity
       ? { kind: 'cert', identity }
-      : { kind: 'anonymous', certProblem: 'the client certificate names no oaknet identity' };
+      : {
+          kind: 'anonymous',
+          certProblem: 'the client certificate names no oaknet identity its issuer may sign',
+        };
   }
   byConnection.set(socket, caller);
   return caller;

@@ -7,9 +7,10 @@
  */
 import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
-import type { PeerCertificate } from 'node:tls';
+import { X509Certificate } from 'node:crypto';
+import type { DetailedPeerCertificate, PeerCertificate } from 'node:tls';
 import { UnavailableError } from '../errors.ts';
-import { identityUri, type Identity } from '../security/pki.ts';
+import { identityUri, verifiedIdentityOf, type Identity } from '../security/pki.ts';
 
 /** What a TLS client needs: the platform CA, whom it expects, and optionally its own key and chain. */
 export interface ClientTls {
@@ -120,11 +121,18 @@ export function tlsOptions(tls: ClientTls) {
     ca: tls.ca,
     minVersion: 'TLSv1.3' as const,
     ...(tls.key !== undefined && tls.cert !== undefined ? { key: tls.key, cert: tls.cert } : {}),
+    // Node passes the detailed peer certificate: its issuer is the one the handshake verified it with
     checkServerIdentity: (_host: string, cert: PeerCertificate): Error | undefined => {
-      const sans = (cert.subjectaltname ?? '').split(/,\s*/);
-      return sans.includes(`URI:${want}`)
+      const issuer = (cert as Partial<DetailedPeerCertificate>).issuerCertificate;
+      const id =
+        cert.raw && issuer?.raw
+          ? verifiedIdentityOf(new X509Certificate(cert.raw), new X509Certificate(issuer.raw))
+          : undefined;
+      return id !== undefined && identityUri(id) === want
         ? undefined
-        : new Error(`the server is not ${want} (its certificate names ${cert.subjectaltname ?? 'nothing'})`);
+        : new Error(
+            `the server is not ${want} (its certificate names ${cert.subjectaltname ?? 'nothing'}${id === undefined ? ', or its issuer may not sign that' : ''})`,
+          );
     },
   };
 }

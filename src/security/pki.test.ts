@@ -13,10 +13,14 @@ import {
   generateKeyPair,
   identityOf,
   parseIdentityUri,
+  peerIdentityOf,
   readCsr,
+  verifiedIdentityOf,
   verifyChain,
   type Identity,
 } from './pki.ts';
+import { tlsOptions } from '../protocol/http-client.ts';
+import { X509Certificate } from 'node:crypto';
 
 describe('platform PKI', () => {
   let ca: CertificateAuthority;
@@ -171,6 +175,91 @@ describe('platform PKI', () => {
     });
     srv.close();
     assert.equal(reply, 'true URI:urn:oaknet:cluster:c4');
+  });
+  it("a cluster's node CA signs nodes of its own cluster only: nothing else passes, in TLS either", async () => {
+    const nodeCaKeys = generateKeyPair();
+    const nodeCaPem = await ca.issue({
+      publicKey: nodeCaKeys.publicKey,
+      identity: { kind: 'cluster-ca', clusterId: 'b' },
+      days: 30,
+      ca: true,
+    });
+    const nodeCa = await CertificateAuthority.load(nodeCaPem, nodeCaKeys.privateKey, nodeCaPem);
+    const nodeCaCert = new X509Certificate(nodeCaPem);
+    const leafOf = async (id: Identity) => firstCertificate((await nodeCa.issueKeyAndChain(id, 1)).chain);
+    assert.deepEqual(
+      verifiedIdentityOf(await leafOf({ kind: 'node', clusterId: 'b', workerId: 'w1' }), nodeCaCert),
+      { kind: 'node', clusterId: 'b', workerId: 'w1' },
+    );
+    for (const forged of [
+      { kind: 'node', clusterId: 'a', workerId: 'w1' },
+      { kind: 'cluster', clusterId: 'a' },
+      { kind: 'cluster', clusterId: 'b' },
+      { kind: 'root' },
+      { kind: 'operator', name: 'x' },
+    ] as Identity[])
+      assert.equal(verifiedIdentityOf(await leafOf(forged), nodeCaCert), undefined, JSON.stringify(forged));
+    // the platform CA signs the root and clusters, not nodes
+    const direct = async (id: Identity) => firstCertificate((await ca.issueKeyAndChain(id, 1)).chain);
+    assert.deepEqual(verifiedIdentityOf(await direct({ kind: 'root' }), ca.cert), { kind: 'root' });
+    assert.equal(
+      verifiedIdentityOf(await direct({ kind: 'node', clusterId: 'b', workerId: 'w1' }), ca.cert),
+      undefined,
+    );
+    // not the issuer at all
+    assert.equal(verifiedIdentityOf(await direct({ kind: 'root' }), nodeCaCert), undefined);
+
+    // over TLS: a server sees a node of b as itself and a forged cluster as nothing; a client expecting the
+    // root refuses a root certificate from the node CA
+    const server = await ca.issueKeyAndChain({ kind: 'root' }, 1);
+    const seen: Array<Identity | undefined> = [];
+    const srv = createTlsServer(
+      { key: server.key, cert: server.chain, ca: ca.certPem, requestCert: true, minVersion: 'TLSv1.3' },
+      (sock) => {
+        seen.push(peerIdentityOf(sock));
+        sock.end('ok');
+      },
+    );
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+    const port = (srv.address() as { port: number }).port;
+    const call = (key: string, cert: string) =>
+      new Promise<string>((resolve, reject) => {
+        const sock = tlsConnect({
+          port,
+          host: '127.0.0.1',
+          ...tlsOptions({ ca: ca.certPem, key, cert, expect: { kind: 'root' } }),
+        });
+        let text = '';
+        sock.on('data', (d: Buffer) => (text += d.toString()));
+        sock.on('end', () => resolve(text));
+        sock.on('error', reject);
+      });
+    const node = await nodeCa.issueKeyAndChain({ kind: 'node', clusterId: 'b', workerId: 'w1' }, 1);
+    const forged = await nodeCa.issueKeyAndChain({ kind: 'cluster', clusterId: 'a' }, 1);
+    assert.equal(await call(node.key, node.chain), 'ok');
+    assert.equal(await call(forged.key, forged.chain), 'ok');
+    assert.deepEqual(seen, [{ kind: 'node', clusterId: 'b', workerId: 'w1' }, undefined]);
+    srv.close();
+
+    const fakeRoot = await nodeCa.issueKeyAndChain({ kind: 'root' }, 1);
+    const fake = createTlsServer({ key: fakeRoot.key, cert: fakeRoot.chain, minVersion: 'TLSv1.3' }, (sock) =>
+      sock.end('stolen'),
+    );
+    await new Promise<void>((r) => fake.listen(0, '127.0.0.1', r));
+    const fakePort = (fake.address() as { port: number }).port;
+    await assert.rejects(
+      new Promise<void>((resolve, reject) => {
+        const sock = tlsConnect({
+          port: fakePort,
+          host: '127.0.0.1',
+          ...tlsOptions({ ca: ca.certPem, expect: { kind: 'root' } }),
+        });
+        sock.on('secureConnect', () => resolve());
+        sock.on('error', reject);
+      }),
+      /the server is not urn:oaknet:root/,
+    );
+    fake.close();
   });
 });
 

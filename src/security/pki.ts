@@ -166,6 +166,35 @@ export function identityOf(cert: X509Certificate): Identity | undefined {
   return ids.length === 1 ? ids[0] : undefined;
 }
 
+/**
+ * The identity of a certificate a TLS handshake verified against the platform CA, given its issuer there, if
+ * that issuer may sign it: the platform CA (it names no identity) signs the root, clusters, operators and
+ * clusters' node CAs; a cluster's node CA signs nodes of that cluster only. Without this check a cluster's
+ * node CA, which chains to the platform CA, could sign a certificate naming the root or another cluster.
+ */
+export function verifiedIdentityOf(
+  cert: X509Certificate,
+  issuer: X509Certificate | undefined,
+): Identity | undefined {
+  const id = identityOf(cert);
+  if (!id || !issuer || !issuer.ca || !cert.checkIssued(issuer) || !cert.verify(issuer.publicKey))
+    return undefined;
+  const by = identitiesOf(issuer);
+  if (id.kind === 'node') {
+    const only = by.length === 1 ? by[0] : undefined;
+    return only?.kind === 'cluster-ca' && only.clusterId === id.clusterId ? id : undefined;
+  }
+  return by.length === 0 && issuer.checkIssued(issuer) ? id : undefined;
+}
+
+/** verifiedIdentityOf for a TLS peer: its certificate and the issuer the handshake found for it. */
+export function peerIdentityOf(socket: {
+  getPeerX509Certificate?: () => X509Certificate | undefined;
+}): Identity | undefined {
+  const cert = socket.getPeerX509Certificate?.();
+  return cert ? verifiedIdentityOf(cert, cert.issuerCertificate) : undefined;
+}
+
 export interface IssueRequest {
   /** The holder's public key, SPKI PEM (from a CSR the caller verified, or a key the caller made). */
   publicKey: string;
