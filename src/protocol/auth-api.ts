@@ -19,6 +19,7 @@ export const authPaths = {
   verifyToken: '/api/auth/tokens/verify',
   enrollCluster: '/api/auth/clusters/enroll',
   renewCluster: '/api/auth/clusters/renew',
+  cluster: (id: string) => `/api/auth/clusters/${encodeURIComponent(id)}`,
   enrollNode: '/api/auth/nodes/enroll',
   renewNode: '/api/auth/nodes/renew',
 } as const;
@@ -82,6 +83,13 @@ export const ClusterCertificates = Type.Object({
   ca: Pem,
 });
 export type ClusterCertificates = Static<typeof ClusterCertificates>;
+
+/** DELETE /api/auth/clusters/:id: the revoked cluster. */
+export const ClusterRevoked = Type.Object({
+  cluster_id: Type.String(),
+  revoked: Type.String({ description: 'ISO time of the revocation' }),
+});
+export type ClusterRevoked = Static<typeof ClusterRevoked>;
 
 export const NodeEnroll = Type.Object({ token: TokenText, worker_id: Id, csr: Pem });
 export type NodeEnroll = Static<typeof NodeEnroll>;

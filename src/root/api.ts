@@ -86,9 +86,20 @@ export async function buildRootApi(deps: RootApiDeps) {
   const limitCounters = new LimitCounters();
   const limits = await installRateLimits(app, deps.rateLimits, limitCounters);
   const security = deps.security;
+  const enrollment = security?.enrollment;
   const counters = installAuth(
     app,
-    security ? { mode: 'tls', tokens: security.tokens } : { mode: 'insecure' },
+    security && enrollment
+      ? {
+          mode: 'tls',
+          tokens: security.tokens,
+          // a cluster's certificate authenticates it while it is its current one and it is not revoked
+          certificates: (identity, serial) =>
+            identity.kind === 'cluster'
+              ? enrollment.certificateProblem(identity.clusterId, serial)
+              : undefined,
+        }
+      : { mode: 'insecure' },
   );
   registerRootAuthRoutes(app, security ? { ...security, counters } : undefined, counters);
   await app.register(swagger, {
