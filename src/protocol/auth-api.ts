@@ -24,6 +24,12 @@ export const authPaths = {
   renewNode: '/api/auth/nodes/renew',
 } as const;
 
+/**
+ * Days past its expiry a certificate (a cluster's at the root, a NetManager's at its cluster) may still renew
+ * itself (its holder was cut off for a while); later it must enroll again with a token.
+ */
+export const RENEW_EXPIRED_DAYS = 30;
+
 export const CaReply = Type.Object({
   ca: Pem,
   pin: Type.String({ description: 'sha256:<hex> of the CA certificate SubjectPublicKeyInfo' }),

@@ -2,11 +2,11 @@ import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
 import type { TLSSocket } from 'node:tls';
 import { describe, it } from 'node:test';
-import type { ClusterCertificates } from '../protocol/auth-api.ts';
+import { RENEW_EXPIRED_DAYS, type ClusterCertificates } from '../protocol/auth-api.ts';
 import { caPin, CertificateAuthority, createCsr, generateKeyPair } from '../security/pki.ts';
 import { TokenStore } from '../security/tokens.ts';
 import { MemoryStore } from '../store/memory.ts';
-import { CLUSTER_CERT_DAYS, Enrollment, RENEW_EXPIRED_DAYS } from './enrollment.ts';
+import { CLUSTER_CERT_DAYS, Enrollment } from './enrollment.ts';
 
 const DAY_MS = 86_400_000;
 

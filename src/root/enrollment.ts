@@ -17,11 +17,12 @@
 import { X509Certificate } from 'node:crypto';
 import type { TLSSocket } from 'node:tls';
 import { ForbiddenError, InvalidInputError, NotFoundError, UnauthenticatedError } from '../errors.ts';
-import type {
-  ClusterCertificates,
-  ClusterEnroll,
-  ClusterRenew,
-  ClusterRevoked,
+import {
+  RENEW_EXPIRED_DAYS,
+  type ClusterCertificates,
+  type ClusterEnroll,
+  type ClusterRenew,
+  type ClusterRevoked,
 } from '../protocol/auth-api.ts';
 import {
   identityOf,
@@ -39,8 +40,6 @@ import type { Json, Store } from '../store/store.ts';
 export const CLUSTER_CERT_DAYS = 30;
 /** Days a cluster's node CA is valid (longer: the certificates it signs cannot outlive it). */
 export const NODE_CA_DAYS = 90;
-/** Days past its expiry a certificate may still renew itself; later, the cluster must enroll again. */
-export const RENEW_EXPIRED_DAYS = 30;
 const DAY_MS = 86_400_000;
 
 interface EnrollmentRecord {
