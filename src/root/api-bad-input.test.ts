@@ -57,6 +57,14 @@ describe('root API: bad input is a 4xx with a message, never a 500', () => {
         { cluster_id: 'bad/id', cluster_address: 'x', cluster_port: 1 },
         'cluster_id',
       ],
+      ...['http://10.0.0.1', '10.0.0.1:10110', '10.0.0.1/x', 'a b', '[fd00::1]', 'host?x', '1.2.3'].map(
+        (address): [string, string, unknown, string] => [
+          'POST',
+          '/api/net/cluster',
+          { cluster_id: 'c1', cluster_address: address, cluster_port: 10110 },
+          'cluster_address',
+        ],
+      ),
       ['POST', '/api/net/service/deploy', { _id: 'j2' }, 'deployment_descriptor'],
       ['POST', '/api/net/service/deploy', deployBody('j2', 'bad-name'), 'service_name'],
       ['POST', '/api/net/service/deploy', deployBody('j2', 'ok', { app_name: 'a.b' }), 'app_name'],
