@@ -115,6 +115,32 @@ describe('root API: bad input is a 4xx with a message, never a 500', () => {
     }
   });
 
+  it('numbers in queries and paths are plain decimal digits, nothing Number() would also take', async () => {
+    const lax = ['1e3', ' 12', '12 ', '0x10', '', '0b11', '0o7', '+5', '5.0', '\t7', '1_000', '-'];
+    for (const text of lax) {
+      const q = encodeURIComponent(text);
+      assertError(
+        await call('GET', `/api/net/service?limit=${q}`),
+        400,
+        'E_INVALID_INPUT',
+        'querystring/limit',
+      );
+      assertError(await call('GET', `/api/net/clusters?limit=${q}`), 400, 'E_INVALID_INPUT', 'limit');
+      assertError(await call('GET', `/api/net/workers?limit=${q}`), 400, 'E_INVALID_INPUT', 'limit');
+      if (text !== '')
+        assertError(
+          await call('DELETE', `/api/net/j1/${q}`),
+          400,
+          'E_INVALID_INPUT',
+          'params/instance_number',
+        );
+    }
+    assert.equal((await call('GET', '/api/net/service?limit=5')).status, 200);
+    assert.equal((await call('GET', '/api/net/service?limit=007')).status, 200);
+    assertError(await call('GET', '/api/net/service?limit=0'), 400, 'E_INVALID_INPUT', 'limit');
+    assertError(await call('GET', '/api/net/service?limit=5&limit=6'), 400, 'E_INVALID_INPUT', 'limit');
+  });
+
   it('garbage bodies, paths and numbers are refused with 4xx', async () => {
     const deep = (n: number) => '{"x":'.repeat(n) + '1' + '}'.repeat(n);
     const cases: Array<[string, string, CallOptions | undefined, unknown]> = [
