@@ -1,8 +1,8 @@
 /**
  * @module cli/token-command
  * `oaknet token create|list|revoke`: join tokens (cluster, node) and API tokens (read-only, operator,
- * orchestrator), kept by the root; these calls need an operator token (the root writes one at its first
- * start: <pki dir>/admin.token).
+ * orchestrator), kept by the root; `oaknet token revoke-cluster`: what a cluster token enrolled. These
+ * calls need an operator token (the root writes one at its first start: <pki dir>/admin.token).
  */
 import type { Command } from 'commander';
 import { InvalidArgumentError, Option } from 'commander';
@@ -110,5 +110,19 @@ export function registerTokenCommands(program: Command, out: (text: string) => v
   ).action(async (id: string, opts: Common) => {
     const info = await (await operatorRoot(opts)).revokeToken(id);
     out(`revoked token ${info.id} (${info.role}) at ${info.revoked ?? ''}`);
+  });
+
+  addTokenOptions(
+    token
+      .command('revoke-cluster')
+      .description(
+        'revoke an enrolled cluster: its certificates stop working at the root at once and never renew; it must enroll again with a new cluster token',
+      )
+      .argument('<cluster-id>', 'the cluster ID')
+      .option(...rootOption),
+    'operator',
+  ).action(async (id: string, opts: Common) => {
+    const r = await (await operatorRoot(opts)).revokeCluster(id);
+    out(`revoked cluster ${r.cluster_id} at ${r.revoked}`);
   });
 }

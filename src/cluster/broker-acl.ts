@@ -5,7 +5,7 @@
  * against the platform CA): this cluster (`urn:oaknet:cluster:<id>`, client ID `oaknet-cluster-<id>`) may do
  * everything; a NetManager of this cluster (`urn:oaknet:node:<id>:<worker>`, client ID exactly its worker
  * ID, as upstream's NetManagers connect) may publish only to `nodes/<worker>/net/<kind>` of the contract,
- * never retained, and subscribe only to its own result topics, `jobs/<job>/updates_available` and
+ * never retained (a last will is checked the same way, at CONNECT), and subscribe only to its own result topics, `jobs/<job>/updates_available` and
  * `oaknet/cluster`. A client ID that is not the certificate's is refused, so no one can take over another
  * client's session. Every refusal is counted.
  */
@@ -34,8 +34,17 @@ export class BrokerAcl {
     return `oaknet-cluster-${clusterId}`;
   }
 
-  connect(identity: Identity | undefined, clientId: string): AclDecision {
-    const d = this.connectDecision(identity, clientId);
+  /** `will`: the CONNECT's last will, which must be a publish the client may make. */
+  connect(
+    identity: Identity | undefined,
+    clientId: string,
+    will?: { topic: string; retain: boolean },
+  ): AclDecision {
+    let d = this.connectDecision(identity, clientId);
+    if (d.ok && identity && will) {
+      const p = this.publishDecision(identity, will.topic, will.retain);
+      if (!p.ok) d = { ok: false, reason: `last will refused: ${p.reason}` };
+    }
     if (!d.ok) this.counters.connectRefused++;
     return d;
   }

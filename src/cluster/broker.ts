@@ -3,7 +3,7 @@
  * The embedded MQTT broker (aedes, MQTT 3.1.1) a cluster runs unless it is pointed at an external one
  * (mosquitto, as upstream deploys). It only has to route the cluster <-> NetManager contract. Secure: MQTT
  * over TLS 1.3 (port 10003, as upstream's TLS listener), a client certificate from the platform CA required,
- * and the access list of broker-acl.ts on every connect, publish and subscribe.
+ * and the access list of broker-acl.ts on every connect (with its last will), publish and subscribe.
  */
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
@@ -37,6 +37,10 @@ export async function startEmbeddedBroker(
   security?: BrokerSecurity,
 ): Promise<EmbeddedBroker> {
   const identities = new WeakMap<object, Identity>();
+  // the last will of each CONNECT, checked like a publish before the connection is accepted: a will the
+  // client could not publish itself is refused at once (aedes checks wills only when it sends them, and
+  // not at all for the persisted wills of another broker, which come without a client)
+  const wills = new WeakMap<object, { topic: string; retain: boolean }>();
   const acl = security?.acl;
   const aedes = await Aedes.createBroker({
     maxClientsIdLength: 256,
@@ -44,11 +48,17 @@ export async function startEmbeddedBroker(
     concurrency: 1000,
     ...(acl
       ? {
+          preConnect: (client, packet, callback) => {
+            if (packet.will)
+              wills.set(client, { topic: packet.will.topic, retain: packet.will.retain === true });
+            callback(null, true);
+          },
           authenticate: (client, _user, _password, done) => {
             const socket = client.conn as Partial<TLSSocket>;
             // only what the certificate's issuer may sign (a node CA signs its own cluster's nodes only)
             const identity = socket.authorized ? peerIdentityOf(socket) : undefined;
-            const d = acl.connect(identity, client.id);
+            const will = wills.get(client);
+            const d = acl.connect(identity, client.id, will);
             if (!d.ok || !identity) {
               log.warn(
                 { client: client.id, reason: d.ok ? 'no identity' : d.reason },

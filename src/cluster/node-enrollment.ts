@@ -3,12 +3,18 @@
  * NetManagers join their cluster: a node token (checked by the root) and a certificate request for
  * urn:oaknet:node:<cluster>:<worker> get a certificate signed by this cluster's node CA, so the node can
  * connect to the cluster's broker. A worker ID belongs to the token that first enrolled it (no takeover);
- * a node renews with its current certificate, even an expired one.
+ * a node renews with its current certificate, even one that expired up to RENEW_EXPIRED_DAYS ago (the
+ * root's limit for clusters); later it must enroll again with a node token.
  */
 import { X509Certificate } from 'node:crypto';
 import type { TLSSocket } from 'node:tls';
 import { ForbiddenError, InvalidInputError, UnauthenticatedError } from '../errors.ts';
-import type { NodeCertificates, NodeEnroll, NodeRenew } from '../protocol/auth-api.ts';
+import {
+  RENEW_EXPIRED_DAYS,
+  type NodeCertificates,
+  type NodeEnroll,
+  type NodeRenew,
+} from '../protocol/auth-api.ts';
 import type { TokenVerifier } from '../protocol/http-auth.ts';
 import {
   certificateCommonName,
@@ -37,6 +43,7 @@ export class NodeEnrollment {
     private readonly store: Store,
     private readonly identity: () => ClusterIdentity,
     private readonly tokens: TokenVerifier,
+    private readonly now: () => Date = () => new Date(),
   ) {}
 
   async enroll(req: NodeEnroll): Promise<NodeCertificates> {
@@ -94,6 +101,11 @@ export class NodeEnrollment {
     const id = identityOf(leaf);
     if (id?.kind !== 'node' || id.clusterId !== clusterId)
       throw new ForbiddenError(`only a node certificate of cluster ${clusterId} can be renewed here`);
+    if (this.now().getTime() - Date.parse(leaf.validTo) > RENEW_EXPIRED_DAYS * 86_400_000)
+      throw new UnauthenticatedError(
+        `the certificate of worker ${id.workerId} expired at ${new Date(leaf.validTo).toISOString()}, ` +
+          `more than ${RENEW_EXPIRED_DAYS} days ago: it must enroll again with a node token`,
+      );
     if (!this.store.transact((tx) => tx.get(`auth/node/${id.workerId}`)))
       throw new ForbiddenError(`worker ${id.workerId} is not enrolled at this cluster`);
     return this.issue(await this.request(req.csr, clusterId, id.workerId), clusterId, id.workerId);

@@ -4,7 +4,9 @@ import { pino } from 'pino';
 import { startEmbeddedBroker, type EmbeddedBroker } from '../cluster/broker.ts';
 import { connectMqttAsync } from '../protocol/mqtt-client.ts';
 import { topics } from '../protocol/mqtt.ts';
+import { CertificateAuthority } from '../security/pki.ts';
 import { ClusterLink } from './cluster-link.ts';
+import type { NodeCredentials, NodeIdentity } from './credentials.ts';
 
 const log = pino({ level: 'silent' });
 
@@ -113,5 +115,37 @@ describe('ClusterLink', () => {
     assert.deepEqual(updates, ['a.b.c.d']);
     await peer.endAsync(true);
     await link.close();
+  });
+
+  it('follows certificate renewals with one listener, however often it connects', async () => {
+    const { ca } = await CertificateAuthority.create();
+    const issue = async (): Promise<NodeIdentity> => {
+      const k = await ca.issueKeyAndChain({ kind: 'node', clusterId: 'c1', workerId: 'w-renew' }, 1);
+      return { clusterId: 'c1', workerId: 'w-renew', key: k.key, chain: k.chain, ca: ca.certPem };
+    };
+    let current = await issue();
+    const listeners: Array<(n: NodeIdentity) => void> = [];
+    const credentials = {
+      get current() {
+        return current;
+      },
+      onRenewed: (fn: (n: NodeIdentity) => void) => listeners.push(fn),
+    } as unknown as NodeCredentials;
+    const link = new ClusterLink({ log, credentials });
+    // a registration that failed and was tried again connects several times
+    for (let i = 0; i < 3; i++) {
+      link.connect('w-renew', 'mqtt://127.0.0.1:1');
+      await link.close();
+    }
+    link.connect('w-renew', 'mqtt://127.0.0.1:1');
+    try {
+      assert.equal(listeners.length, 1);
+      current = await issue();
+      for (const fn of listeners) fn(current);
+      const { client } = (link as unknown as { mqtt: { client: { options: { cert?: unknown } } } }).mqtt;
+      assert.equal(client.options.cert, current.chain, 'the next reconnection presents the renewed chain');
+    } finally {
+      await link.close();
+    }
   });
 });

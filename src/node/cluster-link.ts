@@ -50,6 +50,11 @@ export class ClusterLink implements ClusterChannel {
 
   constructor(private readonly o: ClusterLinkOptions) {
     this.answerTimeoutMs = o.answerTimeoutMs ?? 3000;
+    // a renewed certificate is used from the next (re)connection on: one listener for the link's life, not
+    // one per connect (they would pile up, each holding a closed client)
+    o.credentials?.onRenewed((n) => {
+      if (this.mqtt) Object.assign(this.mqtt.client.options, tlsOf(n));
+    });
   }
 
   async prepare(workerId: string): Promise<void> {
@@ -64,13 +69,6 @@ export class ClusterLink implements ClusterChannel {
     if (this.mqtt) throw new Error(`already connected as ${this.mqtt.workerId}`);
     const id = this.o.credentials?.current;
     if (this.o.credentials && !id) throw new Error('prepare() first: the node has no identity yet');
-    const tlsOf = (n: NodeIdentity) =>
-      mqttTlsOptions({
-        ca: n.ca,
-        key: n.key,
-        cert: n.chain,
-        expect: { kind: 'cluster', clusterId: n.clusterId },
-      });
     const client = connectMqtt(id ? url.replace(/^mqtt:/, 'mqtts:') : url, {
       clientId: workerId,
       clean: true,
@@ -78,8 +76,6 @@ export class ClusterLink implements ClusterChannel {
       connectTimeout: 5000,
       ...(id ? tlsOf(id) : {}),
     });
-    // a renewed certificate is used from the next (re)connection on
-    this.o.credentials?.onRenewed((n) => Object.assign(client.options, tlsOf(n)));
     this.mqtt = { client, url, workerId };
     const log = this.o.log;
     client.on('error', (err) => log.warn({ err: err.message }, 'mqtt error'));
@@ -311,6 +307,16 @@ export class ClusterLink implements ClusterChannel {
       for (const q of [...this.pendingQueries]) if (q.keys.some((k) => keys.has(k))) q.resolve(result);
     }
   }
+}
+
+/** mqtt.js TLS options for a node's identity: its chain, and the broker must be its cluster. */
+function tlsOf(n: NodeIdentity) {
+  return mqttTlsOptions({
+    ca: n.ca,
+    key: n.key,
+    cert: n.chain,
+    expect: { kind: 'cluster', clusterId: n.clusterId },
+  });
 }
 
 function isObject(v: unknown): v is Record<string, unknown> {

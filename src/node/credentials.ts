@@ -4,7 +4,12 @@
  * cluster's node CA) and the platform CA, in one file of its state directory (identity.json, 0600). At the
  * first registration a node token enrolls it at its cluster's API (the token's CA pin checks the cluster
  * first); afterwards the file is the identity. The certificate renews after two thirds of its life, with the
- * current one (even an expired one), retrying every 30 s.
+ * current one (even one expired up to 30 days ago), retrying every 30 s.
+ *
+ * The cluster API is the command line's (`--cluster-api`, else https://<--cluster host>:10110), never the
+ * `cluster_address` of a /register call: a local caller of the NetManager's socket cannot send the token
+ * elsewhere. And the token goes only to a server that proves, in the TLS handshake, a cluster certificate
+ * of the CA the token pins (any enrolled cluster: a node token is not bound to one).
  */
 import { createPrivateKey } from 'node:crypto';
 import { join } from 'node:path';

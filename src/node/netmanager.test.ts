@@ -224,4 +224,16 @@ describe('two NetManagers in one process', () => {
       'the cluster channel works again: the own entry arrived',
     );
   });
+
+  it("/register's cluster_address is an address or a host name, not a URL", async (t) => {
+    const plan = new AddressPlan();
+    const a = node(t, '10.255.0.1', new MemoryCluster(plan), new MemorySwitch());
+    for (const address of ['mqtt://203.0.113.9', '203.0.113.9:1883', 'evil.example/x', 'a b'])
+      await assert.rejects(a.nm.register('64a000000000000000000001', address), {
+        code: 'E_INVALID_INPUT',
+        message: /cluster_address must be an IP address or a host name/,
+      });
+    assert.equal(a.nm.status().registered, false);
+    assert.deepEqual(a.host.calls, [], 'nothing was set up');
+  });
 });

@@ -24,7 +24,7 @@ import { ConflictError, errorMessage, InvalidInputError, NotRegisteredError } fr
 import { localAddressTowards } from '../protocol/local-address.ts';
 import { requireId } from '../protocol/names.ts';
 import type { NodeStatus } from '../protocol/node-api.ts';
-import { hostForUrl } from '../protocol/url.ts';
+import { hostForUrl, requireHostOrIp } from '../protocol/url.ts';
 import type { ClusterChannel } from './cluster-channel.ts';
 import type { HostNetwork } from './host-network.ts';
 import { type DeployReply, type DeployRequest, Instances } from './instances.ts';
@@ -142,6 +142,9 @@ export class NetManager {
    */
   async register(workerId: string, clusterAddress?: string): Promise<void> {
     requireId(workerId, 'client_id');
+    // it becomes the broker's host in a URL: an address or a name, not a URL of its own. (The node enrolls
+    // at the cluster API of its command line, never at this address: see node/credentials.ts.)
+    if (clusterAddress) requireHostOrIp(clusterAddress, 'cluster_address');
     const current = this.registered?.workerId ?? this.pendingWorker;
     if (current !== undefined) {
       if (current !== workerId)

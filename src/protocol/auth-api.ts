@@ -19,9 +19,16 @@ export const authPaths = {
   verifyToken: '/api/auth/tokens/verify',
   enrollCluster: '/api/auth/clusters/enroll',
   renewCluster: '/api/auth/clusters/renew',
+  cluster: (id: string) => `/api/auth/clusters/${encodeURIComponent(id)}`,
   enrollNode: '/api/auth/nodes/enroll',
   renewNode: '/api/auth/nodes/renew',
 } as const;
+
+/**
+ * Days past its expiry a certificate (a cluster's at the root, a NetManager's at its cluster) may still renew
+ * itself (its holder was cut off for a while); later it must enroll again with a token.
+ */
+export const RENEW_EXPIRED_DAYS = 30;
 
 export const CaReply = Type.Object({
   ca: Pem,
@@ -82,6 +89,13 @@ export const ClusterCertificates = Type.Object({
   ca: Pem,
 });
 export type ClusterCertificates = Static<typeof ClusterCertificates>;
+
+/** DELETE /api/auth/clusters/:id: the revoked cluster. */
+export const ClusterRevoked = Type.Object({
+  cluster_id: Type.String(),
+  revoked: Type.String({ description: 'ISO time of the revocation' }),
+});
+export type ClusterRevoked = Static<typeof ClusterRevoked>;
 
 export const NodeEnroll = Type.Object({ token: TokenText, worker_id: Id, csr: Pem });
 export type NodeEnroll = Static<typeof NodeEnroll>;

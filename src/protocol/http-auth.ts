@@ -7,6 +7,7 @@
  * outside the route's principals 403, each with a message that names the problem, and each is counted.
  * In insecure mode (plain http, `--insecure`) every caller may call everything, as upstream's APIs allow.
  */
+import { X509Certificate } from 'node:crypto';
 import type { TLSSocket } from 'node:tls';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { ForbiddenError, OakNetError, UnauthenticatedError } from '../errors.ts';
@@ -45,7 +46,15 @@ export interface AuthCounters {
   forbidden: number;
 }
 
-export type AuthMode = { mode: 'insecure' } | { mode: 'tls'; tokens: TokenVerifier };
+/**
+ * A further check of a valid client certificate, run on every request (the root's: is a cluster's
+ * certificate still its current one, or was the cluster revoked?). Returns the problem, or undefined.
+ * It must be cheap: no I/O on the common path.
+ */
+export type CertificateCheck = (identity: Identity, serial: string) => string | undefined;
+
+export type AuthMode =
+  { mode: 'insecure' } | { mode: 'tls'; tokens: TokenVerifier; certificates?: CertificateCheck };
 
 /** Installs the hook on an API server; returns its counters. */
 export function installAuth(app: FastifyInstance, auth: AuthMode): AuthCounters {
@@ -60,7 +69,7 @@ export function installAuth(app: FastifyInstance, auth: AuthMode): AuthCounters 
     }
     const allow = req.routeOptions.config.allow;
     try {
-      req.caller = await callerOf(req, auth.tokens);
+      req.caller = await callerOf(req, auth.tokens, auth.certificates);
       if (!allow || allow.includes('anyone')) return payload;
       check(req.caller, allow);
       return payload;
@@ -76,7 +85,11 @@ export function installAuth(app: FastifyInstance, auth: AuthMode): AuthCounters 
   return counters;
 }
 
-async function callerOf(req: FastifyRequest, tokens: TokenVerifier): Promise<Caller> {
+async function callerOf(
+  req: FastifyRequest,
+  tokens: TokenVerifier,
+  certificates: CertificateCheck | undefined,
+): Promise<Caller> {
   const header = req.headers.authorization;
   if (header !== undefined) {
     const m = /^Bearer\s+(\S+)\s*$/i.exec(header);
@@ -84,19 +97,29 @@ async function callerOf(req: FastifyRequest, tokens: TokenVerifier): Promise<Cal
     const info = await tokens.verify(m[1]!, API_ROLES);
     return { kind: 'token', role: info.role, id: info.id };
   }
-  return certificateCaller(req);
+  const caller = certificateCaller(req);
+  if (caller.kind !== 'cert' || !certificates) return caller;
+  // on every request, not once per connection: a revocation ends kept-alive connections too
+  const problem = certificates(caller.identity, serialOf(req) ?? '');
+  return problem === undefined ? caller : { kind: 'anonymous', certProblem: problem };
 }
 
 /** What a connection's client certificate says, worked out once per connection. */
-const byConnection = new WeakMap<object, Caller>();
+const byConnection = new WeakMap<object, { caller: Caller; serial?: string }>();
+
+function serialOf(req: FastifyRequest): string | undefined {
+  const socket = req.raw.socket as object | undefined;
+  return socket ? byConnection.get(socket)?.serial : undefined;
+}
 
 function certificateCaller(req: FastifyRequest): Caller {
   const socket = req.raw.socket as Partial<TLSSocket> | undefined;
   if (!socket) return { kind: 'anonymous' };
   const known = byConnection.get(socket);
-  if (known) return known;
+  if (known) return known.caller;
   const peer = socket.getPeerCertificate?.();
   let caller: Caller;
+  let serial: string | undefined;
   if (!peer || !peer.raw) caller = { kind: 'anonymous' };
   else if (!socket.authorized) {
     caller = {
@@ -105,6 +128,7 @@ function certificateCaller(req: FastifyRequest): Caller {
     };
   } else {
     const identity = peerIdentityOf(socket);
+    serial = new X509Certificate(peer.raw).serialNumber;
     caller = identity
       ? { kind: 'cert', identity }
       : {
@@ -112,7 +136,7 @@ function certificateCaller(req: FastifyRequest): Caller {
           certProblem: 'the client certificate names no oaknet identity its issuer may sign',
         };
   }
-  byConnection.set(socket, caller);
+  byConnection.set(socket, serial === undefined ? { caller } : { caller, serial });
   return caller;
 }
 

@@ -2,7 +2,8 @@
  * @module protocol/http-server
  * The one way oaknet builds an HTTP API server (root, cluster, NetManager), so every API treats input the
  * same: bodies are validated exactly as their schema says (no silent type conversion: `null` is not 0),
- * path and query strings are converted to the numbers and booleans their schema asks for, JSON nested
+ * path and query strings are converted to the numbers and booleans their schema asks for (a number only
+ * from plain decimal digits: not '1e3', ' 12', '0x10' or ''), JSON nested
  * absurdly deep is refused before it reaches a handler, long IDs fit in path parameters, and every failure,
  * including ones the router finds before a route runs, gets the {error, message} body.
  */
@@ -19,6 +20,8 @@ import { errorReply, installErrorHandler } from './http-errors.ts';
 const MAX_JSON_DEPTH = 64;
 /** Longest path parameter: IDs have up to 128 characters, job names up to 123 (fastify's default is 100). */
 const MAX_PARAM_LENGTH = 256;
+/** A number in a path or query: decimal digits, a sign for negatives (the schema's range does the rest). */
+const DECIMAL = /^-?[0-9]+$/;
 
 /** A TLS server: its key and chain, and the platform CA its clients' certificates must come from. */
 export interface ServerTls {
@@ -49,6 +52,16 @@ export function createApiServer(log: Logger, bodyLimit: number, tls?: ServerTls)
     const validator = Compile(schema as TSchema);
     const part = httpPart ?? 'input';
     return (data: unknown) => {
+      if (part !== 'body') {
+        // TypeBox converts whatever Number() takes ('1e3', ' 12', '0x10', '' as 0): only digits here
+        const lax = laxNumber(schema, data);
+        if (lax)
+          return {
+            error: new InvalidInputError(
+              `${part}/${lax.key} must be a decimal integer, not ${JSON.stringify(lax.text)}`,
+            ),
+          };
+      }
       const value = part === 'body' ? data : validator.Convert(data);
       if (validator.Check(value)) return { value };
       const problems = validator
@@ -75,6 +88,25 @@ export function createApiServer(log: Logger, bodyLimit: number, tls?: ServerTls)
 export function rotateServerTls(server: unknown, tls: ServerTls): void {
   const s = server as Partial<TlsServer>;
   s.setSecureContext?.({ key: tls.key, cert: tls.cert, ca: tls.ca, minVersion: 'TLSv1.3' });
+}
+
+/** The first property of a path or query object whose schema is a number and whose text is not decimal digits. */
+function laxNumber(schema: TSchema, data: unknown): { key: string; text: string } | undefined {
+  const properties = (schema as { properties?: Record<string, TSchema> }).properties;
+  if (!properties || typeof data !== 'object' || data === null) return undefined;
+  for (const [key, value] of Object.entries(data)) {
+    const property = properties[key];
+    if (property && isNumeric(property) && typeof value === 'string' && !DECIMAL.test(value))
+      return { key, text: value };
+  }
+  return undefined;
+}
+
+/** True when every value the schema takes is a number (no string alternative that text could be). */
+function isNumeric(schema: TSchema): boolean {
+  const s = schema as { type?: unknown; anyOf?: TSchema[] };
+  if (s.type === 'integer' || s.type === 'number') return true;
+  return Array.isArray(s.anyOf) && s.anyOf.length > 0 && s.anyOf.every(isNumeric);
 }
 
 function nestedDeeperThan(value: unknown, max: number): boolean {

@@ -38,7 +38,7 @@ export const ClusterRegistration = Type.Object({
   cluster_address: Type.String({
     minLength: 1,
     maxLength: 255,
-    description: 'host or IP the root calls back',
+    description: 'IP address or host name the root calls back (no scheme, port or path)',
   }),
   cluster_port: Port,
 });

@@ -22,7 +22,7 @@ import {
   type NetDeployStatus,
 } from './root-api.ts';
 import { TokenInfo, type Role } from '../security/tokens.ts';
-import { AuthStatus, authPaths, TokenCreated, TokenList } from './auth-api.ts';
+import { AuthStatus, authPaths, ClusterRevoked, TokenCreated, TokenList } from './auth-api.ts';
 import { HttpTransport, type Credentials, type HttpResponse } from './http-client.ts';
 import { parser, type Parser } from './validate.ts';
 import { Type } from 'typebox';
@@ -48,6 +48,7 @@ const parsers = {
   tokenList: parser(TokenList),
   tokenCreated: parser(TokenCreated),
   authStatus: parser(AuthStatus),
+  clusterRevoked: parser(ClusterRevoked),
 };
 
 export class RootClient {
@@ -196,6 +197,11 @@ export class RootClient {
 
   revokeToken(id: string): Promise<TokenInfo> {
     return this.json('DELETE', authPaths.token(id), parsers.tokenInfo);
+  }
+
+  /** Revokes a cluster (operator): its certificates stop working; it must enroll again with a new token. */
+  revokeCluster(id: string): Promise<ClusterRevoked> {
+    return this.json('DELETE', authPaths.cluster(id), parsers.clusterRevoked);
   }
 
   authStatus(): Promise<AuthStatus> {

@@ -57,6 +57,14 @@ describe('root API: bad input is a 4xx with a message, never a 500', () => {
         { cluster_id: 'bad/id', cluster_address: 'x', cluster_port: 1 },
         'cluster_id',
       ],
+      ...['http://10.0.0.1', '10.0.0.1:10110', '10.0.0.1/x', 'a b', '[fd00::1]', 'host?x', '1.2.3'].map(
+        (address): [string, string, unknown, string] => [
+          'POST',
+          '/api/net/cluster',
+          { cluster_id: 'c1', cluster_address: address, cluster_port: 10110 },
+          'cluster_address',
+        ],
+      ),
       ['POST', '/api/net/service/deploy', { _id: 'j2' }, 'deployment_descriptor'],
       ['POST', '/api/net/service/deploy', deployBody('j2', 'bad-name'), 'service_name'],
       ['POST', '/api/net/service/deploy', deployBody('j2', 'ok', { app_name: 'a.b' }), 'app_name'],
@@ -105,6 +113,32 @@ describe('root API: bad input is a 4xx with a message, never a 500', () => {
     for (const [method, p, body, field] of cases) {
       assertError(await call(method, p, body), 400, 'E_INVALID_INPUT', field);
     }
+  });
+
+  it('numbers in queries and paths are plain decimal digits, nothing Number() would also take', async () => {
+    const lax = ['1e3', ' 12', '12 ', '0x10', '', '0b11', '0o7', '+5', '5.0', '\t7', '1_000', '-'];
+    for (const text of lax) {
+      const q = encodeURIComponent(text);
+      assertError(
+        await call('GET', `/api/net/service?limit=${q}`),
+        400,
+        'E_INVALID_INPUT',
+        'querystring/limit',
+      );
+      assertError(await call('GET', `/api/net/clusters?limit=${q}`), 400, 'E_INVALID_INPUT', 'limit');
+      assertError(await call('GET', `/api/net/workers?limit=${q}`), 400, 'E_INVALID_INPUT', 'limit');
+      if (text !== '')
+        assertError(
+          await call('DELETE', `/api/net/j1/${q}`),
+          400,
+          'E_INVALID_INPUT',
+          'params/instance_number',
+        );
+    }
+    assert.equal((await call('GET', '/api/net/service?limit=5')).status, 200);
+    assert.equal((await call('GET', '/api/net/service?limit=007')).status, 200);
+    assertError(await call('GET', '/api/net/service?limit=0'), 400, 'E_INVALID_INPUT', 'limit');
+    assertError(await call('GET', '/api/net/service?limit=5&limit=6'), 400, 'E_INVALID_INPUT', 'limit');
   });
 
   it('garbage bodies, paths and numbers are refused with 4xx', async () => {

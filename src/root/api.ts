@@ -18,6 +18,7 @@ import {
   type RateLimits,
 } from '../protocol/http-limits.ts';
 import { createApiServer, type ServerTls } from '../protocol/http-server.ts';
+import { requireHostOrIp } from '../protocol/url.ts';
 import { fromPathSegment, requireJobName } from '../protocol/names.ts';
 import { pagedArray, pagedDescription, pageRequest, sendPage } from '../protocol/pagination.ts';
 import {
@@ -86,9 +87,20 @@ export async function buildRootApi(deps: RootApiDeps) {
   const limitCounters = new LimitCounters();
   const limits = await installRateLimits(app, deps.rateLimits, limitCounters);
   const security = deps.security;
+  const enrollment = security?.enrollment;
   const counters = installAuth(
     app,
-    security ? { mode: 'tls', tokens: security.tokens } : { mode: 'insecure' },
+    security && enrollment
+      ? {
+          mode: 'tls',
+          tokens: security.tokens,
+          // a cluster's certificate authenticates it while it is its current one and it is not revoked
+          certificates: (identity, serial) =>
+            identity.kind === 'cluster'
+              ? enrollment.certificateProblem(identity.clusterId, serial)
+              : undefined,
+        }
+      : { mode: 'insecure' },
   );
   registerRootAuthRoutes(app, security ? { ...security, counters } : undefined, counters);
   await app.register(swagger, {
@@ -126,6 +138,8 @@ export async function buildRootApi(deps: RootApiDeps) {
     { schema: { body: ClusterRegistration, response: { 200: Text, ...errors } }, config: { allow: CLUSTER } },
     (req, reply) => {
       callingCluster(req, req.body.cluster_id);
+      // the root calls this address back: a URL, a path or a port here would change what it calls
+      requireHostOrIp(req.body.cluster_address, 'body/cluster_address');
       const c = registry.registerCluster(req.body);
       notifier.kick(c.id, true);
       void reply.type(TEXT);

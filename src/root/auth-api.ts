@@ -2,7 +2,7 @@
  * @module root/auth-api
  * The root's identity routes: the CA (anyone may fetch it; joiners check it against their token's pin),
  * the security status, tokens (operators), token checks (clusters ask for their nodes' and callers'
- * tokens), and cluster enrollment and renewal.
+ * tokens), and cluster enrollment, renewal and revocation (operators).
  */
 import type { TLSSocket } from 'node:tls';
 import type { ApiServer } from '../protocol/http-server.ts';
@@ -14,12 +14,14 @@ import {
   ClusterCertificates,
   ClusterEnroll,
   ClusterRenew,
+  ClusterRevoked,
   TokenCreate,
   TokenCreated,
   TokenList,
   TokenVerify,
 } from '../protocol/auth-api.ts';
 import type { AuthCounters } from '../protocol/http-auth.ts';
+import { ID_PATTERN } from '../protocol/names.ts';
 import { ErrorReply } from '../protocol/root-api.ts';
 import { caPin, type CertificateAuthority } from '../security/pki.ts';
 import { TokenInfo, type TokenStore } from '../security/tokens.ts';
@@ -117,5 +119,23 @@ export function registerRootAuthRoutes(
       config: { allow: ['anyone'] },
     },
     (req) => enrollment.renew(req.raw.socket as Partial<TLSSocket>, req.body),
+  );
+
+  app.delete(
+    '/api/auth/clusters/:id',
+    {
+      schema: {
+        description:
+          'Revokes a cluster: its certificates stop authenticating at once and never renew; it must enroll again with a new cluster token',
+        params: Type.Object({ id: Type.String({ pattern: ID_PATTERN }) }),
+        response: { 200: ClusterRevoked, ...errors },
+      },
+      config: { allow: ['operator'] },
+    },
+    (req) => {
+      const revoked = enrollment.revoke(req.params.id);
+      req.log.warn({ cluster: req.params.id }, 'cluster revoked');
+      return revoked;
+    },
   );
 }

@@ -41,6 +41,8 @@ export interface RootOptions {
   quotas?: Partial<Quotas>;
   /** Per-caller rate limits of the HTTP API (protocol/http-limits.ts has the defaults). */
   rateLimits?: Partial<RateLimits>;
+  /** The clock of enrollment decisions (how long ago a certificate expired); tests move it. */
+  clock?: () => Date;
 }
 
 export interface RunningRoot {
@@ -81,7 +83,9 @@ export async function startRoot(opts: RootOptions): Promise<RunningRoot> {
     bootId: randomUUID(),
     version: VERSION,
     ...(tls ? { tls } : {}),
-    ...(ca && tokens ? { security: { ca, tokens, enrollment: new Enrollment(opts.store, ca, tokens) } } : {}),
+    ...(ca && tokens
+      ? { security: { ca, tokens, enrollment: new Enrollment(opts.store, ca, tokens, opts.clock) } }
+      : {}),
     ...(opts.rateLimits ? { rateLimits: opts.rateLimits } : {}),
   });
   await app.listen({ port: opts.port, host: opts.host ?? '::' });

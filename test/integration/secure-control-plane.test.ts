@@ -4,7 +4,7 @@
  * wrong role, another cluster's ID, a forged report) refused with 401/403 and counted.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -29,6 +29,8 @@ describe('secure control plane (TLS 1.3, certificates, tokens)', () => {
   let cluster: RunningCluster;
   let creds: ClusterCredentials;
   let tokens: { operator: string; orchestrator: string; readOnly: string; cluster: string };
+  /** How far the root's enrollment clock runs ahead (a root that was away for a while). */
+  let aheadDays = 0;
   const rootAs = (c: Credentials) => new RootClient(root.url, { credentials: c });
   const tls = () => ({ ca: ca.certPem, expect: { kind: 'root' as const } });
 
@@ -43,6 +45,7 @@ describe('secure control plane (TLS 1.3, certificates, tokens)', () => {
       ca,
       adminTokenFile: join(dir, 'pki', 'admin.token'),
       notifier: { minBackoffMs: 50, maxBackoffMs: 200 },
+      clock: () => new Date(Date.now() + aheadDays * 86_400_000),
     });
     const t = root.tokens!;
     tokens = {
@@ -253,50 +256,105 @@ describe('secure control plane (TLS 1.3, certificates, tokens)', () => {
     );
   });
 
-  it('a cluster whose certificate expired (the root was away) renews it', async () => {
+  it('a cluster whose certificate expired (the root was away) renews it, for 30 days', async () => {
     const expiredDir = join(dir, 'expired-pki');
-    const keys = { tls: generateKeyPair(), nodeCa: generateKeyPair() };
     const id = 'c-expired';
     const token = root.tokens!.create('cluster').token;
-    // enroll properly first, then replace the certificate with one that expired
-    const fresh = await ClusterCredentials.open({
+    const creds = await ClusterCredentials.open({
       dir: expiredDir,
       rootUrl: root.url,
       clusterId: id,
       token,
       log,
     });
-    const expired = await ca.issue({
-      publicKey: keys.tls.publicKey,
-      identity: { kind: 'cluster', clusterId: id },
-      days: -1,
-    });
-    const nodeCa = await ca.issue({
-      publicKey: keys.nodeCa.publicKey,
-      identity: { kind: 'cluster-ca', clusterId: id },
-      days: 30,
-      ca: true,
-    });
-    writeFileSync(
-      join(expiredDir, 'identity.json'),
-      JSON.stringify({
-        ca: fresh.current.ca,
-        key: keys.tls.privateKey,
-        cert: expired,
-        node_ca_key: keys.nodeCa.privateKey,
-        node_ca_cert: nodeCa,
-      }),
-      { mode: 0o600 },
-    );
-    const reopened = await ClusterCredentials.open({
-      dir: expiredDir,
+    creds.close();
+    const issued = creds.expires.getTime();
+    try {
+      // the root's clock 10 days past the certificate's expiry: it renews
+      aheadDays = (issued - Date.now()) / 86_400_000 + 10;
+      const before = creds.current.cert;
+      await creds.renew();
+      assert.notEqual(creds.current.cert, before);
+      // 31 days past the expiry of the renewed one: too late, it must enroll again
+      aheadDays = (creds.expires.getTime() - Date.now()) / 86_400_000 + 31;
+      await assert.rejects(creds.renew(), {
+        code: 'E_UNAUTHENTICATED',
+        message: /expired at .*more than 30 days ago: it must enroll again/,
+      });
+    } finally {
+      aheadDays = 0;
+    }
+  });
+
+  it('an operator revokes a cluster: its certificate stops working at once, even on an open connection', async () => {
+    const id = 'c-revoked';
+    const token = root.tokens!.create('cluster').token;
+    const creds = await ClusterCredentials.open({
+      dir: join(dir, 'revoked-pki'),
       rootUrl: root.url,
       clusterId: id,
+      token,
       log,
     });
-    assert.ok(reopened.expires.getTime() < Date.now());
-    await reopened.renew();
-    assert.ok(reopened.expires.getTime() > Date.now() + 20 * 86_400_000);
+    creds.close();
+    const { key, cert } = creds.current;
+    const asCluster = new HttpTransport(root.url, { tls: { ...tls(), key, cert } });
+    try {
+      assert.equal((await asCluster.request('GET', '/api/auth/status')).status, 200);
+      await assert.rejects(rootAs({ tls: tls(), token: tokens.orchestrator }).revokeCluster(id), {
+        code: 'E_FORBIDDEN',
+      });
+      const revoked = await rootAs({ tls: tls(), token: tokens.operator }).revokeCluster(id);
+      assert.equal(revoked.cluster_id, id);
+      const refused = await asCluster.request('GET', '/api/auth/status');
+      assert.equal(refused.status, 401);
+      assert.match(refused.text, /cluster c-revoked was revoked at .*enroll again with a new cluster token/);
+      await assert.rejects(creds.renew(), { code: 'E_FORBIDDEN', message: /revoked/ });
+      // the same token does not bring it back; a new one does, and the old certificate stays dead
+      const again = (t: string, sub: string) =>
+        ClusterCredentials.open({ dir: join(dir, sub), rootUrl: root.url, clusterId: id, token: t, log });
+      await assert.rejects(again(token, 'revoked-pki-2'), { code: 'E_FORBIDDEN', message: /revoked/ });
+      const back = await again(root.tokens!.create('cluster').token, 'revoked-pki-3');
+      back.close();
+      const old = await asCluster.request('GET', '/api/auth/status');
+      assert.equal(old.status, 401);
+      assert.match(old.text, /no longer cluster c-revoked's/);
+      const fresh = new HttpTransport(root.url, { tls: { ...tls(), ...back.current } });
+      assert.equal((await fresh.request('GET', '/api/auth/status')).status, 200);
+      fresh.close();
+    } finally {
+      asCluster.close();
+    }
+  });
+
+  it('a cluster enrolled again under its ID (its state was lost) retires its old certificate', async () => {
+    const id = 'c-lost';
+    const token = root.tokens!.create('cluster').token;
+    const open = async (sub: string) => {
+      const c = await ClusterCredentials.open({
+        dir: join(dir, sub),
+        rootUrl: root.url,
+        clusterId: id,
+        token,
+        log,
+      });
+      c.close();
+      return c.current;
+    };
+    const lost = await open('lost-pki-1');
+    const now = await open('lost-pki-2');
+    const status = async (c: { key: string; cert: string }) => {
+      const t = new HttpTransport(root.url, { tls: { ...tls(), key: c.key, cert: c.cert } });
+      try {
+        return await t.request('GET', '/api/auth/status');
+      } finally {
+        t.close();
+      }
+    };
+    const old = await status(lost);
+    assert.equal(old.status, 401);
+    assert.match(old.text, /is no longer cluster c-lost's: it enrolled or renewed since/);
+    assert.equal((await status(now)).status, 200);
   });
 });
 

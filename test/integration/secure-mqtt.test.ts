@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import type { MqttClient } from 'mqtt';
+import type { IClientOptions, MqttClient } from 'mqtt';
 import { pino } from 'pino';
 import { startCluster, type RunningCluster } from '../../src/cluster/cluster.ts';
 import { ClusterCredentials } from '../../src/cluster/credentials.ts';
@@ -39,8 +39,9 @@ describe('secure MQTT: node certificates and the topic access list', () => {
       log,
     }).forWorker(worker);
 
-  const connectAs = async (id: NodeIdentity, clientId = id.workerId) => {
+  const connectAs = async (id: NodeIdentity, clientId = id.workerId, extra: IClientOptions = {}) => {
     const c = await connectMqttAsync(cluster.mqttUrl, {
+      ...extra,
       clientId,
       reconnectPeriod: 0,
       connectTimeout: 5000,
@@ -167,6 +168,55 @@ describe('secure MQTT: node certificates and the topic access list', () => {
     const after = refusals();
     assert.ok(after.subscribeRefused > before.subscribeRefused);
     assert.ok(after.publishRefused >= before.publishRefused + 2);
+  });
+
+  it('a last will goes through the access list: none on a forbidden topic, none retained', async () => {
+    const watcher = await connectAs(ids['wb']!);
+    await watcher.subscribeAsync([topics.tableQueryResult('wb'), topics.clusterInfo], { qos: 1 });
+    const forged: string[] = [];
+    watcher.on('message', (topic, payload) => {
+      if (payload.toString().includes('203.0.113.66')) forged.push(topic);
+    });
+    const before = refusals().connectRefused;
+    const wills = [
+      {
+        topic: topics.tableQueryResult('wb'),
+        payload: Buffer.from('{"app_name":"a.b.c.d","instance_list":[],"query_key":"203.0.113.66"}'),
+        qos: 1 as const,
+        retain: false,
+      },
+      {
+        topic: topics.clusterInfo,
+        payload: Buffer.from('{"cluster_id":"evil","api":"http://203.0.113.66","root":"x"}'),
+        qos: 1 as const,
+        retain: true,
+      },
+      // its own topic, but retained
+      {
+        topic: topics.subnetRequest('wa'),
+        payload: Buffer.from('{"METHOD":"GET","x":"203.0.113.66"}'),
+        qos: 1 as const,
+        retain: true,
+      },
+    ];
+    for (const will of wills) {
+      // refused at CONNECT; if it were accepted, an abrupt end (no DISCONNECT) would publish the will
+      const spy = await connectAs(ids['wa']!, 'wa', { will }).catch(() => undefined);
+      spy?.stream.destroy();
+    }
+    await new Promise((r) => setTimeout(r, 500));
+    assert.deepEqual(forged, []);
+    assert.equal(refusals().connectRefused, before + wills.length, 'each will is refused at CONNECT');
+    // a will on its own topic, not retained, is the node's to send
+    const own = await connectAs(ids['wa']!, 'wa', {
+      will: {
+        topic: topics.subnetRequest('wa'),
+        payload: Buffer.from('{"METHOD":"GET"}'),
+        qos: 1,
+        retain: false,
+      },
+    });
+    await own.endAsync();
   });
 
   it('a worker ID enrolled with one token cannot be taken by another token', async () => {
