@@ -25,11 +25,12 @@ describe('node enrollment at the cluster', () => {
       days: 90,
       ca: true,
     });
+    const own = await ca.issueKeyAndChain({ kind: 'cluster', clusterId: 'c1' }, 30);
     const identity: ClusterIdentity = {
       clusterId: 'c1',
       ca: ca.certPem,
-      key: '',
-      cert: '',
+      key: own.key,
+      cert: own.chain,
       nodeCa: await CertificateAuthority.load(nodeCaCert, nodeCaKeys.privateKey),
       nodeCaKey: nodeCaKeys.privateKey,
     };
