@@ -2,9 +2,12 @@
  * @module cluster/node-enrollment
  * NetManagers join their cluster: a node token (checked by the root) and a certificate request for
  * urn:oaknet:node:<cluster>:<worker> get a certificate signed by this cluster's node CA, so the node can
- * connect to the cluster's broker. A worker ID belongs to the token that first enrolled it (no takeover);
- * a node renews with its current certificate, even one that expired up to RENEW_EXPIRED_DAYS ago (the
- * root's limit for clusters); later it must enroll again with a node token.
+ * connect to the cluster's broker. A worker ID belongs to the token that first enrolled it (no takeover).
+ * That token may enroll it again (a node that lost its state) only while it enrolled no other worker: a
+ * token shared by many nodes (the local platform's, a fleet's) would otherwise buy any of them the
+ * certificate, and with it the MQTT session, of every other. A node renews with its current certificate,
+ * even one that expired up to RENEW_EXPIRED_DAYS ago (the root's limit for clusters); later it must enroll
+ * again with a node token.
  */
 import { X509Certificate } from 'node:crypto';
 import type { TLSSocket } from 'node:tls';
@@ -62,6 +65,15 @@ export class NodeEnrollment {
         throw new ForbiddenError(
           `worker ${worker} was enrolled with another token (${old.tokenId}); a worker ID cannot be taken over`,
         );
+      if (old) {
+        const other = tx
+          .list<NodeEnrollmentRecord>('auth/node/')
+          .find(([, r]) => r.tokenId === token.id && r.workerId !== worker);
+        if (other)
+          throw new ForbiddenError(
+            `worker ${worker} is enrolled already, and token ${token.id} enrolled other workers too (${other[1].workerId}): a shared token cannot enroll a worker again; the node renews with its certificate, or enrolls with a token of its own`,
+          );
+      }
       const rec: NodeEnrollmentRecord = {
         workerId: worker,
         tokenId: token.id,

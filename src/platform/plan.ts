@@ -48,6 +48,25 @@ export interface PlatformSpec {
   onStep?: (step: string, done: boolean) => void;
   /** No TLS and no authentication (default: secure, the platform makes its CA and tokens). */
   insecure?: boolean;
+  /** The root's limits where they differ from its defaults (`oaknet root --max-services`, ...). */
+  rootLimits?: RootLimits;
+}
+
+/** Limits of the root that a platform may raise or lower (each one's default is `oaknet root`'s). */
+export interface RootLimits {
+  /** --max-services */
+  maxServices?: number;
+  /** --allocation-rate-limit: requests per caller per 10 s to each allocating route (0: none of its own) */
+  allocationRateLimit?: number;
+}
+
+/** The `oaknet root` flags of `limits`. */
+export function rootLimitFlags(limits: RootLimits | undefined): string[] {
+  const flags: string[] = [];
+  if (limits?.maxServices !== undefined) flags.push('--max-services', String(limits.maxServices));
+  if (limits?.allocationRateLimit !== undefined)
+    flags.push('--allocation-rate-limit', String(limits.allocationRateLimit));
+  return flags;
 }
 
 /** The environment marker ("OAKNET_PLATFORM=<id>") every process of platform `id` carries. */
@@ -82,6 +101,16 @@ export function planPlatform(spec: PlatformSpec): PlatformState {
     throw new InvalidInputError(`clusters must be 1-${MAX_CLUSTERS}, got ${clusters}`);
   }
   if (spec.latency) checkLatency(spec.latency);
+  const { maxServices, allocationRateLimit } = spec.rootLimits ?? {};
+  if (maxServices !== undefined && (!Number.isInteger(maxServices) || maxServices < 1))
+    throw new InvalidInputError(`rootLimits.maxServices must be a positive integer, got ${maxServices}`);
+  if (
+    allocationRateLimit !== undefined &&
+    (!Number.isInteger(allocationRateLimit) || allocationRateLimit < 0)
+  )
+    throw new InvalidInputError(
+      `rootLimits.allocationRateLimit must be a non-negative integer, got ${allocationRateLimit}`,
+    );
   const stateDir = resolve(spec.stateDir);
   const prefix = underlayPrefix(id);
   const ctlIp = `${prefix}.1`;
@@ -117,7 +146,7 @@ export function planPlatform(spec: PlatformSpec): PlatformState {
       peerNs: ns,
       peerName: 'eth0',
     })),
-    root: { port: ROOT_PORT, hostPort: 0 },
+    root: { port: ROOT_PORT, hostPort: 0, ...(spec.rootLimits ? { limits: { ...spec.rootLimits } } : {}) },
     clusters: Array.from({ length: clusters }, (_, i) => ({
       name: `c${i + 1}`,
       clusterId: `${id}-c${i + 1}`,

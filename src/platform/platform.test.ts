@@ -12,7 +12,7 @@ import { InvalidInputError, SystemError } from '../errors.ts';
 import { ExecRunner } from '../node/net/runner.ts';
 import { isAlive, readProcStat } from '../system/proc.ts';
 import { listNetns } from './netns.ts';
-import { planPlatform, randomPlatformId } from './plan.ts';
+import { planPlatform, randomPlatformId, rootLimitFlags } from './plan.ts';
 import { createPlatform, loadPlatform, type Platform } from './platform.ts';
 import { waitFor } from './processes.ts';
 import { readState, statePath } from './state.ts';
@@ -96,6 +96,26 @@ describe('planPlatform', () => {
       () => planPlatform({ stateDir: '/tmp/x', nodes: 1, latency: { interSiteMs: -1 } }),
       InvalidInputError,
     );
+    assert.throws(
+      () => planPlatform({ stateDir: '/tmp/x', nodes: 1, rootLimits: { maxServices: 0 } }),
+      InvalidInputError,
+    );
+  });
+
+  it("keeps the root's limits (defaults unless given) for its starts", () => {
+    assert.equal(planPlatform({ stateDir: '/tmp/x', nodes: 1 }).root.limits, undefined);
+    assert.deepEqual(rootLimitFlags(undefined), []);
+    const st = planPlatform({
+      stateDir: '/tmp/x',
+      nodes: 1,
+      rootLimits: { maxServices: 30_000, allocationRateLimit: 0 },
+    });
+    assert.deepEqual(rootLimitFlags(st.root.limits), [
+      '--max-services',
+      '30000',
+      '--allocation-rate-limit',
+      '0',
+    ]);
   });
 });
 

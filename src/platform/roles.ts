@@ -18,6 +18,7 @@ import {
   scheme,
   tokenFile,
 } from './credentials.ts';
+import { rootLimitFlags } from './plan.ts';
 import { httpOk } from './processes.ts';
 import type { ClusterState, NodeState, PlatformState } from './state.ts';
 
@@ -45,6 +46,7 @@ export async function startRoot(
       '--log-level',
       logLevel,
       ...(st.insecure ? ['--insecure'] : ['--pki-dir', pkiDir(st)]),
+      ...rootLimitFlags(st.root.limits),
     ]),
   );
   const fwd = await hostForwarder(l, runner, 'fwd-root', st.root.port, st.root.hostPort);

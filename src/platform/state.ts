@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { InvalidInputError } from '../errors.ts';
 import { writePrivateFileSync } from '../store/private-files.ts';
 import type { LatencyBackend, LatencySpec, SiteMap } from './latency.ts';
+import type { RootLimits } from './plan.ts';
 import type { VethSpec } from './netns.ts';
 import type { ProcessRecord } from './processes.ts';
 
@@ -96,8 +97,11 @@ export interface PlatformState {
    * and tokens are in `<stateDir>/pki` (root's: ca.crt, admin.token) and `<stateDir>/tokens` (0600).
    */
   insecure?: boolean;
-  /** Root service manager: HTTP port in the control namespace and its host forwarder port. */
-  root: { port: number; hostPort: number };
+  /**
+   * Root service manager: HTTP port in the control namespace, its host forwarder port, and its limits where
+   * they are not the defaults (kept for restarts).
+   */
+  root: { port: number; hostPort: number; limits?: RootLimits };
   /** Cluster service managers. */
   clusters: ClusterState[];
   /** Worker nodes. */

@@ -22,6 +22,16 @@ describe('inTurn', () => {
     assert.deepEqual(order, ['A', 'other', 'B']);
   });
 
+  it('lets callers take turns: a work of another caller waits for one of a busy caller, not all', async () => {
+    const order: string[] = [];
+    const busy = Array.from({ length: 5 }, (_, i) => inTurn(() => order.push(`busy${i}`), 'ip:a'));
+    await busy[0];
+    // ip:a is waiting again after its turn; ip:b, new, comes first, then they alternate
+    const other = [inTurn(() => order.push('b0'), 'ip:b'), inTurn(() => order.push('b1'), 'ip:b')];
+    await Promise.all([...busy, ...other]);
+    assert.deepEqual(order, ['busy0', 'b0', 'busy1', 'b1', 'busy2', 'busy3', 'busy4']);
+  });
+
   it("passes a work's error to its caller only", async () => {
     const failing = inTurn(() => {
       throw new InvalidInputError('bad page');
@@ -31,13 +41,15 @@ describe('inTurn', () => {
     assert.equal(await fine, 'ok');
   });
 
-  it('refuses work beyond 1,000 waiting with E_UNAVAILABLE', async () => {
+  it("refuses a caller's work beyond 1,000 waiting with E_UNAVAILABLE; another caller still gets a turn", async () => {
     const waiting = Array.from({ length: 1000 }, (_, i) => inTurn(() => i));
     await assert.rejects(
       inTurn(() => -1),
       (err: unknown) => err instanceof UnavailableError && err.code === 'E_UNAVAILABLE',
     );
+    const other = inTurn(() => 'another caller', 'ip:b');
     assert.equal((await Promise.all(waiting)).length, 1000);
+    assert.equal(await other, 'another caller');
     assert.equal(await inTurn(() => 'room again'), 'room again');
   });
 });

@@ -11,6 +11,7 @@ import { ForbiddenError, InvalidInputError } from '../errors.ts';
 import { callingCluster, installAuth, isClusterCaller, type Principal } from '../protocol/http-auth.ts';
 import {
   BODY_LIMIT,
+  callerKey,
   installRateLimits,
   inTurn,
   LARGE_BODY_LIMIT,
@@ -129,7 +130,8 @@ export async function buildRootApi(deps: RootApiDeps) {
   app.get(
     rootPaths.status,
     { schema: { response: { 200: RootStatus, ...errors } }, config: { allow: READ } },
-    () => inTurn(() => ({ rate_limited: limitCounters.rateLimited, ...registry.status() })),
+    (req) =>
+      inTurn(() => ({ rate_limited: limitCounters.rateLimited, ...registry.status() }), callerKey(req)),
   );
 
   // ---- clusters
@@ -158,8 +160,9 @@ export async function buildRootApi(deps: RootApiDeps) {
       config: { allow: READ },
     },
     (req, reply) =>
-      inTurn(() =>
-        sendPage(reply, rootPaths.clusters, req.query, registry.clustersPage(pageRequest(req.query))),
+      inTurn(
+        () => sendPage(reply, rootPaths.clusters, req.query, registry.clustersPage(pageRequest(req.query))),
+        callerKey(req),
       ),
   );
 
@@ -193,10 +196,12 @@ export async function buildRootApi(deps: RootApiDeps) {
       config: { allow: READ },
     },
     (req, reply) =>
-      inTurn(() =>
-        sendPage(reply, rootPaths.services, req.query, registry.jobsPage(pageRequest(req.query))).map((j) =>
-          Registry.toDocument(j),
-        ),
+      inTurn(
+        () =>
+          sendPage(reply, rootPaths.services, req.query, registry.jobsPage(pageRequest(req.query))).map((j) =>
+            Registry.toDocument(j),
+          ),
+        callerKey(req),
       ),
   );
 
@@ -373,13 +378,15 @@ export async function buildRootApi(deps: RootApiDeps) {
       config: { allow: CLUSTER_OR_READ },
     },
     (req, reply) =>
-      inTurn(() =>
-        sendPage(
-          reply,
-          rootPaths.workers,
-          req.query,
-          registry.workersPage(pageRequest(req.query), callingCluster(req, req.query.cluster_id)),
-        ),
+      inTurn(
+        () =>
+          sendPage(
+            reply,
+            rootPaths.workers,
+            req.query,
+            registry.workersPage(pageRequest(req.query), callingCluster(req, req.query.cluster_id)),
+          ),
+        callerKey(req),
       ),
   );
 

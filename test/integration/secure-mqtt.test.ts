@@ -232,6 +232,22 @@ describe('secure MQTT: node certificates and the topic access list', () => {
     );
   });
 
+  it('a token shared by several nodes cannot enroll one of them again; a token of its own can', async () => {
+    const again = (worker: string, token: string, where: string) =>
+      new NodeCredentials({ stateDir: join(dir, where), clusterApi: cluster.url, token, log }).forWorker(
+        worker,
+      );
+    // wa and wb enrolled with nodeToken: whoever holds it must not get wa's certificate (and session)
+    await assert.rejects(again('wa', nodeToken, 'again-wa'), {
+      code: 'E_FORBIDDEN',
+      message: /shared token cannot enroll a worker again/,
+    });
+    const own = root.tokens!.create('node').token;
+    await again('we', own, 'we-1');
+    const lost = await again('we', own, 'we-2'); // the node lost its state
+    assert.equal(lost.workerId, 'we');
+  });
+
   it('a cluster token or an expired/revoked node token does not enroll a node', async () => {
     await assert.rejects(enroll('wc', root.tokens!.create('cluster').token), { code: 'E_FORBIDDEN' });
     const { token, info } = root.tokens!.create('node');
