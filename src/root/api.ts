@@ -22,6 +22,7 @@ import { createApiServer, type ServerTls } from '../protocol/http-server.ts';
 import { requireHostOrIp } from '../protocol/url.ts';
 import { fromPathSegment, requireJobName } from '../protocol/names.ts';
 import { pagedArray, pagedDescription, pageRequest, sendPage } from '../protocol/pagination.ts';
+import { PageCache } from './page-cache.ts';
 import {
   AvailableIpQuery,
   AvailableIps,
@@ -83,6 +84,7 @@ const ORCHESTRATOR: Principal[] = ['orchestrator'];
 
 export async function buildRootApi(deps: RootApiDeps) {
   const { registry, notifier } = deps;
+  const servicePages = new PageCache<JobDocument>(() => registry.writes);
   const app = createApiServer(deps.log, BODY_LIMIT, deps.tls);
   // the rate limits first: a flood is refused before its credentials cost anything
   const limitCounters = new LimitCounters();
@@ -196,13 +198,15 @@ export async function buildRootApi(deps: RootApiDeps) {
       config: { allow: READ },
     },
     (req, reply) =>
-      inTurn(
-        () =>
-          sendPage(reply, rootPaths.services, req.query, registry.jobsPage(pageRequest(req.query))).map((j) =>
-            Registry.toDocument(j),
-          ),
-        callerKey(req),
-      ),
+      inTurn(() => {
+        // a flood of readers of the same pages costs one read of each (root/page-cache.ts)
+        const page = pageRequest(req.query);
+        const { items, next } = servicePages.get(`${page.limit} ${page.after ?? ''}`, () => {
+          const read = registry.jobsPage(page);
+          return { items: read.items.map((j) => Registry.toDocument(j)), next: read.next };
+        });
+        return sendPage(reply, rootPaths.services, req.query, { items, next });
+      }, callerKey(req)),
   );
 
   app.post(

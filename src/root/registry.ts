@@ -147,6 +147,11 @@ export class Registry {
   }
 
   /** A page of jobs in ID order, read from the cursor on; the cursor is a job ID. */
+  /** Writes to the registry's store so far (Store.writes): what was read is current while it stays. */
+  get writes(): number {
+    return this.store.writes;
+  }
+
   jobsPage(page: PageRequest): Page<JobRecord> {
     return this.store.transact((tx) => listJobsPage(tx, page));
   }

@@ -35,4 +35,20 @@ describe('tokens', () => {
     assert.throws(() => tokens.revoke('0000000000000000'), { code: 'E_NOT_FOUND' });
     assert.equal(tokens.list().find((t) => t.id === info.id)?.expires, '2026-12-01T00:01:00.000Z');
   });
+
+  it('count every use, but write them to the store at most once a minute (a write is an fsync)', () => {
+    const store = new MemoryStore();
+    let now = new Date('2026-01-01T00:00:00Z');
+    const tokens = new TokenStore(store, PIN, () => now);
+    const { token, info } = tokens.create('read-only');
+    const before = store.writes;
+    for (let i = 0; i < 100; i++) tokens.verify(token, ['read-only']);
+    assert.equal(store.writes - before, 1, 'the first use is written, the next 99 wait');
+    assert.equal(tokens.list().find((t) => t.id === info.id)?.uses, 100);
+    now = new Date(now.getTime() + 60_000);
+    const last = tokens.verify(token, ['read-only']);
+    assert.equal(store.writes - before, 2);
+    assert.equal(last.uses, 101);
+    assert.equal(last.last_used, now.toISOString());
+  });
 });

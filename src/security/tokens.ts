@@ -80,7 +80,13 @@ export function parseToken(text: string): { pin: string; id: string; secret: str
 
 const KEY = 'auth/token/';
 
+/** Uses of a token are written to the store at most this often (each write is an fsync). */
+const USE_SAVE_MS = 60_000;
+
 export class TokenStore {
+  /** Uses not yet written, per token ID: lost on a crash (at most a minute of counts). */
+  private readonly unsaved = new Map<string, { uses: number; lastUsed: string; savedAt: number }>();
+
   constructor(
     private readonly store: Store,
     /** The platform CA's pin, carried in every token. */
@@ -132,15 +138,31 @@ export class TokenStore {
         throw new UnauthenticatedError(`token ${id} expired at ${rec.expires}`);
       if (!roles.includes(rec.role))
         throw new ForbiddenError(`token ${id} has the role ${rec.role}; this needs ${roles.join(' or ')}`);
-      rec.uses += 1;
-      rec.lastUsed = now.toISOString();
-      tx.put(KEY + id, rec as never);
-      return toInfo(rec);
+      // counted in memory and written once a minute: a write per request would be an fsync per request
+      const u = this.unsaved.get(id) ?? { uses: 0, lastUsed: '', savedAt: 0 };
+      u.uses += 1;
+      u.lastUsed = now.toISOString();
+      this.unsaved.set(id, u);
+      if (now.getTime() - u.savedAt >= USE_SAVE_MS) {
+        rec.uses += u.uses;
+        rec.lastUsed = u.lastUsed;
+        tx.put(KEY + id, rec as never);
+        u.uses = 0;
+        u.savedAt = now.getTime();
+        return toInfo(rec);
+      }
+      return this.info(rec);
     });
   }
 
   list(): TokenInfo[] {
-    return this.store.transact((tx) => tx.list<TokenRecord>(KEY).map(([, r]) => toInfo(r)));
+    return this.store.transact((tx) => tx.list<TokenRecord>(KEY).map(([, r]) => this.info(r)));
+  }
+
+  /** A record's info with the uses not written yet. */
+  private info(r: TokenRecord): TokenInfo {
+    const u = this.unsaved.get(r.id);
+    return u && u.uses > 0 ? toInfo({ ...r, uses: r.uses + u.uses, lastUsed: u.lastUsed }) : toInfo(r);
   }
 
   /** Revokes a token by ID (idempotent); returns its info. */
@@ -150,7 +172,7 @@ export class TokenStore {
       if (!rec) throw new NotFoundError(`no token ${id}`);
       rec.revoked ??= this.now().toISOString();
       tx.put(KEY + id, rec as never);
-      return toInfo(rec);
+      return this.info(rec);
     });
   }
 }

@@ -9,6 +9,7 @@ export class MemoryStore implements Store {
   private readonly values = new Map<string, string>();
   private readonly keys: string[] = [];
   private closed = false;
+  writes = 0;
 
   transact<T>(fn: (tx: Tx) => T): T {
     if (this.closed) throw new Error('store is closed');
@@ -19,12 +20,14 @@ export class MemoryStore implements Store {
         return raw === undefined ? undefined : (JSON.parse(raw) as V);
       },
       put: (key, value) => {
+        this.writes++;
         undo.push([key, this.values.get(key)]);
         this.set(key, JSON.stringify(value));
       },
       delete: (key) => {
         const old = this.values.get(key);
         if (old === undefined) return false;
+        this.writes++;
         undo.push([key, old]);
         this.set(key, undefined);
         return true;

@@ -28,6 +28,7 @@ export class SqliteStore implements Store {
   private readonly db: Database.Database;
   private readonly tx: Tx;
   private readonly run: (fn: (tx: Tx) => unknown) => unknown;
+  writes = 0;
 
   /** Opens (creating when missing) the store at path; ':memory:' gives a private in-memory database. */
   constructor(path: string, options: SqliteStoreOptions = {}) {
@@ -62,9 +63,13 @@ export class SqliteStore implements Store {
         return row ? (JSON.parse(row.value) as T) : undefined;
       },
       put: (key, value) => {
+        this.writes++;
         put.run(key, JSON.stringify(value));
       },
-      delete: (key) => del.run(key).changes > 0,
+      delete: (key) => {
+        this.writes++;
+        return del.run(key).changes > 0;
+      },
       list: <T>(prefix: string, limit?: number, after?: string): Array<[string, T]> =>
         (after !== undefined && after >= prefix
           ? listAfter.all(after, prefixEnd(prefix), limit ?? -1)

@@ -31,6 +31,12 @@ export interface Tx {
 export interface Store {
   /** Runs fn as one atomic, isolated transaction: all of its writes land or, if fn throws, none do. */
   transact<T>(fn: (tx: Tx) => T): T;
+  /**
+   * Puts and deletes made through this store object so far (those of rolled-back transactions too): what
+   * was read from it is current while this has not moved. Writes of other processes sharing the file do not
+   * count.
+   */
+  readonly writes: number;
   /** Releases the store; later calls throw. */
   close(): void;
 }
