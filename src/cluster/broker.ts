@@ -5,6 +5,7 @@
  * over TLS 1.3 (port 10003, as upstream's TLS listener), a client certificate from the platform CA required,
  * and the access list of broker-acl.ts on every connect (with its last will), publish and subscribe.
  */
+import type { X509Certificate } from 'node:crypto';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
 import { Aedes, type AuthenticateError } from 'aedes';
@@ -17,6 +18,8 @@ import type { BrokerAcl } from './broker-acl.ts';
 export interface BrokerSecurity {
   tls: ServerTls;
   acl: BrokerAcl;
+  /** The CAs that sign the broker's clients (for resumed TLS sessions, which keep no chain). */
+  issuers: () => readonly X509Certificate[];
 }
 
 export interface EmbeddedBroker {
@@ -56,7 +59,7 @@ export async function startEmbeddedBroker(
           authenticate: (client, _user, _password, done) => {
             const socket = client.conn as Partial<TLSSocket>;
             // only what the certificate's issuer may sign (a node CA signs its own cluster's nodes only)
-            const identity = socket.authorized ? peerIdentityOf(socket) : undefined;
+            const identity = socket.authorized ? peerIdentityOf(socket, security.issuers()) : undefined;
             const will = wills.get(client);
             const d = acl.connect(identity, client.id, will);
             if (!d.ok || !identity) {

@@ -3,7 +3,7 @@
  * Wiring of the cluster service manager: store -> cache -> resolver; MQTT broker (embedded aedes, or an
  * external one such as mosquitto) and client; the NetManager channel; the link to the root; HTTP API.
  */
-import { randomUUID } from 'node:crypto';
+import { randomUUID, type X509Certificate } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import type { MqttClient } from 'mqtt';
 import type { Logger } from 'pino';
@@ -22,7 +22,8 @@ import { BrokerAcl } from './broker-acl.ts';
 import { startEmbeddedBroker, type EmbeddedBroker } from './broker.ts';
 import { ClusterCache } from './cache.ts';
 import { storedClusterId } from './cluster-id.ts';
-import type { ClusterCredentials } from './credentials.ts';
+import type { ClusterCredentials, ClusterIdentity } from './credentials.ts';
+import { firstCertificate } from '../security/pki.ts';
 import { NodeChannel } from './node-channel.ts';
 import { NodeEnrollment } from './node-enrollment.ts';
 import { Resolver } from './resolver.ts';
@@ -97,6 +98,14 @@ export async function startCluster(o: ClusterOptions): Promise<RunningCluster> {
   const resolver = new Resolver(cache, root, log.child({ component: 'resolver' }));
 
   const verifier = creds ? new RemoteTokenVerifier(root) : undefined;
+  // who signs this cluster's clients: the platform CA (the root, other clusters) and its own node CA
+  let issuerList: { of: ClusterIdentity; cas: X509Certificate[] } | undefined;
+  const issuers = (): X509Certificate[] => {
+    const current = creds!.current;
+    if (issuerList?.of !== current)
+      issuerList = { of: current, cas: [firstCertificate(current.ca), current.nodeCa.cert] };
+    return issuerList.cas;
+  };
   let broker: EmbeddedBroker | undefined;
   let mqttUrl = o.mqttUrl;
   const acl = creds ? new BrokerAcl(clusterId) : undefined;
@@ -106,7 +115,7 @@ export async function startCluster(o: ClusterOptions): Promise<RunningCluster> {
       o.mqttPort ?? 10003,
       o.host ?? '::',
       log.child({ component: 'broker' }),
-      tls && acl ? { tls, acl } : undefined,
+      tls && acl ? { tls, acl, issuers } : undefined,
     );
     mqttUrl = `${creds ? 'mqtts' : 'mqtt'}://127.0.0.1:${broker.port}`;
   }
@@ -195,7 +204,14 @@ export async function startCluster(o: ClusterOptions): Promise<RunningCluster> {
     bootId: randomUUID(),
     version: VERSION,
     ...(tls ? { tls } : {}),
-    auth: verifier ? { mode: 'tls', tokens: verifier } : { mode: 'insecure' },
+    auth:
+      verifier && creds
+        ? {
+            mode: 'tls',
+            tokens: verifier,
+            issuers,
+          }
+        : { mode: 'insecure' },
     ...(enrollment ? { nodeEnrollment: enrollment } : {}),
     counters: limitCounters,
     ...(o.rateLimits ? { rateLimits: o.rateLimits } : {}),

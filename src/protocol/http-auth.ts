@@ -54,12 +54,23 @@ export interface AuthCounters {
 export type CertificateCheck = (identity: Identity, serial: string) => string | undefined;
 
 export type AuthMode =
-  { mode: 'insecure' } | { mode: 'tls'; tokens: TokenVerifier; certificates?: CertificateCheck };
+  | { mode: 'insecure' }
+  | {
+      mode: 'tls';
+      tokens: TokenVerifier;
+      certificates?: CertificateCheck;
+      /** The CAs that sign this server's clients (for resumed TLS sessions, which keep no chain). */
+      issuers: () => readonly X509Certificate[];
+    };
+
+/** Each API server's issuers (AuthMode), by its HTTP server: the rate limits read certificates too. */
+const issuersByServer = new WeakMap<object, () => readonly X509Certificate[]>();
 
 /** Installs the hook on an API server; returns its counters. */
 export function installAuth(app: FastifyInstance, auth: AuthMode): AuthCounters {
   const counters: AuthCounters = { unauthenticated: 0, forbidden: 0 };
   app.decorateRequest('caller', null as unknown as { getter: () => Caller });
+  if (auth.mode === 'tls') issuersByServer.set(app.server, auth.issuers);
   // before the body is read, and after the routes' onRequest hooks (the rate limits: a flood is refused
   // before its credentials cost anything)
   app.addHook('preParsing', async (req: FastifyRequest, reply: FastifyReply, payload) => {
@@ -127,7 +138,7 @@ function certificateCaller(req: FastifyRequest): Caller {
       certProblem: `the client certificate was refused: ${String(socket.authorizationError ?? 'not from the platform CA')}`,
     };
   } else {
-    const identity = peerIdentityOf(socket);
+    const identity = peerIdentityOf(socket, issuersByServer.get(req.server.server)?.() ?? []);
     serial = new X509Certificate(peer.raw).serialNumber;
     caller = identity
       ? { kind: 'cert', identity }

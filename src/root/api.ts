@@ -97,6 +97,7 @@ export async function buildRootApi(deps: RootApiDeps) {
       ? {
           mode: 'tls',
           tokens: security.tokens,
+          issuers: () => [security.ca.cert],
           // a cluster's certificate authenticates it while it is its current one and it is not revoked
           certificates: (identity, serial) =>
             identity.kind === 'cluster'

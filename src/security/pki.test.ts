@@ -261,6 +261,42 @@ describe('platform PKI', () => {
     );
     fake.close();
   });
+
+  it('a resumed TLS session (no chain kept) still yields the identity, from the issuers this side knows', async () => {
+    const server = await ca.issueKeyAndChain({ kind: 'root' }, 1);
+    const client = await ca.issueKeyAndChain({ kind: 'cluster', clusterId: 'c5' }, 1);
+    const seen: Array<[boolean, Identity | undefined, Identity | undefined]> = [];
+    const srv = createTlsServer(
+      { key: server.key, cert: server.chain, ca: ca.certPem, requestCert: true, minVersion: 'TLSv1.3' },
+      (sock) => {
+        seen.push([sock.isSessionReused(), peerIdentityOf(sock), peerIdentityOf(sock, [ca.cert])]);
+        sock.end('ok');
+      },
+    );
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+    const port = (srv.address() as { port: number }).port;
+    let session: Buffer | undefined;
+    for (let i = 0; i < 2; i++) {
+      await new Promise<void>((resolve, reject) => {
+        const sock = tlsConnect({
+          port,
+          host: '127.0.0.1',
+          ...tlsOptions({ ca: ca.certPem, key: client.key, cert: client.chain, expect: { kind: 'root' } }),
+          ...(session ? { session } : {}),
+        });
+        sock.on('session', (s: Buffer) => (session = s));
+        sock.on('data', () => undefined);
+        sock.on('end', () => resolve());
+        sock.on('error', reject);
+      });
+    }
+    srv.close();
+    const c5: Identity = { kind: 'cluster', clusterId: 'c5' };
+    assert.deepEqual(seen, [
+      [false, c5, c5],
+      [true, undefined, c5],
+    ]);
+  });
 });
 
 function uriTail(id: Identity): string {

@@ -187,12 +187,20 @@ export function verifiedIdentityOf(
   return by.length === 0 && issuer.checkIssued(issuer) ? id : undefined;
 }
 
-/** verifiedIdentityOf for a TLS peer: its certificate and the issuer the handshake found for it. */
-export function peerIdentityOf(socket: {
-  getPeerX509Certificate?: () => X509Certificate | undefined;
-}): Identity | undefined {
+/**
+ * verifiedIdentityOf for a TLS peer: its certificate and the issuer the handshake found for it. A resumed
+ * TLS session keeps the peer's certificate but not its chain; its issuer is then the one of `issuers` (the
+ * CAs this side knows: the platform CA, a cluster's own node CA) that signed it.
+ */
+export function peerIdentityOf(
+  socket: { getPeerX509Certificate?: () => X509Certificate | undefined },
+  issuers: readonly X509Certificate[] = [],
+): Identity | undefined {
   const cert = socket.getPeerX509Certificate?.();
-  return cert ? verifiedIdentityOf(cert, cert.issuerCertificate) : undefined;
+  if (!cert) return undefined;
+  const issuer =
+    cert.issuerCertificate ?? issuers.find((i) => cert.checkIssued(i) && cert.verify(i.publicKey));
+  return verifiedIdentityOf(cert, issuer);
 }
 
 export interface IssueRequest {
