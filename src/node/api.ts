@@ -36,7 +36,7 @@ function buildNodeApp(nm: NetManager, log: Logger) {
   const app = createApiServer(log, 1 << 16);
 
   app.post(nodePaths.register, { schema: { body: Register, response: empty } }, async (req, reply) => {
-    await nm.register(req.body.client_id, req.body.cluster_address);
+    await nm.register(req.body.client_id, req.body.cluster_address, req.body.token);
     return reply.status(200).send(null);
   });
 

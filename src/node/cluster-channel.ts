@@ -21,7 +21,7 @@ export interface ClusterChannel {
    * Gets what connecting as `workerId` needs (a secure channel: the node's certificate, enrolling with its
    * token the first time); before connect. Rejects naming the problem.
    */
-  prepare?(workerId: string): Promise<void>;
+  prepare?(workerId: string, token?: string): Promise<void>;
   /** Connects as worker `workerId` to the cluster at `url` (mqtt://host:port) and keeps reconnecting; a second
    * connect before close() is a caller bug (it throws). */
   connect(workerId: string, url: string): void;

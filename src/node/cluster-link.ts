@@ -57,10 +57,11 @@ export class ClusterLink implements ClusterChannel {
     });
   }
 
-  async prepare(workerId: string): Promise<void> {
+  /** The node's identity for workerId (enrolled with `token`, else the command line's, if it has none). */
+  async prepare(workerId: string, token?: string): Promise<void> {
     const creds = this.o.credentials;
     if (!creds) return;
-    await creds.forWorker(workerId);
+    await creds.forWorker(workerId, token);
     creds.startRenewal();
   }
 

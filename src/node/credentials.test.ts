@@ -57,4 +57,20 @@ describe('NodeCredentials: the node token goes only to a server that proves the 
       }
     }
   });
+
+  it('takes the token of a registration when the command line gave none', async () => {
+    const { ca } = await CertificateAuthority.create();
+    const { ca: other } = await CertificateAuthority.create('attacker');
+    const token = new TokenStore(new MemoryStore(), caPin(ca.cert)).create('node').token;
+    const server = await impostor(other, { kind: 'cluster', clusterId: 'c1' });
+    try {
+      const creds = new NodeCredentials({ stateDir: join(dir, 'registered'), clusterApi: server.url, log });
+      await assert.rejects(creds.forWorker('w1'), /no identity in .* yet: start the node once with --token/);
+      // the registration's token is used, and checked against its pin like the command line's
+      await assert.rejects(creds.forWorker('w1', token), /does not present the CA this token was made for/);
+      assert.equal(server.requests(), 0);
+    } finally {
+      await server.close();
+    }
+  });
 });

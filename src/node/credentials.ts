@@ -52,8 +52,11 @@ export class NodeCredentials {
 
   constructor(private readonly o: NodeCredentialsOptions) {}
 
-  /** The identity of worker `workerId`: from the state directory, else enrolled with the token. */
-  async forWorker(workerId: string): Promise<NodeIdentity> {
+  /**
+   * The identity of worker `workerId`: from the state directory, else enrolled with `token` (from
+   * /register) or the command line's.
+   */
+  async forWorker(workerId: string, token = this.o.token): Promise<NodeIdentity> {
     if (this.id) {
       if (this.id.workerId !== workerId)
         throw new InvalidInputError(`this node's identity is worker ${this.id.workerId}, not ${workerId}`);
@@ -69,10 +72,9 @@ export class NodeCredentials {
       this.id = stored;
       return stored;
     }
-    const token = this.o.token;
     if (token === undefined)
       throw new InvalidInputError(
-        `worker ${workerId} has no identity in ${this.o.stateDir} yet: start the node once with --token <node token> (oaknet token create --role node)`,
+        `worker ${workerId} has no identity in ${this.o.stateDir} yet: start the node once with --token <node token> (oaknet token create --role node), or register it with one (POST /register with "token")`,
       );
     const { ca, identity } = await discoverServer(this.o.clusterApi, token);
     if (identity.kind !== 'cluster')

@@ -140,7 +140,7 @@ export class NetManager {
    * Registers this node as worker `workerId` (upstream's POST /register). Registering again with the same ID
    * is a no-op; a different ID is an InvalidInputError (HTTP 400, as upstream answers it).
    */
-  async register(workerId: string, clusterAddress?: string): Promise<void> {
+  async register(workerId: string, clusterAddress?: string, token?: string): Promise<void> {
     requireId(workerId, 'client_id');
     // it becomes the broker's host in a URL: an address or a name, not a URL of its own. (The node enrolls
     // at the cluster API of its command line, never at this address: see node/credentials.ts.)
@@ -153,7 +153,7 @@ export class NetManager {
       return;
     }
     this.pendingWorker = workerId;
-    this.registering = this.start(workerId, clusterAddress || this.config.clusterHost).catch(
+    this.registering = this.start(workerId, clusterAddress || this.config.clusterHost, token).catch(
       (err: unknown) => {
         this.pendingWorker = undefined;
         throw err;
@@ -162,7 +162,7 @@ export class NetManager {
     await this.registering;
   }
 
-  private async start(workerId: string, clusterHost: string): Promise<void> {
+  private async start(workerId: string, clusterHost: string, token?: string): Promise<void> {
     const { cluster, stateFile, log } = this.parts;
     const { plan } = this.config;
     const stored = stateFile.load();
@@ -172,7 +172,7 @@ export class NetManager {
       );
     }
     const clusterUrl = `mqtt://${hostForUrl(clusterHost)}:${this.config.clusterMqttPort}`;
-    await cluster.prepare?.(workerId);
+    await cluster.prepare?.(workerId, token);
     cluster.connect(workerId, clusterUrl);
     // what was set up so far, undone in reverse when a later step fails
     const undo: Array<() => unknown> = [() => cluster.close()];

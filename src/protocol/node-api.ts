@@ -9,6 +9,8 @@ import { DataPlaneStatus } from './dataplane-status.ts';
 export const Register = Type.Object({
   client_id: Type.String({ minLength: 1, maxLength: 128 }),
   cluster_address: Type.Optional(Type.String({ maxLength: 255 })),
+  /** oaknet's: a node token, for a node whose state holds no identity yet (instead of --token). */
+  token: Type.Optional(Type.String({ minLength: 1, maxLength: 512 })),
 });
 export type Register = Static<typeof Register>;
 
