@@ -182,6 +182,23 @@ async function processBench(b: ProcessBench): Promise<void> {
         })
       : {};
 
+  /**
+   * The credentials of a simulated NetManager that enrolled at the cluster with a node token, as a real one
+   * does (the cluster ignores messages of workers it did not enroll).
+   */
+  const enrolledNode = async (workerId: string): Promise<NodeCredentials> => {
+    const stateDir = join(dir, 'nodes', workerId);
+    mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+    const creds = new NodeCredentials({
+      stateDir,
+      clusterApi: clusterUrl,
+      token: pki!.nodeToken,
+      log: pino({ level: 'silent' }),
+    });
+    await creds.forWorker(workerId);
+    return creds;
+  };
+
   progress('root and cluster started');
   // 2. allocations/s over HTTP, 16 clients in flight
   {
@@ -250,7 +267,16 @@ async function processBench(b: ProcessBench): Promise<void> {
     const nm = await connectAsync(mqttUrl, {
       clientId: worker,
       protocolVersion: 4,
-      ...(await nodeMqtt(worker)),
+      ...(pki
+        ? await enrolledNode(worker).then((c) =>
+            mqttTlsOptions({
+              ca: pki.ca,
+              key: c.current!.key,
+              cert: c.current!.chain,
+              expect: { kind: 'cluster', clusterId: 'bench' },
+            }),
+          )
+        : {}),
     });
     clients.push(nm);
     const resultTopic = `nodes/${worker}/net/tablequery/result`;
@@ -374,24 +400,7 @@ async function processBench(b: ProcessBench): Promise<void> {
               orchestrator: { tls: pki.tls, token: pki.orchestrator },
               cluster: { tls: { ...pki.tls, key: ids.key, cert: ids.cert } },
               workerId: 'http0',
-              node: async (workerId: string) => {
-                const k = await ids.nodeCa.issueKeyAndChain(
-                  { kind: 'node', clusterId: 'bench', workerId },
-                  1,
-                );
-                const stateDir = join(dir, 'nodes', workerId);
-                mkdirSync(stateDir, { recursive: true, mode: 0o700 });
-                writeFileSync(
-                  join(stateDir, 'identity.json'),
-                  JSON.stringify({ key: k.key, chain: k.chain, ca: pki.ca }),
-                  { mode: 0o600 },
-                );
-                return new NodeCredentials({
-                  stateDir,
-                  clusterApi: clusterUrl,
-                  log: pino({ level: 'silent' }),
-                });
-              },
+              node: enrolledNode,
             },
           }
         : {}),
@@ -427,10 +436,11 @@ async function securePki(rootUrl: string, ca: string, adminToken: string, dir: s
   const tls = { ca, expect: { kind: 'root' as const } };
   const admin = new RootClient(rootUrl, { credentials: { tls, token: adminToken } });
   const orchestrator = (await admin.createToken('orchestrator')).token;
+  const nodeToken = (await admin.createToken('node', 3600)).token;
   const clusterTokenFile = join(dir, 'cluster.token');
   writeFileSync(clusterTokenFile, (await admin.createToken('cluster', 3600)).token, { mode: 0o600 });
   admin.close();
-  return { ca, tls, orchestrator, clusterTokenFile };
+  return { ca, tls, orchestrator, nodeToken, clusterTokenFile };
 }
 
 /** The identity the cluster process enrolled (its key, certificate and node CA), from its PKI directory. */
