@@ -11,7 +11,8 @@
 import { createPrivateKey } from 'node:crypto';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { errorMessage, InvalidInputError } from '../errors.ts';
+import { InvalidInputError } from '../errors.ts';
+import { RenewalTimer } from '../security/renewal.ts';
 import { authPaths, ClusterCertificates } from '../protocol/auth-api.ts';
 import { HttpTransport } from '../protocol/http-client.ts';
 import { replyText } from '../protocol/root-client.ts';
@@ -28,7 +29,6 @@ import {
 } from '../security/pki.ts';
 
 const certificates = parser(ClusterCertificates);
-const RETRY_MS = 30_000;
 
 export interface ClusterIdentity {
   clusterId: string;
@@ -41,7 +41,7 @@ export interface ClusterIdentity {
 }
 
 export class ClusterCredentials {
-  private timer: NodeJS.Timeout | undefined;
+  private readonly renewal: RenewalTimer;
   private readonly listeners: Array<(id: ClusterIdentity) => void> = [];
 
   private constructor(
@@ -49,7 +49,13 @@ export class ClusterCredentials {
     private readonly rootUrl: string,
     private id: ClusterIdentity,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.renewal = new RenewalTimer({
+      certificate: () => this.id.cert,
+      renew: () => this.renew(),
+      log: this.log,
+    });
+  }
 
   /**
    * The identity in `dir`, or a new one enrolled with `token` at the root. A stored identity of another
@@ -132,34 +138,11 @@ export class ClusterCredentials {
 
   /** Renews after two thirds of the certificate's life, retrying every 30 s on failure. */
   startRenewal(): void {
-    const cert = firstCertificate(this.id.cert);
-    const from = Date.parse(cert.validFrom);
-    const to = Date.parse(cert.validTo);
-    this.schedule(Math.max(0, from + ((to - from) * 2) / 3 - Date.now()));
+    this.renewal.start();
   }
 
   close(): void {
-    clearTimeout(this.timer);
-  }
-
-  private schedule(ms: number): void {
-    clearTimeout(this.timer);
-    this.timer = setTimeout(
-      () => {
-        this.renew().then(
-          () => this.startRenewal(),
-          (err: unknown) => {
-            this.log.warn(
-              { err: errorMessage(err), expires: this.expires.toISOString(), retryInMs: RETRY_MS },
-              'certificate renewal failed; retrying',
-            );
-            this.schedule(RETRY_MS);
-          },
-        );
-      },
-      Math.min(ms, 2 ** 31 - 1),
-    );
-    this.timer.unref();
+    this.renewal.stop();
   }
 }
 

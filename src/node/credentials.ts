@@ -14,18 +14,18 @@
 import { createPrivateKey } from 'node:crypto';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { errorMessage, InvalidInputError } from '../errors.ts';
+import { InvalidInputError } from '../errors.ts';
+import { RenewalTimer } from '../security/renewal.ts';
 import { authPaths, NodeCertificates } from '../protocol/auth-api.ts';
 import { HttpTransport } from '../protocol/http-client.ts';
 import { replyText } from '../protocol/root-client.ts';
 import { parser } from '../protocol/validate.ts';
 import { ensurePrivateDir, readIfExists, writePrivateFile } from '../security/files.ts';
 import { discoverServer } from '../security/join.ts';
-import { createCsr, firstCertificate, generateKeyPair, identityOf, verifyChain } from '../security/pki.ts';
+import { createCsr, generateKeyPair, identityOf, verifyChain } from '../security/pki.ts';
 
 const certificates = parser(NodeCertificates);
 const FILE = 'identity.json';
-const RETRY_MS = 30_000;
 
 export interface NodeIdentity {
   clusterId: string;
@@ -47,10 +47,16 @@ export interface NodeCredentialsOptions {
 
 export class NodeCredentials {
   private id: NodeIdentity | undefined;
-  private timer: NodeJS.Timeout | undefined;
+  private readonly renewal: RenewalTimer;
   private readonly listeners: Array<(id: NodeIdentity) => void> = [];
 
-  constructor(private readonly o: NodeCredentialsOptions) {}
+  constructor(private readonly o: NodeCredentialsOptions) {
+    this.renewal = new RenewalTimer({
+      certificate: () => this.id?.chain,
+      renew: () => this.renew(),
+      log: this.o.log,
+    });
+  }
 
   /**
    * The identity of worker `workerId`: from the state directory, else enrolled with `token` (from
@@ -130,43 +136,17 @@ export class NodeCredentials {
     } finally {
       t.close();
     }
+    this.o.log.info('node certificate renewed');
     for (const fn of this.listeners) fn(this.id);
   }
 
   /** Renews after two thirds of the certificate's life, retrying every 30 s on failure. */
   startRenewal(): void {
-    if (!this.id) return;
-    const cert = firstCertificate(this.id.chain);
-    const from = Date.parse(cert.validFrom);
-    const to = Date.parse(cert.validTo);
-    this.schedule(Math.max(0, from + ((to - from) * 2) / 3 - Date.now()));
+    this.renewal.start();
   }
 
   close(): void {
-    clearTimeout(this.timer);
-  }
-
-  private schedule(ms: number): void {
-    clearTimeout(this.timer);
-    this.timer = setTimeout(
-      () => {
-        this.renew().then(
-          () => {
-            this.o.log.info('node certificate renewed');
-            this.startRenewal();
-          },
-          (err: unknown) => {
-            this.o.log.warn(
-              { err: errorMessage(err), retryInMs: RETRY_MS },
-              'certificate renewal failed; retrying',
-            );
-            this.schedule(RETRY_MS);
-          },
-        );
-      },
-      Math.min(ms, 2 ** 31 - 1),
-    );
-    this.timer.unref();
+    this.renewal.stop();
   }
 }
 
