@@ -112,6 +112,34 @@ describe('secure control plane (TLS 1.3, certificates, tokens)', () => {
     assert.ok(status.refused.unauthenticated >= 1 && status.refused.forbidden >= 2, JSON.stringify(status));
   });
 
+  it('every documented route of root and cluster but health, the CA and enrollment is 401 without credentials', async () => {
+    // enrollment carries its token (or the current certificate) in the request itself
+    const open =
+      /^(GET \/api\/net\/health|GET \/api\/auth\/ca|POST \/api\/auth\/(clusters|nodes)\/(enroll|renew))$/;
+    for (const [url, expect] of [
+      [root.url, { kind: 'root' as const }],
+      [cluster.url, { kind: 'cluster' as const, clusterId: CLUSTER }],
+    ] as const) {
+      const t = new HttpTransport(url, { tls: { ca: ca.certPem, expect } });
+      try {
+        const doc = JSON.parse((await t.request('GET', '/docs/openapi.json')).text) as {
+          paths: Record<string, Record<string, unknown>>;
+        };
+        const routes = Object.entries(doc.paths).flatMap(([path, methods]) =>
+          Object.keys(methods).map((m) => [m.toUpperCase(), path] as const),
+        );
+        assert.ok(routes.length >= 6, `${url}: ${routes.length} routes documented`);
+        for (const [method, path] of routes) {
+          const r = await t.request(method, path.replace(/\{[^}]+\}/g, 'x'));
+          if (open.test(`${method} ${path}`)) assert.notEqual(r.status, 401, `${method} ${path}`);
+          else assert.equal(r.status, 401, `${url} ${method} ${path}: ${r.status} ${r.text}`);
+        }
+      } finally {
+        t.close();
+      }
+    }
+  });
+
   it('an orchestrator creates a service and schedules it; the root notifies the cluster over mutual TLS', async () => {
     const orch = rootAs({ tls: tls(), token: tokens.orchestrator });
     const id = await orch.createService('shop.prod.cart.v1');
