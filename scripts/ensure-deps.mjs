@@ -28,6 +28,8 @@ const SYSTEM = {
   curl: 'curl',
   ping: 'iputils-ping',
   tcpdump: 'tcpdump',
+  'wireguard-go': 'wireguard-go', // the interoperability peer of the WireGuard tunnel (tests, bench)
+  wg: 'wireguard-tools',
   nc: 'netcat-openbsd',
   python3: 'python3',
   make: 'make',
