@@ -97,8 +97,11 @@ bool get_typed(napi_env env, napi_value v, typed_want want, void **data, size_t 
   napi_typedarray_type type;
   if (napi_is_typedarray(env, v, &is) != napi_ok || !is ||
       napi_get_typedarray_info(env, v, &type, length, data, NULL, NULL) != napi_ok || type != want.type) {
-    snprintf(message, sizeof message, "%s must be a %s", want.name,
-             want.type == napi_uint8_array ? "Buffer or Uint8Array" : "Uint32Array");
+    const char *type_name = want.type == napi_uint8_array    ? "Buffer or Uint8Array"
+                            : want.type == napi_int32_array  ? "Int32Array"
+                            : want.type == napi_float64_array ? "Float64Array"
+                                                             : "Uint32Array";
+    snprintf(message, sizeof message, "%s must be a %s", want.name, type_name);
     return arg_error(env, false, message);
   }
   return true;
@@ -312,32 +315,236 @@ static bool ensure_send_scratch(addon *a) {
   if (a->scratch.wire) return true;
   a->scratch.wire = malloc(SEND_WIRE_MAX * sizeof *a->scratch.wire);
   a->scratch.headers = malloc(SEND_HEADER_BYTES);
-  if (a->scratch.wire && a->scratch.headers) return true;
+  a->scratch.sealed = malloc(SEND_SEALED_BYTES);
+  if (a->scratch.wire && a->scratch.headers && a->scratch.sealed) return true;
   free(a->scratch.wire);
   free(a->scratch.headers);
+  free(a->scratch.sealed);
   a->scratch.wire = NULL;
   a->scratch.headers = NULL;
+  a->scratch.sealed = NULL;
   return false;
 }
 
-/* sendPackets(fd, family, batch, stats?, gso?) -> wire datagrams sent;
- * stats = [rejected, lastErrno, refusedRuns, gsoMessages, busy, dropped]. When the socket fails (or the send
+/* ---- WireGuard sessions (wg.c) ----------------------------------------------------------------------- */
+
+/* A sessions table as JS holds it: a napi_external tagged as ours; table NULL once closed (wgClose). */
+typedef struct {
+  wg_table *table;
+} wg_handle;
+
+static const napi_type_tag WG_HANDLE_TAG = {0x6f616b6e65747767ull, 0x73657373696f6e73ull}; /* "oaknetwg" "sessions" */
+
+static void free_wg_handle(napi_env env, void *data, void *hint) {
+  wg_handle *h = data;
+  wg_destroy(h->table);
+  free(h);
+}
+
+/* The open table behind a handle argument (TypeError for anything else, Error once closed). */
+static bool get_wg_table(napi_env env, napi_value v, wg_table **out) {
+  napi_valuetype t;
+  bool tagged = false;
+  void *data = NULL;
+  if (napi_typeof(env, v, &t) != napi_ok || t != napi_external ||
+      napi_check_object_type_tag(env, v, &WG_HANDLE_TAG, &tagged) != napi_ok || !tagged ||
+      napi_get_value_external(env, v, &data) != napi_ok || !data)
+    return arg_error(env, false, "table must be a handle from wgSessionsCreate");
+  wg_handle *h = data;
+  if (!h->table) {
+    napi_throw_error(env, "ERR_WG_CLOSED", "the sessions table is closed");
+    return false;
+  }
+  *out = h->table;
+  return true;
+}
+
+static bool get_slot(napi_env env, napi_value v, const wg_table *t, uint32_t *slot) {
+  int64_t n;
+  if (!get_int(env, v, "slot", (int_range){0, (int64_t)wg_capacity(t) - 1}, &n)) return false;
+  *slot = (uint32_t)n;
+  return true;
+}
+
+/* wgSessionsCreate(capacity) -> handle */
+static napi_value js_wg_create(napi_env env, napi_callback_info info) {
+  napi_value argv[1], result;
+  int64_t capacity;
+  if (!get_args(env, info, 1, argv) || !get_int(env, argv[0], "capacity", (int_range){1, WG_MAX_CAPACITY}, &capacity))
+    return NULL;
+  wg_handle *h = calloc(1, sizeof *h);
+  if (h) h->table = wg_create((uint32_t)capacity);
+  if (!h || !h->table) {
+    free(h);
+    return throw_errno(env, "malloc", "sessions table", ENOMEM);
+  }
+  if (napi_create_external(env, h, free_wg_handle, NULL, &result) != napi_ok) {
+    free_wg_handle(env, h, NULL);
+    return NULL;
+  }
+  if (napi_type_tag_object(env, result, &WG_HANDLE_TAG) != napi_ok) return NULL;
+  return result;
+}
+
+/* wgClose(handle): removes (zeroes) every session and frees the table now; later calls on it throw. Idempotent. */
+static napi_value js_wg_close(napi_env env, napi_callback_info info) {
+  napi_value argv[1], result;
+  wg_table *t;
+  void *data = NULL;
+  if (!get_args(env, info, 1, argv)) return NULL;
+  bool pending = false;
+  if (!get_wg_table(env, argv[0], &t)) {
+    /* closing a closed table is fine: clear the "closed" error, keep a TypeError */
+    napi_value err;
+    napi_is_exception_pending(env, &pending);
+    if (pending && napi_get_value_external(env, argv[0], &data) == napi_ok && data && !((wg_handle *)data)->table)
+      napi_get_and_clear_last_exception(env, &err);
+    else
+      return NULL;
+  } else {
+    napi_get_value_external(env, argv[0], &data);
+    wg_destroy(t);
+    ((wg_handle *)data)->table = NULL;
+  }
+  napi_get_undefined(env, &result);
+  return result;
+}
+
+/* wgInstall(handle, slot, send, recv, localIndex, remoteIndex) */
+static napi_value js_wg_install(napi_env env, napi_callback_info info) {
+  napi_value argv[6], result;
+  wg_table *t;
+  uint32_t slot;
+  uint8_t *send_key, *recv_key;
+  size_t send_len, recv_len;
+  int64_t local, remote;
+  if (!get_args(env, info, 6, argv) || !get_wg_table(env, argv[0], &t) || !get_slot(env, argv[1], t, &slot) ||
+      !get_typed(env, argv[2], want_u8("send"), (void **)&send_key, &send_len) ||
+      !get_typed(env, argv[3], want_u8("recv"), (void **)&recv_key, &recv_len) ||
+      !get_int(env, argv[4], "localIndex", (int_range){0, UINT32_MAX}, &local) ||
+      !get_int(env, argv[5], "remoteIndex", (int_range){0, UINT32_MAX}, &remote))
+    return NULL;
+  if (send_len != WG_KEY_BYTES || recv_len != WG_KEY_BYTES)
+    return arg_error(env, true, "send and recv must be 32-byte keys"), NULL;
+  int err = wg_install(t, slot, send_key, recv_key, (uint32_t)local, (uint32_t)remote);
+  if (err == WG_ERR_INDEX_TAKEN) return arg_error(env, true, "localIndex is installed in another slot"), NULL;
+  if (err) return throw_errno(env, "EVP_CipherInit_ex", "chacha20-poly1305", EINVAL);
+  napi_get_undefined(env, &result);
+  return result;
+}
+
+/* wgRemove(handle, slot) */
+static napi_value js_wg_remove(napi_env env, napi_callback_info info) {
+  napi_value argv[2], result;
+  wg_table *t;
+  uint32_t slot;
+  if (!get_args(env, info, 2, argv) || !get_wg_table(env, argv[0], &t) || !get_slot(env, argv[1], t, &slot))
+    return NULL;
+  wg_remove(t, slot);
+  napi_get_undefined(env, &result);
+  return result;
+}
+
+/* wgStats(handle, slot, out Float64Array(>= 6)) */
+static napi_value js_wg_stats(napi_env env, napi_callback_info info) {
+  napi_value argv[3], result;
+  wg_table *t;
+  uint32_t slot;
+  double *out;
+  size_t n;
+  if (!get_args(env, info, 3, argv) || !get_wg_table(env, argv[0], &t) || !get_slot(env, argv[1], t, &slot) ||
+      !get_typed(env, argv[2], (typed_want){napi_float64_array, "out"}, (void **)&out, &n))
+    return NULL;
+  if (n < 6) return arg_error(env, true, "out must have at least 6 elements"), NULL;
+  wg_stats(t, slot, out);
+  napi_get_undefined(env, &result);
+  return result;
+}
+
+/* wgOpen(handle, batch, verdicts Int32Array(>= count)) */
+static napi_value js_wg_open(napi_env env, napi_callback_info info) {
+  napi_value argv[3], result;
+  wg_table *t;
+  packet_batch b;
+  int32_t *verdicts;
+  size_t n;
+  if (!get_args(env, info, 3, argv) || !get_wg_table(env, argv[0], &t) || !get_batch(env, argv[1], BATCH_PLAIN, &b) ||
+      !get_typed(env, argv[2], (typed_want){napi_int32_array, "verdicts"}, (void **)&verdicts, &n))
+    return NULL;
+  if (n < b.count) return arg_error(env, true, "verdicts must have at least count elements"), NULL;
+  /* the batch's arrays are the caller's to change (get_batch only reads them) */
+  wg_open_batch(t, b.buf, (uint32_t *)b.offsets, (uint32_t *)b.lengths, b.count, verdicts);
+  napi_get_undefined(env, &result);
+  return result;
+}
+
+/* wgSeal(handle, slot, packet, out, outOffset) -> length | -1 */
+static napi_value js_wg_seal(napi_env env, napi_callback_info info) {
+  napi_value argv[5];
+  wg_table *t;
+  uint32_t slot;
+  uint8_t *packet, *out;
+  size_t packet_len, out_len;
+  int64_t at;
+  if (!get_args(env, info, 5, argv) || !get_wg_table(env, argv[0], &t) || !get_slot(env, argv[1], t, &slot) ||
+      !get_typed(env, argv[2], want_u8("packet"), (void **)&packet, &packet_len) ||
+      !get_typed(env, argv[3], want_u8("out"), (void **)&out, &out_len) ||
+      !get_int(env, argv[4], "outOffset", (int_range){0, (int64_t)out_len}, &at))
+    return NULL;
+  if (packet_len > WG_MAX_PLAINTEXT) return arg_error(env, true, "packet must be at most 65535 bytes"), NULL;
+  if (wg_sealed_len((uint32_t)packet_len) > out_len - (size_t)at)
+    return arg_error(env, true, "out has no room for the sealed message after outOffset"), NULL;
+  return make_int(env, wg_seal(t, slot, packet, (uint32_t)packet_len, NULL, 0, out + at, out_len - (size_t)at));
+}
+
+/* sendPackets' optional sessions argument {table, slots: Int32Array(>= count)}: *out stays NULL when absent. */
+static bool get_send_sessions(napi_env env, napi_value v, uint32_t count, send_sessions *ss, const send_sessions **out) {
+  napi_value table, slots;
+  size_t n;
+  *out = NULL;
+  if (is_nullish(env, v)) return true;
+  if (!get_property(env, v, "table", &table) || !get_property(env, v, "slots", &slots) ||
+      !get_typed(env, slots, (typed_want){napi_int32_array, "sessions.slots"}, (void **)&ss->slots, &n))
+    return false;
+  if (n < count) return arg_error(env, true, "sessions.slots must have at least count elements");
+  ss->seal = NULL;
+  ss->table = NULL;
+  int64_t capacity = 0;
+  if (!is_nullish(env, table)) {
+    wg_table *t;
+    if (!get_wg_table(env, table, &t)) return false;
+    ss->seal = wg_sealer;
+    ss->table = t;
+    capacity = wg_capacity(t);
+  }
+  for (uint32_t i = 0; i < count; i++)
+    if (ss->slots[i] < -1 || (ss->table && ss->slots[i] >= capacity))
+      return arg_error(env, true, "sessions.slots[i] must be -1 or a slot of the table");
+  *out = ss;
+  return true;
+}
+
+/* sendPackets(fd, family, batch, stats?, gso?, sessions?) -> wire datagrams sent;
+ * stats = [rejected, lastErrno, refusedRuns, gsoMessages, busy, dropped, sealDropped]; sessions = {table,
+ * slots}: packet i is sealed with slots[i] when that is >= 0 (table null: such packets are dropped). When the socket fails (or the send
  * scratch cannot be made) it throws the errno Error with two more properties, sent (wire datagrams sent
  * before) and unsent (those not sent because of it), and fills stats in as far as the call got. */
 static napi_value js_send_packets(napi_env env, napi_callback_info info) {
-  napi_value argv[5];
+  napi_value argv[6];
   size_t argc;
   int64_t fd, family;
   packet_batch b;
   stats_out stats;
+  send_sessions ss;
+  const send_sessions *sessions;
   addon *a = get_addon(env);
   udp_socket s = {0};
-  if (!a || !get_argc(env, info, 5, argv, &argc)) return NULL;
+  if (!a || !get_argc(env, info, 6, argv, &argc)) return NULL;
   if (argc < 3) return arg_error(env, false, "too few arguments"), NULL;
   if (!get_int(env, argv[0], "fd", FD_RANGE, &fd) ||
       !get_int(env, argv[1], "family", (int_range){4, 6}, &family) ||
       !get_batch(env, argv[2], BATCH_GSO | BATCH_ENDPOINTS, &b) || !get_stats(env, argv[3], &stats) ||
-      !get_optional_bool(env, argv[4], "gso", &s.gso))
+      !get_optional_bool(env, argv[4], "gso", &s.gso) || !get_send_sessions(env, argv[5], b.count, &ss, &sessions))
     return NULL;
   if (family == 5) return arg_error(env, true, "family must be 4 or 6"), NULL;
   s.fd = (int)fd;
@@ -346,7 +553,7 @@ static napi_value js_send_packets(napi_env env, napi_callback_info info) {
   os_error e;
   bool ok;
   if (ensure_send_scratch(a)) {
-    ok = udp_send(&s, &b, &a->scratch, &r, &e);
+    ok = udp_send(&s, &b, sessions, &a->scratch, &r, &e);
   } else {
     r.unsent = udp_wire_count(&b, 0, &r); /* nothing went out */
     ok = os_fail(&e, ENOMEM, "malloc", "send scratch");
@@ -357,6 +564,7 @@ static napi_value js_send_packets(napi_env env, napi_callback_info info) {
   put_stat(&stats, 3, r.gso_messages);
   put_stat(&stats, 4, r.busy);
   put_stat(&stats, 5, r.dropped);
+  put_stat(&stats, 6, r.seal_dropped);
   if (ok) return make_int(env, r.sent);
   napi_value value, error = errno_error(env, e.syscall, e.what, e.err);
   if (!error) return NULL;
@@ -385,6 +593,7 @@ static void free_addon(napi_env env, void *data, void *hint) {
   detach_pollers(a);
   free(a->scratch.wire);
   free(a->scratch.headers);
+  free(a->scratch.sealed);
   free(a);
 }
 
@@ -404,6 +613,13 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
       {"writeVnetPackets", NULL, js_write_vnet_packets, NULL, NULL, NULL, napi_enumerable, NULL},
       {"sendPackets", NULL, js_send_packets, NULL, NULL, NULL, napi_enumerable, NULL},
       {"closeFd", NULL, js_close_fd, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"wgSessionsCreate", NULL, js_wg_create, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"wgClose", NULL, js_wg_close, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"wgInstall", NULL, js_wg_install, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"wgRemove", NULL, js_wg_remove, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"wgStats", NULL, js_wg_stats, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"wgOpen", NULL, js_wg_open, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"wgSeal", NULL, js_wg_seal, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
 #ifdef OAKNET_TEST_EXPORTS

@@ -7,6 +7,8 @@
  *                   (software TSO/USO) and coalescing plans (software GRO)
  *   tun.c           the TUN device: open (TUNSETIFF, TUNSETOFFLOAD), batched read and write, with virtio headers
  *   udp.c           the UDP socket: open, recvmmsg (UDP GRO), sendmmsg (UDP GSO), cutting super-packets on send
+ *   wg.c            WireGuard transport data messages: a sessions table, sealing (for udp.c's send) and
+ *                   opening whole received batches in place (OpenSSL EVP ChaCha20-Poly1305)
  *   poller.c        the uv_poll watcher that reads batches on Node's event loop and calls onBatch
  *   glue.c          N-API: JS arguments into the structs below, errors, the exported functions, module init
  *   test_exports.c  segmentPackets / coalescePackets: only in the test build (oaknet_native_test.node)
@@ -223,7 +225,19 @@ typedef struct {
 typedef struct {
   wire_datagram *wire; /* SEND_WIRE_MAX */
   uint8_t *headers;    /* SEND_HEADER_BYTES */
+  uint8_t *sealed;     /* SEND_SEALED_BYTES: sealed wire datagrams; only touched when a send has sessions */
 } send_scratch;
+
+/* Sealing inside udp_send: packet i of the batch goes out sealed with slots[i] when slots[i] >= 0. udp.c calls
+ * seal (wg_sealer, with table) and knows nothing else of WireGuard; seal NULL: no table, so every packet with
+ * a slot >= 0 is dropped (never sent in plaintext). */
+typedef int64_t (*seal_fn)(void *table, uint32_t slot, const uint8_t *a, uint32_t a_len, const uint8_t *b,
+                           uint32_t b_len, uint8_t *out, size_t room);
+typedef struct {
+  seal_fn seal;
+  void *table;
+  const int32_t *slots; /* count entries */
+} send_sessions;
 
 /* What udp_send did, in wire datagrams (each one of a batch is in exactly one of sent, rejected, busy and
  * unsent) and in super-packets (dropped). Filled in as far as it got when the socket fails, too. */
@@ -236,14 +250,65 @@ typedef struct {
   uint32_t busy;     /* wire datagrams not tried: the socket buffer was full */
   uint32_t dropped;  /* super-packets that could not be cut (malformed, or too many segments) */
   uint32_t unsent;   /* wire datagrams not tried because the socket failed (udp_send returned false) */
+  uint32_t seal_dropped; /* wire datagrams of sealed packets dropped unsent: no keys, exhausted counter, or
+                          * too big once sealed (more than UDP_GSO_MAX_BYTES) */
 } udp_send_result;
 
 bool udp_open(uint16_t port, bool offload, udp_socket *out, os_error *e);
 bool udp_ring_init(read_ring *r);
 void udp_ring_free(read_ring *r);
 uint32_t udp_recv_batch(read_ring *r, int *err, uint32_t *slots);
-bool udp_send(const udp_socket *s, const packet_batch *b, send_scratch *scratch, udp_send_result *r, os_error *e);
+bool udp_send(const udp_socket *s, const packet_batch *b, const send_sessions *sessions, send_scratch *scratch,
+              udp_send_result *r, os_error *e);
 uint32_t udp_wire_count(const packet_batch *b, uint32_t from, udp_send_result *r);
+
+/* ---- wg.c -------------------------------------------------------------------------------------------- */
+
+#define WG_TYPE_TRANSPORT 4
+#define WG_HEADER_BYTES 16u
+#define WG_TAG_BYTES 16u
+#define WG_KEY_BYTES 32u
+#define WG_MAX_CAPACITY (1u << 20)
+#define WG_MAX_PLAINTEXT IP_MAX_BYTES /* the largest packet a message carries */
+#define SEND_SEALED_BYTES (2u * 1024 * 1024) /* sealed datagrams udp_send gathers before it sends them (1,024
+                                               * of 1,500 bytes; a 64 KiB super-packet of tiny segments fits) */
+
+/* Opening verdicts (src/dataplane/wireguard/sessions.ts OpenVerdict); >= 0: the slot that opened it. */
+enum {
+  WG_NOT_TRANSPORT = -1,
+  WG_UNKNOWN_INDEX = -2,
+  WG_AUTH_FAILED = -3,
+  WG_REPLAYED = -4,
+  WG_MALFORMED = -5,
+  WG_EXHAUSTED = -6,
+};
+/* wg_install's failures */
+enum { WG_ERR_SLOT = 1, WG_ERR_INDEX_TAKEN = 2, WG_ERR_CRYPTO = 3 };
+
+typedef struct wg_table wg_table;
+
+/* A message's length for a plaintext of len bytes: header, len padded to 16, tag. */
+static inline uint32_t wg_sealed_len(uint32_t len) { return WG_HEADER_BYTES + ((len + 15u) & ~15u) + WG_TAG_BYTES; }
+
+wg_table *wg_create(uint32_t capacity); /* NULL: out of memory or capacity outside 1..WG_MAX_CAPACITY */
+void wg_destroy(wg_table *t);           /* removes (cleanses) every slot and frees the table */
+uint32_t wg_capacity(const wg_table *t);
+int wg_install(wg_table *t, uint32_t slot, const uint8_t *send_key, const uint8_t *recv_key, uint32_t local_index,
+               uint32_t remote_index); /* 0 or WG_ERR_* */
+void wg_remove(wg_table *t, uint32_t slot);
+bool wg_installed(const wg_table *t, uint32_t slot);
+int32_t wg_lookup(const wg_table *t, uint32_t local_index); /* slot, or -1 */
+void wg_stats(const wg_table *t, uint32_t slot, double *out); /* SESSION_STAT_FIELDS (6) numbers */
+int64_t wg_seal(wg_table *t, uint32_t slot, const uint8_t *a, uint32_t a_len, const uint8_t *b, uint32_t b_len,
+                uint8_t *out, size_t room);
+int64_t wg_sealer(void *table, uint32_t slot, const uint8_t *a, uint32_t a_len, const uint8_t *b, uint32_t b_len,
+                  uint8_t *out, size_t room); /* a seal_fn */
+/* Opens one datagram in place: a slot (*plain_len = the trimmed plaintext's length, at p + 16) or a WG_* verdict. */
+int32_t wg_open(wg_table *t, uint8_t *p, uint32_t len, uint32_t *plain_len);
+/* Opens datagrams 0..count-1 (buf + offsets[i], lengths[i]); an opened one's offset and length move to its
+ * plaintext. */
+void wg_open_batch(wg_table *t, uint8_t *buf, uint32_t *offsets, uint32_t *lengths, uint32_t count,
+                   int32_t *verdicts);
 
 /* ---- the N-API side: glue.c, poller.c, test_exports.c ------------------------------------------------ */
 #ifdef OAKNET_NODE_API

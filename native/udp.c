@@ -11,6 +11,8 @@
  *   2. send: consecutive datagrams to one endpoint, all of one size but a shorter last, go as ONE message with
  *      UDP_SEGMENT where the socket has GSO (the kernel, or the NIC, cuts it; between namespaces it travels as
  *      one buffer), the rest as plain messages; sendmmsg takes up to SEND_CHUNK messages per call.
+ *      With sessions, the datagrams of a packet whose slot is >= 0 are sealed (WireGuard transport messages,
+ *      wg.c) into the scratch first and go as one-part datagrams of the sealed size (see udp_send).
  *   3. repeat while packets are left; stop when the socket is full (busy) or fails (unsent), counting the wire
  *      datagrams not tried.
  *
@@ -378,25 +380,55 @@ uint32_t udp_wire_count(const packet_batch *b, uint32_t from, udp_send_result *r
   return n;
 }
 
+/* Seals the wire datagram head||payload of packet i into the sealed scratch as one part (see udp_send); false
+ * (counted in seal_dropped) when it cannot be sealed or would be too big sealed. */
+static bool seal_datagram(const send_sessions *ss, uint32_t i, send_scratch *scratch, size_t *sealed_bytes,
+                          wire_datagram *d, udp_send_result *r) {
+  uint64_t len = (uint64_t)d->head_len + d->payload_len;
+  int64_t n = -1;
+  if (ss->seal && len <= UDP_GSO_MAX_BYTES && wg_sealed_len((uint32_t)len) <= UDP_GSO_MAX_BYTES)
+    n = ss->seal(ss->table, (uint32_t)ss->slots[i], d->head, d->head_len, d->payload, d->payload_len,
+                 scratch->sealed + *sealed_bytes, SEND_SEALED_BYTES - *sealed_bytes);
+  if (n < 0) {
+    r->seal_dropped++;
+    return false;
+  }
+  *d = (wire_datagram){scratch->sealed + *sealed_bytes, NULL, (uint32_t)n, 0, d->to};
+  *sealed_bytes += (size_t)n;
+  return true;
+}
+
 /* Sends packets 0..count-1 of b (addressed), each to its endpoint, super-packets cut into their segments (see
  * the top of the file); r counts wire datagrams (and dropped super-packets). False (e set) when the socket is
  * unusable: r then still counts what went out before (sent, in earlier chunks) and, in unsent, every wire
  * datagram of the batch that did not (the rest of the scratch, and what the packets not gathered yet would
- * have made). */
-bool udp_send(const udp_socket *s, const packet_batch *b, send_scratch *scratch, udp_send_result *r, os_error *e) {
+ * have made).
+ *
+ * With sessions, a packet whose slot is >= 0 is sealed: each of its wire datagrams (the packet, or a segment's
+ * header and payload) is sealed by sessions->seal into scratch->sealed as [header][ciphertext][tag] and goes
+ * out as a one-part datagram; equal-sized segments seal to equal sizes, so they stay one GSO run. A datagram
+ * that cannot be sealed is dropped (seal_dropped), never sent in plaintext. */
+bool udp_send(const udp_socket *s, const packet_batch *b, const send_sessions *sessions, send_scratch *scratch,
+              udp_send_result *r, os_error *e) {
   send_state st = {s, s->gso, r, e};
   wire_datagram *wire = scratch->wire;
   uint32_t i = 0;
   while (i < b->count) {
     uint32_t n = 0;
-    size_t header_bytes = 0;
+    size_t header_bytes = 0, sealed_bytes = 0;
     for (; i < b->count; i++) {
       uint8_t *p = b->buf + b->offsets[i];
       uint32_t len = b->lengths[i], word = batch_gso(b, i);
       const uint8_t *to = b->endpoints + (size_t)i * ENDPOINT_BYTES;
+      bool seal = sessions && sessions->slots[i] >= 0;
       if (word == 0) {
         if (n == SEND_WIRE_MAX) break;
-        wire[n++] = (wire_datagram){p, NULL, len, 0, to};
+        wire[n] = (wire_datagram){p, NULL, len, 0, to};
+        if (seal) {
+          if (len <= UDP_GSO_MAX_BYTES && wg_sealed_len(len) > SEND_SEALED_BYTES - sealed_bytes) break;
+          if (!seal_datagram(sessions, i, scratch, &sealed_bytes, &wire[n], r)) continue;
+        }
+        n++;
         continue;
       }
       segment_plan plan;
@@ -406,11 +438,17 @@ bool udp_send(const udp_socket *s, const packet_batch *b, send_scratch *scratch,
       }
       if (plan.nseg > SEND_WIRE_MAX - n || (size_t)plan.nseg * plan.hdr > SEND_HEADER_BYTES - header_bytes)
         break; /* the scratch is full: send what it holds first */
+      /* sealed, every segment takes at most the first's size (fits_alone bounds this to well under the room) */
+      if (seal && (uint64_t)plan.nseg * wg_sealed_len(plan.hdr + (plan.gso < IP_MAX_BYTES ? plan.gso : IP_MAX_BYTES)) >
+                      SEND_SEALED_BYTES - sealed_bytes && sealed_bytes > 0)
+        break;
       for (uint32_t k = 0; k < plan.nseg; k++) {
         uint8_t *head = scratch->headers + header_bytes;
         uint32_t payload = write_segment_header(&plan, k, head);
-        wire[n++] = (wire_datagram){head, segment_payload(&plan, k), plan.hdr, payload, to};
+        wire[n] = (wire_datagram){head, segment_payload(&plan, k), plan.hdr, payload, to};
         header_bytes += plan.hdr;
+        if (seal && !seal_datagram(sessions, i, scratch, &sealed_bytes, &wire[n], r)) continue;
+        n++;
       }
     }
     uint32_t done;

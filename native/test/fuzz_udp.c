@@ -542,7 +542,7 @@ static void send_round(harness *h, totals *t) {
   seam = (seam_state){.inject = chance(25), .scratch = &h->scratch, .family = s.family};
   udp_send_result r = {0};
   os_error e = {0};
-  bool ok = udp_send(&s, &pb, &h->scratch, &r, &e);
+  bool ok = udp_send(&s, &pb, NULL, &h->scratch, &r, &e);
 
   CHECK(ok == (seam.fatal == 0), "udp_send %s, a failure %s", ok ? "succeeded" : "failed",
         seam.fatal ? "made" : "not made");

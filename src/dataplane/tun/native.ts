@@ -140,8 +140,9 @@ export interface NativeIo {
    * as one UDP_SEGMENT message (at most 64 datagrams, 65,507 bytes); a run the kernel refuses is resent
    * datagram by datagram, and after an EIO refusal (no checksum offload on the route) the rest of the call
    * goes without GSO. stats gets [rejected, lastErrno, refused runs, GSO messages taken, busy (datagrams not
-   * tried: the socket was full), dropped super-packets], as far as it is long. When the socket itself fails
-   * (EBADF, ENOTSOCK, EFAULT) it throws a NativeSendFailure, which says how many wire datagrams went out
+   * tried: the socket was full), dropped super-packets, sealed datagrams dropped (see NativeSendSessions)], as
+   * far as it is long. With `sessions`, packets are sealed as WireGuard transport messages on the way. When
+   * the socket itself fails (EBADF, ENOTSOCK, EFAULT) it throws a NativeSendFailure, which says how many wire datagrams went out
    * before and how many did not; stats is then filled in as far as the call got.
    */
   sendPackets(
@@ -150,9 +151,68 @@ export interface NativeIo {
     batch: NativeAddressedBatch,
     stats?: Uint32Array,
     gso?: boolean,
+    sessions?: NativeSendSessions | null,
+  ): number;
+  /**
+   * A table of `capacity` (1..2^20) WireGuard transport sessions (native/wg.c): the handle frees its native
+   * contexts when it is garbage-collected, or at once with wgClose. Every wg* call throws TypeError for
+   * something that is not such a handle, an Error (code ERR_WG_CLOSED) for a closed one, RangeError for a slot
+   * outside 0..capacity-1.
+   */
+  wgSessionsCreate(capacity: number): WgSessionsHandle;
+  /** Zeroes every session's keys and frees the table now; later calls with the handle throw; idempotent. */
+  wgClose(table: WgSessionsHandle): void;
+  /**
+   * Installs 32-byte keys in `slot` (TransportSessions.install): resets its counter, replay window and stats.
+   * RangeError when localIndex (u32) is installed in another slot or a key is not 32 bytes.
+   */
+  wgInstall(
+    table: WgSessionsHandle,
+    slot: number,
+    send: Uint8Array,
+    recv: Uint8Array,
+    localIndex: number,
+    remoteIndex: number,
+  ): void;
+  /** Forgets the slot's keys (zeroed); a slot without keys is left as it is. */
+  wgRemove(table: WgSessionsHandle, slot: number): void;
+  /** Writes the slot's SESSION_STAT_FIELDS (6) numbers into out (SessionStat order). */
+  wgStats(table: WgSessionsHandle, slot: number, out: Float64Array): void;
+  /**
+   * Opens datagrams 0..count-1 of `batch` in place (TransportSessions.open): verdicts[i] (at least count
+   * entries) is the slot or an OpenVerdict; an opened datagram's offsets[i] grows by 16 and lengths[i] becomes
+   * its trimmed plaintext's length. Works on GRO batches (any offsets inside the buffer).
+   */
+  wgOpen(table: WgSessionsHandle, batch: NativeBatch, verdicts: Int32Array): void;
+  /**
+   * Seals one packet (at most 65,535 bytes) with `slot` into out[outOffset...]: the message's length, or -1
+   * when the slot has no keys or its counter is exhausted. RangeError when out has no room for 32 + the packet
+   * padded to 16 bytes after outOffset.
+   */
+  wgSeal(
+    table: WgSessionsHandle,
+    slot: number,
+    packet: Uint8Array,
+    out: Uint8Array,
+    outOffset: number,
   ): number;
   /** Stops any poller on `fd`, then closes it. */
   closeFd(fd: number): void;
+}
+
+/** A native WireGuard sessions table (an opaque napi_external; wgSessionsCreate makes it). */
+export type WgSessionsHandle = { readonly __brand: 'WgSessionsHandle' };
+
+/**
+ * sendPackets' sessions: packet i of the batch goes out as WireGuard transport messages sealed with slots[i]
+ * when that is >= 0 (each wire datagram of a super-packet is sealed on its own, equal sizes stay one GSO run);
+ * -1 sends it as it is. table null: packets with a slot >= 0 are dropped. A datagram that cannot be sealed (no
+ * keys, exhausted counter, larger than 65,507 bytes sealed) is dropped and counted in stats[6]; none of a
+ * sealed packet ever goes out in plaintext. slots needs at least count entries, each -1 or a slot of table.
+ */
+export interface NativeSendSessions {
+  table: WgSessionsHandle | null;
+  slots: Int32Array;
 }
 
 /**

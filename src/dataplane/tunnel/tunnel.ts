@@ -22,6 +22,12 @@ export const ENDPOINT_BYTES = 18;
 export interface AddressedBatch extends PacketBatch {
   /** Destination endpoint of packet i at i * ENDPOINT_BYTES; at least count * 18 bytes. */
   readonly endpoints: Buffer;
+  /**
+   * The WireGuard session slot of packet i (at least count entries): a tunnel with transport sessions
+   * (`UdpTunnelOptions.sessions`) seals a packet whose slot is >= 0 and never sends it in plaintext; -1 (or
+   * no array) sends it as it is.
+   */
+  readonly sessions?: Int32Array;
 }
 
 /** What became of the wire datagrams of one `Tunnel.send`. */
@@ -122,21 +128,32 @@ export function endpointEquals(a: Buffer, aOffset: number, b: Buffer, bOffset: n
 export class OutboundBatch extends BatchBuilder implements AddressedBatch {
   /** Destination endpoint of datagram i at i * 18. */
   readonly endpoints: Buffer;
+  /** WireGuard session slot of datagram i (-1: unsealed); pushTo sets it. */
+  readonly sessions: Int32Array;
 
   constructor(capacity: number) {
     super(capacity);
     this.endpoints = Buffer.alloc(capacity * ENDPOINT_BYTES);
+    this.sessions = new Int32Array(capacity).fill(-1);
   }
 
   /**
    * Appends buffer[offset, offset + length) addressed to the endpoint at to[toOffset]; false when full. A
-   * nonzero gso word marks an offloaded super-packet, which the tunnel segments when it sends it.
+   * nonzero gso word marks an offloaded super-packet, which the tunnel segments when it sends it. `session`
+   * (default -1: none) is the WireGuard slot a tunnel with transport sessions seals it with.
    */
-  pushTo(offset: number, length: number, to: Buffer, toOffset = 0, gso = 0): boolean {
+  pushTo(offset: number, length: number, to: Buffer, toOffset = 0, gso = 0, session = -1): boolean {
     const i = this.count;
     if (!this.push(offset, length, gso)) return false;
     to.copy(this.endpoints, i * ENDPOINT_BYTES, toOffset, toOffset + ENDPOINT_BYTES);
+    this.sessions[i] = session;
     return true;
+  }
+
+  /** Sets the WireGuard slot of datagram i (already pushed); -1: send it unsealed. */
+  setSession(i: number, slot: number): void {
+    if (i < 0 || i >= this.count) throw new RangeError(`no datagram ${i} in a batch of ${this.count}`);
+    this.sessions[i] = slot;
   }
 
   /** Sends everything collected through `tunnel`; returns how many wire datagrams went out. */

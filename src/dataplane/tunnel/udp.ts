@@ -27,6 +27,8 @@ import {
 } from '../tun/native.ts';
 import type { TunnelOffloadStatus } from '../../protocol/dataplane-status.ts';
 import type { PacketBatch } from '../tun/tun.ts';
+import type { NativeSendSessions } from '../tun/native.ts';
+import type { NativeTransportSessions } from '../wireguard/sessions-native.ts';
 import {
   type AddressedBatch,
   ENDPOINT_BYTES,
@@ -53,6 +55,14 @@ export interface UdpTunnelOptions {
    * and takes 64 KiB slots, so mind batchSize.
    */
   offload?: boolean;
+  /**
+   * WireGuard transport sessions (native): a packet whose `AddressedBatch.sessions` slot is >= 0 is sealed
+   * with it inside the native send (each wire datagram of a super-packet on its own; equal sizes stay one GSO
+   * run). A datagram that cannot be sealed is dropped (`sealDropped`), never sent in plaintext; without
+   * sessions, packets with a slot >= 0 are dropped too. Receiving is unchanged: the owner opens batches
+   * (`NativeTransportSessions.open`).
+   */
+  sessions?: NativeTransportSessions;
 }
 
 /**
@@ -76,6 +86,10 @@ export class UdpTunnel implements Tunnel {
   readonly counters: SendCounters = { sent: 0, rejected: 0, busy: 0 };
   /** Runs of datagrams the kernel refused to send as one GSO message (then sent one by one). */
   gsoRefused = 0;
+  /** GSO messages (runs of 2 or more datagrams) the kernel took. */
+  gsoMessages = 0;
+  /** Wire datagrams of sealed packets dropped: no keys, exhausted counter, too big sealed, or no sessions. */
+  sealDropped = 0;
   /**
    * Whether sends use UDP GSO, and receives UDP GRO. `gso` turns off by itself after GSO_REFUSALS_BEFORE_OFF
    * refused runs in a row (the route cannot take GSO, e.g. no checksum offload on its device).
@@ -87,8 +101,13 @@ export class UdpTunnel implements Tunnel {
   private readonly slotBytes: number;
   private readonly headroom: number;
   private readonly slots: number;
-  /** sendPackets' stats: [rejected, lastErrno, refused runs, GSO messages, busy, dropped super-packets]. */
-  private readonly stats = new Uint32Array(6);
+  /**
+   * sendPackets' stats: [rejected, lastErrno, refused runs, GSO messages, busy, dropped super-packets, sealed
+   * datagrams dropped].
+   */
+  private readonly stats = new Uint32Array(7);
+  /** sendPackets' sessions argument, reused: slots are the batch's. */
+  private readonly sendSessions: NativeSendSessions;
   private poll: number | undefined;
   private readonly result: SendResult = { sent: 0, failed: 0 };
   private started = false;
@@ -104,6 +123,7 @@ export class UdpTunnel implements Tunnel {
     offloads: { gso: boolean; gro: boolean },
   ) {
     this.offloads = offloads;
+    this.sendSessions = { table: options.sessions?.handle ?? null, slots: new Int32Array(0) };
     const batchSize = (this.slots = options.batchSize ?? 64);
     this.headroom = options.headroom ?? 0;
     const room = Math.max(options.maxDatagramBytes ?? 2048, offloads.gro ? GRO_BUFFER_BYTES : 0);
@@ -195,7 +215,12 @@ export class UdpTunnel implements Tunnel {
     let sent: number;
     let unsent = 0;
     try {
-      sent = this.io.sendPackets(this.fd, this.family, batch, stats, this.offloads.gso);
+      let sessions: NativeSendSessions | null = null;
+      if (batch.sessions) {
+        sessions = this.sendSessions;
+        sessions.slots = batch.sessions;
+      }
+      sent = this.io.sendPackets(this.fd, this.family, batch, stats, this.offloads.gso, sessions);
     } catch (err) {
       if (err instanceof TypeError || err instanceof RangeError) throw err; // a malformed batch is a bug
       // The socket itself failed; nothing else can go out on it. What went out before it did (earlier
@@ -205,7 +230,11 @@ export class UdpTunnel implements Tunnel {
     const rejected = (stats[0] ?? 0) + unsent;
     const refused = stats[2] ?? 0;
     const busy = stats[4] ?? 0;
-    if ((stats[3] ?? 0) > 0) this.gsoRefusedInARow = 0; // GSO messages went out: it works
+    const gsoMessages = stats[3] ?? 0;
+    const sealDropped = stats[6] ?? 0;
+    this.gsoMessages += gsoMessages;
+    this.sealDropped += sealDropped;
+    if (gsoMessages > 0) this.gsoRefusedInARow = 0; // GSO messages went out: it works
     if (refused > 0) {
       this.gsoRefused += refused;
       this.gsoRefusedInARow += refused;
@@ -215,7 +244,7 @@ export class UdpTunnel implements Tunnel {
     this.counters.rejected += rejected;
     this.counters.busy += busy;
     result.sent = sent;
-    result.failed = rejected + busy + (stats[5] ?? 0);
+    result.failed = rejected + busy + (stats[5] ?? 0) + sealDropped;
     return result;
   }
 
