@@ -191,6 +191,10 @@ program
   )
   .option('--insecure', 'plain http, no authentication, anonymous MQTT (for an insecure root)')
   .option(
+    '--allow-plaintext-peers',
+    "let this cluster's NetManagers tunnel in plaintext to peers that have no WireGuard key (upstream NetManagers); off: those peers are unreachable",
+  )
+  .option(
     '--rate-limit <n>',
     `requests per caller per 10 s (default ${DEFAULT_RATE_LIMITS.general.max}; 0: none)`,
     parseRate,
@@ -211,6 +215,7 @@ program
       tokenFile?: string;
       pkiDir?: string;
       insecure?: boolean;
+      allowPlaintextPeers?: boolean;
       rateLimit?: number;
       logLevel: string;
     }) => {
@@ -274,7 +279,10 @@ program
         ...(opts.rateLimit !== undefined
           ? { rateLimits: { general: { max: opts.rateLimit, windowMs: RATE_WINDOW_MS } } }
           : {}),
+        ...(opts.allowPlaintextPeers === true ? { allowPlaintextPeers: true } : {}),
       });
+      if (opts.allowPlaintextPeers === true)
+        log.warn('PLAINTEXT PEERS ALLOWED: NetManagers tunnel unencrypted to peers without a WireGuard key');
       closeOnSignals(log, () => cluster.close());
     },
   );

@@ -27,8 +27,15 @@ import { commandToken } from './credentials.ts';
 import { runWorkload } from './run-command.ts';
 import { closeOnSignals } from './signals.ts';
 
-/** The MTU of the TUN, the bridge and the veths (upstream's 1450: room for IPv4+UDP inside 1500). */
-const OVERLAY_MTU = 1450;
+/** The MTU of the TUN, the bridge and the veths without encryption (upstream's 1450: IPv4+UDP inside 1500). */
+const PLAINTEXT_MTU = 1450;
+/**
+ * With WireGuard: room for IPv6+UDP (48), the transport header and tag (32) and the padding to 16 bytes inside
+ * 1500 (1408 + 32 + 48 = 1488).
+ */
+const ENCRYPTED_MTU = 1408;
+/** Session slots of the tunnel (three per peer at most: previous, current, next; and one handshake). */
+const SESSION_SLOTS = 4096;
 
 /**
  * Data-path offloads (TUN TSO/USO and coalesced writes through virtio headers, UDP GSO/GRO on the tunnel, each
@@ -93,6 +100,23 @@ export function registerNodeCommands(program: Command): void {
     .addOption(new Option('--bridge <name>', 'bridge device name').default('oaknet0'))
     .addOption(new Option('--tun <name>', 'TUN device name').default('oaknet-tun'))
     .option(
+      '--rotate-key',
+      "replace this node's WireGuard key (<state dir>/wireguard.key) with a new one; peers learn it from the node's next reports",
+    )
+    .option(
+      '--plaintext-tunnel',
+      'no WireGuard: tunnel in plaintext, as an upstream NetManager (only peers whose cluster runs --allow-plaintext-peers talk to it)',
+    )
+    .option(
+      '--persistent-keepalive <seconds>',
+      'send a WireGuard keepalive to every peer this often (default: off, as WireGuard; for NAT mappings)',
+      (t: string) => {
+        if (!/^\d{1,5}$/.test(t) || Number(t) > 65535)
+          throw new InvalidInputError('expected seconds, 0-65535');
+        return Number(t);
+      },
+    )
+    .option(
       '--no-offload',
       'no TUN TSO/coalescing and no UDP GSO/GRO (they are on where the kernel has them; OAKNET_OFFLOAD=0 also turns them off)',
     )
@@ -114,6 +138,9 @@ export function registerNodeCommands(program: Command): void {
         tokenFile?: string;
         clusterApi?: string;
         insecure?: boolean;
+        rotateKey?: boolean;
+        plaintextTunnel?: boolean;
+        persistentKeepalive?: number;
       }) => {
         requireRoot('oaknet node');
         const { createNetManager } = await import('../node/netmanager.ts');
@@ -142,6 +169,19 @@ export function registerNodeCommands(program: Command): void {
             }),
           };
         }
+        const { loadTunnelKey } = await import('../node/tunnel-key.ts');
+        const { NativeTransportSessions } = await import('../dataplane/wireguard/sessions-native.ts');
+        if (opts.plaintextTunnel && opts.rotateKey)
+          throw new InvalidInputError('--rotate-key needs the WireGuard tunnel (no --plaintext-tunnel)');
+        const key = opts.plaintextTunnel ? undefined : loadTunnelKey(opts.stateDir, opts.rotateKey === true);
+        const sessions = key ? new NativeTransportSessions(SESSION_SLOTS) : undefined;
+        const OVERLAY_MTU = key ? ENCRYPTED_MTU : PLAINTEXT_MTU;
+        if (key)
+          log.info({ publicKey: key.publicText(), rotated: opts.rotateKey === true }, 'WireGuard tunnel');
+        else
+          log.warn(
+            'PLAINTEXT TUNNEL: no WireGuard key; only plaintext peers, where their cluster allows them',
+          );
         const plan = new AddressPlan();
         const runner = new ExecRunner();
         const names = { bridge: opts.bridge, tun: opts.tun, nftTable: 'oaknet' };
@@ -152,7 +192,12 @@ export function registerNodeCommands(program: Command): void {
           batchSize: offload ? 64 : 128,
           offload,
         });
-        const tunnel = UdpTunnel.open({ port: opts.tunnelPort, batchSize: offload ? 64 : 128, offload });
+        const tunnel = UdpTunnel.open({
+          port: opts.tunnelPort,
+          batchSize: offload ? 64 : 128,
+          offload,
+          ...(sessions ? { sessions } : {}),
+        });
         if (offload) {
           log.info({ tun: opts.tun, tunOffloads: tun.offloads }, 'TUN offloads (TUNSETOFFLOAD bits)');
           log.info({ port: opts.tunnelPort, ...tunnel.offloads }, 'tunnel offloads (UDP GSO/GRO)');
@@ -183,12 +228,20 @@ export function registerNodeCommands(program: Command): void {
             stateFile: new StateFile(opts.stateDir, log),
             processes: procInspector,
             log,
+            dataPlane: {
+              wireguard: {
+                identity: key ?? null,
+                sessions: sessions ?? null,
+                ...(opts.persistentKeepalive ? { persistentKeepaliveSeconds: opts.persistentKeepalive } : {}),
+              },
+            },
           },
           {
             clusterHost: cluster.host,
             clusterMqttPort: cluster.port,
             ...(opts.publicAddress !== undefined ? { publicAddress: opts.publicAddress } : {}),
             tunnelPort: opts.tunnelPort,
+            ...(key ? { publicKey: key.publicText() } : {}),
             plan,
           },
         );

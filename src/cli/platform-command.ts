@@ -290,6 +290,42 @@ function renderStatus(v: StatusView): string {
       return `  ${n.name} -> ${measured.map((x) => `${name(x.node)} ${rtt(x)}`).join(', ')}`;
     })
     .filter((x): x is string => x !== undefined);
+  const links = p.nodes.flatMap((n) => {
+    const wg = n.netmanager?.proxy?.wireguard;
+    if (!wg) return [];
+    const name = (endpoint: string) => nodeByIp.get(endpoint.replace(/:\d+$/, '')) ?? endpoint;
+    const drops = (d: Record<string, number>) =>
+      Object.entries(d)
+        .map(([k, x]) => `${k} ${x}`)
+        .join(', ') || '-';
+    return [
+      [
+        n.name,
+        '(this node)',
+        wg.encryption === 'wireguard' ? 'wireguard' : 'PLAINTEXT',
+        '-',
+        '-',
+        '-',
+        '-',
+        drops(wg.drops),
+      ],
+      ...wg.peers.map((x) => [
+        n.name,
+        name(x.node),
+        x.encrypted ? 'encrypted' : 'PLAINTEXT',
+        x.state,
+        x.last_handshake
+          ? `${Math.max(0, Math.round((Date.now() - Date.parse(x.last_handshake)) / 1000))} s ago`
+          : '-',
+        String(x.bytes_in),
+        String(x.bytes_out),
+        drops(x.drops),
+      ]),
+    ];
+  });
+  const plaintextAllowed = p.nodes.some(
+    (n) => n.netmanager?.proxy?.wireguard?.allow_plaintext_peers === true,
+  );
   const procs = p.processes.filter((x) => !x.running);
   const services = v.services.length
     ? renderTable(
@@ -339,6 +375,16 @@ function renderStatus(v: StatusView): string {
         ]
       : []),
     ...(rtts.length ? ['', 'round-trip times measured by the NetManagers (for Closest_IP):', ...rtts] : []),
+    ...(links.length
+      ? [
+          '',
+          `tunnel links${plaintextAllowed ? ' (PLAINTEXT PEERS ALLOWED by the cluster)' : ''}:`,
+          renderTable(
+            ['NODE', 'PEER', 'LINK', 'STATE', 'HANDSHAKE', 'BYTES IN', 'BYTES OUT', 'DROPS'],
+            links,
+          ),
+        ]
+      : []),
     ...(procs.length
       ? [
           '',

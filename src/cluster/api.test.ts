@@ -151,6 +151,7 @@ describe('cluster API: limits', () => {
       root: 'http://127.0.0.1:9',
       root_reachable: false,
       mqtt: 'mqtt://127.0.0.1:9',
+      allow_plaintext_peers: false,
       nodes: [],
       pending_status_reports: 0,
       rate_limited: counters.rateLimited,

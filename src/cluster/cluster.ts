@@ -55,6 +55,11 @@ export interface ClusterOptions {
   credentials?: ClusterCredentials;
   /** Per-caller rate limits of the HTTP API (protocol/http-limits.ts has the defaults). */
   rateLimits?: Partial<RateLimits>;
+  /**
+   * Whether this cluster's NetManagers may tunnel in plaintext to peers without a WireGuard key (upstream
+   * NetManagers); told to them in the retained cluster info. Default false: such peers are unreachable.
+   */
+  allowPlaintextPeers?: boolean;
 }
 
 export interface RunningCluster {
@@ -173,6 +178,7 @@ export async function startCluster(o: ClusterOptions): Promise<RunningCluster> {
     root: o.rootUrl,
     root_reachable: link?.reachable ?? false,
     mqtt: mqttUrl,
+    allow_plaintext_peers: o.allowPlaintextPeers === true,
     nodes: cache.nodes().map((n) => ({
       worker_id: n.workerId,
       subnet: n.subnet,
@@ -258,6 +264,7 @@ export async function startCluster(o: ClusterOptions): Promise<RunningCluster> {
         cluster_id: clusterId,
         api: `${scheme}://${hostForUrl(address)}:${port}`,
         root: o.rootUrl,
+        allow_plaintext_peers: o.allowPlaintextPeers === true,
       };
       mqtt.publish(topics.clusterInfo, JSON.stringify(info), { qos: MQTT_QOS, retain: true }, (err) => {
         if (err) log.warn({ err: err.message }, 'could not publish the cluster info');

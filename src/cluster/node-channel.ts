@@ -182,6 +182,7 @@ export class NodeChannel {
       ...(msg.nsipv6 && msg.nsipv6 !== '<nil>' ? { namespace_ip_v6: canonicalIp(msg.nsipv6) } : {}),
       host_ip: canonicalIp(msg.host_ip),
       host_port: Number(msg.host_port),
+      ...(msg.wg_public_key !== undefined ? { wg_public_key: msg.wg_public_key } : {}),
       worker_id: worker,
     };
     this.deps.cache.addInterest(msg.appname, worker);
@@ -228,11 +229,16 @@ export class NodeChannel {
     const msg = parseJson(parsers.serviceDeployed, text, 'address change');
     const hostIp = canonicalIp(msg.host_ip);
     const hostPort = Number(msg.host_port);
+    const key = msg.wg_public_key;
     const changed: JobDocument[] = [];
     for (const doc of this.deps.cache.jobs()) {
       const mine = doc.instance_list.filter((i) => i.worker_id === worker);
       if (mine.length === 0) continue;
-      for (const i of mine) Object.assign(i, { host_ip: hostIp, host_port: hostPort });
+      for (const i of mine) {
+        Object.assign(i, { host_ip: hostIp, host_port: hostPort });
+        if (key !== undefined) i.wg_public_key = key;
+        else delete i.wg_public_key;
+      }
       this.deps.cache.putJob(doc);
       changed.push(doc);
       this.deps.cache.queueStatus({
@@ -244,13 +250,14 @@ export class NodeChannel {
           ...(i.namespace_ip_v6 !== undefined ? { namespace_ip_v6: i.namespace_ip_v6 } : {}),
           host_ip: hostIp,
           host_port: hostPort,
+          ...(key !== undefined ? { wg_public_key: key } : {}),
           worker_id: worker,
         })),
       });
     }
     if (changed.length) this.deps.onStatusQueued();
     for (const doc of changed) await this.publishUpdates(doc.job_name, 'DEPLOYMENT');
-    log.info({ hostIp, hostPort, jobs: changed.map((d) => d.job_name) }, 'node address changed');
+    log.info({ hostIp, hostPort, key, jobs: changed.map((d) => d.job_name) }, 'node address changed');
   }
 
   /** interest/remove {appname}: the node forgot a job; the last node to forget it ends the root interest. */

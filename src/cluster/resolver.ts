@@ -9,6 +9,7 @@ import type { Logger } from 'pino';
 import { IpAddress } from '../addressing/ip.ts';
 import { NotFoundError } from '../errors.ts';
 import { IP_TYPE, type TableInstance, type TableQueryResult } from '../protocol/mqtt.ts';
+import { isWgPublicKey } from '../protocol/names.ts';
 import type { JobDocument } from '../protocol/root-api.ts';
 import type { RootClient } from '../protocol/root-client.ts';
 import type { ClusterCache } from './cache.ts';
@@ -163,6 +164,9 @@ export function toTableResult(doc: JobDocument | undefined, queryKey: string): T
       ...(i.namespace_ip_v6 !== undefined ? { namespace_ip_v6: i.namespace_ip_v6 } : {}),
       host_ip: i.host_ip,
       host_port: i.host_port,
+      ...(i.wg_public_key !== undefined && isWgPublicKey(i.wg_public_key)
+        ? { wg_public_key: i.wg_public_key }
+        : {}),
       ...(i.worker_id !== undefined ? { worker_id: i.worker_id } : {}),
       cluster_id: i.cluster_id,
       service_ip: [

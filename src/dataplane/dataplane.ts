@@ -19,6 +19,9 @@ import { ProxyTun } from './proxy/proxy.ts';
 import type { ServiceSnapshot } from './snapshot.ts';
 import type { Tun } from './tun/tun.ts';
 import type { Tunnel } from './tunnel/tunnel.ts';
+import type { KeyPair } from './wireguard/keys.ts';
+import type { TransportSessions } from './wireguard/sessions.ts';
+import { WgTunnel } from './wireguard/wg-tunnel.ts';
 
 export interface DataPlane {
   /**
@@ -59,6 +62,18 @@ export interface DataPlaneConfig {
   resolveTimeoutMs?: number;
   /** Idle timeouts of flows in ms. */
   idle?: Partial<IdleTimeouts>;
+  /**
+   * The tunnel's WireGuard side: the node's static key pair and the sessions its raw tunnel seals with (native
+   * for the UDP tunnel). Without it (or with identity null) the node has no key and speaks plaintext, which
+   * only peers without a key, where the cluster allows plaintext peers, accept. In both cases only peers in
+   * the snapshot's tables are talked to.
+   */
+  wireguard?: {
+    identity: KeyPair | null;
+    sessions: TransportSessions | null;
+    persistentKeepaliveSeconds?: number;
+    underLoadPerSecond?: number;
+  };
 }
 
 /** Starts ProxyTUN on the devices: reading begins at once, with an empty snapshot until the first apply. */
@@ -68,7 +83,25 @@ export function startDataPlane(
   lookup: AddressLookup,
   log: Logger,
 ): DataPlane {
-  const proxy = new ProxyTun(devices, config, lookup, log);
+  const wg = new WgTunnel(devices.tunnel, {
+    identity: config.wireguard?.identity ?? null,
+    ask: (address) => lookup.ask(address),
+    sessions: config.wireguard?.sessions ?? null,
+    ...(config.wireguard?.persistentKeepaliveSeconds !== undefined
+      ? { persistentKeepaliveSeconds: config.wireguard.persistentKeepaliveSeconds }
+      : {}),
+    ...(config.wireguard?.underLoadPerSecond !== undefined
+      ? { underLoadPerSecond: config.wireguard.underLoadPerSecond }
+      : {}),
+  });
+  const proxy = new ProxyTun({ tun: devices.tun, tunnel: wg }, config, lookup, log);
   proxy.start();
-  return proxy;
+  return {
+    apply(snapshot) {
+      wg.use(snapshot);
+      proxy.apply(snapshot);
+    },
+    status: () => ({ ...proxy.status(), wireguard: wg.status() }),
+    close: () => proxy.close(),
+  };
 }

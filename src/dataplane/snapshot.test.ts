@@ -16,6 +16,7 @@ function inst(number: number, local: boolean): Instance {
     instanceIp4: b(`10.30.1.${number}`),
     instanceIp6: b(`fdff::1:${number}`),
     endpoint: endpoint(local ? '10.255.0.1' : '10.255.0.2', 50103),
+    key: null,
     local,
     cluster: 'c1',
   });

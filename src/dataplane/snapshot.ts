@@ -25,6 +25,8 @@ export interface Instance {
   readonly instanceIp6: Uint8Array | null;
   /** The node's tunnel endpoint (18 bytes: IPv6 or v4-mapped address + port). */
   readonly endpoint: Buffer;
+  /** The WireGuard public key of that node (32 bytes); null for a node without one (an upstream NetManager). */
+  readonly key: Uint8Array | null;
   /** True when it runs on this node (delivered through the TUN, not the tunnel). */
   readonly local: boolean;
   /** Cluster the instance belongs to (for Closest before any RTT is measured). */
@@ -75,6 +77,16 @@ export interface SnapshotSpec {
    * the answer (packets that waited for them since before that generation are dropped).
    */
   readonly unknown?: ReadonlyArray<{ readonly address: Uint8Array; readonly generation: number }>;
+  /** Whether the tunnel may carry plaintext to and from peers without a key (the cluster's policy; default no). */
+  readonly allowPlaintextPeers?: boolean;
+}
+
+/** A peer node of the tunnel: where its instances are reached, and its key. */
+export interface Peer {
+  /** 18-byte tunnel endpoint. */
+  readonly endpoint: Buffer;
+  /** 32-byte WireGuard public key; null: the peer speaks plaintext (an upstream NetManager). */
+  readonly key: Uint8Array | null;
 }
 
 /** The services of a snapshot, indexed; shared by snapshots that differ only in their negative answers. */
@@ -83,6 +95,7 @@ class ServiceIndex {
   readonly byAddress = new Map<number | string, AddressTarget>();
   readonly byNamespace = new Map<number | string, Instance>();
   readonly byJob = new Map<string, Service>();
+  private peerList: readonly Peer[] | undefined;
 
   constructor(services: SnapshotSpec['services']) {
     this.services = Object.freeze(services.map((s) => s.service));
@@ -103,6 +116,21 @@ class ServiceIndex {
       }
     }
   }
+
+  /** The remote nodes the instances run on, one per endpoint (made once, on first use). */
+  peers(): readonly Peer[] {
+    if (this.peerList) return this.peerList;
+    const byEndpoint = new Map<string, Peer>();
+    for (const service of this.services)
+      for (const inst of service.instances) {
+        if (inst.local) continue;
+        const k = inst.endpoint.toString('latin1');
+        const seen = byEndpoint.get(k);
+        // entries with a key win; of two keys (a node that changed its key), the later service's entry
+        if (!seen || inst.key !== null) byEndpoint.set(k, { endpoint: inst.endpoint, key: inst.key });
+      }
+    return (this.peerList = Object.freeze([...byEndpoint.values()]));
+  }
 }
 
 export class ServiceSnapshot {
@@ -113,6 +141,7 @@ export class ServiceSnapshot {
   /** As given (the producer passes the same array while the subnetworks do not change). */
   readonly localSubnets: readonly Cidr[];
   readonly cluster: string;
+  readonly allowPlaintextPeers: boolean;
   private readonly index: ServiceIndex;
   private readonly unknownSince = new Map<number | string, number>();
 
@@ -121,6 +150,7 @@ export class ServiceSnapshot {
     this.generation = spec.generation;
     this.localSubnets = spec.localSubnets;
     this.cluster = spec.cluster;
+    this.allowPlaintextPeers = spec.allowPlaintextPeers === true;
     this.index = sameServicesAs?.index ?? new ServiceIndex(spec.services);
     for (const u of spec.unknown ?? []) {
       const key = addressKey(u.address, 0, u.address.length);
@@ -131,6 +161,11 @@ export class ServiceSnapshot {
   /** Every service, in the producer's order. */
   get services(): readonly Service[] {
     return this.index.services;
+  }
+
+  /** The peer nodes of the tunnel (every remote endpoint an instance runs behind, with its key). */
+  peers(): readonly Peer[] {
+    return this.index.peers();
   }
 
   /** The target of the semantic address at buf[offset, offset + length) (4 or 16 bytes); undefined if unknown. */

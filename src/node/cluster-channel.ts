@@ -14,6 +14,8 @@ export interface DeploymentReport {
   nsipv6: string;
   hostIp: string;
   hostPort: number;
+  /** The node's WireGuard public key (base64), announced with its routing facts; absent: plaintext node. */
+  publicKey?: string;
 }
 
 export interface ClusterChannel {
@@ -43,6 +45,8 @@ export interface ClusterChannel {
   watchJob(job: string): Promise<void>;
   /** Unsubscribes and tells the cluster the node's interest is gone. */
   unwatchJob(job: string): Promise<void>;
+  /** Calls handler with what the cluster announces about itself, whenever it announces it. */
+  onClusterInfo(handler: (info: ClusterInfoMessage) => void): void;
   /** Calls handler after every reconnect (not the first connect): what was published meanwhile is lost. */
   onReconnect(handler: () => void): void;
   /** Calls handler(job) for every update notification of a watched job. */

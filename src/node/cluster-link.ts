@@ -39,6 +39,7 @@ export class ClusterLink implements ClusterChannel {
   private readonly pendingQueries = new Set<PendingQuery>();
   private subnetWaiter: ((r: { address: string; addressv6: string }) => void) | undefined;
   private readonly jobHandlers = new Set<(job: string) => void>();
+  private readonly infoHandlers = new Set<(info: ClusterInfoMessage) => void>();
   private readonly subscribedJobs = new Set<string>();
   private readonly answerTimeoutMs: number;
   /** Answers that could not be parsed (counted, ignored). */
@@ -183,6 +184,7 @@ export class ClusterLink implements ClusterChannel {
       nsipv6: d.nsipv6,
       host_port: String(d.hostPort),
       host_ip: d.hostIp,
+      ...(d.publicKey !== undefined ? { wg_public_key: d.publicKey } : {}),
     });
   }
 
@@ -195,7 +197,7 @@ export class ClusterLink implements ClusterChannel {
   }
 
   /** Reports a new public address of this node. */
-  reportAddressChanged(hostIp: string, hostPort: number): void {
+  reportAddressChanged(hostIp: string, hostPort: number, publicKey?: string): void {
     this.publish(topics.addressChanged(this.session().workerId), {
       appname: '',
       status: '',
@@ -204,6 +206,7 @@ export class ClusterLink implements ClusterChannel {
       nsipv6: '',
       host_port: String(hostPort),
       host_ip: hostIp,
+      ...(publicKey !== undefined ? { wg_public_key: publicKey } : {}),
     });
   }
 
@@ -227,6 +230,10 @@ export class ClusterLink implements ClusterChannel {
    * Calls handler after every reconnect (not the first connect): updates published while the node was away
    * are lost (clean session), so what it knows must be refreshed.
    */
+  onClusterInfo(handler: (info: ClusterInfoMessage) => void): void {
+    this.infoHandlers.add(handler);
+  }
+
   onReconnect(handler: () => void): void {
     this.reconnectHandlers.add(handler);
   }
@@ -273,8 +280,10 @@ export class ClusterLink implements ClusterChannel {
       return;
     }
     if (topic === topics.clusterInfo) {
-      if (parsers.clusterInfo.check(value)) this.clusterInfo = value;
-      else this.invalidMessages++;
+      if (parsers.clusterInfo.check(value)) {
+        this.clusterInfo = value;
+        for (const h of this.infoHandlers) h(value);
+      } else this.invalidMessages++;
       return;
     }
     if (topic === topics.subnetResult(this.session().workerId)) {

@@ -44,6 +44,8 @@ export interface InstanceContext {
   /** The address and port other nodes reach this node's tunnel at. */
   hostIp: string;
   tunnelPort: number;
+  /** This node's WireGuard public key (base64), announced with every instance; absent: a plaintext node. */
+  publicKey?: string;
   cluster: ClusterChannel;
   resolver: NodeResolver;
   table: ServiceTable;
@@ -245,6 +247,7 @@ export class Instances {
       nsipv6: rec.nsipv6,
       hostIp: this.c.hostIp,
       hostPort: this.c.tunnelPort,
+      ...(this.c.publicKey !== undefined ? { publicKey: this.c.publicKey } : {}),
     });
   }
 

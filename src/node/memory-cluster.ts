@@ -77,6 +77,7 @@ export class MemoryCluster {
         namespace_ip_v6: i.at.nsipv6,
         host_ip: i.at.hostIp,
         host_port: i.at.hostPort,
+        ...(i.at.publicKey !== undefined ? { wg_public_key: i.at.publicKey } : {}),
         worker_id: i.at.worker,
         cluster_id: this.id,
         service_ip: [...s.serviceIps, { IpType: IP_TYPE.instance, Address: i.ip4, Address_v6: i.ip6 }],
@@ -163,6 +164,10 @@ export class MemoryClusterChannel implements ClusterChannel {
   unwatchJob(job: string): Promise<void> {
     this.watched.delete(job);
     return later(undefined);
+  }
+
+  onClusterInfo(): void {
+    // an in-memory cluster announces nothing: its nodes allow no plaintext peers
   }
 
   onReconnect(): void {

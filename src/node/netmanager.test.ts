@@ -18,6 +18,8 @@ import { IpProto, ParsedPacket, TcpFlag } from '../dataplane/packet/index.ts';
 import { FakeTun } from '../dataplane/tun/fake.ts';
 import { Collector } from '../dataplane/tun/fixtures.ts';
 import { MemorySwitch } from '../dataplane/tunnel/memory.ts';
+import { KeyPair } from '../dataplane/wireguard/keys.ts';
+import { JsTransportSessions } from '../dataplane/wireguard/transport-js.ts';
 import { IP_TYPE } from '../protocol/mqtt.ts';
 import type { AttachSpec, HostNetwork } from './host-network.ts';
 import { MemoryCluster } from './memory-cluster.ts';
@@ -83,9 +85,13 @@ function node(t: TestContext, host: string, cluster: MemoryCluster, net: MemoryS
   const written = new Collector<Buffer>();
   tun.onWrite = (p) => written.push(p);
   const hostNetwork = new RecordingHostNetwork();
+  // the tunnel speaks WireGuard, as `oaknet node` does by default (JavaScript transport in memory)
+  const keys = KeyPair.generate();
+  const sessions = new JsTransportSessions(64);
   const nm = createNetManager(
     {
-      devices: { tun, tunnel: net.open(host, PORT) },
+      devices: { tun, tunnel: net.open(host, PORT, { sessions }) },
+      dataPlane: { wireguard: { identity: keys, sessions } },
       cluster: cluster.channel(),
       hostNetwork: () => hostNetwork,
       stateFile: new StateFile(dir),
@@ -97,6 +103,7 @@ function node(t: TestContext, host: string, cluster: MemoryCluster, net: MemoryS
       clusterMqttPort: 10003,
       publicAddress: host,
       tunnelPort: PORT,
+      publicKey: keys.publicText(),
       plan: new AddressPlan(),
     },
   );

@@ -45,6 +45,8 @@ export interface NetManagerConfig {
   publicAddress?: string;
   /** UDP tunnel port (announced as host_port). */
   tunnelPort: number;
+  /** This node's WireGuard public key (base64, announced as wg_public_key); absent: a plaintext node. */
+  publicKey?: string;
   plan: AddressPlan;
   /** How long deploy waits for the instance's own table entry (ms, default 3000). */
   ownEntryTimeoutMs?: number;
@@ -128,6 +130,7 @@ export class NetManager {
     if (!Number.isInteger(port) || port < 1 || port > 65535)
       throw new InvalidInputError(`the tunnel port must be 1-65535, got ${port}`);
     parts.table.onChange((snapshot) => parts.dataPlane.apply(snapshot));
+    parts.cluster.onClusterInfo((info) => parts.table.setPlaintextPeers(info.allow_plaintext_peers === true));
     // after a reconnect the cluster may have lost what it knew (a restart): tell it again
     parts.cluster.onReconnect(() => this.registered?.instances.announceAll());
   }
@@ -228,6 +231,7 @@ export class NetManager {
         subnetV6,
         hostIp,
         tunnelPort: this.config.tunnelPort,
+        ...(this.config.publicKey !== undefined ? { publicKey: this.config.publicKey } : {}),
         cluster,
         resolver: this.parts.resolver,
         table: this.parts.table,

@@ -56,6 +56,7 @@ export class ServiceTable {
   private identity: NodeIdentity | undefined;
   private unknown: Array<{ address: Uint8Array; generation: number; at: number }> = [];
   private generation = 0;
+  private plaintextPeers = false;
   private current = ServiceSnapshot.EMPTY;
   /** Something changed since `current`; `servicesChanged`: more than the negative answers. */
   private dirty = false;
@@ -81,6 +82,13 @@ export class ServiceTable {
     this.changed(true);
   }
 
+  /** The cluster's policy for peers without a WireGuard key (carried by every snapshot). */
+  setPlaintextPeers(allowed: boolean): void {
+    if (allowed === this.plaintextPeers) return;
+    this.plaintextPeers = allowed;
+    this.changed(false);
+  }
+
   /** Calls `listener` with the newest snapshot after changes (once per burst, from a microtask). */
   onChange(listener: (snapshot: ServiceSnapshot) => void): void {
     this.listeners.add(listener);
@@ -98,6 +106,7 @@ export class ServiceTable {
           cluster: this.ownCluster(),
           services: [...this.jobs.values()],
           unknown: this.unknown,
+          allowPlaintextPeers: this.plaintextPeers,
         },
         // only negative answers came (a scan of unknown addresses): the services and their indexes stay
         this.servicesChanged ? undefined : this.current,
@@ -271,6 +280,7 @@ export class ServiceTable {
       if (ip?.family === 6) ip6 ??= ip.toBytes();
     }
     const end = endpoint(host.toString(), t.host_port);
+    const key = t.wg_public_key !== undefined ? Buffer.from(t.wg_public_key, 'base64') : null;
     return Object.freeze({
       job,
       number: t.instance_number,
@@ -279,6 +289,7 @@ export class ServiceTable {
       instanceIp4: ip4,
       instanceIp6: ip6,
       endpoint: end,
+      key: key?.length === 32 ? new Uint8Array(key) : null,
       local: this.isLocal(end, t.worker_id),
       cluster: t.cluster_id ?? '',
       workerId: t.worker_id,
@@ -304,6 +315,7 @@ function sameInstance(a: Instance, b: Instance): boolean {
     eq(a.nsip6, b.nsip6) &&
     eq(a.instanceIp4, b.instanceIp4) &&
     eq(a.instanceIp6, b.instanceIp6) &&
+    eq(a.key, b.key) &&
     Buffer.compare(a.endpoint, b.endpoint) === 0
   );
 }

@@ -19,6 +19,10 @@ export const ClusterStatus = Type.Object({
   root: Type.String(),
   root_reachable: Type.Boolean(),
   mqtt: Type.String(),
+  allow_plaintext_peers: Type.Boolean({
+    description:
+      'whether its NetManagers tunnel in plaintext to peers without a WireGuard key (--allow-plaintext-peers)',
+  }),
   nodes: Type.Array(
     Type.Object({
       worker_id: Type.String(),

@@ -45,6 +45,51 @@ export const PeerStatus = Type.Object({
 });
 export type PeerStatus = Static<typeof PeerStatus>;
 
+/** A peer node of the tunnel as WireGuard sees it. */
+export const PeerTunnelStatus = Type.Object({
+  /** The peer's tunnel endpoint, host:port. */
+  node: Type.String(),
+  /** Its WireGuard public key (base64); null: a peer without one (an upstream NetManager). */
+  public_key: Type.Union([Type.String(), Type.Null()]),
+  /** Whether packets to and from it are encrypted. */
+  encrypted: Type.Boolean(),
+  /** established, handshaking, idle (no session yet), plaintext (allowed), refused (plaintext not allowed). */
+  state: Type.Union([
+    Type.Literal('established'),
+    Type.Literal('handshaking'),
+    Type.Literal('idle'),
+    Type.Literal('plaintext'),
+    Type.Literal('refused'),
+  ]),
+  /** ISO time of the last completed handshake; null before one. */
+  last_handshake: Type.Union([Type.String(), Type.Null()]),
+  handshakes: Count,
+  /** Transport bytes opened from it and sealed to it (WireGuard messages, headers included). */
+  bytes_in: Count,
+  bytes_out: Count,
+  /** Packets waiting for a handshake to it. */
+  waiting_packets: Count,
+  /** Datagrams from or to it dropped, by reason. */
+  drops: Type.Record(Type.String(), Count),
+});
+export type PeerTunnelStatus = Static<typeof PeerTunnelStatus>;
+
+/** The tunnel's WireGuard side. */
+export const WireGuardStatus = Type.Object({
+  /** wireguard: this node has a key and encrypts to every peer that has one; off: plaintext only. */
+  encryption: Type.Union([Type.Literal('wireguard'), Type.Literal('off')]),
+  public_key: Type.Union([Type.String(), Type.Null()]),
+  /** The cluster's policy for peers without a key (--allow-plaintext-peers). */
+  allow_plaintext_peers: Type.Boolean(),
+  /** Cookie replies sent (under load, to handshakes without a valid MAC2). */
+  cookies_sent: Count,
+  /** Datagrams dropped by the tunnel (unknown endpoints and keys, failed or replayed packets...), all peers. */
+  dropped: Count,
+  drops: Type.Record(Type.String(), Count),
+  peers: Type.Array(PeerTunnelStatus),
+});
+export type WireGuardStatus = Static<typeof WireGuardStatus>;
+
 export const DataPlaneStatus = Type.Object({
   /** Generation of the service-table snapshot in use. */
   generation: Count,
@@ -75,6 +120,8 @@ export const DataPlaneStatus = Type.Object({
     tunnel: Type.Union([TunnelOffloadStatus, Type.Null()]),
   }),
   peers: Type.Array(PeerStatus),
+  /** The tunnel's encryption, peers and drops (absent on a data plane without the WireGuard tunnel). */
+  wireguard: Type.Optional(WireGuardStatus),
   /** Services this node has open flows to (the node keeps watching them). */
   services: Type.Array(Type.Object({ job: Type.String(), flows: Count })),
 });

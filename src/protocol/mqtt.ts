@@ -5,7 +5,15 @@
  * Topics are built and parsed here only.
  */
 import { Type, type Static } from 'typebox';
+import { WG_PUBLIC_KEY_PATTERN } from './names.ts';
 import { parser } from './validate.ts';
+
+/**
+ * oaknet's extra field of deployment reports, address changes and table entries: the node's WireGuard public
+ * key (upstream ignores unknown fields; an entry without one is an upstream NetManager, reached in plaintext
+ * only where its cluster allows it).
+ */
+export const WgPublicKey = Type.String({ pattern: WG_PUBLIC_KEY_PATTERN });
 
 /** Every message of the contract is QoS 1 and not retained. */
 export const MQTT_QOS = 1;
@@ -106,6 +114,7 @@ export const TableInstance = Type.Object({
   namespace_ip_v6: Type.Optional(Type.String()),
   host_ip: Type.String(),
   host_port: Type.Integer({ minimum: 0, maximum: 65535 }),
+  wg_public_key: Type.Optional(WgPublicKey),
   worker_id: Type.Optional(Type.String()),
   cluster_id: Type.Optional(Type.String()),
   service_ip: Type.Array(ServiceIpEntry),
@@ -131,6 +140,7 @@ export const ServiceDeployed = Type.Object({
     Type.Integer({ minimum: 0, maximum: 65535 }),
   ]),
   host_ip: Type.String(),
+  wg_public_key: Type.Optional(WgPublicKey),
 });
 export type ServiceDeployed = Static<typeof ServiceDeployed>;
 
@@ -146,6 +156,12 @@ export const ClusterInfoMessage = Type.Object({
   cluster_id: Type.String(),
   api: Type.String({ description: "the cluster's HTTP API, e.g. http://10.0.0.2:10110" }),
   root: Type.String({ description: "the root's HTTP API as the cluster uses it" }),
+  allow_plaintext_peers: Type.Optional(
+    Type.Boolean({
+      description:
+        'whether its NetManagers may tunnel in plaintext to peers that have no WireGuard key (upstream NetManagers); absent: no',
+    }),
+  ),
 });
 export type ClusterInfoMessage = Static<typeof ClusterInfoMessage>;
 

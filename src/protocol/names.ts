@@ -78,3 +78,16 @@ export function toPathSegment(nameOrIp: string): string {
 export function fromPathSegment(segment: string): string {
   return segment.replaceAll('_', '.');
 }
+
+/**
+ * A WireGuard public key as `wg` writes it: standard base64 of 32 bytes (43 characters and one '='; the last
+ * character before '=' carries 2 bits, so only 16 letters fit there).
+ */
+export const WG_PUBLIC_KEY_PATTERN = '^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$';
+
+const WG_PUBLIC_KEY_RE = new RegExp(WG_PUBLIC_KEY_PATTERN);
+
+/** Whether text is a WireGuard public key in `wg`'s base64 form. */
+export function isWgPublicKey(text: string): boolean {
+  return WG_PUBLIC_KEY_RE.test(text);
+}

@@ -4,7 +4,13 @@
  * the calling cluster names itself with `cluster_id` (query), never by its source address.
  */
 import { Type, type Static } from 'typebox';
-import { encodePathSegment as seg, ID_PATTERN, JOB_NAME_PATTERN, NAME_PART_PATTERN } from './names.ts';
+import {
+  encodePathSegment as seg,
+  ID_PATTERN,
+  JOB_NAME_PATTERN,
+  NAME_PART_PATTERN,
+  WG_PUBLIC_KEY_PATTERN,
+} from './names.ts';
 import { pageCursor, PageLimit } from './pagination.ts';
 
 const Id = Type.String({
@@ -81,6 +87,7 @@ export const DeployedInstance = Type.Object({
   namespace_ip_v6: Type.Optional(Type.String()),
   host_ip: Type.String(),
   host_port: Port,
+  wg_public_key: Type.Optional(Type.String({ pattern: WG_PUBLIC_KEY_PATTERN })),
   worker_id: Type.Optional(Id),
 });
 export type DeployedInstance = Static<typeof DeployedInstance>;
@@ -115,6 +122,7 @@ export const JobInstance = Type.Object({
   namespace_ip_v6: Type.Optional(Type.String()),
   host_ip: Type.Optional(Type.String()),
   host_port: Type.Optional(Type.Integer()),
+  wg_public_key: Type.Optional(Type.String()),
   worker_id: Type.Optional(Type.String()),
 });
 export type JobInstance = Static<typeof JobInstance>;

@@ -94,6 +94,8 @@ export function updateDeployStatus(
     }
     inst.hostIp = canonical(d.host_ip, 'host_ip');
     inst.hostPort = Number(d.host_port);
+    if (d.wg_public_key !== undefined) inst.wgPublicKey = d.wg_public_key;
+    else delete inst.wgPublicKey;
     if (d.worker_id) inst.workerId = d.worker_id;
     for (const c of enqueue(tx, job.name, inst.number, 'DEPLOYMENT')) clusters.add(c);
   }

@@ -29,6 +29,7 @@ export function toDocument(job: JobRecord): JobDocument {
         ...(i.namespaceIpV6 !== undefined ? { namespace_ip_v6: i.namespaceIpV6 } : {}),
         ...(i.hostIp !== undefined ? { host_ip: i.hostIp } : {}),
         ...(i.hostPort !== undefined ? { host_port: i.hostPort } : {}),
+        ...(i.wgPublicKey !== undefined ? { wg_public_key: i.wgPublicKey } : {}),
         ...(i.workerId !== undefined ? { worker_id: i.workerId } : {}),
       })),
   };

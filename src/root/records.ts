@@ -41,6 +41,8 @@ export interface InstanceRecord {
   namespaceIpV6?: string;
   hostIp?: string;
   hostPort?: number;
+  /** The WireGuard public key of the node it runs on (base64); absent for upstream NetManagers. */
+  wgPublicKey?: string;
   workerId?: string;
 }
 

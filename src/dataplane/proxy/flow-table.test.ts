@@ -17,6 +17,7 @@ const CLIENT: Instance = {
   instanceIp4: Uint8Array.of(10, 30, 0, 10),
   instanceIp6: null,
   endpoint: endpoint('10.255.0.1', 50103),
+  key: null,
   local: true,
   cluster: 'c1',
 };
@@ -31,6 +32,7 @@ function instance(n: number, family: 4 | 6): Instance {
     instanceIp4: v4 ? Uint8Array.of(10, 30, 1, n) : null,
     instanceIp6: v4 ? null : bytes(`fdff::1:${n.toString(16)}`),
     endpoint: endpoint('10.255.0.2', 50103),
+    key: null,
     local: false,
     cluster: 'c1',
   };

@@ -13,6 +13,7 @@ function inst(job: string, n: number, local = false, cluster = 'c1'): Instance {
     instanceIp4: Uint8Array.of(10, 30, 1, n),
     instanceIp6: null,
     endpoint: endpoint('10.255.0.1', 50103),
+    key: null,
     local,
     cluster,
   };

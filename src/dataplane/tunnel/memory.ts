@@ -13,6 +13,7 @@ import { SystemError } from '../../errors.ts';
 import { segmentPacket } from '../packet/segment.ts';
 import { PacketQueue } from '../tun/packet-queue.ts';
 import { BatchBuilder, type PacketBatch } from '../tun/tun.ts';
+import { TRANSPORT_OVERHEAD_MAX, type TransportSessions } from '../wireguard/sessions.ts';
 import {
   type AddressedBatch,
   ENDPOINT_BYTES,
@@ -39,6 +40,8 @@ export interface MemoryTunnelOptions {
   headroom?: number;
   /** Most datagrams waiting for the receiver; more are lost (default 4096). */
   queueCapacity?: number;
+  /** Sessions for packets sent with a slot (WireGuard transport); without them such packets fail. */
+  sessions?: TransportSessions;
 }
 
 export class MemorySwitch {
@@ -90,6 +93,10 @@ export class MemoryTunnel implements Tunnel {
   private readonly result: SendResult = { sent: 0, failed: 0 };
   /** The wire packets of the super-packet being sent (made on the first one). */
   private wire: BatchBuilder | undefined;
+  /** Sessions that packets with a slot (AddressedBatch.sessions) are sealed with. */
+  private readonly sessions: TransportSessions | undefined;
+  private slot = -1;
+  private readonly sealed = Buffer.alloc(MAX_DATAGRAM_BYTES + TRANSPORT_OVERHEAD_MAX);
 
   constructor(
     private readonly network: MemorySwitch,
@@ -100,6 +107,7 @@ export class MemoryTunnel implements Tunnel {
     const { host, port } = decodeEndpoint(endpoint);
     this.host = host;
     this.port = port;
+    this.sessions = options.sessions;
     const headroom = options.headroom ?? 0;
     this.queue = new PacketQueue({
       batchSize: options.batchSize ?? 64,
@@ -124,6 +132,7 @@ export class MemoryTunnel implements Tunnel {
       const offset = offsets[i] ?? 0;
       const length = lengths[i] ?? 0;
       const word = gso ? (gso[i] ?? 0) : 0;
+      this.slot = batch.sessions?.[i] ?? -1;
       if (word === 0) {
         this.carryOne(buffer, offset, length, endpoints, i * ENDPOINT_BYTES);
         continue;
@@ -144,6 +153,19 @@ export class MemoryTunnel implements Tunnel {
   }
 
   private carryOne(buffer: Buffer, offset: number, length: number, to: Buffer, toOffset: number): void {
+    if (this.slot >= 0) {
+      // sealed with the packet's session, as the UDP tunnel does in its native send
+      const sealed =
+        this.sessions?.seal(this.slot, buffer.subarray(offset, offset + length), this.sealed, 0) ?? -1;
+      if (sealed < 0) {
+        this.counters.rejected++;
+        this.result.failed++;
+        return;
+      }
+      buffer = this.sealed;
+      offset = 0;
+      length = sealed;
+    }
     if (length > MAX_DATAGRAM_BYTES) {
       this.counters.rejected++;
       this.result.failed++;

@@ -1,0 +1,296 @@
+/**
+ * WgTunnel over in-memory tunnels with the JavaScript transport: handshakes both ways, packets waiting for a
+ * handshake, only known peers, forged and replayed datagrams, plaintext policy, cookies under load, rekeying
+ * and expiry on a fake clock, and a peer that changes its key.
+ */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import type { IpAddress } from '../../addressing/ip.ts';
+import type { PacketBatch } from '../tun/tun.ts';
+import { MemorySwitch, type MemoryTunnel } from '../tunnel/memory.ts';
+import { endpoint, OutboundBatch } from '../tunnel/tunnel.ts';
+import { REJECT_AFTER_TIME, REKEY_AFTER_TIME } from './constants.ts';
+import { KeyPair } from './keys.ts';
+import { JsTransportSessions } from './transport-js.ts';
+import { WgTunnel } from './wg-tunnel.ts';
+
+/** An IPv4/UDP packet of `size` bytes (the tunnel only reads the IPv4 total length when it trims padding). */
+function packet(size: number, fill: number): Buffer {
+  const p = Buffer.alloc(size, fill);
+  p[0] = 0x45;
+  p.writeUInt16BE(size, 2);
+  p[9] = 17;
+  return p;
+}
+
+interface Side {
+  raw: MemoryTunnel;
+  wg: WgTunnel;
+  keys: KeyPair;
+  got: Buffer[];
+  sources: string[];
+}
+
+function side(
+  net: MemorySwitch,
+  host: string,
+  clock: { now: number },
+  opts: { key?: boolean; underLoad?: number; ask?: (a: IpAddress) => void } = {},
+): Side {
+  const sessions = new JsTransportSessions(64);
+  const raw = net.open(host, 50103, { sessions });
+  const keys = KeyPair.generate();
+  const wg = new WgTunnel(raw, {
+    identity: opts.key === false ? null : keys,
+    sessions: opts.key === false ? null : sessions,
+    now: () => clock.now,
+    ...(opts.ask ? { ask: opts.ask } : {}),
+    ...(opts.underLoad !== undefined ? { underLoadPerSecond: opts.underLoad } : {}),
+  });
+  const s: Side = { raw, wg, keys, got: [], sources: [] };
+  wg.start((batch: PacketBatch, src: Buffer) => {
+    for (let i = 0; i < batch.count; i++) {
+      const off = batch.offsets[i]!;
+      s.got.push(Buffer.from(batch.buffer.subarray(off, off + batch.lengths[i]!)));
+      s.sources.push(src.subarray(i * 18, i * 18 + 18).toString('hex'));
+    }
+  });
+  return s;
+}
+
+function sendTo(from: Side, host: string, ...packets: Buffer[]): void {
+  const b = new OutboundBatch(packets.length);
+  b.reset(Buffer.concat(packets));
+  let at = 0;
+  const to = endpoint(host, 50103);
+  for (const p of packets) {
+    b.pushTo(at, p.length, to);
+    at += p.length;
+  }
+  from.wg.send(b);
+}
+
+/** Lets the in-memory tunnels deliver what is queued (they deliver from setImmediate). */
+async function settle(): Promise<void> {
+  for (let i = 0; i < 10; i++) await new Promise((r) => setImmediate(r));
+}
+
+function pair(opts: { underLoad?: number } = {}) {
+  const clock = { now: 1_000_000 };
+  const net = new MemorySwitch();
+  const a = side(net, '10.255.0.1', clock);
+  const b = side(net, '10.255.0.2', clock, opts); // only b is ever under load
+  a.wg.setPeers([{ endpoint: endpoint('10.255.0.2', 50103), key: b.keys.publicKey }]);
+  b.wg.setPeers([{ endpoint: endpoint('10.255.0.1', 50103), key: a.keys.publicKey }]);
+  const close = () => {
+    a.wg.close();
+    b.wg.close();
+  };
+  return { clock, net, a, b, close };
+}
+
+describe('WgTunnel', () => {
+  it('holds packets for the handshake, then delivers them in order, encrypted on the wire', async () => {
+    const { net, a, b, close } = pair();
+    const wire: Buffer[] = [];
+    net.onDatagram = (d) => wire.push(Buffer.from(d));
+    try {
+      const p1 = packet(100, 1);
+      const p2 = packet(1400, 2);
+      sendTo(a, '10.255.0.2', p1, p2);
+      await settle();
+      assert.deepEqual(b.got, [p1, p2]);
+      assert.deepEqual(
+        wire.map((d) => d[0]),
+        [1, 2, 4, 4],
+        'initiation, response, then two transport messages',
+      );
+      for (const d of wire) assert.equal(d.indexOf(p2.subarray(20, 60)), -1, 'no plaintext on the wire');
+      // the reverse direction uses the same session (the responder's, confirmed by the data)
+      sendTo(b, '10.255.0.1', packet(60, 3));
+      await settle();
+      assert.equal(a.got.length, 1);
+      assert.equal(wire.filter((d) => d[0] === 1).length, 1, 'one handshake for both directions');
+      const st = a.wg.status();
+      assert.equal(st.encryption, 'wireguard');
+      assert.equal(st.peers[0]?.state, 'established');
+      assert.equal(st.peers[0]?.encrypted, true);
+      assert.ok(st.peers[0].bytes_out > 1500);
+      assert.ok(st.peers[0].last_handshake);
+    } finally {
+      close();
+    }
+  });
+
+  it('drops replayed, forged and plaintext datagrams and datagrams from unknown endpoints, and counts them', async () => {
+    const { net, a, b, close } = pair();
+    const captured: Buffer[] = [];
+    net.onDatagram = (d) => {
+      if (d[0] === 4) captured.push(Buffer.from(d));
+    };
+    try {
+      sendTo(a, '10.255.0.2', packet(200, 7));
+      await settle();
+      assert.equal(b.got.length, 1);
+      const attacker = net.open('10.255.0.9', 50103);
+      attacker.start(() => undefined);
+      const toB = endpoint('10.255.0.2', 50103);
+      const inject = (from: MemoryTunnel | Side, d: Buffer) => {
+        const o = new OutboundBatch(1);
+        o.reset(d);
+        o.pushTo(0, d.length, toB);
+        if ('raw' in from) from.raw.send(o);
+        else from.send(o);
+      };
+      net.onDatagram = undefined;
+      // replayed from the peer's own endpoint
+      for (const d of captured) inject(a, d);
+      // forged: a fresh counter, a flipped bit in the ciphertext
+      const forged = Buffer.from(captured[0]!);
+      forged[8] = (forged[8]! + 100) & 0xff;
+      forged[40] = forged[40]! ^ 1;
+      inject(a, forged);
+      // plaintext from the known peer (it has a key: refused), and from an unknown endpoint
+      inject(a, packet(100, 9));
+      inject(attacker, packet(100, 9));
+      inject(attacker, captured[0]!);
+      await settle();
+      assert.equal(b.got.length, 1, 'nothing more got in');
+      const st = b.wg.status();
+      // every captured one again, and the attacker's copy of the first
+      assert.equal(st.peers[0]?.drops['replayed'], captured.length + 1);
+      assert.equal(st.peers[0]?.drops['auth_failed'], 1);
+      assert.equal(st.peers[0]?.drops['plaintext_refused'], 1);
+      assert.equal(st.drops['unknown_peer'], 1);
+      attacker.close();
+    } finally {
+      close();
+    }
+  });
+
+  it('refuses handshakes from keys its tables do not know', async () => {
+    const clock = { now: 5_000 };
+    const net = new MemorySwitch();
+    const a = side(net, '10.255.0.1', clock);
+    const b = side(net, '10.255.0.2', clock);
+    try {
+      a.wg.setPeers([{ endpoint: endpoint('10.255.0.2', 50103), key: b.keys.publicKey }]);
+      b.wg.setPeers([{ endpoint: endpoint('10.255.0.1', 50103), key: KeyPair.generate().publicKey }]);
+      sendTo(a, '10.255.0.2', packet(100, 1));
+      await settle();
+      assert.equal(b.got.length, 0);
+      assert.equal(b.wg.status().drops['unknown_key'], 1);
+      // the tables learn a's real key: the next attempt goes through without a restart
+      b.wg.setPeers([{ endpoint: endpoint('10.255.0.1', 50103), key: a.keys.publicKey }]);
+      clock.now += 6_000;
+      await new Promise((r) => setTimeout(r, 300)); // one timer tick retries the handshake
+      await settle();
+      assert.equal(b.got.length, 1, 'the held packet arrives after the retried handshake');
+    } finally {
+      a.wg.close();
+      b.wg.close();
+    }
+  });
+
+  it('a key the tables do not name yet: packets are held and their source asked about, delivered once it is named', async () => {
+    const clock = { now: 5_000 };
+    const net = new MemorySwitch();
+    const asked: string[] = [];
+    const a = side(net, '10.255.0.1', clock);
+    const b = side(net, '10.255.0.2', clock, { ask: (x) => asked.push(x.toString()) });
+    try {
+      a.wg.setPeers([{ endpoint: endpoint('10.255.0.2', 50103), key: b.keys.publicKey }]);
+      const p = packet(100, 1);
+      Buffer.from([10, 30, 0, 10]).copy(p, 12); // from the client's instance IP
+      sendTo(a, '10.255.0.2', p);
+      await settle();
+      assert.equal(b.got.length, 0, 'held while the key is unknown');
+      assert.deepEqual(asked, ['10.30.0.10']);
+      // the answer: an instance on a's node, with a's key
+      b.wg.setPeers([{ endpoint: endpoint('10.255.0.1', 50103), key: a.keys.publicKey }]);
+      assert.deepEqual(b.got, [p]);
+      sendTo(b, '10.255.0.1', packet(80, 2));
+      await settle();
+      assert.equal(a.got.length, 1, 'and the reply goes back on the same session');
+      assert.equal(b.wg.status().peers[0]?.state, 'established');
+    } finally {
+      a.wg.close();
+      b.wg.close();
+    }
+  });
+
+  it('plaintext only with peers without a key, and only when allowed', async () => {
+    const clock = { now: 5_000 };
+    const net = new MemorySwitch();
+    const a = side(net, '10.255.0.1', clock);
+    const up = side(net, '10.255.0.3', clock, { key: false }); // an upstream NetManager
+    try {
+      a.wg.setPeers([{ endpoint: endpoint('10.255.0.3', 50103), key: null }]);
+      up.wg.setPeers([{ endpoint: endpoint('10.255.0.1', 50103), key: null }]);
+      sendTo(a, '10.255.0.3', packet(100, 1));
+      sendTo(up, '10.255.0.1', packet(100, 2));
+      await settle();
+      assert.equal(up.got.length + a.got.length, 0, 'refused by default');
+      assert.equal(a.wg.status().peers[0]?.state, 'refused');
+      const allow = {
+        peers: () => [{ endpoint: endpoint('10.255.0.3', 50103), key: null }],
+        allowPlaintextPeers: true,
+      };
+      a.wg.use(allow as never);
+      up.wg.use({
+        peers: () => [{ endpoint: endpoint('10.255.0.1', 50103), key: null }],
+        allowPlaintextPeers: true,
+      } as never);
+      sendTo(a, '10.255.0.3', packet(100, 1));
+      sendTo(up, '10.255.0.1', packet(100, 2));
+      await settle();
+      assert.equal(up.got.length, 1);
+      assert.equal(a.got.length, 1);
+      assert.equal(a.wg.status().peers[0]?.state, 'plaintext');
+    } finally {
+      a.wg.close();
+      up.wg.close();
+    }
+  });
+
+  it('under load, answers initiations without a valid MAC2 with a cookie, and the retry with it succeeds', async () => {
+    const { a, b, clock, close } = pair({ underLoad: 0 });
+    try {
+      sendTo(a, '10.255.0.2', packet(100, 1));
+      await settle();
+      assert.equal(b.got.length, 0);
+      assert.equal(b.wg.cookiesSent, 1);
+      clock.now += 6_000;
+      await new Promise((r) => setTimeout(r, 300));
+      await settle();
+      assert.equal(b.got.length, 1, 'the retried initiation carried the cookie');
+    } finally {
+      close();
+    }
+  });
+
+  it('the initiator rekeys after REKEY_AFTER_TIME; sessions are dropped after REJECT_AFTER_TIME', async () => {
+    const { net, a, b, clock, close } = pair();
+    const types: number[] = [];
+    net.onDatagram = (d) => types.push(d[0]!);
+    try {
+      sendTo(a, '10.255.0.2', packet(100, 1));
+      await settle();
+      clock.now += REKEY_AFTER_TIME + 1;
+      sendTo(a, '10.255.0.2', packet(100, 2));
+      await settle();
+      assert.equal(b.got.length, 2, 'the old session still carries packets while the new one is made');
+      assert.equal(types.filter((t) => t === 1).length, 2, 'a second handshake');
+      assert.equal(a.wg.status().peers[0]?.handshakes, 2);
+      // nothing for REJECT_AFTER_TIME: the sessions expire; a new packet makes a new handshake
+      clock.now += REJECT_AFTER_TIME + 1;
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(a.wg.status().peers[0]?.state, 'idle');
+      sendTo(a, '10.255.0.2', packet(100, 3));
+      await settle();
+      assert.equal(b.got.length, 3);
+    } finally {
+      close();
+    }
+  });
+});
