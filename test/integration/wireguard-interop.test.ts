@@ -10,6 +10,9 @@
  *     request and answers it: ping exits 0 only if wireguard-go accepted the TS side's transport message.
  * (a) the TS peer initiates, wireguard-go responds, the TS peer sends a keepalive, then an echo request to
  *     10.99.0.1, and the kernel's echo reply comes back through wireguard-go under the new session.
+ * (c) the TS peer acts as a responder under load: wireguard-go's first initiation (after the peer was removed
+ *     and added again, so it has no session) gets a cookie reply (XChaCha20-Poly1305, cookie.ts); its retry
+ *     after REKEY_TIMEOUT carries a MAC2 that the TS CookieChecker verifies, and only then is it answered.
  * Needs root, /usr/bin/wireguard-go and /usr/bin/wg (Debian's wireguard-go and wireguard-tools); fails when
  * they are missing. Everything it starts it stops by PID; the namespace goes by name, also after a failure.
  */
@@ -117,6 +120,7 @@ describe('WireGuard interoperability with Debian wireguard-go', () => {
   let wgGoLog: () => string = () => '';
   let peerLog: () => string = () => '';
   let peerPublic = '';
+  let peerPort = 0;
   let tmp = '';
   const started = Math.floor(Date.now() / 1000);
 
@@ -185,6 +189,7 @@ describe('WireGuard interoperability with Debian wireguard-go', () => {
       throw new Error(`${err.message}\npeer stderr: ${peerLog()}`);
     });
     peerPublic = String(ready.publicKey);
+    peerPort = Number(ready.port);
     await inNs(WG, [
       'set',
       IFACE,
@@ -237,6 +242,37 @@ describe('WireGuard interoperability with Debian wireguard-go', () => {
     assert.equal(reply.dst, '10.99.0.2');
     assert.equal(reply.matches, true, 'the echo reply carries our id and payload');
     assert.equal(reply.checksumsValid, true);
+    assert.deepEqual(
+      events.all.filter((e) => e.event === 'error'),
+      [],
+      `peer: ${peerLog()}`,
+    );
+  });
+
+  it('(c) under load, TS answers with a cookie reply and wireguard-go retries with a valid MAC2', async () => {
+    await inNs(WG, ['set', IFACE, 'peer', peerPublic, 'remove']);
+    await inNs(WG, [
+      'set',
+      IFACE,
+      'peer',
+      peerPublic,
+      'endpoint',
+      `127.0.0.1:${peerPort}`,
+      'allowed-ips',
+      '10.99.0.2/32',
+    ]);
+    const from = events.all.length;
+    peer?.stdin?.write('under-load\n');
+    await events.next('under-load', 5_000, from);
+    // wireguard-go retries an unanswered initiation after REKEY_TIMEOUT (5 s + up to 333 ms of jitter)
+    const ping = inNs('ping', ['-c', '1', '-W', '15', '10.99.0.2']);
+    const cookie = await events.next('cookie-sent', 10_000, from);
+    const responded = await events.next('responded', 15_000, from);
+    assert.equal(responded.mac2Valid, true, 'the retried initiation carries the MAC2 of our cookie');
+    // (wireguard-go's retry is a new initiation with a new sender index: the cookie binds the source, not it)
+    assert.equal(typeof cookie.senderIndex, 'number');
+    await events.next('echo-request', 10_000, from);
+    await assert.doesNotReject(ping, `ping failed; wireguard-go: ${wgGoLog()}`);
     assert.deepEqual(
       events.all.filter((e) => e.event === 'error'),
       [],
