@@ -22,7 +22,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { after, before, describe, it } from 'node:test';
+import { after, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { KeyPair } from '../../src/dataplane/wireguard/keys.ts';
@@ -63,7 +63,12 @@ class PeerEvents {
   constructor(child: ChildProcess) {
     if (!child.stdout) throw new Error('the peer has no stdout');
     createInterface({ input: child.stdout }).on('line', (line) => {
-      const e = JSON.parse(line) as Record<string, unknown>;
+      let e: Record<string, unknown>;
+      try {
+        e = JSON.parse(line) as Record<string, unknown>;
+      } catch {
+        e = { event: 'stdout', line };
+      }
       this.seen.push(e);
       for (const w of this.waiters.filter((x) => x.event === e.event)) {
         this.waiters.splice(this.waiters.indexOf(w), 1);
@@ -116,7 +121,12 @@ function collect(child: ChildProcess): () => string {
 describe('WireGuard interoperability with Debian wireguard-go', () => {
   let wgGo: ChildProcess | undefined;
   let peer: ChildProcess | undefined;
-  let events: PeerEvents;
+  let events: PeerEvents | undefined;
+  /** The peer's events; each scenario fails (not skips) when setup did not get that far. */
+  const peerEvents = (): PeerEvents => {
+    if (!events) throw new Error('setup failed: no TS peer is running');
+    return events;
+  };
   let wgGoLog: () => string = () => '';
   let peerLog: () => string = () => '';
   let peerPublic = '';
@@ -133,7 +143,8 @@ describe('WireGuard interoperability with Debian wireguard-go', () => {
     if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
   });
 
-  before(async () => {
+  // setup is a test of its own, so that a missing wireguard-go or wg is a failure (a failed hook would only cancel)
+  it('runs wireguard-go in a namespace of its own and the TS peer beside it, each knowing the other', async () => {
     assert.ok(fs.existsSync(WIREGUARD_GO), `${WIREGUARD_GO} is missing: apt-get install wireguard-go`);
     assert.ok(fs.existsSync(WG), `${WG} is missing: apt-get install wireguard-tools`);
     assert.equal(process.getuid?.(), 0, 'this test needs root (network namespaces, a TUN device)');
@@ -205,6 +216,7 @@ describe('WireGuard interoperability with Debian wireguard-go', () => {
   });
 
   it('(b) wireguard-go initiates, TS responds, and ICMP flows both ways over the session', async () => {
+    const events = peerEvents();
     const from = events.all.length;
     const ping = inNs('ping', ['-c', '1', '-W', '5', '10.99.0.2']);
     const responded = await events.next('responded', 10_000, from);
@@ -226,6 +238,7 @@ describe('WireGuard interoperability with Debian wireguard-go', () => {
   });
 
   it('(a) TS initiates, wireguard-go responds, TS sends a keepalive, then an echo request that the kernel answers', async () => {
+    const events = peerEvents();
     const from = events.all.length;
     peer?.stdin?.write('initiate\n');
     const complete = await events.next('handshake-complete', 10_000, from);
@@ -250,6 +263,7 @@ describe('WireGuard interoperability with Debian wireguard-go', () => {
   });
 
   it('(c) under load, TS answers with a cookie reply and wireguard-go retries with a valid MAC2', async () => {
+    const events = peerEvents();
     await inNs(WG, ['set', IFACE, 'peer', peerPublic, 'remove']);
     await inNs(WG, [
       'set',
