@@ -498,7 +498,8 @@ static napi_value js_wg_seal(napi_env env, napi_callback_info info) {
 }
 
 /* sendPackets' optional sessions argument {table, slots: Int32Array(>= count)}: *out stays NULL when absent. */
-static bool get_send_sessions(napi_env env, napi_value v, uint32_t count, send_sessions *ss, const send_sessions **out) {
+static bool get_send_sessions(napi_env env, napi_value v, uint32_t count, send_sessions *ss,
+                              const send_sessions **out) {
   napi_value table, slots;
   size_t n;
   *out = NULL;
@@ -526,8 +527,8 @@ static bool get_send_sessions(napi_env env, napi_value v, uint32_t count, send_s
 
 /* sendPackets(fd, family, batch, stats?, gso?, sessions?) -> wire datagrams sent;
  * stats = [rejected, lastErrno, refusedRuns, gsoMessages, busy, dropped, sealDropped]; sessions = {table,
- * slots}: packet i is sealed with slots[i] when that is >= 0 (table null: such packets are dropped). When the socket fails (or the send
- * scratch cannot be made) it throws the errno Error with two more properties, sent (wire datagrams sent
+ * slots}: packet i is sealed with slots[i] when that is >= 0 (table null: such packets are dropped). When the
+ * socket fails (or the send scratch cannot be made) it throws the errno Error with two more properties, sent (wire datagrams sent
  * before) and unsent (those not sent because of it), and fills stats in as far as the call got. */
 static napi_value js_send_packets(napi_env env, napi_callback_info info) {
   napi_value argv[6];

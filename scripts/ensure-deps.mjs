@@ -46,12 +46,21 @@ function have(cmd) {
   );
 }
 
+// file -> Debian package that provides it (what no command stands for)
+const FILES = {
+  // the WireGuard harness (native/test/fuzz_wg.c) links libcrypto; the addon itself uses Node's own OpenSSL
+  '/usr/include/openssl/evp.h': 'libssl-dev',
+};
+
 const missing = [
-  ...new Set(
-    Object.entries(SYSTEM)
+  ...new Set([
+    ...Object.entries(SYSTEM)
       .filter(([cmd]) => !have(cmd))
       .map(([, pkg]) => pkg),
-  ),
+    ...Object.entries(FILES)
+      .filter(([file]) => !existsSync(file))
+      .map(([, pkg]) => pkg),
+  ]),
 ];
 if (missing.length) {
   if (process.getuid?.() === 0 && have('apt-get')) {

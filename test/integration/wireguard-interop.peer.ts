@@ -7,6 +7,9 @@
  * 127.0.0.1). It prints one JSON object a line on stdout (`event` names it) and takes commands a line on stdin:
  *   -> {"event":"ready","port":P,"publicKey":K}        after binding 127.0.0.1:P
  *   <- initiate                                          start a handshake as the initiator (scenario a)
+ *   <- under-load                                        act as a responder under load (scenario c): answer
+ *                                                        initiations without a valid MAC2 with a cookie reply
+ *   -> {"event":"cookie-sent",...}                       it did so
  *   -> {"event":"responded",...}                         it answered an initiation from wireguard-go (scenario b)
  *   -> {"event":"echo-request",...}                      it opened wireguard-go's transport message with the
  *                                                        echo request of `ping` and sealed the reply
@@ -21,12 +24,13 @@ import dgram from 'node:dgram';
 import { createInterface } from 'node:readline';
 import { buildEcho, fullChecksumsValid } from '../../src/dataplane/packet/build.ts';
 import { MessageType } from '../../src/dataplane/wireguard/constants.ts';
-import { consumeCookieReply } from '../../src/dataplane/wireguard/cookie.ts';
+import { consumeCookieReply, CookieChecker } from '../../src/dataplane/wireguard/cookie.ts';
 import {
   consumeInitiation,
   consumeResponse,
   createInitiation,
   createResponse,
+  messageMac1,
   type InitiatorState,
 } from '../../src/dataplane/wireguard/handshake.ts';
 import { KeyPair, parseKey } from '../../src/dataplane/wireguard/keys.ts';
@@ -48,6 +52,8 @@ const socket = dgram.createSocket('udp4');
 let lastTimestamp: Buffer = Buffer.alloc(12);
 let pending: InitiatorState | undefined;
 let cookie: Uint8Array | undefined;
+const cookies = new CookieChecker(local.publicKey);
+let underLoad = false;
 
 function emit(event: string, fields: Record<string, unknown> = {}): void {
   process.stdout.write(JSON.stringify({ event, ...fields }) + '\n');
@@ -80,7 +86,23 @@ function parseEcho(p: Buffer) {
   };
 }
 
-function onInitiation(message: Buffer): void {
+/** The source of a datagram as the cookie binds it: IPv4 address bytes and the port, big-endian. */
+function sourceBytes(address: string, port: number): Buffer {
+  const out = Buffer.alloc(6);
+  address.split('.').forEach((octet, i) => (out[i] = Number(octet)));
+  out.writeUInt16BE(port, 4);
+  return out;
+}
+
+function onInitiation(message: Buffer, source: Buffer): void {
+  if (!cookies.checkMac1(message)) return emit('error', { message: 'an initiation with a bad MAC1' });
+  const mac2Valid = cookies.checkMac2(message, source);
+  if (underLoad && !mac2Valid) {
+    const mac1 = messageMac1(message);
+    if (!mac1) return emit('error', { message: 'no MAC1' });
+    send(cookies.createReply(message.readUInt32LE(4), mac1, source));
+    return emit('cookie-sent', { senderIndex: message.readUInt32LE(4) });
+  }
   const got = consumeInitiation(local, message);
   if (!got) return emit('error', { message: 'an initiation did not verify' });
   if (!got.peerPublic.equals(peerPublic))
@@ -93,7 +115,7 @@ function onInitiation(message: Buffer): void {
   if (!response) return emit('error', { message: 'could not respond' });
   sessions.install(RESPONDER_SLOT, response.keys.send, response.keys.recv, localIndex, response.remoteIndex);
   send(response.message);
-  emit('responded', { localIndex, remoteIndex: response.remoteIndex });
+  emit('responded', { localIndex, remoteIndex: response.remoteIndex, mac2Valid });
 }
 
 function onResponse(message: Buffer): void {
@@ -145,10 +167,10 @@ function onTransport(message: Buffer): void {
   }
 }
 
-socket.on('message', (message) => {
+socket.on('message', (message, rinfo) => {
   switch (message.length > 0 ? message[0] : -1) {
     case MessageType.Initiation:
-      return onInitiation(message);
+      return onInitiation(message, sourceBytes(rinfo.address, rinfo.port));
     case MessageType.Response:
       return onResponse(message);
     case MessageType.CookieReply: {
@@ -168,6 +190,10 @@ socket.bind(0, '127.0.0.1', () => {
 });
 
 createInterface({ input: process.stdin }).on('line', (line) => {
+  if (line.trim() === 'under-load') {
+    underLoad = true;
+    return emit('under-load');
+  }
   if (line.trim() !== 'initiate') return emit('error', { message: `unknown command ${line}` });
   const senderIndex = randomInt(2 ** 32);
   const init = createInitiation(local, peerPublic, undefined, senderIndex, Date.now(), cookie);

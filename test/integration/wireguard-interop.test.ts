@@ -10,6 +10,9 @@
  *     request and answers it: ping exits 0 only if wireguard-go accepted the TS side's transport message.
  * (a) the TS peer initiates, wireguard-go responds, the TS peer sends a keepalive, then an echo request to
  *     10.99.0.1, and the kernel's echo reply comes back through wireguard-go under the new session.
+ * (c) the TS peer acts as a responder under load: wireguard-go's first initiation (after the peer was removed
+ *     and added again, so it has no session) gets a cookie reply (XChaCha20-Poly1305, cookie.ts); its retry
+ *     after REKEY_TIMEOUT carries a MAC2 that the TS CookieChecker verifies, and only then is it answered.
  * Needs root, /usr/bin/wireguard-go and /usr/bin/wg (Debian's wireguard-go and wireguard-tools); fails when
  * they are missing. Everything it starts it stops by PID; the namespace goes by name, also after a failure.
  */
@@ -19,7 +22,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { after, before, describe, it } from 'node:test';
+import { after, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { KeyPair } from '../../src/dataplane/wireguard/keys.ts';
@@ -60,7 +63,12 @@ class PeerEvents {
   constructor(child: ChildProcess) {
     if (!child.stdout) throw new Error('the peer has no stdout');
     createInterface({ input: child.stdout }).on('line', (line) => {
-      const e = JSON.parse(line) as Record<string, unknown>;
+      let e: Record<string, unknown>;
+      try {
+        e = JSON.parse(line) as Record<string, unknown>;
+      } catch {
+        e = { event: 'stdout', line };
+      }
       this.seen.push(e);
       for (const w of this.waiters.filter((x) => x.event === e.event)) {
         this.waiters.splice(this.waiters.indexOf(w), 1);
@@ -113,10 +121,16 @@ function collect(child: ChildProcess): () => string {
 describe('WireGuard interoperability with Debian wireguard-go', () => {
   let wgGo: ChildProcess | undefined;
   let peer: ChildProcess | undefined;
-  let events: PeerEvents;
+  let events: PeerEvents | undefined;
+  /** The peer's events; each scenario fails (not skips) when setup did not get that far. */
+  const peerEvents = (): PeerEvents => {
+    if (!events) throw new Error('setup failed: no TS peer is running');
+    return events;
+  };
   let wgGoLog: () => string = () => '';
   let peerLog: () => string = () => '';
   let peerPublic = '';
+  let peerPort = 0;
   let tmp = '';
   const started = Math.floor(Date.now() / 1000);
 
@@ -129,7 +143,8 @@ describe('WireGuard interoperability with Debian wireguard-go', () => {
     if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
   });
 
-  before(async () => {
+  // setup is a test of its own, so that a missing wireguard-go or wg is a failure (a failed hook would only cancel)
+  it('runs wireguard-go in a namespace of its own and the TS peer beside it, each knowing the other', async () => {
     assert.ok(fs.existsSync(WIREGUARD_GO), `${WIREGUARD_GO} is missing: apt-get install wireguard-go`);
     assert.ok(fs.existsSync(WG), `${WG} is missing: apt-get install wireguard-tools`);
     assert.equal(process.getuid?.(), 0, 'this test needs root (network namespaces, a TUN device)');
@@ -185,6 +200,7 @@ describe('WireGuard interoperability with Debian wireguard-go', () => {
       throw new Error(`${err.message}\npeer stderr: ${peerLog()}`);
     });
     peerPublic = String(ready.publicKey);
+    peerPort = Number(ready.port);
     await inNs(WG, [
       'set',
       IFACE,
@@ -200,6 +216,7 @@ describe('WireGuard interoperability with Debian wireguard-go', () => {
   });
 
   it('(b) wireguard-go initiates, TS responds, and ICMP flows both ways over the session', async () => {
+    const events = peerEvents();
     const from = events.all.length;
     const ping = inNs('ping', ['-c', '1', '-W', '5', '10.99.0.2']);
     const responded = await events.next('responded', 10_000, from);
@@ -221,6 +238,7 @@ describe('WireGuard interoperability with Debian wireguard-go', () => {
   });
 
   it('(a) TS initiates, wireguard-go responds, TS sends a keepalive, then an echo request that the kernel answers', async () => {
+    const events = peerEvents();
     const from = events.all.length;
     peer?.stdin?.write('initiate\n');
     const complete = await events.next('handshake-complete', 10_000, from);
@@ -237,6 +255,38 @@ describe('WireGuard interoperability with Debian wireguard-go', () => {
     assert.equal(reply.dst, '10.99.0.2');
     assert.equal(reply.matches, true, 'the echo reply carries our id and payload');
     assert.equal(reply.checksumsValid, true);
+    assert.deepEqual(
+      events.all.filter((e) => e.event === 'error'),
+      [],
+      `peer: ${peerLog()}`,
+    );
+  });
+
+  it('(c) under load, TS answers with a cookie reply and wireguard-go retries with a valid MAC2', async () => {
+    const events = peerEvents();
+    await inNs(WG, ['set', IFACE, 'peer', peerPublic, 'remove']);
+    await inNs(WG, [
+      'set',
+      IFACE,
+      'peer',
+      peerPublic,
+      'endpoint',
+      `127.0.0.1:${peerPort}`,
+      'allowed-ips',
+      '10.99.0.2/32',
+    ]);
+    const from = events.all.length;
+    peer?.stdin?.write('under-load\n');
+    await events.next('under-load', 5_000, from);
+    // wireguard-go retries an unanswered initiation after REKEY_TIMEOUT (5 s + up to 333 ms of jitter)
+    const ping = inNs('ping', ['-c', '1', '-W', '15', '10.99.0.2']);
+    const cookie = await events.next('cookie-sent', 10_000, from);
+    const responded = await events.next('responded', 15_000, from);
+    assert.equal(responded.mac2Valid, true, 'the retried initiation carries the MAC2 of our cookie');
+    // (wireguard-go's retry is a new initiation with a new sender index: the cookie binds the source, not it)
+    assert.equal(typeof cookie.senderIndex, 'number');
+    await events.next('echo-request', 10_000, from);
+    await assert.doesNotReject(ping, `ping failed; wireguard-go: ${wgGoLog()}`);
     assert.deepEqual(
       events.all.filter((e) => e.event === 'error'),
       [],

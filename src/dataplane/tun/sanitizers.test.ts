@@ -7,7 +7,10 @@
  *   - fuzz_udp.c: udp.c's send path (udp_send's gather into the send scratch, send_wire's chunks and GSO runs,
  *     both scratch limits, with and without GSO) over real loopback UDP sockets, sendmmsg wrapped to check
  *     every call and to make some fail;
- *   - fuzz_tun.c: tun.c's read-vnet path (tun_read_batch) over a SOCK_SEQPACKET socketpair, readv wrapped.
+ *   - fuzz_tun.c: tun.c's read-vnet path (tun_read_batch) over a SOCK_SEQPACKET socketpair, readv wrapped;
+ *   - fuzz_wg.c: wg.c (WireGuard transport messages) opening batches of sealed, mutated, replayed and random
+ *     datagrams, and sealing in two parts against sealing whole; linked with Debian's libcrypto (libssl-dev,
+ *     which scripts/ensure-deps.mjs installs), where the addon uses Node's own OpenSSL.
  * Each prints a summary line whose counts must add up. Needs gcc (CI has it) and root (fuzz_udp gives its
  * receivers big buffers with SO_RCVBUFFORCE, so no datagram is lost); never skipped.
  */
@@ -27,6 +30,7 @@ const SUPER_PACKETS = 2000;
 const MALFORMED = 20000;
 const UDP_ROUNDS = 1000;
 const TUN_ROUNDS = 2000;
+const WG_ROUNDS = 2000;
 
 function gccVersion(): string {
   try {
@@ -184,6 +188,56 @@ describe("the addon's C under ASan and UBSan (native/test/fuzz_*.c)", { concurre
       calls,
     })) {
       assert.ok(n! > 0, `no ${what} in ${UDP_ROUNDS} rounds`);
+    }
+  });
+
+  it(`opens ${WG_ROUNDS} batches of sealed, mutated, replayed and random datagrams with their verdicts`, async (t) => {
+    const stdout = await compileAndRun(
+      t,
+      dir,
+      { name: 'fuzz_wg', sources: ['wg.c'], linkFlags: ['-lcrypto'] },
+      [SEED, String(WG_ROUNDS)],
+    );
+    const [
+      rounds,
+      datagrams,
+      opened,
+      keepalives,
+      malformedOpened,
+      mutated,
+      replayed,
+      headers,
+      exhausted,
+      other,
+      ...verdicts
+    ] = summaryNumbers(
+      /^fuzz_wg: seed 0xa4b6e7: (\d+) rounds, (\d+) datagrams: (\d+) opened \((\d+) keepalives\), (\d+) authentic but malformed, (\d+) mutated, (\d+) replayed, (\d+) random headers \((\d+) exhausted\), (\d+) other; verdicts (\d+) opened, (\d+) not transport, (\d+) unknown index, (\d+) auth failed, (\d+) replayed, (\d+) malformed, (\d+) exhausted; (\d+) reinstalls: all checks passed$/m,
+      stdout,
+    );
+    assert.equal(rounds, WG_ROUNDS);
+    assert.equal(
+      opened! + malformedOpened! + mutated! + replayed! + headers! + other!,
+      datagrams,
+      'every datagram of one kind',
+    );
+    assert.equal(
+      verdicts.slice(0, 7).reduce((a, b) => a + b, 0),
+      datagrams,
+      'every datagram one verdict',
+    );
+    assert.equal(verdicts[0], opened, 'exactly the sealed datagrams opened');
+    const names = [
+      'opened',
+      'notTransport',
+      'unknownIndex',
+      'authFailed',
+      'replayed',
+      'malformed',
+      'exhausted',
+    ];
+    const byVerdict = Object.fromEntries(names.map((name, k) => [`verdict ${name}`, verdicts[k]]));
+    for (const [what, n] of Object.entries({ keepalives, malformedOpened, exhausted, ...byVerdict })) {
+      assert.ok(n! > 0, `no ${what} in ${WG_ROUNDS} rounds`);
     }
   });
 
