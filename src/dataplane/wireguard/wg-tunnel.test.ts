@@ -269,6 +269,41 @@ describe('WgTunnel', () => {
     }
   });
 
+  it('a peer that restarted (lost its sessions) is handshaken again after KEEPALIVE + REKEY_TIMEOUT without answers', async () => {
+    const { net, a, b, clock, close } = pair();
+    try {
+      sendTo(a, '10.255.0.2', packet(100, 1));
+      await settle();
+      assert.equal(b.got.length, 1);
+      // b restarts with the same key and no sessions
+      b.wg.close();
+      const sessions = new JsTransportSessions(64);
+      const raw = net.open('10.255.0.2', 50103, { sessions });
+      const b2 = new WgTunnel(raw, { identity: b.keys, sessions, now: () => clock.now });
+      const got: number[] = [];
+      b2.start((batch) => got.push(batch.count));
+      b2.setPeers([{ endpoint: endpoint('10.255.0.1', 50103), key: a.keys.publicKey }]);
+      try {
+        sendTo(a, '10.255.0.2', packet(100, 2));
+        await settle();
+        assert.equal(got.length, 0, 'the old session is unknown to the new process');
+        assert.equal(b2.status().drops['unknown_index'], 1);
+        clock.now += 15_001;
+        sendTo(a, '10.255.0.2', packet(100, 3)); // still on the old session
+        await new Promise((r) => setTimeout(r, 300)); // a timer tick notices the silence
+        await settle();
+        sendTo(a, '10.255.0.2', packet(100, 4));
+        await settle();
+        assert.ok(got.length >= 1, 'after the new handshake, packets arrive again');
+      } finally {
+        b2.close();
+      }
+    } finally {
+      a.wg.close();
+      void close;
+    }
+  });
+
   it('the initiator rekeys after REKEY_AFTER_TIME; sessions are dropped after REJECT_AFTER_TIME', async () => {
     const { net, a, b, clock, close } = pair();
     const types: number[] = [];

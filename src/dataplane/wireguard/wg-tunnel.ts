@@ -151,6 +151,8 @@ class PeerState {
   lastInitiationAt = -Infinity;
   lastHandshakeAt = 0;
   lastSentAt = -Infinity;
+  /** When data went to it with nothing received since (the whitepaper's new-handshake timer); undefined: none. */
+  unansweredSince: number | undefined;
   lastDataReceivedAt = -Infinity;
   lastReceivedAt = -Infinity;
   handshakes = 0;
@@ -216,7 +218,7 @@ export class WgTunnel implements Tunnel {
     lengths: new Uint32Array(1024),
     count: 0,
   };
-  private readonly outSources = Buffer.alloc(1024 * ENDPOINT_BYTES);
+  private outSources = Buffer.alloc(1024 * ENDPOINT_BYTES);
   private readonly stats = new Float64Array(SESSION_STAT_FIELDS);
   private readonly one: AddressedBatch & { sessions: Int32Array; gso: Uint32Array } = {
     buffer: Buffer.alloc(0),
@@ -343,6 +345,7 @@ export class WgTunnel implements Tunnel {
     if (!peer) return -2;
     if (peer.key === null || this.identity === null) return this.allowPlaintext ? -1 : -2;
     peer.lastSentAt = now;
+    peer.unansweredSince ??= now;
     const s = peer.current;
     if (s && now - s.created < REJECT_AFTER_TIME) {
       if (s.initiator && now - s.created >= REKEY_AFTER_TIME && !peer.pending) this.want(peer);
@@ -469,9 +472,11 @@ export class WgTunnel implements Tunnel {
   ): void {
     const n = batch.count;
     if (this.view.offsets.length < n) {
+      // a GRO batch has up to 64 datagrams per slot
       this.view.offsets = new Uint32Array(n);
       this.view.lengths = new Uint32Array(n);
       this.verdicts = new Int32Array(n);
+      this.outSources = Buffer.alloc(n * ENDPOINT_BYTES);
     }
     const view = this.view;
     view.buffer = batch.buffer;
@@ -498,6 +503,7 @@ export class WgTunnel implements Tunnel {
         }
         const peer = s.peer;
         peer.lastReceivedAt = now;
+        peer.unansweredSince = undefined;
         if (s === peer.next) this.confirm(peer, s);
         if (len === 0) continue; // a keepalive
         peer.lastDataReceivedAt = now;
@@ -831,6 +837,16 @@ export class WgTunnel implements Tunnel {
         if (s && now - s.created >= REJECT_AFTER_TIME) this.expire(peer, s);
       }
       const s = peer.current;
+      // data went out and nothing came back for KEEPALIVE + REKEY_TIMEOUT: the peer may have lost the
+      // session (a restart); a new handshake finds out
+      if (
+        s &&
+        peer.unansweredSince !== undefined &&
+        now - peer.unansweredSince >= KEEPALIVE_TIMEOUT + REKEY_TIMEOUT
+      ) {
+        peer.unansweredSince = undefined;
+        if (!peer.pending) this.want(peer);
+      }
       if (s && this.sessions) {
         this.sessions.stats(s.slot, this.stats);
         if (
