@@ -4,8 +4,9 @@
  * tun/sanitizers.test.ts builds and runs it:
  *
  *   gcc -std=gnu11 -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer \
- *       -D_GNU_SOURCE -I native native/wg.c native/test/fuzz_wg.c -lcrypto -o fuzz_wg
- *   ./fuzz_wg [seed [rounds]]
+ *       -D_GNU_SOURCE -I native native/wg.c native/udp.c native/offload.c native/checksum.c \
+ *       native/test/fuzz_wg.c -lcrypto -o fuzz_wg
+ *   ./fuzz_wg [seed [rounds [send-rounds]]]
  *
  * Two tables, a sender's and a receiver's, with sessions installed in both directions (random keys and
  * indexes; now and then one is reinstalled with new ones). Each round opens one batch (wg_open_batch) of up
@@ -18,10 +19,19 @@
  *   - type-4 headers with random indexes and counters over random bytes (counters at the exhaustion limit
  *     with a known index: Exhausted);
  *   - anything else (random bytes, IP packets): NotTransport and untouched, or Malformed when empty.
- * A datagram that did not open keeps its offset and length. Any failure aborts with a message; a clean run
- * prints one summary line and exits 0.
+ * A datagram that did not open keeps its offset and length.
+ *
+ * Then sealed sends: udp_send (udp.c, with offload.c and checksum.c) with sessions over a real loopback UDP
+ * socket with GSO, batches of ordinary packets and TCP/UDP super-packets with random slots (-1, installed, a
+ * slot without keys) and some packets too big to seal; every wire datagram is accounted for (sent, rejected,
+ * busy, unsent or seal-dropped, exactly the expected seal drops), every one sent arrives, and each arrives
+ * either sealed (it opens, and its payload is a sealed packet's) or in plaintext (its payload is an unsealed
+ * packet's): nothing of a sealed packet ever goes out in plaintext. Any failure aborts with a message; a
+ * clean run prints one summary line and exits 0.
  */
 #define FUZZ_NAME "fuzz_wg"
+#include <arpa/inet.h>
+#include <poll.h>
 #include <unistd.h>
 
 #include "fuzz.h"
@@ -266,9 +276,133 @@ static void round_(totals *t) {
   }
 }
 
+/* ---- sealed sends ------------------------------------------------------------------------------------ */
+
+typedef struct {
+  uint32_t rounds, packets, supers, wire, sent, sealed_in, plain_in, seal_dropped, gso_messages;
+} send_totals;
+
+#define SEALED_FILL 0xaa
+#define PLAIN_FILL 0x55
+#define SEND_PACKETS 24
+
+static uint32_t build_packet(uint8_t *out, bool super, uint32_t *gso, bool huge, uint8_t fill) {
+  shape s;
+  random_shape(&s, false);
+  uint32_t payload_len = super ? 1 + below(20000) : 1 + below(1500);
+  if (huge) {
+    s.v6 = s.udp = false;
+    s.ip_options = s.tcp_options = 0;
+    payload_len = 65460; /* 65,500 bytes: sent in plaintext, too big sealed (65,536 > 65,507) */
+  }
+  if (s.v6 && s.extensions) payload_len = payload_len > 8000 ? payload_len - 8000 : payload_len;
+  uint8_t *payload = must_malloc(payload_len);
+  memset(payload, fill, payload_len);
+  layout L = build(&s, payload, payload_len, out);
+  free(payload);
+  static const uint32_t GSO[] = {536, 1000, 1220, 1400, 1448, 8000};
+  *gso = super ? GSO[below(sizeof GSO / sizeof GSO[0])] : 0;
+  if (super) make_partial(out, &s, &L);
+  return L.len;
+}
+
+static void sealed_sends(uint32_t rounds, send_totals *t) {
+  wg_table *stx = wg_create(3), *srx = wg_create(2);
+  uint8_t k1[32], k2[32];
+  fill_random(k1, 32);
+  fill_random(k2, 32);
+  CHECK(wg_install(stx, 0, k1, k2, 10, 20) == 0 && wg_install(srx, 0, k2, k1, 20, 10) == 0, "install 0");
+  CHECK(wg_install(stx, 1, k2, k1, 11, 21) == 0 && wg_install(srx, 1, k1, k2, 21, 11) == 0, "install 1");
+  /* slot 2 of stx has no keys */
+  udp_socket sock;
+  os_error e;
+  CHECK(udp_open(0, true, &sock, &e), "udp_open: %s", strerror(e.err));
+  int rx = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr = {htonl(INADDR_LOOPBACK)}};
+  socklen_t alen = sizeof a;
+  CHECK(rx >= 0 && bind(rx, (struct sockaddr *)&a, sizeof a) == 0 && getsockname(rx, (struct sockaddr *)&a, &alen) == 0,
+        "receiver: %s", strerror(errno));
+  int bytes = 64 << 20;
+  CHECK(setsockopt(rx, SOL_SOCKET, SO_RCVBUFFORCE, &bytes, sizeof bytes) == 0,
+        "SO_RCVBUFFORCE (needs CAP_NET_ADMIN): %s", strerror(errno));
+  uint8_t to[ENDPOINT_BYTES] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 127, 0, 0, 1};
+  memcpy(to + 16, &a.sin_port, 2);
+  send_scratch sc = {must_malloc(SEND_WIRE_MAX * sizeof(wire_datagram)), must_malloc(SEND_HEADER_BYTES),
+                     must_malloc(SEND_SEALED_BYTES)};
+  uint8_t *buf = must_malloc(SEND_PACKETS * (65535 + 40));
+  uint8_t *got = must_malloc(65536);
+  uint8_t endpoints[SEND_PACKETS * ENDPOINT_BYTES];
+  for (uint32_t n = 0; n < rounds; n++) {
+    uint32_t offsets[SEND_PACKETS], lengths[SEND_PACKETS], gso[SEND_PACKETS], count = 1 + below(SEND_PACKETS);
+    int32_t slots[SEND_PACKETS];
+    size_t at = 0;
+    uint32_t want_dropped = 0;
+    for (uint32_t i = 0; i < count; i++) {
+      uint32_t r = below(100);
+      slots[i] = r < 35 ? -1 : r < 90 ? (int32_t)below(2) : 2;
+      bool super = chance(60), huge = !super && chance(4);
+      offsets[i] = (uint32_t)at;
+      lengths[i] = build_packet(buf + at, super, &gso[i], huge, slots[i] >= 0 ? SEALED_FILL : PLAIN_FILL);
+      memcpy(endpoints + i * ENDPOINT_BYTES, to, ENDPOINT_BYTES);
+      packet_batch one = {buf, offsets, lengths, gso, endpoints, i + 1};
+      udp_send_result tmp = {0};
+      uint32_t wire = udp_wire_count(&one, i, &tmp);
+      if (slots[i] == 2 || (slots[i] >= 0 && huge)) want_dropped += wire;
+      at += lengths[i];
+      t->packets++;
+      t->supers += super;
+    }
+    packet_batch b = {buf, offsets, lengths, gso, endpoints, count};
+    send_sessions ss = {wg_sealer, stx, slots};
+    udp_send_result tmp = {0}, r = {0};
+    uint32_t wire = udp_wire_count(&b, 0, &tmp);
+    CHECK(tmp.dropped == 0, "a super-packet that cannot be cut");
+    CHECK(udp_send(&sock, &b, &ss, &sc, &r, &e), "udp_send: %s", strerror(e.err));
+    CHECK(r.sent + r.rejected + r.busy + r.unsent + r.seal_dropped == wire, "%u wire datagrams: %u sent, %u rejected, "
+          "%u busy, %u unsent, %u seal-dropped", wire, r.sent, r.rejected, r.busy, r.unsent, r.seal_dropped);
+    CHECK(r.rejected == 0 && r.unsent == 0, "rejected %u (errno %d), unsent %u", r.rejected, r.last_errno, r.unsent);
+    if (r.busy == 0) CHECK(r.seal_dropped == want_dropped, "seal-dropped %u, want %u", r.seal_dropped, want_dropped);
+    t->wire += wire;
+    t->sent += r.sent;
+    t->seal_dropped += r.seal_dropped;
+    t->gso_messages += r.gso_messages;
+    for (uint32_t k = 0; k < r.sent; k++) {
+      ssize_t len;
+      while ((len = recv(rx, got, 65536, 0)) < 0) {
+        CHECK(errno == EAGAIN, "recv: %s", strerror(errno));
+        struct pollfd p = {rx, POLLIN, 0};
+        CHECK(poll(&p, 1, 2000) == 1, "datagram %u of %u never arrived", k, r.sent);
+      }
+      CHECK(len > 0, "an empty datagram");
+      if (len >= 4 && got[0] == 4 && !got[1] && !got[2] && !got[3]) {
+        uint32_t plain;
+        int32_t v = wg_open(srx, got, (uint32_t)len, &plain);
+        CHECK(v >= 0, "a sealed datagram did not open: %d", v);
+        CHECK(plain > 0 && got[16 + plain - 1] == SEALED_FILL, "opened, but not a sealed packet's payload");
+        t->sealed_in++;
+      } else {
+        CHECK(got[len - 1] == PLAIN_FILL, "plaintext of a packet that should have been sealed");
+        t->plain_in++;
+      }
+    }
+    t->rounds++;
+  }
+  CHECK(recv(rx, got, 65536, 0) < 0 && errno == EAGAIN, "more datagrams arrived than were sent");
+  free(buf);
+  free(got);
+  free(sc.wire);
+  free(sc.headers);
+  free(sc.sealed);
+  close(rx);
+  close(sock.fd);
+  wg_destroy(stx);
+  wg_destroy(srx);
+}
+
 int main(int argc, char **argv) {
   uint64_t seed = argc > 1 ? strtoull(argv[1], NULL, 0) : 0x0a4b6e7ull;
   uint32_t rounds = argc > 2 ? (uint32_t)strtoul(argv[2], NULL, 0) : 2000;
+  uint32_t send_rounds = argc > 3 ? (uint32_t)strtoul(argv[3], NULL, 0) : 200;
   alarm(120);
   rng_state = seed;
   CHECK(!wg_create(0) && !wg_create(WG_MAX_CAPACITY + 1), "bad capacities");
@@ -287,12 +421,18 @@ int main(int argc, char **argv) {
   CHECK(t.opened > 0 && t.keepalives > 0 && t.mutated > 0 && t.replayed > 0 && t.exhausted > 0 && t.other > 0 &&
             t.malformed_opened > 0 && t.reinstalls > 0,
         "a kind of input never came up");
+  send_totals st = {0};
+  sealed_sends(send_rounds, &st);
+  CHECK(st.sealed_in > 0 && st.plain_in > 0 && st.seal_dropped > 0 && st.gso_messages > 0,
+        "sealed sends: a kind never came up");
   printf("fuzz_wg: seed 0x%llx: %u rounds, %u datagrams: %u opened (%u keepalives), %u authentic but malformed, "
          "%u mutated, %u replayed, %u random headers (%u exhausted), %u other; verdicts %u opened, %u not "
-         "transport, %u unknown index, %u auth failed, %u replayed, %u malformed, %u exhausted; %u reinstalls: "
-         "all checks passed\n",
+         "transport, %u unknown index, %u auth failed, %u replayed, %u malformed, %u exhausted; %u reinstalls; "
+         "%u sealed-send rounds, %u packets (%u super-packets), %u wire datagrams: %u sent (%u GSO messages), "
+         "%u seal-dropped; %u arrived sealed and opened, %u in plaintext: all checks passed\n",
          (unsigned long long)seed, rounds, t.datagrams, t.opened, t.keepalives, t.malformed_opened, t.mutated,
          t.replayed, t.headers, t.exhausted, t.other, t.verdicts[0], t.verdicts[1], t.verdicts[2], t.verdicts[3],
-         t.verdicts[4], t.verdicts[5], t.verdicts[6], t.reinstalls);
+         t.verdicts[4], t.verdicts[5], t.verdicts[6], t.reinstalls, st.rounds, st.packets, st.supers, st.wire, st.sent,
+         st.gso_messages, st.seal_dropped, st.sealed_in, st.plain_in);
   return 0;
 }

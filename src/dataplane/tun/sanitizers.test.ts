@@ -9,7 +9,8 @@
  *     every call and to make some fail;
  *   - fuzz_tun.c: tun.c's read-vnet path (tun_read_batch) over a SOCK_SEQPACKET socketpair, readv wrapped;
  *   - fuzz_wg.c: wg.c (WireGuard transport messages) opening batches of sealed, mutated, replayed and random
- *     datagrams, and sealing in two parts against sealing whole; linked with Debian's libcrypto (libssl-dev,
+ *     datagrams, and sealing in two parts against sealing whole; then udp_send sealing over loopback (no
+ *     plaintext of a sealed packet, every wire datagram accounted for); linked with Debian's libcrypto (libssl-dev,
  *     which scripts/ensure-deps.mjs installs), where the addon uses Node's own OpenSSL.
  * Each prints a summary line whose counts must add up. Needs gcc (CI has it) and root (fuzz_udp gives its
  * receivers big buffers with SO_RCVBUFFORCE, so no datagram is lost); never skipped.
@@ -31,6 +32,7 @@ const MALFORMED = 20000;
 const UDP_ROUNDS = 1000;
 const TUN_ROUNDS = 2000;
 const WG_ROUNDS = 2000;
+const WG_SEND_ROUNDS = 200;
 
 function gccVersion(): string {
   try {
@@ -195,8 +197,8 @@ describe("the addon's C under ASan and UBSan (native/test/fuzz_*.c)", { concurre
     const stdout = await compileAndRun(
       t,
       dir,
-      { name: 'fuzz_wg', sources: ['wg.c'], linkFlags: ['-lcrypto'] },
-      [SEED, String(WG_ROUNDS)],
+      { name: 'fuzz_wg', sources: ['wg.c', 'udp.c', 'offload.c', 'checksum.c'], linkFlags: ['-lcrypto'] },
+      [SEED, String(WG_ROUNDS), String(WG_SEND_ROUNDS)],
     );
     const [
       rounds,
@@ -211,7 +213,7 @@ describe("the addon's C under ASan and UBSan (native/test/fuzz_*.c)", { concurre
       other,
       ...verdicts
     ] = summaryNumbers(
-      /^fuzz_wg: seed 0xa4b6e7: (\d+) rounds, (\d+) datagrams: (\d+) opened \((\d+) keepalives\), (\d+) authentic but malformed, (\d+) mutated, (\d+) replayed, (\d+) random headers \((\d+) exhausted\), (\d+) other; verdicts (\d+) opened, (\d+) not transport, (\d+) unknown index, (\d+) auth failed, (\d+) replayed, (\d+) malformed, (\d+) exhausted; (\d+) reinstalls: all checks passed$/m,
+      /^fuzz_wg: seed 0xa4b6e7: (\d+) rounds, (\d+) datagrams: (\d+) opened \((\d+) keepalives\), (\d+) authentic but malformed, (\d+) mutated, (\d+) replayed, (\d+) random headers \((\d+) exhausted\), (\d+) other; verdicts (\d+) opened, (\d+) not transport, (\d+) unknown index, (\d+) auth failed, (\d+) replayed, (\d+) malformed, (\d+) exhausted; (\d+) reinstalls; (\d+) sealed-send rounds, (\d+) packets \((\d+) super-packets\), (\d+) wire datagrams: (\d+) sent \((\d+) GSO messages\), (\d+) seal-dropped; (\d+) arrived sealed and opened, (\d+) in plaintext: all checks passed$/m,
       stdout,
     );
     assert.equal(rounds, WG_ROUNDS);
@@ -226,6 +228,12 @@ describe("the addon's C under ASan and UBSan (native/test/fuzz_*.c)", { concurre
       'every datagram one verdict',
     );
     assert.equal(verdicts[0], opened, 'exactly the sealed datagrams opened');
+    const [, sendRounds, , , wire, sent, gsoMessages, sealDropped, sealedIn, plainIn] = verdicts.slice(7);
+    assert.equal(sendRounds, WG_SEND_ROUNDS);
+    assert.equal(sent! + sealDropped!, wire, 'every wire datagram sent or seal-dropped');
+    assert.equal(sealedIn! + plainIn!, sent, 'every datagram sent arrived, sealed or unsealed');
+    for (const [what, n] of Object.entries({ gsoMessages, sealDropped, sealedIn, plainIn }))
+      assert.ok(n! > 0, `no ${what} in ${WG_SEND_ROUNDS} sealed-send rounds`);
     const names = [
       'opened',
       'notTransport',

@@ -459,6 +459,11 @@ describe('sealed super-packets over a UdpTunnel pair (UDP GSO out, UDP GRO in, o
       } finally {
         bare.close();
       }
+      // a slot outside the table, or below -1, is a bug: RangeError, nothing sent
+      out.setSession(0, 4);
+      assert.throws(() => a.send(out), RangeError);
+      out.setSession(0, -2);
+      assert.throws(() => a.send(out), RangeError);
       await plain.take(2 * segments);
       await new Promise((r) => setTimeout(r, 50));
       assert.equal(sealed.length, 0, 'nothing arrived from the unsealable packets');
