@@ -25,7 +25,11 @@ export const TRANSPORT_OVERHEAD_MAX = TRANSPORT_HEADER_BYTES + TRANSPORT_TAG_BYT
 export const REJECT_AFTER_MESSAGES = 2n ** 64n - 2n ** 13n - 1n;
 /** A session's sender should rekey after this many messages (2^60). */
 export const REKEY_AFTER_MESSAGES = 2n ** 60n;
-/** Bits of the replay window (RFC 6479 style): counters this far behind the highest one seen are still taken once. */
+/**
+ * Bits of the replay window ring (RFC 6479, as wireguard-go and Linux): a counter at least 8,128 behind the
+ * highest one seen (one 64-bit block less than the ring; the JavaScript window takes up to 8,191) is still
+ * taken once. Both far above the issue's 2,048.
+ */
 export const REPLAY_WINDOW_BITS = 8192;
 
 /** What opening a received datagram found (verdicts[i]); a value >= 0 is the session slot that opened it. */
