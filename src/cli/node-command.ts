@@ -222,6 +222,7 @@ export function registerNodeCommands(program: Command): void {
                 addTunRoutes: () => env.addTunRoutes(),
                 attach: (spec) => env.attach(spec),
                 detach: (a) => env.detach(attachmentFromJson(a)),
+                forwardDrops: async () => (await env.forwardDrops()).packets,
                 tearDown: () => env.tearDown(),
               };
             },

@@ -62,7 +62,7 @@ function buildNodeApp(nm: NetManager, log: Logger) {
     });
   }
 
-  app.get(nodePaths.status, { schema: { response: { 200: NodeStatus } } }, () => nm.status());
+  app.get(nodePaths.status, { schema: { response: { 200: NodeStatus } } }, () => nm.statusWithHost());
 
   return app;
 }

@@ -41,6 +41,11 @@ export interface HostNetwork {
   attach(spec: AttachSpec): Promise<Attachment>;
   /** Removes an instance's wiring; tolerates what is already gone. */
   detach(attachment: Attachment): Promise<void>;
+  /**
+   * Packets forwarded towards the instances that the host dropped (not from the TUN, a port mapping or a
+   * reply); optional, for status.
+   */
+  forwardDrops?(): Promise<number>;
   /** Removes everything setUp and attach created. */
   tearDown(): Promise<void>;
 }

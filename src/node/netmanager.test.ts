@@ -58,6 +58,11 @@ class RecordingHostNetwork implements HostNetwork {
     this.calls.push('detach');
     return Promise.resolve();
   }
+  /** What forwardDrops answers (the nft counter of the forward boundary). */
+  forwardDropped = 0;
+  forwardDrops(): Promise<number> {
+    return Promise.resolve(this.forwardDropped);
+  }
   tearDown(): Promise<void> {
     this.calls.push('tearDown');
     return Promise.resolve();
@@ -223,8 +228,11 @@ describe('two NetManagers in one process', () => {
     await assert.rejects(a.nm.register('64a000000000000000000001'), /bridge refused/);
     assert.deepEqual(a.host.calls, ['setUp', 'tearDown'], 'what was set up is undone');
     assert.equal(a.nm.status().registered, false);
+    assert.equal((await a.nm.statusWithHost()).forward_dropped, null, 'no host network, no count');
     await a.nm.register('64a000000000000000000001');
     assert.equal(a.nm.status().registered, true);
+    a.host.forwardDropped = 7;
+    assert.equal((await a.nm.statusWithHost()).forward_dropped, 7, 'GET /status reads the boundary counter');
     const client = await a.nm.deploy({ pid: 1001, serviceName: CLIENT, instanceNumber: 0 });
     assert.ok(
       a.nm.status().services.some((s) => s.job === CLIENT && s.instances[0]?.ns_address === client.nsAddress),

@@ -314,6 +314,20 @@ export class NetManager {
     };
   }
 
+  /** status() with what only the host network can tell, read now (GET /status): forward_dropped. */
+  async statusWithHost(): Promise<NodeStatus> {
+    const status = this.status();
+    const net = this.registered?.net;
+    let forwardDropped: number | null = null;
+    if (net?.forwardDrops) {
+      forwardDropped = await net.forwardDrops().catch((err: unknown) => {
+        this.parts.log.debug({ err }, 'could not read the forward boundary counter');
+        return null;
+      });
+    }
+    return { ...status, forward_dropped: forwardDropped };
+  }
+
   /** Stops the data plane and removes every device and rule this NetManager created. */
   async close(): Promise<void> {
     this.abort.abort();

@@ -73,6 +73,12 @@ export const NodeStatus = Type.Object({
   ),
   /** The data plane (ProxyTUN); null before registration. */
   proxy: Type.Union([DataPlaneStatus, Type.Null()]),
+  /**
+   * Packets the node's forward boundary dropped: forwarded towards the instances, but from neither the TUN,
+   * a published port mapping nor as a reply (nft counter `bridge_in_dropped` in the node's table). Null before
+   * registration or when the host network cannot say; absent from NetManager.status(), filled by GET /status.
+   */
+  forward_dropped: Type.Optional(Type.Union([Type.Integer(), Type.Null()])),
 });
 export type NodeStatus = Static<typeof NodeStatus>;
 

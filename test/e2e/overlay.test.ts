@@ -277,6 +277,46 @@ describe('overlay end to end: 3 nodes, real applications', { timeout: 300_000 },
     assert.match(out, /^A[01] /);
   });
 
+  it("lets nothing from the underlay reach an instance's namespace address but through the proxy; counts it", async (t) => {
+    // n1 plays a host on the underlay (IPv4 only) that routes n2's instance subnet via n2, bypassing its proxy
+    // (and so does the underlay's router, the switch namespace); IPv6 has the same rules
+    // (src/node/net/environment.netns.ts tries both families).
+    const n1 = platform.node('n1');
+    const n2 = platform.node('n2');
+    const status = await platform.nodeClient('n2').status();
+    const inst = status.instances.find((i) => i.service === A && i.instance === 0);
+    assert.ok(inst && status.subnet, 'n2 reports a0 and its subnet');
+    const subnet = status.subnet;
+    const sw = platform.state.switchNs;
+    await inNetns(n1.netns, ['ip', 'route', 'replace', subnet, 'via', n2.ip]);
+    await inNetns(sw, ['ip', 'route', 'replace', subnet, 'via', n2.ip, 'dev', n2.netns]);
+    t.after(async () => {
+      await inNetns(n1.netns, ['ip', 'route', 'del', subnet]).catch(() => '');
+      await inNetns(sw, ['ip', 'route', 'del', subnet]).catch(() => '');
+    });
+    const dropped0 = status.forward_dropped;
+    assert.equal(typeof dropped0, 'number', 'GET /status reports forward_dropped');
+    const out = await inNetns(n1.netns, [
+      'sh',
+      '-c',
+      `seq 100 | xargs -P 100 -I{} curl -s -o /dev/null -m 2 -w '%{http_code}\\n' 'http://${inst.ns_address}/'; true`,
+    ]);
+    const codes = out.trim().split('\n');
+    assert.equal(codes.length, 100, 'curl ran 100 times');
+    assert.deepEqual(
+      codes.filter((c) => c !== '000'),
+      [],
+      'no HTTP answer from a0',
+    );
+    const dropped = ((await platform.nodeClient('n2').status()).forward_dropped ?? 0) - (dropped0 ?? 0);
+    t.diagnostic(`n2 forward_dropped +${dropped} for 100 attempts`);
+    assert.ok(dropped >= 100, `n2 counted every attempt: +${dropped}`);
+    // Through the proxy (a0's instance IP from the client on n1), and from n2 itself, a0 still answers.
+    const a0Ip = instanceIp(await job(platform, A), 0);
+    assert.match(await inNetns(client.netns, ['curl', '-s', '-m', '5', `http://${a0Ip}/`]), /^A0 /);
+    assert.match(await inNetns(n2.netns, ['curl', '-s', '-m', '5', `http://${inst.ns_address}/`]), /^A0 /);
+  });
+
   it('moves every new request to the remaining instance within 2 s of an undeploy, failing none', async () => {
     const loop = inNetns(client.netns, ['python3', join(FIXTURES, 'http-loop.py'), rr, '6', '0.05'], 60_000);
     await new Promise((r) => setTimeout(r, 1500)); // requests are flowing to both instances

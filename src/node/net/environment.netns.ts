@@ -27,6 +27,7 @@ import {
 import {
   addressesOf,
   connectError,
+  httpAnswers,
   httpGet,
   inNs,
   linkMac,
@@ -45,6 +46,8 @@ import {
   udpEcho,
 } from './netns-harness.ts';
 import { ipJson, isRecord } from './runner.ts';
+import { LinuxTun } from '../../dataplane/tun/linux.ts';
+import { buildIpv4Udp, Collector, parseIpv4Udp, type Ipv4Udp } from '../../dataplane/tun/fixtures.ts';
 
 function requiredEnv(name: string): string {
   const value = process.env[name];
@@ -270,6 +273,69 @@ describe('NodeEnvironment in a network namespace', () => {
       await inNs(containerNs, 'curl', ['-sS', '-m5', `http://[${OUTSIDE6}]:9000/`]),
       `outside sees ${NODE6}`,
     );
+  });
+
+  it('the forward boundary: from the underlay only the port mappings reach the container; the node, the TUN and replies do', async (t) => {
+    // The attacker is the outside host: it routes the node's instance subnets via the node's uplink address.
+    await inNs(outsideNs, 'ip', ['route', 'add', config.subnetV4.toString(), 'via', NODE4]);
+    await inNs(outsideNs, 'ip', ['-6', 'route', 'add', config.subnetV6.toString(), 'via', NODE6]);
+    t.after(async () => {
+      await inNs(outsideNs, 'ip', ['route', 'del', config.subnetV4.toString()]).catch(() => {});
+      await inNs(outsideNs, 'ip', ['-6', 'route', 'del', config.subnetV6.toString()]).catch(() => {});
+    });
+    const before = (await env.forwardDrops()).packets;
+
+    // Published port mappings still answer from the underlay, every time, in both families.
+    assert.equal(await httpAnswers(outsideNs, `http://${NODE4}:${HTTP_PORT}/`, 100, 5000), 100);
+    assert.equal(await httpAnswers(outsideNs, `http://[${NODE6}]:${HTTP_PORT}/`, 100, 5000), 100);
+    // The node itself reaches the container directly (output hook: not forwarded).
+    assert.equal(await httpGet('http://10.18.0.2:8080/'), 'container sees ::ffff:10.18.0.1');
+    assert.equal(await httpGet('http://[fc00::2]:8080/'), 'container sees fc00::1');
+    // The container's own connections get their replies (masquerade): checked again after the rules.
+    assert.equal(
+      await inNs(containerNs, 'curl', ['-sS', '-m5', `http://${OUTSIDE4}:9000/`]),
+      `outside sees ::ffff:${NODE4}`,
+    );
+    // Through the TUN (as the proxy delivers): a datagram from another node's instance address gets in,
+    // and the container's answer goes back into the TUN.
+    const tun = await LinuxTun.open({ name: config.tun, mtu: config.mtu });
+    t.after(async () => {
+      tun.close();
+      // with a reader the TUN got a carrier and with it the kernel's link-local route: not one of ours
+      await sh('ip', ['-6', 'route', 'del', 'fe80::/64', 'dev', config.tun]).catch(() => {});
+    });
+    const got = new Collector<Ipv4Udp>();
+    tun.start((batch) => {
+      for (let i = 0; i < batch.count; i++) {
+        const p = parseIpv4Udp(batch.buffer, batch.offsets[i], batch.lengths[i]);
+        if (p && p.srcPort === 5353) got.push(p);
+      }
+    });
+    const packet = buildIpv4Udp('10.20.0.5', 40000, '10.18.0.2', 5353, Buffer.from('via tun'));
+    assert.equal(
+      tun.write({
+        buffer: packet,
+        offsets: Uint32Array.of(0),
+        lengths: Uint32Array.of(packet.length),
+        count: 1,
+      }),
+      1,
+    );
+    const [answer] = await got.take(1);
+    assert.deepEqual(
+      { src: answer?.src, dst: answer?.dst, dstPort: answer?.dstPort, payload: answer?.payload.toString() },
+      { src: '10.18.0.2', dst: '10.20.0.5', dstPort: 40000, payload: 'echo via tun' },
+    );
+    assert.equal((await env.forwardDrops()).packets, before, 'nothing legitimate was dropped');
+
+    // Straight to the container's addresses from the underlay: 100 tries a family, not one answer.
+    assert.equal(await httpAnswers(outsideNs, 'http://10.18.0.2:8080/', 100, 1500), 0);
+    assert.equal(await httpAnswers(outsideNs, 'http://[fc00::2]:8080/', 100, 1500), 0);
+    const dropped = (await env.forwardDrops()).packets - before;
+    t.diagnostic(`forward boundary: ${dropped} packets dropped for 200 connection attempts`);
+    assert.ok(dropped >= 200, `the counter shows every attempt (${dropped})`);
+    const listed = await sh('nft', ['list', 'counter', 'inet', config.nftTable, 'bridge_in_dropped']);
+    assert.match(listed, new RegExp(`packets ${before + dropped} `));
   });
 
   it('a taken host port is a ConflictError and leaves nothing behind', async () => {

@@ -14,6 +14,10 @@
  * - hairpin works: an instance can reach its own mapping through the node's address;
  * - failures roll back what the step did and throw; nothing exits the process.
  *
+ * - the forward chain lets into the bridge only what comes from the TUN, replies of the instances' own
+ *   connections and published port mappings (nft-script.ts); upstream accepted everything, so a host on the
+ *   underlay that routed the node's subnets via the node reached every instance, bypassing the proxy.
+ *
  * Firewall caveat: accept rules in our table cannot override a drop elsewhere. nftables runs every base chain
  * on a hook and a packet must be accepted by all of them, so another table whose forward chain has policy drop
  * (docker's `ip filter FORWARD`, a distribution firewall) still drops instance traffic. setUp logs a warning
@@ -41,7 +45,8 @@ import {
   type NodeEnvironmentConfig,
   type NodeEnvironmentDeps,
 } from './environment-config.ts';
-import { createTable, warnAboutForeignForwardDrops } from './firewall.ts';
+import { createTable, readBoundaryDrops, warnAboutForeignForwardDrops } from './firewall.ts';
+import type { CounterValue } from './nft-script.ts';
 import { inspectLinks, tearDownAll } from './leftovers.ts';
 import { ProcSysctl } from './sysctl.ts';
 import { attachInstance, detachInstance } from './veth.ts';
@@ -153,6 +158,15 @@ export class NodeEnvironment {
   async detach(att: Attachment): Promise<void> {
     const a = attachmentFromJson(att);
     return await this.serial(() => detachInstance(this.ctx, a));
+  }
+
+  /**
+   * Packets (and bytes) the forward boundary dropped since setUp: traffic forwarded towards the instances
+   * that came neither from the TUN, nor from a published port mapping, nor as a reply (nft-script.ts). Zeros
+   * when the table does not exist. Not queued behind other operations (a read).
+   */
+  forwardDrops(): Promise<CounterValue> {
+    return readBoundaryDrops(this.ctx);
   }
 
   /** Removes the bridge, every veth on it, the nft table and the TUN routes, by name. Idempotent. */

@@ -9,9 +9,12 @@ import type { Attachment, AttachPlan } from './attachment.ts';
 import type { EnvironmentContext } from './environment-config.ts';
 import {
   addElementsScript,
+  BOUNDARY_COUNTER,
+  type CounterValue,
   deleteElementsScript,
   elementsFor,
   type MapElement,
+  parseCounter,
   parseMapElements,
   tableScript,
 } from './nft-script.ts';
@@ -21,6 +24,18 @@ import { CommandFailedError, isAlreadyGone, isRecord, nft, nftJson } from './run
 /** (Re)creates the table atomically: a leftover of an earlier run is replaced. */
 export async function createTable(ctx: EnvironmentContext): Promise<void> {
   await nft(ctx.runner, tableScript({ ...ctx.config, table: ctx.config.nftTable }));
+}
+
+/** Reads the boundary's counter, zeros when the table is absent (`nft -j list counter inet <table> bridge_in_dropped`). */
+export async function readBoundaryDrops(ctx: EnvironmentContext): Promise<CounterValue> {
+  let listing: unknown[];
+  try {
+    listing = await nftJson(ctx.runner, ['list', 'counter', 'inet', ctx.config.nftTable, BOUNDARY_COUNTER]);
+  } catch (err) {
+    if (isAlreadyGone(err)) return { packets: 0, bytes: 0 };
+    throw err;
+  }
+  return parseCounter(listing, BOUNDARY_COUNTER) ?? { packets: 0, bytes: 0 };
 }
 
 /** Logs a warning for forward base chains with policy drop in other tables (they still drop our traffic). */

@@ -95,6 +95,24 @@ export async function connectError(url: string): Promise<string | undefined> {
   }
 }
 
+/**
+ * Makes `n` HTTP GETs to `url` at once from inside `ns` (a node process there), each over its own connection
+ * and given up after `timeoutMs`; returns how many got an HTTP answer (any status).
+ */
+export async function httpAnswers(ns: string, url: string, n: number, timeoutMs: number): Promise<number> {
+  const script = `
+const http = require('node:http');
+const [url, n, ms] = [process.argv[1], Number(process.argv[2]), Number(process.argv[3])];
+const one = () => new Promise((resolve) => {
+  const req = http.get(url, { agent: false, timeout: ms }, (res) => { res.resume(); res.on('end', () => resolve(1)); });
+  req.on('timeout', () => req.destroy(new Error('timeout')));
+  req.on('error', () => resolve(0));
+});
+Promise.all(Array.from({ length: n }, one)).then((r) => console.log(r.reduce((a, b) => a + b, 0)));
+`;
+  return Number((await inNs(ns, process.execPath, ['-e', script, url, String(n), String(timeoutMs)])).trim());
+}
+
 export async function udpEcho(host: string, port: number, payload: string): Promise<string> {
   const socket = dgram.createSocket(host.includes(':') ? 'udp6' : 'udp4');
   try {

@@ -8,7 +8,9 @@ import { config } from './environment.fixtures.ts';
 import {
   addElementsScript,
   deleteElementsScript,
+  BOUNDARY_COUNTER,
   elementsFor,
+  parseCounter,
   parseMapElements,
   tableScript,
 } from './nft-script.ts';
@@ -21,7 +23,7 @@ describe('nft-script', () => {
       'type inet_proto . inet_service : ipv4_addr . inet_service;',
       'type inet_proto . inet_service : ipv6_addr . inet_service;',
       'iifname { "okbr0", "oktun0" } accept',
-      'oifname { "okbr0", "oktun0" } accept',
+      'oifname "oktun0" accept',
       'meta nfproto ipv4 fib daddr type local dnat ip to meta l4proto . th dport map @pm4',
       'ip6 daddr != ::1 fib daddr type local dnat ip6 to meta l4proto . th dport map @pm6',
       'ip saddr 10.18.0.0/26 oifname != { "okbr0", "oktun0" } masquerade',
@@ -30,6 +32,48 @@ describe('nft-script', () => {
     ]) {
       assert.ok(script.includes(rule), rule);
     }
+  });
+
+  it('lets into the bridge only the TUN, the bridge, replies and port mappings; counts the rest', () => {
+    const script = tableScript({ ...config, table: 'oaknet' });
+    const chain = (name: string): string[] => {
+      const m = new RegExp(`\\n  chain ${name} \\{\\n([\\s\\S]*?)\\n  \\}`).exec(script);
+      assert.ok(m?.[1], `chain ${name}`);
+      return m[1].split('\n').map((l) => l.trim());
+    };
+    // The forward hook sends everything towards the bridge through the boundary first.
+    assert.deepEqual(chain('forward'), [
+      'type filter hook forward priority filter; policy accept;',
+      'oifname "okbr0" jump into_bridge',
+      'iifname { "okbr0", "oktun0" } accept',
+      'oifname "oktun0" accept',
+    ]);
+    // The boundary: every path ends in accept or the counted drop; no policy can let anything else by.
+    assert.deepEqual(chain('into_bridge'), [
+      'iifname { "okbr0", "oktun0" } accept',
+      'ct state established,related accept',
+      'ct status dnat accept',
+      `counter name ${BOUNDARY_COUNTER} drop`,
+    ]);
+    assert.ok(script.includes(`  counter ${BOUNDARY_COUNTER} {\n  }\n`), 'the named counter');
+    // one rule set for both families: nothing in the boundary names an address family
+    assert.doesNotMatch(chain('into_bridge').join('\n'), /\bip6?\b|nfproto/);
+    // a non-default table and device names go where they belong
+    const other = tableScript({ ...config, table: 'nm2', bridge: 'br9', tun: 'tun9' });
+    assert.match(other, /oifname "br9" jump into_bridge/);
+    assert.match(other, /chain into_bridge \{\n {4}iifname \{ "br9", "tun9" \} accept/);
+  });
+
+  it('reads the named counter from an nft listing', () => {
+    assert.equal(BOUNDARY_COUNTER, 'bridge_in_dropped');
+    const listing = [
+      { metainfo: { version: '1.0.6' } },
+      { counter: { family: 'inet', name: 'other', table: 'oaknet', packets: 9, bytes: 9 } },
+      { counter: { family: 'inet', name: BOUNDARY_COUNTER, table: 'oaknet', packets: 100, bytes: 6000 } },
+    ];
+    assert.deepEqual(parseCounter(listing, BOUNDARY_COUNTER), { packets: 100, bytes: 6000 });
+    assert.equal(parseCounter([{ counter: { name: BOUNDARY_COUNTER } }], BOUNDARY_COUNTER), undefined);
+    assert.equal(parseCounter([], BOUNDARY_COUNTER), undefined);
   });
 
   it('writes and parses map elements', () => {

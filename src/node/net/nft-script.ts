@@ -12,6 +12,14 @@
  * from the node itself (output hook), from another host (prerouting), IPv4 and IPv6, TCP and UDP, and
  * hairpin (an instance reaching its own mapping through the node's address).
  *
+ * The forward boundary (issue 12): nothing is forwarded into the bridge (towards the instances) unless it comes
+ * from the proxy's TUN, from the bridge itself (instances between themselves: hairpin, or bridged traffic when
+ * br_netfilter is loaded), belongs to a connection the kernel already let through (ct established/related:
+ * replies of connections the instances opened, through masquerade or the TUN), or is a published port mapping
+ * (ct status dnat). The rest is dropped and counted in the named counter `bridge_in_dropped`
+ * (`nft list counter inet <table> bridge_in_dropped`). Packets the node itself sends to an instance take the
+ * output hook, not forward, so they are not affected. One rule set for IPv4 and IPv6 (family inet).
+ *
  * Scripts are native nft syntax for `nft -f -`: nft 1.0.6 crashes on JSON input with concatenated maps.
  * nft identifiers cannot be quoted, so the table name must not be an nft keyword (e.g. `fwd`); `oaknet` is fine.
  */
@@ -34,6 +42,9 @@ export interface NftTableSpec {
   subnetV6: Cidr;
 }
 
+/** The named counter of packets dropped at the forward boundary into the bridge. */
+export const BOUNDARY_COUNTER = 'bridge_in_dropped';
+
 /** Name of the port-mapping map of a family. */
 export function mapName(family: IpFamily): string {
   return family === 4 ? 'pm4' : 'pm6';
@@ -41,7 +52,8 @@ export function mapName(family: IpFamily): string {
 
 /**
  * One transaction that removes any table of that name (a leftover of a crashed run) and creates it afresh:
- * forward accept for the bridge and the TUN, masquerade of the subnets towards every other interface,
+ * the forward boundary into the bridge (module comment) with its counter, forward accept for traffic leaving
+ * the bridge and the TUN, masquerade of the subnets towards every other interface,
  * hairpin masquerade, and the port-mapping maps with their DNAT rules.
  */
 export function tableScript(spec: NftTableSpec): string {
@@ -56,10 +68,19 @@ export function tableScript(spec: NftTableSpec): string {
   map pm6 {
     type inet_proto . inet_service : ipv6_addr . inet_service;
   }
+  counter ${BOUNDARY_COUNTER} {
+  }
   chain forward {
     type filter hook forward priority filter; policy accept;
+    oifname "${bridge}" jump into_bridge
     iifname ${ours} accept
-    oifname ${ours} accept
+    oifname "${tun}" accept
+  }
+  chain into_bridge {
+    iifname ${ours} accept
+    ct state established,related accept
+    ct status dnat accept
+    counter name ${BOUNDARY_COUNTER} drop
   }
   chain prerouting {
     type nat hook prerouting priority dstnat; policy accept;
@@ -177,4 +198,22 @@ function parseElement(family: IpFamily, elem: unknown): MapElement | undefined {
 function concat(value: unknown): [unknown, unknown] | undefined {
   const list = isRecord(value) ? value['concat'] : undefined;
   return Array.isArray(list) && list.length === 2 ? [list[0], list[1]] : undefined;
+}
+
+/** A named counter's figures. */
+export interface CounterValue {
+  packets: number;
+  bytes: number;
+}
+
+/** The named counter's figures in an `nft -j` listing; undefined when it is not there. */
+export function parseCounter(listing: readonly unknown[], name: string): CounterValue | undefined {
+  for (const item of listing) {
+    const c = isRecord(item) ? item['counter'] : undefined;
+    if (!isRecord(c) || c['name'] !== name) continue;
+    const packets = Number(c['packets']);
+    const bytes = Number(c['bytes']);
+    if (Number.isInteger(packets) && Number.isInteger(bytes)) return { packets, bytes };
+  }
+  return undefined;
 }
