@@ -7,6 +7,7 @@
  * 127.0.0.1). It prints one JSON object a line on stdout (`event` names it) and takes commands a line on stdin:
  *   -> {"event":"ready","port":P,"publicKey":K}        after binding 127.0.0.1:P
  *   <- initiate                                          start a handshake as the initiator (scenario a)
+ *   <- initiate PSK                                      the same with a preshared key (wg's base64; scenario d)
  *   <- under-load                                        act as a responder under load (scenario c): answer
  *                                                        initiations without a valid MAC2 with a cookie reply
  *   -> {"event":"cookie-sent",...}                       it did so
@@ -194,12 +195,14 @@ createInterface({ input: process.stdin }).on('line', (line) => {
     underLoad = true;
     return emit('under-load');
   }
-  if (line.trim() !== 'initiate') return emit('error', { message: `unknown command ${line}` });
+  const [command, pskText] = line.trim().split(' ');
+  if (command !== 'initiate') return emit('error', { message: `unknown command ${line}` });
+  const psk = pskText === undefined ? undefined : parseKey(pskText, 'preshared key');
   const senderIndex = randomInt(2 ** 32);
-  const init = createInitiation(local, peerPublic, undefined, senderIndex, Date.now(), cookie);
+  const init = createInitiation(local, peerPublic, psk, senderIndex, Date.now(), cookie);
   pending = init.state;
   send(init.message);
-  emit('initiated', { senderIndex });
+  emit('initiated', { senderIndex, psk: psk !== undefined });
 });
 process.stdin.on('end', () => {
   sessions.close();

@@ -13,6 +13,7 @@
  * (c) the TS peer acts as a responder under load: wireguard-go's first initiation (after the peer was removed
  *     and added again, so it has no session) gets a cookie reply (XChaCha20-Poly1305, cookie.ts); its retry
  *     after REKEY_TIMEOUT carries a MAC2 that the TS CookieChecker verifies, and only then is it answered.
+ * (d) with a preshared key set on both sides (`wg genpsk`), the TS peer's handshake and an echo still work.
  * Needs root, /usr/bin/wireguard-go and /usr/bin/wg (Debian's wireguard-go and wireguard-tools); fails when
  * they are missing. Everything it starts it stops by PID; the namespace goes by name, also after a failure.
  */
@@ -287,6 +288,26 @@ describe('WireGuard interoperability with Debian wireguard-go', () => {
     assert.equal(typeof cookie.senderIndex, 'number');
     await events.next('echo-request', 10_000, from);
     await assert.doesNotReject(ping, `ping failed; wireguard-go: ${wgGoLog()}`);
+    assert.deepEqual(
+      events.all.filter((e) => e.event === 'error'),
+      [],
+      `peer: ${peerLog()}`,
+    );
+  });
+
+  it('(d) with a preshared key on both sides, TS initiates and the echo comes back', async () => {
+    const events = peerEvents();
+    const psk = (await run(WG, ['genpsk'])).trim();
+    fs.writeFileSync(join(tmp, 'psk'), psk + '\n', { mode: 0o600 });
+    await inNs(WG, ['set', IFACE, 'peer', peerPublic, 'preshared-key', join(tmp, 'psk')]);
+    const from = events.all.length;
+    peer?.stdin?.write(`initiate ${psk}\n`);
+    const initiated = await events.next('initiated', 5_000, from);
+    assert.equal(initiated.psk, true);
+    await events.next('handshake-complete', 10_000, from);
+    const reply = await events.next('echo-reply', 10_000, from);
+    assert.equal(reply.slot, 1);
+    assert.equal(reply.matches, true);
     assert.deepEqual(
       events.all.filter((e) => e.event === 'error'),
       [],
