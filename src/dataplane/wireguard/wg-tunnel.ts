@@ -216,7 +216,7 @@ export class WgTunnel implements Tunnel {
     lengths: new Uint32Array(1024),
     count: 0,
   };
-  private readonly outSources = Buffer.alloc(1024 * ENDPOINT_BYTES);
+  private outSources = Buffer.alloc(1024 * ENDPOINT_BYTES);
   private readonly stats = new Float64Array(SESSION_STAT_FIELDS);
   private readonly one: AddressedBatch & { sessions: Int32Array; gso: Uint32Array } = {
     buffer: Buffer.alloc(0),
@@ -472,6 +472,8 @@ export class WgTunnel implements Tunnel {
       this.view.offsets = new Uint32Array(n);
       this.view.lengths = new Uint32Array(n);
       this.verdicts = new Int32Array(n);
+      // a GRO batch holds up to batchSize * GRO_MAX_SEGMENTS datagrams, more than 1024
+      this.outSources = Buffer.alloc(n * ENDPOINT_BYTES);
     }
     const view = this.view;
     view.buffer = batch.buffer;
@@ -507,10 +509,9 @@ export class WgTunnel implements Tunnel {
         }
         if (s.initiator && s === peer.current && now - s.created >= REKEY_ON_RECEIVE_AGE && !peer.pending)
           this.want(peer);
-        if (buf[off] === 0 && len >= 24) {
-          len = 24; // an RTT probe, padded to 32 by the sender
-          peer.endpoint.copy(this.outSources, out * ENDPOINT_BYTES);
-        }
+        if (buf[off] === 0 && len >= 24) len = 24; // an RTT probe, padded to 32 by the sender
+        // every delivered datagram names its source (the Tunnel contract), not only RTT probes
+        peer.endpoint.copy(this.outSources, out * ENDPOINT_BYTES);
         offsets[out] = off;
         lengths[out] = len;
         out++;
