@@ -100,6 +100,8 @@ describe('WgTunnel', () => {
       sendTo(a, '10.255.0.2', p1, p2);
       await settle();
       assert.deepEqual(b.got, [p1, p2]);
+      const fromA = endpoint('10.255.0.1', 50103).toString('hex');
+      assert.deepEqual(b.sources, [fromA, fromA], 'each delivered packet names its peer as the source');
       assert.deepEqual(
         wire.map((d) => d[0]),
         [1, 2, 4, 4],

@@ -513,10 +513,9 @@ export class WgTunnel implements Tunnel {
         }
         if (s.initiator && s === peer.current && now - s.created >= REKEY_ON_RECEIVE_AGE && !peer.pending)
           this.want(peer);
-        if (buf[off] === 0 && len >= 24) {
-          len = 24; // an RTT probe, padded to 32 by the sender
-          peer.endpoint.copy(this.outSources, out * ENDPOINT_BYTES);
-        }
+        if (buf[off] === 0 && len >= 24) len = 24; // an RTT probe, padded to 32 by the sender
+        // every delivered datagram names its source (the Tunnel contract), not only RTT probes
+        peer.endpoint.copy(this.outSources, out * ENDPOINT_BYTES);
         offsets[out] = off;
         lengths[out] = len;
         out++;
@@ -717,7 +716,7 @@ export class WgTunnel implements Tunnel {
     if (peer.next) this.release(peer.next);
     peer.next = s;
     peer.handshakes++;
-    peer.lastHandshakeAt = Date.now();
+    peer.lastHandshakeAt = now;
     peer.lastSentMac1 = res.message.subarray(RESPONSE_BYTES - 32, RESPONSE_BYTES - 16);
     this.sendOne(Buffer.from(res.message), source, 0, -1);
   }
@@ -745,7 +744,7 @@ export class WgTunnel implements Tunnel {
     peer.previous = peer.current;
     peer.current = s;
     peer.handshakes++;
-    peer.lastHandshakeAt = Date.now();
+    peer.lastHandshakeAt = now;
     if (peer.staged.length) this.flushStaged(peer);
     else this.keepalive(peer); // confirms the session to the responder
   }
