@@ -48,7 +48,7 @@ import {
   type TcpRun,
   type UdpProbe,
 } from './dp-measure.ts';
-import { setUpHostGw, setUpSocat, setUpVxlan, type NodeInfo } from './dp-paths.ts';
+import { setUpHostGw, setUpSocat, setUpVxlan, setUpWireguardGo, type NodeInfo } from './dp-paths.ts';
 import { median, type BenchResult } from './report.ts';
 
 const SECTION = 'data plane';
@@ -77,6 +77,8 @@ interface Path {
   forwarderPids: () => number[];
   /** Set when the path could not be built or stopped working. */
   failed?: string;
+  /** oaknet paths: the tunnel mode the platform must be in to measure it (switched by restarts). */
+  tunnel?: 'wireguard' | 'plaintext';
   /** Whether a DF packet of `mtu` bytes passes (and one of mtu + 1 does not). */
   mtuCheck?: { fits: boolean; oneMoreFails: boolean };
 }
@@ -190,6 +192,7 @@ export async function runDataPlaneBench(): Promise<DataPlaneOutput> {
     );
     await reference('vxlan', 'kernel VXLAN', () => setUpVxlan(id, n1, n2));
     await reference('socat', 'socat TUN/UDP', () => setUpSocat(id, n1, n2, env));
+    await reference('wireguard-go', "Debian's wireguard-go", () => setUpWireguardGo(id, n1, n2, env));
 
     // oaknet: a server instance on n2, a client instance on n1, as a user runs them
     const workloads: Workload[] = [];
@@ -199,7 +202,7 @@ export async function runDataPlaneBench(): Promise<DataPlaneOutput> {
       onCleanup(`stop workload ${spec.service}.${spec.instance}`, () => w.stop());
       return w;
     };
-    if (wanted('oaknet-rr') || wanted('oaknet-inst'))
+    if (wanted('oaknet-rr') || wanted('oaknet-inst') || wanted('oaknet-plain'))
       try {
         const server = await startWorkload('n2', {
           service: SERVER_SERVICE,
@@ -221,14 +224,34 @@ export async function runDataPlaneBench(): Promise<DataPlaneOutput> {
         const common = {
           client: client.netns,
           server: server.netns,
-          mtu: 1450,
+          mtu: 1408, // with WireGuard (1450 in plaintext)
           cpu: 'process' as const,
           forwarderPids: nmPids,
+          tunnel: 'wireguard' as const,
         };
         if (wanted('oaknet-rr'))
-          paths.push({ key: 'oaknet-rr', label: 'oaknet ProxyTUN, RR_IP', address: rr, ...common });
+          paths.push({
+            key: 'oaknet-rr',
+            label: 'oaknet ProxyTUN, RR_IP (WireGuard)',
+            address: rr,
+            ...common,
+          });
         if (wanted('oaknet-inst'))
-          paths.push({ key: 'oaknet-inst', label: 'oaknet ProxyTUN, instance IP', address: inst, ...common });
+          paths.push({
+            key: 'oaknet-inst',
+            label: 'oaknet ProxyTUN, instance IP (WireGuard)',
+            address: inst,
+            ...common,
+          });
+        if (wanted('oaknet-plain'))
+          paths.push({
+            key: 'oaknet-plain',
+            label: 'oaknet ProxyTUN, RR_IP, plaintext tunnel',
+            address: rr,
+            ...common,
+            mtu: 1450,
+            tunnel: 'plaintext',
+          });
         raw['oaknet'] = { rr, instanceIp: inst, server: server.netns, client: client.netns };
       } catch (err) {
         paths.push(failedPath('oaknet-rr', 'oaknet ProxyTUN, RR_IP', `setup: ${message(err)}`));
@@ -263,9 +286,19 @@ export async function runDataPlaneBench(): Promise<DataPlaneOutput> {
         await waitOutput(s.echo, 'ready', 10_000);
       }
     };
+    // oaknet's tunnel mode: one platform, switched by restarting clusters and NetManagers, so encrypted
+    // and plaintext are measured in the same run (plaintext paths come last in every loop: two switches)
+    let tunnelMode: 'wireguard' | 'plaintext' = 'wireguard';
+    const ensureTunnel = async (p: Path) => {
+      if (!p.tunnel || p.tunnel === tunnelMode) return;
+      await platform.setPlaintextTunnel(p.tunnel === 'plaintext', 60_000);
+      tunnelMode = p.tunnel;
+      await pingpong(p.client, 'rr', p.address, 20, MSG); // handshakes and table caches before timing
+    };
     const mtuProblems: string[] = [];
     for (const p of paths.filter((x) => !x.failed)) {
       try {
+        await ensureTunnel(p);
         await startServers(p.server);
         // reachability, and the warm-up of caches (ARP, oaknet's table) before anything is timed
         await pingpong(p.client, 'rr', p.address, 20, MSG);
@@ -311,6 +344,7 @@ export async function runDataPlaneBench(): Promise<DataPlaneOutput> {
     ): Promise<T | undefined> => {
       try {
         // the machine may be shared: do not start a measurement while something else keeps it busy
+        await ensureTunnel(p);
         const q = await waitQuiet();
         quiet.push({ round: currentRound, path: p.key, what, ...q });
         return await fn();
@@ -327,8 +361,11 @@ export async function runDataPlaneBench(): Promise<DataPlaneOutput> {
     for (let round = 0; round < ROUNDS && !wasInterrupted(); round++) {
       currentRound = round;
       const t0 = Date.now();
-      const live = paths.filter((p) => !p.failed);
-      const order = live.map((_, i) => live[(i + round) % live.length]!);
+      const live = paths.filter((p) => !p.failed && p.tunnel !== 'plaintext');
+      const order = [
+        ...live.map((_, i) => live[(i + round) % live.length]!),
+        ...paths.filter((p) => !p.failed && p.tunnel === 'plaintext'),
+      ];
       // TCP, 1 stream (with CPU accounting)
       for (const p of order) {
         const gbps = fig(p.key, 'TCP 1 stream', 'Gbit/s');
@@ -578,7 +615,9 @@ function figureResults(paths: readonly Path[], figures: Map<string, Figure>): Be
   const added = (key: string) => med(key, 'TCP round trip 64 B p50') - direct50;
   const addedVx = added('vxlan');
   for (const [key, label] of [
-    ['oaknet-rr', 'ProxyTUN'],
+    ['oaknet-rr', 'ProxyTUN (WireGuard)'],
+    ['oaknet-plain', 'ProxyTUN (plaintext tunnel)'],
+    ['wireguard-go', 'wireguard-go'],
     ['socat', 'socat'],
     ['vxlan', 'VXLAN'],
   ] as const) {
@@ -599,6 +638,31 @@ function figureResults(paths: readonly Path[], figures: Map<string, Figure>): Be
     addedRatio,
     '<= 2x',
     addedRatio <= 2,
+  );
+  // issue 12: the WireGuard tunnel against oaknet in plaintext and against wireguard-go, same run
+  const plain1 = med('oaknet-plain', 'TCP 1 stream');
+  const wg1 = med('wireguard-go', 'TCP 1 stream');
+  check(
+    ['oaknet-rr', 'oaknet-plain'],
+    'oaknet encrypted / oaknet plaintext, TCP 1 stream',
+    oak1 / plain1,
+    '>= 0.6x',
+    oak1 / plain1 >= 0.6,
+  );
+  check(
+    ['oaknet-rr', 'wireguard-go'],
+    'oaknet encrypted / wireguard-go, TCP 1 stream',
+    oak1 / wg1,
+    '>= 1.5x',
+    oak1 / wg1 >= 1.5,
+  );
+  const addedPlain = added('oaknet-rr') / added('oaknet-plain');
+  check(
+    ['oaknet-rr', 'oaknet-plain', 'direct'],
+    'added round trip p50, oaknet encrypted / plaintext',
+    addedPlain,
+    '<= 1.3x',
+    addedPlain <= 1.3,
   );
   const flows = med('oaknet-rr', 'TCP 64 streams') / med('oaknet-rr', 'TCP 4 streams');
   check(['oaknet-rr'], 'ProxyTUN TCP 64 streams / 4 streams', flows, '>= 0.8x', flows >= 0.8);

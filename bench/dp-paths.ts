@@ -180,3 +180,75 @@ async function waitLink(ns: string, dev: string, p: OwnedProcess): Promise<void>
     await new Promise((r) => setTimeout(r, 50));
   }
 }
+
+/**
+ * wireguard: Debian's wireguard-go (a userspace WireGuard anyone would pick instead) in each node: TUN
+ * bench-wg with 10.249.0.K/24, UDP port 4791 to the other node, keys from `wg genkey`; pods 10.250.{1,2}.2 at
+ * MTU 1420 (WireGuard's default: 1500 - 80).
+ */
+export async function setUpWireguardGo(
+  id: string,
+  n1: NodeInfo,
+  n2: NodeInfo,
+  env: NodeJS.ProcessEnv,
+): Promise<RefPath> {
+  const mtu = 1420;
+  const port = 4791;
+  const forwarders: OwnedProcess[] = [];
+  const keys = [];
+  for (let k = 0; k < 2; k++) {
+    const priv = (await run(['wg', 'genkey'])).trim();
+    const pub = (await run(['wg', 'pubkey'], 10_000, `${priv}\n`)).trim();
+    keys.push({ priv, pub });
+  }
+  for (const [me, peer, k] of [
+    [n1, n2, 1],
+    [n2, n1, 2],
+  ] as const) {
+    // wireguard-go's control socket (/var/run/wireguard/<name>.sock) is shared by all namespaces: one name each
+    const dev = `bench-wg${k}`;
+    const p = spawnOwned(
+      `wireguard-go-${me.name}`,
+      inNs(me.netns, ['env', 'WG_PROCESS_FOREGROUND=1', 'wireguard-go', '-f', dev]),
+      { env },
+    );
+    forwarders.push(p);
+    await waitLink(me.netns, dev, p);
+    const keyFile = `/tmp/${id}-wg${k}.key`;
+    await run(['sh', '-c', `umask 077; cat > ${keyFile}`], 10_000, `${keys[k - 1]!.priv}\n`);
+    onCleanup(`delete ${keyFile}`, () => run(['rm', '-f', keyFile]).catch(() => undefined));
+    await run(
+      inNs(me.netns, [
+        'wg',
+        'set',
+        dev,
+        'private-key',
+        keyFile,
+        'listen-port',
+        String(port),
+        'peer',
+        keys[2 - k]!.pub,
+        'endpoint',
+        `${peer.ip}:${port}`,
+        'allowed-ips',
+        `10.249.0.${3 - k}/32,10.250.${3 - k}.0/24`,
+      ]),
+    );
+    await ipBatch(me.netns, [
+      `link set ${dev} mtu ${mtu}`,
+      `addr add 10.249.0.${k}/24 dev ${dev}`,
+      `link set ${dev} up`,
+    ]);
+    await sysctl(me.netns, { [`net.ipv4.conf.${dev}.rp_filter`]: '0' });
+    await addPod(me, `${id}-wg${k}`, 'bench-wg-p', `10.250.${k}.2`, mtu);
+    await ipBatch(me.netns, [`route add 10.250.${3 - k}.0/24 via 10.249.0.${3 - k} dev ${dev}`]);
+  }
+  return {
+    key: 'wireguard-go',
+    client: `${id}-wg1`,
+    server: `${id}-wg2`,
+    address: '10.250.2.2',
+    mtu,
+    forwarders,
+  };
+}

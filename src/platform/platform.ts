@@ -253,6 +253,20 @@ export class Platform {
     await startNode(this.launcher, n, 'info', timeoutMs);
   }
 
+  /**
+   * Switches the tunnel between WireGuard (the default) and plaintext (NetManagers with --plaintext-tunnel,
+   * clusters with --allow-plaintext-peers): restarts the clusters, then the NetManagers, which keep their
+   * subnetworks and instances. For the bench's same-run comparison.
+   */
+  async setPlaintextTunnel(plaintext: boolean, timeoutMs = 30_000): Promise<void> {
+    if ((this.st.plaintextTunnel === true) === plaintext) return;
+    if (plaintext) this.st.plaintextTunnel = true;
+    else delete this.st.plaintextTunnel;
+    this.launcher.save();
+    for (const c of this.st.clusters) await this.restart(c.name, timeoutMs);
+    await Promise.all(this.st.nodes.map((n) => this.restartNode(n.name, timeoutMs)));
+  }
+
   /** @internal the steps of createPlatform after planning. */
   async build(spec: PlatformSpec): Promise<void> {
     this.wantedBackend = spec.latencyBackend ?? 'auto';

@@ -93,6 +93,7 @@ export async function startCluster(
       join(st.stateDir, `${c.name}.db`),
       '--log-level',
       logLevel,
+      ...(st.plaintextTunnel ? ['--allow-plaintext-peers'] : []),
       ...(st.insecure
         ? ['--insecure']
         : ['--pki-dir', join(st.stateDir, `${c.name}-pki`), '--token-file', tokenFile(st, `join-${c.name}`)]),
@@ -143,6 +144,7 @@ export async function startNode(
       n.ip,
       '--log-level',
       logLevel,
+      ...(st.plaintextTunnel ? ['--plaintext-tunnel'] : []),
       ...(st.insecure
         ? ['--insecure']
         : [

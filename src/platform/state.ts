@@ -98,6 +98,11 @@ export interface PlatformState {
    */
   insecure?: boolean;
   /**
+   * True when the NetManagers run without WireGuard (`--plaintext-tunnel`) and the clusters allow plaintext
+   * peers; the bench's plaintext reference. Otherwise the tunnel is encrypted.
+   */
+  plaintextTunnel?: boolean;
+  /**
    * Root service manager: HTTP port in the control namespace, its host forwarder port, and its limits where
    * they are not the defaults (kept for restarts).
    */
