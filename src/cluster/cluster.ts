@@ -192,7 +192,11 @@ export async function startCluster(o: ClusterOptions): Promise<RunningCluster> {
       certificate_expires: creds ? creds.expires.toISOString() : null,
       refused: { ...counters },
       ...(acl ? { mqtt_refused: { ...acl.counters } } : {}),
-      mqtt_ignored: { retained: channel.counters.retained, unenrolled: channel.counters.unenrolled },
+      mqtt_ignored: {
+        retained: channel.counters.retained,
+        unenrolled: channel.counters.unenrolled,
+        conflicting: channel.counters.conflicting,
+      },
     },
     cached_jobs: cache.jobs().map((j) => ({
       job_name: j.job_name,

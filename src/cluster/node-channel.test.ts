@@ -156,9 +156,39 @@ describe('NodeChannel on what a broker cannot refuse (mosquitto)', () => {
     state.up = true;
     await ch.handle('nodes/w1/net/subnet', Buffer.from('{"METHOD":"DELETE"}'), true);
     await ch.handle('nodes/w9/net/tablequery/request', Buffer.from('{"sname":"","sip":"10.30.9.9"}'));
-    assert.deepEqual(ch.counters, { handled: 0, invalid: 0, failed: 0, retained: 1, unenrolled: 1 });
+    assert.deepEqual(ch.counters, {
+      handled: 0,
+      invalid: 0,
+      failed: 0,
+      retained: 1,
+      unenrolled: 1,
+      conflicting: 0,
+    });
     assert.equal(cache.lastSeenOf('w1'), undefined, 'nothing applied');
     assert.equal(cache.lastSeenOf('w9'), undefined);
     assert.deepEqual(published, []);
+  });
+});
+
+describe('NodeChannel and tunnel endpoints and keys', () => {
+  it("refuses a deployment report that claims another worker's endpoint or WireGuard key, and counts it", async () => {
+    const { ch, cache, state } = channel();
+    state.up = true;
+    const key1 = Buffer.alloc(32, 1).toString('base64');
+    const key2 = Buffer.alloc(32, 2).toString('base64');
+    const report = (host: string, key: string) =>
+      Buffer.from(
+        `{"appname":"${JOB}","status":"DEPLOYED","instance_number":0,"nsip":"10.16.0.2","nsipv6":"fc00::2","host_port":"50103","host_ip":"${host}","wg_public_key":"${key}"}`,
+      );
+    await ch.handle('nodes/w1/net/service/deployed', report('192.168.1.10', key1));
+    const own = () => cache.jobs().flatMap((d) => d.instance_list)[0];
+    assert.equal(own()?.wg_public_key, key1);
+    assert.equal(own()?.worker_id, 'w1');
+    // w2 claims w1's endpoint with its own key, then its own endpoint with w1's key
+    await ch.handle('nodes/w2/net/service/deployed', report('192.168.1.10', key2));
+    await ch.handle('nodes/w2/net/service/deployed', report('192.168.1.20', key1));
+    assert.equal(ch.counters.conflicting, 2);
+    assert.equal(own()?.wg_public_key, key1, 'the record still names w1 and its key');
+    assert.equal(own()?.host_ip, '192.168.1.10');
   });
 });

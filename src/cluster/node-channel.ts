@@ -41,7 +41,7 @@ export class NodeChannel {
    * publishes anything retained: a stale or forged request); `unenrolled`, from a worker this cluster did
    * not enroll.
    */
-  readonly counters = { handled: 0, invalid: 0, failed: 0, retained: 0, unenrolled: 0 };
+  readonly counters = { handled: 0, invalid: 0, failed: 0, retained: 0, unenrolled: 0, conflicting: 0 };
 
   constructor(private readonly deps: NodeChannelDeps) {
     this.now = deps.now ?? (() => new Date());
@@ -185,6 +185,13 @@ export class NodeChannel {
       ...(msg.wg_public_key !== undefined ? { wg_public_key: msg.wg_public_key } : {}),
       worker_id: worker,
     };
+    const conflict = this.claimedByAnother(worker, report.host_ip, report.host_port, msg.wg_public_key);
+    if (conflict) {
+      // a node may announce only its own endpoint and key: another's would take that node's traffic
+      this.counters.conflicting++;
+      log.warn({ job: msg.appname, instance: msg.instance_number, conflict }, 'deployment report refused');
+      return;
+    }
     this.deps.cache.addInterest(msg.appname, worker);
     let doc: JobDocument | undefined;
     try {
@@ -222,6 +229,27 @@ export class NodeChannel {
       { job: doc.job_name, instance: msg.instance_number, nsip: report.namespace_ip },
       'instance deployed',
     );
+  }
+
+  /**
+   * Whether another worker of this cluster has instances at this tunnel endpoint or with this key (a
+   * description of the conflict), or undefined. Endpoints and keys are a node's own; a report that claims
+   * another node's is refused.
+   */
+  private claimedByAnother(
+    worker: string,
+    hostIp: string,
+    hostPort: number,
+    key: string | undefined,
+  ): string | undefined {
+    for (const doc of this.deps.cache.jobs())
+      for (const i of doc.instance_list) {
+        if (i.worker_id === undefined || i.worker_id === worker) continue;
+        if (i.host_ip === hostIp && i.host_port === hostPort)
+          return `endpoint ${hostIp}:${hostPort} is worker ${i.worker_id}'s`;
+        if (key !== undefined && i.wg_public_key === key) return `key ${key} is worker ${i.worker_id}'s`;
+      }
+    return undefined;
   }
 
   /** service/address-changed: the node's public address moved; update every instance that runs there. */

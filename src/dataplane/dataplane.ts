@@ -98,8 +98,8 @@ export function startDataPlane(
   proxy.start();
   return {
     apply(snapshot) {
-      wg.use(snapshot);
       proxy.apply(snapshot);
+      wg.use(snapshot); // after: packets it releases for a newly named key run against this snapshot
     },
     status: () => ({ ...proxy.status(), wireguard: wg.status() }),
     close: () => proxy.close(),

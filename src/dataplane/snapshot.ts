@@ -96,6 +96,8 @@ class ServiceIndex {
   readonly byNamespace = new Map<number | string, Instance>();
   readonly byJob = new Map<string, Service>();
   private peerList: readonly Peer[] | undefined;
+  /** Endpoints left out of peers() for conflicting keys. */
+  peerConflicts = 0;
 
   constructor(services: SnapshotSpec['services']) {
     this.services = Object.freeze(services.map((s) => s.service));
@@ -120,16 +122,37 @@ class ServiceIndex {
   /** The remote nodes the instances run on, one per endpoint (made once, on first use). */
   peers(): readonly Peer[] {
     if (this.peerList) return this.peerList;
-    const byEndpoint = new Map<string, Peer>();
+    // One key per endpoint and one endpoint per key, or the peer is left out: two keys at one endpoint (or one
+    // key at two) means a record lies about another node (or a rotation is half-way: its next report settles
+    // it), and guessing would hand one node's traffic to the other. An endpoint seen with a key is never
+    // taken for a plaintext one.
+    const byEndpoint = new Map<string, { endpoint: Buffer; key: Uint8Array | null; conflict: boolean }>();
+    const endpointsOfKey = new Map<string, Set<string>>();
     for (const service of this.services)
       for (const inst of service.instances) {
         if (inst.local) continue;
         const k = inst.endpoint.toString('latin1');
         const seen = byEndpoint.get(k);
-        // entries with a key win; of two keys (a node that changed its key), the later service's entry
-        if (!seen || inst.key !== null) byEndpoint.set(k, { endpoint: inst.endpoint, key: inst.key });
+        if (!seen) byEndpoint.set(k, { endpoint: inst.endpoint, key: inst.key, conflict: false });
+        else if (seen.key === null) seen.key = inst.key;
+        else if (inst.key !== null && Buffer.compare(seen.key, inst.key) !== 0) seen.conflict = true;
+        if (inst.key !== null) {
+          const kt = Buffer.from(inst.key).toString('latin1');
+          let set = endpointsOfKey.get(kt);
+          if (!set) endpointsOfKey.set(kt, (set = new Set()));
+          set.add(k);
+        }
       }
-    return (this.peerList = Object.freeze([...byEndpoint.values()]));
+    for (const set of endpointsOfKey.values())
+      if (set.size > 1) for (const k of set) byEndpoint.get(k)!.conflict = true;
+    const peers: Peer[] = [];
+    let conflicts = 0;
+    for (const p of byEndpoint.values()) {
+      if (p.conflict) conflicts++;
+      else peers.push({ endpoint: p.endpoint, key: p.key });
+    }
+    this.peerConflicts = conflicts;
+    return (this.peerList = Object.freeze(peers));
   }
 }
 
@@ -166,6 +189,12 @@ export class ServiceSnapshot {
   /** The peer nodes of the tunnel (every remote endpoint an instance runs behind, with its key). */
   peers(): readonly Peer[] {
     return this.index.peers();
+  }
+
+  /** Endpoints peers() leaves out because their records disagree about keys. */
+  get peerConflicts(): number {
+    this.index.peers();
+    return this.index.peerConflicts;
   }
 
   /** The target of the semantic address at buf[offset, offset + length) (4 or 16 bytes); undefined if unknown. */

@@ -56,10 +56,11 @@ export const ClusterStatus = Type.Object({
         {
           retained: Type.Integer({ minimum: 0 }),
           unenrolled: Type.Integer({ minimum: 0 }),
+          conflicting: Type.Optional(Type.Integer({ minimum: 0 })),
         },
         {
           description:
-            'node messages the cluster ignored: published retained, or from a worker it did not enroll',
+            "node messages the cluster ignored: published retained, from a worker it did not enroll, or deployment reports that claim another worker's tunnel endpoint or key (conflicting)",
         },
       ),
     ),

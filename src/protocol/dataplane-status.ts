@@ -81,6 +81,8 @@ export const WireGuardStatus = Type.Object({
   public_key: Type.Union([Type.String(), Type.Null()]),
   /** The cluster's policy for peers without a key (--allow-plaintext-peers). */
   allow_plaintext_peers: Type.Boolean(),
+  /** Tunnel endpoints left out because the tables give them two keys (or their key two endpoints). */
+  peer_conflicts: Count,
   /** Cookie replies sent (under load, to handshakes without a valid MAC2). */
   cookies_sent: Count,
   /** Datagrams dropped by the tunnel (unknown endpoints and keys, failed or replayed packets...), all peers. */

@@ -8,7 +8,8 @@ import { describe, it } from 'node:test';
 import type { IpAddress } from '../../addressing/ip.ts';
 import type { PacketBatch } from '../tun/tun.ts';
 import { MemorySwitch, type MemoryTunnel } from '../tunnel/memory.ts';
-import { endpoint, OutboundBatch } from '../tunnel/tunnel.ts';
+import { decodeEndpoint, endpoint, OutboundBatch } from '../tunnel/tunnel.ts';
+import { ServiceSnapshot } from '../snapshot.ts';
 import { REJECT_AFTER_TIME, REKEY_AFTER_TIME } from './constants.ts';
 import { KeyPair } from './keys.ts';
 import { JsTransportSessions } from './transport-js.ts';
@@ -210,6 +211,7 @@ describe('WgTunnel', () => {
       assert.deepEqual(asked, ['10.30.0.10']);
       // the answer: an instance on a's node, with a's key
       b.wg.setPeers([{ endpoint: endpoint('10.255.0.1', 50103), key: a.keys.publicKey }]);
+      await settle();
       assert.deepEqual(b.got, [p]);
       sendTo(b, '10.255.0.1', packet(80, 2));
       await settle();
@@ -219,6 +221,40 @@ describe('WgTunnel', () => {
       a.wg.close();
       b.wg.close();
     }
+  });
+
+  it('a snapshot whose records give one endpoint two keys, or one key two endpoints, names neither peer', () => {
+    const k1 = KeyPair.generate().publicKey;
+    const k2 = KeyPair.generate().publicKey;
+    const inst = (host: string, key: Uint8Array, n: number) => ({
+      job: 'a.b.c.d',
+      number: n,
+      nsip4: new Uint8Array([10, 16, 0, n]),
+      nsip6: null,
+      instanceIp4: new Uint8Array([10, 30, 0, n]),
+      instanceIp6: null,
+      endpoint: endpoint(host, 50103),
+      key,
+      local: false,
+      cluster: 'c',
+    });
+    const snap = (instances: ReturnType<typeof inst>[]) =>
+      new ServiceSnapshot({
+        generation: 1,
+        localSubnets: [],
+        cluster: 'c',
+        services: [{ service: { job: 'a.b.c.d', instances }, addresses: [] }],
+      });
+    // a victim at 10.255.0.5 with k1; an attacker's record claims 10.255.0.5 with k2
+    const hijack = snap([inst('10.255.0.5', k1, 1), inst('10.255.0.5', k2, 2), inst('10.255.0.6', k2, 3)]);
+    assert.deepEqual(
+      hijack.peers().map((p) => decodeEndpoint(p.endpoint).host),
+      [],
+      'both endpoints that k2 claims are left out',
+    );
+    assert.equal(hijack.peerConflicts, 2);
+    const fine = snap([inst('10.255.0.5', k1, 1), inst('10.255.0.6', k2, 2)]);
+    assert.equal(fine.peers().length, 2);
   });
 
   it('plaintext only with peers without a key, and only when allowed', async () => {

@@ -68,6 +68,10 @@ const DEFAULT_UNDER_LOAD_PER_SECOND = 200;
 const PROVISIONAL_MAX = 64;
 const PROVISIONAL_MS = 10_000;
 const PROVISIONAL_HELD_MAX = 256;
+/** Bytes held for all provisional peers together. */
+const PROVISIONAL_HELD_BYTES = 4 * 1024 * 1024;
+/** Keys whose last initiation timestamp is remembered. */
+const TIMESTAMPS_MAX = 65_536;
 /** Initiations accepted from one peer at most this often (wireguard-go: 50 per second). */
 const INITIATION_MIN_INTERVAL_MS = 20;
 /** Rekey on receive: an initiator's session older than this (whitepaper: REJECT - KEEPALIVE - REKEY_TIMEOUT). */
@@ -237,6 +241,13 @@ export class WgTunnel implements Tunnel {
   private onBatch: ((batch: PacketBatch, sources: Buffer) => void) | undefined;
   /** Peers that completed a handshake with a key the tables do not name yet, by key. */
   private readonly provisional = new Map<string, PeerState>();
+  /**
+   * The last initiation timestamp accepted per key, kept while peer entries come and go (a replayed
+   * initiation must not pass because the tables dropped and re-added its peer); bounded, oldest out.
+   */
+  private readonly timestamps = new Map<string, Uint8Array>();
+  /** Bytes held for provisional peers, all of them. */
+  private heldBytes = 0;
   private readonly ask: ((address: IpAddress) => void) | undefined;
   private closed = false;
 
@@ -291,6 +302,8 @@ export class WgTunnel implements Tunnel {
       if (provisional) this.adopt(provisional, state);
     }
     for (const [k, old] of this.peers) if (!seen.has(k)) this.forget(k, old);
+    this.byKey.clear();
+    for (const peer of this.peers.values()) if (peer.keyText) this.byKey.set(peer.keyText, peer);
   }
 
   start(onBatch: (batch: PacketBatch, sources: Buffer) => void, onError?: (err: Error) => void): void {
@@ -557,12 +570,17 @@ export class WgTunnel implements Tunnel {
    * about; the answer brings the peer's instance, with its node's key, into the tables (see `setPeers`).
    */
   private holdFromProvisional(peer: PeerState, buf: Buffer, off: number, len: number): void {
-    if (peer.held.length >= PROVISIONAL_HELD_MAX) {
+    const version = buf[off]! >> 4;
+    if (
+      peer.held.length >= PROVISIONAL_HELD_MAX ||
+      this.heldBytes + len > PROVISIONAL_HELD_BYTES ||
+      (version !== 4 && version !== 6)
+    ) {
       peer.drop('unknown_key');
       return;
     }
     peer.held.push(Buffer.from(buf.subarray(off, off + len)));
-    const version = buf[off]! >> 4;
+    this.heldBytes += len;
     const at = version === 4 ? off + 12 : off + 8;
     const size = version === 4 ? 4 : 16;
     if ((version !== 4 && version !== 6) || len < at - off + size) return;
@@ -601,8 +619,10 @@ export class WgTunnel implements Tunnel {
     to.handshakes = from.handshakes;
     to.lastReceivedAt = from.lastReceivedAt;
     to.lastDataReceivedAt = from.lastDataReceivedAt;
+    for (const h of from.held) this.heldBytes -= h.length;
     if (from.held.length && this.onBatch) {
       const held = from.held;
+      const onBatch = this.onBatch;
       const n = held.length;
       const batch: PacketBatch = {
         buffer: Buffer.concat(held),
@@ -618,7 +638,8 @@ export class WgTunnel implements Tunnel {
         to.endpoint.copy(sources, i * ENDPOINT_BYTES);
         at += h.length;
       });
-      this.onBatch(batch, sources);
+      // after the proxy has swapped in the snapshot that named the key (it does so from a microtask)
+      queueMicrotask(() => onBatch(batch, sources));
     }
   }
 
@@ -692,8 +713,9 @@ export class WgTunnel implements Tunnel {
       this.count('unknown_key');
       return;
     }
+    const lastTimestamp = this.timestamps.get(keyText);
     if (
-      (peer.lastTimestamp && Buffer.compare(got.timestamp, peer.lastTimestamp) <= 0) ||
+      (lastTimestamp && Buffer.compare(got.timestamp, lastTimestamp) <= 0) ||
       now - peer.lastInitiationAt < INITIATION_MIN_INTERVAL_MS
     ) {
       peer.drop('handshake_replayed');
@@ -709,6 +731,9 @@ export class WgTunnel implements Tunnel {
       return;
     }
     peer.lastTimestamp = got.timestamp;
+    this.timestamps.delete(keyText);
+    this.timestamps.set(keyText, got.timestamp);
+    if (this.timestamps.size > TIMESTAMPS_MAX) this.timestamps.delete(this.timestamps.keys().next().value!);
     peer.lastInitiationAt = now;
     this.sessions!.install(slot, res.keys.send, res.keys.recv, localIndex, res.remoteIndex);
     const s: Session = { slot, localIndex, created: now, initiator: false, peer };
@@ -817,6 +842,7 @@ export class WgTunnel implements Tunnel {
     for (const [keyText, peer] of this.provisional) {
       if (now - peer.provisionalSince! < PROVISIONAL_MS) continue;
       this.provisional.delete(keyText);
+      for (const h of peer.held) this.heldBytes -= h.length;
       for (const s of [peer.current, peer.previous, peer.next]) if (s) this.release(s);
       this.count('unknown_key', peer.held.length || 1);
     }
@@ -990,6 +1016,7 @@ export class WgTunnel implements Tunnel {
       encryption: this.identity ? 'wireguard' : 'off',
       public_key: this.identity ? Buffer.from(this.identity.publicKey).toString('base64') : null,
       allow_plaintext_peers: this.allowPlaintext,
+      peer_conflicts: this.snapshot?.peerConflicts ?? 0,
       cookies_sent: this.cookiesSent,
       dropped: total,
       drops,
