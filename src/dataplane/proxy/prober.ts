@@ -24,8 +24,11 @@ import { decodeEndpoint, endpointKey, OutboundBatch, type Tunnel } from '../tunn
 
 export const PROBE_BYTES = 24;
 const MAGIC = [0x4f, 0x41, 0x4b, 0x50]; // "OAKP"
-const REQUEST = 1;
-const REPLY = 2;
+/** Byte 5 of a probe: a request, or its reply. */
+export const PROBE_REQUEST = 1;
+export const PROBE_REPLY = 2;
+const REQUEST = PROBE_REQUEST;
+const REPLY = PROBE_REPLY;
 
 export interface PeerRtt {
   /** The peer's tunnel endpoint (18 bytes). */

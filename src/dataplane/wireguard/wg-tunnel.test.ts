@@ -209,6 +209,14 @@ describe('WgTunnel', () => {
       await settle();
       assert.equal(b.got.length, 0, 'held while the key is unknown');
       assert.deepEqual(asked, ['10.30.0.10']);
+      // an RTT probe request from the provisional peer is answered at once (liveness while it waits)
+      const probe = Buffer.alloc(24);
+      Buffer.from([0, 0x4f, 0x41, 0x4b, 0x50, 1]).copy(probe);
+      sendTo(a, '10.255.0.2', probe);
+      await settle();
+      assert.equal(a.got.length, 1, 'the probe reply came back');
+      assert.equal(a.got[0]![5], 2);
+      a.got.length = 0;
       // the answer: an instance on a's node, with a's key
       b.wg.setPeers([{ endpoint: endpoint('10.255.0.1', 50103), key: a.keys.publicKey }]);
       await settle();

@@ -18,6 +18,7 @@
 import { randomInt } from 'node:crypto';
 import type { PeerTunnelStatus, WireGuardStatus } from '../../protocol/dataplane-status.ts';
 import { IpAddress } from '../../addressing/ip.ts';
+import { isProbe, PROBE_BYTES, PROBE_REPLY, PROBE_REQUEST } from '../proxy/prober.ts';
 import { addressKey, type Peer, type ServiceSnapshot } from '../snapshot.ts';
 import type { PacketBatch } from '../tun/tun.ts';
 import {
@@ -521,6 +522,12 @@ export class WgTunnel implements Tunnel {
         if (len === 0) continue; // a keepalive
         peer.lastDataReceivedAt = now;
         if (peer.provisionalSince !== undefined) {
+          // its RTT probes are answered here (the proxy's prober cannot reach a peer the tables do not
+          // name), so the peer sees this node alive while it waits to be named; its packets are held
+          if (isProbe(buf, off, Math.min(len, PROBE_BYTES)) && buf[off + 5] === PROBE_REQUEST) {
+            this.answerProbe(peer, buf, off);
+            continue;
+          }
           this.holdFromProvisional(peer, buf, off, len);
           continue;
         }
@@ -563,6 +570,15 @@ export class WgTunnel implements Tunnel {
     if (out === 0) return;
     view.count = out;
     onBatch(view, this.outSources);
+  }
+
+  /** Answers an RTT probe request of a provisional peer over its session. */
+  private answerProbe(peer: PeerState, buf: Buffer, off: number): void {
+    const s = peer.current;
+    if (!s) return;
+    const reply = Buffer.from(buf.subarray(off, off + PROBE_BYTES));
+    reply[5] = PROBE_REPLY;
+    this.sendOne(reply, peer.endpoint, 0, s.slot);
   }
 
   /**
