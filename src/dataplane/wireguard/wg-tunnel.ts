@@ -176,6 +176,8 @@ class PeerState {
    */
   provisionalSince: number | undefined;
   held: Buffer[] = [];
+  /** When the oldest held packet came. */
+  heldSince = 0;
   asked = new Set<number | string>();
 
   constructor(
@@ -572,6 +574,14 @@ export class WgTunnel implements Tunnel {
     onBatch(view, this.outSources);
   }
 
+  private dropProvisional(keyText: string, peer: PeerState): void {
+    this.provisional.delete(keyText);
+    for (const h of peer.held) this.heldBytes -= h.length;
+    if (peer.held.length) this.count('unknown_key', peer.held.length);
+    peer.held = [];
+    for (const s of [peer.current, peer.previous, peer.next]) if (s) this.release(s);
+  }
+
   /** Answers an RTT probe request of a provisional peer over its session. */
   private answerProbe(peer: PeerState, buf: Buffer, off: number): void {
     const s = peer.current;
@@ -595,6 +605,7 @@ export class WgTunnel implements Tunnel {
       peer.drop('unknown_key');
       return;
     }
+    if (peer.held.length === 0) peer.heldSince = this.now();
     peer.held.push(Buffer.from(buf.subarray(off, off + len)));
     this.heldBytes += len;
     const at = version === 4 ? off + 12 : off + 8;
@@ -611,7 +622,14 @@ export class WgTunnel implements Tunnel {
     if (!this.ask) return undefined;
     const seen = this.provisional.get(keyText);
     if (seen) return seen;
-    if (this.provisional.size >= PROVISIONAL_MAX) return undefined;
+    if (this.provisional.size >= PROVISIONAL_MAX) {
+      // full: the one that has been quiet longest makes room, if it has been quiet for a while
+      let quietest: [string, PeerState] | undefined;
+      for (const e of this.provisional)
+        if (!quietest || e[1].lastReceivedAt < quietest[1].lastReceivedAt) quietest = e;
+      if (!quietest || now - quietest[1].lastReceivedAt < TICK_MS * 4) return undefined;
+      this.dropProvisional(quietest[0], quietest[1]);
+    }
     const peer = new PeerState(Buffer.from(source), new Uint8Array(key));
     peer.provisionalSince = now;
     this.provisional.set(keyText, peer);
@@ -856,11 +874,18 @@ export class WgTunnel implements Tunnel {
   private tick(): void {
     const now = this.now();
     for (const [keyText, peer] of this.provisional) {
+      // held packets wait PROVISIONAL_MS for the tables to name the key; the peer itself stays while it
+      // keeps talking (its probes: it may never send us data) and its session lives
+      if (peer.held.length && now - peer.heldSince >= PROVISIONAL_MS) {
+        for (const h of peer.held) this.heldBytes -= h.length;
+        this.count('unknown_key', peer.held.length);
+        peer.held = [];
+      }
+      const alive = peer.current ?? peer.next;
+      if (now - peer.lastReceivedAt < PROVISIONAL_MS && alive && now - alive.created < REJECT_AFTER_TIME)
+        continue;
       if (now - peer.provisionalSince! < PROVISIONAL_MS) continue;
-      this.provisional.delete(keyText);
-      for (const h of peer.held) this.heldBytes -= h.length;
-      for (const s of [peer.current, peer.previous, peer.next]) if (s) this.release(s);
-      this.count('unknown_key', peer.held.length || 1);
+      this.dropProvisional(keyText, peer);
     }
     for (const peer of this.peers.values()) {
       const p = peer.pending;
