@@ -69,6 +69,14 @@ const DEFAULT_UNDER_LOAD_PER_SECOND = 200;
 const PROVISIONAL_MAX = 64;
 const PROVISIONAL_MS = 10_000;
 const PROVISIONAL_HELD_MAX = 256;
+/** A provisional peer's source address is asked about again after this while its packets wait. */
+const ASK_AGAIN_MS = 1000;
+/**
+ * Data sent with nothing received for this long starts a new handshake. The whitepaper's KEEPALIVE +
+ * REKEY_TIMEOUT (15 s) assumes silence may be normal; here every peer answers RTT probes each second, so
+ * silence means the peer lost the session (a restart) or died, and REKEY_TIMEOUT finds out sooner.
+ */
+const UNANSWERED_REHANDSHAKE_MS = REKEY_TIMEOUT;
 /** Bytes held for all provisional peers together. */
 const PROVISIONAL_HELD_BYTES = 4 * 1024 * 1024;
 /** Keys whose last initiation timestamp is remembered. */
@@ -156,6 +164,8 @@ class PeerState {
   lastInitiationAt = -Infinity;
   lastHandshakeAt = 0;
   lastSentAt = -Infinity;
+  /** When this node last sent it an initiation. */
+  lastInitiatedAt = -Infinity;
   /** When data went to it with nothing received since (the whitepaper's new-handshake timer); undefined: none. */
   unansweredSince: number | undefined;
   lastDataReceivedAt = -Infinity;
@@ -178,7 +188,8 @@ class PeerState {
   held: Buffer[] = [];
   /** When the oldest held packet came. */
   heldSince = 0;
-  asked = new Set<number | string>();
+  /** Source addresses asked about, and when (asked again after ASK_AGAIN_MS while packets wait). */
+  asked = new Map<number | string, number>();
 
   constructor(
     readonly endpoint: Buffer,
@@ -567,6 +578,12 @@ export class WgTunnel implements Tunnel {
         continue;
       }
       this.dropVerdict(v, buf, off, len);
+      if (v === (OpenVerdict.UnknownIndex as number)) {
+        // a known peer still using a session this node lost (it restarted): offer it a new one
+        const peer = this.peers.get(endpointKey(sources, i * ENDPOINT_BYTES));
+        if (peer?.key && this.identity && !peer.pending && now - peer.lastInitiatedAt >= REKEY_TIMEOUT)
+          this.want(peer);
+      }
     }
     this.startWantedHandshakes(now);
     if (out === 0) return;
@@ -612,8 +629,10 @@ export class WgTunnel implements Tunnel {
     const size = version === 4 ? 4 : 16;
     if ((version !== 4 && version !== 6) || len < at - off + size) return;
     const key = addressKey(buf, at, size);
-    if (peer.asked.has(key) || peer.asked.size >= 16) return;
-    peer.asked.add(key);
+    const now = this.now();
+    const askedAt = peer.asked.get(key);
+    if (askedAt !== undefined ? now - askedAt < ASK_AGAIN_MS : peer.asked.size >= 16) return;
+    peer.asked.set(key, now);
     this.ask?.(IpAddress.fromBytes(buf.subarray(at, at + size)));
   }
 
@@ -866,6 +885,7 @@ export class WgTunnel implements Tunnel {
     this.bySlot[slot] = pending;
     peer.pending = pending;
     peer.lastSentMac1 = pending.mac1;
+    peer.lastInitiatedAt = now;
     this.sendOne(Buffer.from(init.message), peer.endpoint, 0, -1);
   }
 
@@ -903,12 +923,12 @@ export class WgTunnel implements Tunnel {
         if (s && now - s.created >= REJECT_AFTER_TIME) this.expire(peer, s);
       }
       const s = peer.current;
-      // data went out and nothing came back for KEEPALIVE + REKEY_TIMEOUT: the peer may have lost the
+      // data went out and nothing came back for UNANSWERED_REHANDSHAKE_MS: the peer may have lost the
       // session (a restart); a new handshake finds out
       if (
         s &&
         peer.unansweredSince !== undefined &&
-        now - peer.unansweredSince >= KEEPALIVE_TIMEOUT + REKEY_TIMEOUT
+        now - peer.unansweredSince >= UNANSWERED_REHANDSHAKE_MS
       ) {
         peer.unansweredSince = undefined;
         if (!peer.pending) this.want(peer);
