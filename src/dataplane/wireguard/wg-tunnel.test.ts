@@ -299,6 +299,75 @@ describe('WgTunnel', () => {
     }
   });
 
+  it('plaintext from an endpoint the tables do not name yet (allowed): held and asked about, delivered once it is named without a key', async () => {
+    const clock = { now: 5_000 };
+    const net = new MemorySwitch();
+    const asked: string[] = [];
+    const server = side(net, '10.255.0.1', clock, { key: false, ask: (x) => asked.push(x.toString()) });
+    const client = side(net, '10.255.0.3', clock, { key: false }); // a keyless node calling the server
+    const plain = (peers: Array<{ endpoint: Buffer; key: Uint8Array | null }>) =>
+      ({ peers: () => peers, allowPlaintextPeers: true }) as never;
+    try {
+      server.wg.use(plain([]));
+      client.wg.use(plain([{ endpoint: endpoint('10.255.0.1', 50103), key: null }]));
+      const p = packet(100, 1);
+      Buffer.from([10, 30, 0, 10]).copy(p, 12);
+      sendTo(client, '10.255.0.1', p);
+      await settle();
+      assert.equal(server.got.length, 0, 'held while the endpoint is unknown');
+      assert.deepEqual(asked, ['10.30.0.10']);
+      const probe = Buffer.alloc(24);
+      Buffer.from([0, 0x4f, 0x41, 0x4b, 0x50, 1]).copy(probe);
+      sendTo(client, '10.255.0.1', probe);
+      await settle();
+      assert.equal(client.got.length, 1, 'its probe is answered meanwhile');
+      assert.equal(client.got[0]![5], 2);
+      server.wg.use(plain([{ endpoint: endpoint('10.255.0.3', 50103), key: null }]));
+      await settle();
+      assert.deepEqual(server.got, [p], 'delivered once named');
+      assert.deepEqual(server.sources, [endpoint('10.255.0.3', 50103).toString('hex')]);
+      // not allowed: plaintext from unknown endpoints is dropped at once, nothing held or asked
+      const other = side(net, '10.255.0.4', clock, { key: false });
+      other.wg.use(plain([{ endpoint: endpoint('10.255.0.1', 50103), key: null }]));
+      server.wg.use({ peers: () => [], allowPlaintextPeers: false } as never);
+      sendTo(other, '10.255.0.1', packet(100, 3));
+      await settle();
+      assert.equal(server.got.length, 1);
+      assert.equal(asked.length, 1);
+      assert.equal(server.wg.status().drops['unknown_peer'], 1);
+      other.wg.close();
+    } finally {
+      server.wg.close();
+      client.wg.close();
+    }
+  });
+
+  it('plaintext held from an endpoint that the tables then name with a key is refused, on a node with a key', async () => {
+    const clock = { now: 5_000 };
+    const net = new MemorySwitch();
+    const server = side(net, '10.255.0.1', clock, { ask: () => undefined });
+    const client = side(net, '10.255.0.3', clock, { key: false });
+    try {
+      server.wg.use({ peers: () => [], allowPlaintextPeers: true } as never);
+      client.wg.use({
+        peers: () => [{ endpoint: endpoint('10.255.0.1', 50103), key: null }],
+        allowPlaintextPeers: true,
+      } as never);
+      sendTo(client, '10.255.0.1', packet(100, 1));
+      await settle();
+      server.wg.use({
+        peers: () => [{ endpoint: endpoint('10.255.0.3', 50103), key: client.keys.publicKey }],
+        allowPlaintextPeers: true,
+      } as never);
+      await settle();
+      assert.equal(server.got.length, 0);
+      assert.equal(server.wg.status().drops['plaintext_refused'], 1);
+    } finally {
+      server.wg.close();
+      client.wg.close();
+    }
+  });
+
   it('under load, answers initiations without a valid MAC2 with a cookie, and the retry with it succeeds', async () => {
     const { a, b, clock, close } = pair({ underLoad: 0 });
     try {

@@ -255,6 +255,8 @@ export class WgTunnel implements Tunnel {
   private onBatch: ((batch: PacketBatch, sources: Buffer) => void) | undefined;
   /** Peers that completed a handshake with a key the tables do not name yet, by key. */
   private readonly provisional = new Map<string, PeerState>();
+  /** Endpoints not in the tables that sent plaintext (allowed by the cluster), by endpoint key. */
+  private readonly provisionalPlain = new Map<number | string, PeerState>();
   /**
    * The last initiation timestamp accepted per key, kept while peer entries come and go (a replayed
    * initiation must not pass because the tables dropped and re-added its peer); bounded, oldest out.
@@ -314,6 +316,15 @@ export class WgTunnel implements Tunnel {
       if (state.keyText) this.byKey.set(state.keyText, state);
       const provisional = state.keyText ? this.provisional.get(state.keyText) : undefined;
       if (provisional) this.adopt(provisional, state);
+      const plain = this.provisionalPlain.get(k);
+      if (plain) {
+        this.provisionalPlain.delete(k);
+        // named with a key: its plaintext is refused as from any keyed peer (when this node has a key)
+        if (state.key === null || this.identity === null) {
+          state.lastReceivedAt = plain.lastReceivedAt;
+          this.deliverHeld(plain, state);
+        } else this.dropHeld(plain, 'plaintext_refused');
+      }
     }
     for (const [k, old] of this.peers) if (!seen.has(k)) this.forget(k, old);
     this.byKey.clear();
@@ -561,9 +572,11 @@ export class WgTunnel implements Tunnel {
           this.handshakeMessage(type, buf.subarray(off, off + len), sources, i * ENDPOINT_BYTES, now);
           continue;
         }
-        const peer = this.peers.get(endpointKey(sources, i * ENDPOINT_BYTES));
+        const ek = endpointKey(sources, i * ENDPOINT_BYTES);
+        const peer = this.peers.get(ek);
         if (!peer) {
-          this.count('unknown_peer');
+          if (this.allowPlaintext && this.ask) this.plaintextFromUnknown(ek, sources, i, buf, off, len, now);
+          else this.count('unknown_peer');
           continue;
         }
         if (!this.allowPlaintext || (peer.key !== null && this.identity !== null)) {
@@ -593,9 +606,7 @@ export class WgTunnel implements Tunnel {
 
   private dropProvisional(keyText: string, peer: PeerState): void {
     this.provisional.delete(keyText);
-    for (const h of peer.held) this.heldBytes -= h.length;
-    if (peer.held.length) this.count('unknown_key', peer.held.length);
-    peer.held = [];
+    this.dropHeld(peer, 'unknown_key');
     for (const s of [peer.current, peer.previous, peer.next]) if (s) this.release(s);
   }
 
@@ -609,17 +620,78 @@ export class WgTunnel implements Tunnel {
   }
 
   /**
+   * Plaintext from an endpoint the tables do not name, where the cluster allows plaintext peers: a keyless
+   * node (an upstream NetManager, or `--plaintext-tunnel`) calling an instance here before this node looked up
+   * any of its instances. Held and asked about as a provisional peer's packets; delivered once the tables
+   * name the endpoint without a key (see `setPeers`), else dropped (`unknown_peer`). Its probes are answered.
+   */
+  private plaintextFromUnknown(
+    ek: number | string,
+    sources: Buffer,
+    i: number,
+    buf: Buffer,
+    off: number,
+    len: number,
+    now: number,
+  ): void {
+    let peer = this.provisionalPlain.get(ek);
+    if (!peer) {
+      if (this.provisionalPlain.size >= PROVISIONAL_MAX) {
+        const quietest = quietestOf(this.provisionalPlain);
+        if (!quietest || now - quietest[1].lastReceivedAt < TICK_MS * 4) {
+          this.count('unknown_peer');
+          return;
+        }
+        this.dropPlain(quietest[0], quietest[1]);
+      }
+      peer = new PeerState(Buffer.from(sources.subarray(i * ENDPOINT_BYTES, (i + 1) * ENDPOINT_BYTES)), null);
+      peer.provisionalSince = now;
+      this.provisionalPlain.set(ek, peer);
+    }
+    peer.lastReceivedAt = now;
+    if (isProbe(buf, off, len)) {
+      if (buf[off + 5] !== PROBE_REQUEST) {
+        this.count('unknown_peer');
+        return;
+      }
+      const reply = Buffer.from(buf.subarray(off, off + PROBE_BYTES));
+      reply[5] = PROBE_REPLY;
+      this.sendOne(reply, peer.endpoint, 0, -1);
+      return;
+    }
+    this.holdFromProvisional(peer, buf, off, len, 'unknown_peer');
+  }
+
+  private dropPlain(ek: number | string, peer: PeerState): void {
+    this.provisionalPlain.delete(ek);
+    this.dropHeld(peer, 'unknown_peer');
+  }
+
+  /** A provisional peer's held packets are dropped, counted under `reason`. */
+  private dropHeld(peer: PeerState, reason: TunnelDrop): void {
+    for (const h of peer.held) this.heldBytes -= h.length;
+    if (peer.held.length) this.count(reason, peer.held.length);
+    peer.held = [];
+  }
+
+  /**
    * A packet from a peer whose key the tables do not name yet: held (bounded), and its source address asked
    * about; the answer brings the peer's instance, with its node's key, into the tables (see `setPeers`).
    */
-  private holdFromProvisional(peer: PeerState, buf: Buffer, off: number, len: number): void {
-    const version = buf[off]! >> 4;
+  private holdFromProvisional(
+    peer: PeerState,
+    buf: Buffer,
+    off: number,
+    len: number,
+    reason: TunnelDrop = 'unknown_key',
+  ): void {
+    const version = len > 0 ? buf[off]! >> 4 : 0;
     if (
       peer.held.length >= PROVISIONAL_HELD_MAX ||
       this.heldBytes + len > PROVISIONAL_HELD_BYTES ||
       (version !== 4 && version !== 6)
     ) {
-      peer.drop('unknown_key');
+      this.count(reason);
       return;
     }
     if (peer.held.length === 0) peer.heldSince = this.now();
@@ -643,9 +715,7 @@ export class WgTunnel implements Tunnel {
     if (seen) return seen;
     if (this.provisional.size >= PROVISIONAL_MAX) {
       // full: the one that has been quiet longest makes room, if it has been quiet for a while
-      let quietest: [string, PeerState] | undefined;
-      for (const e of this.provisional)
-        if (!quietest || e[1].lastReceivedAt < quietest[1].lastReceivedAt) quietest = e;
+      const quietest = quietestOf(this.provisional);
       if (!quietest || now - quietest[1].lastReceivedAt < TICK_MS * 4) return undefined;
       this.dropProvisional(quietest[0], quietest[1]);
     }
@@ -672,6 +742,11 @@ export class WgTunnel implements Tunnel {
     to.handshakes = from.handshakes;
     to.lastReceivedAt = from.lastReceivedAt;
     to.lastDataReceivedAt = from.lastDataReceivedAt;
+    this.deliverHeld(from, to);
+  }
+
+  /** A provisional peer's held packets go to the proxy, as from the known peer `to`. */
+  private deliverHeld(from: PeerState, to: PeerState): void {
     for (const h of from.held) this.heldBytes -= h.length;
     if (from.held.length && this.onBatch) {
       const held = from.held;
@@ -896,16 +971,16 @@ export class WgTunnel implements Tunnel {
     for (const [keyText, peer] of this.provisional) {
       // held packets wait PROVISIONAL_MS for the tables to name the key; the peer itself stays while it
       // keeps talking (its probes: it may never send us data) and its session lives
-      if (peer.held.length && now - peer.heldSince >= PROVISIONAL_MS) {
-        for (const h of peer.held) this.heldBytes -= h.length;
-        this.count('unknown_key', peer.held.length);
-        peer.held = [];
-      }
+      if (peer.held.length && now - peer.heldSince >= PROVISIONAL_MS) this.dropHeld(peer, 'unknown_key');
       const alive = peer.current ?? peer.next;
       if (now - peer.lastReceivedAt < PROVISIONAL_MS && alive && now - alive.created < REJECT_AFTER_TIME)
         continue;
       if (now - peer.provisionalSince! < PROVISIONAL_MS) continue;
       this.dropProvisional(keyText, peer);
+    }
+    for (const [ek, peer] of this.provisionalPlain) {
+      if (peer.held.length && now - peer.heldSince >= PROVISIONAL_MS) this.dropHeld(peer, 'unknown_peer');
+      if (now - peer.lastReceivedAt >= PROVISIONAL_MS || !this.allowPlaintext) this.dropPlain(ek, peer);
     }
     for (const peer of this.peers.values()) {
       const p = peer.pending;
@@ -1084,6 +1159,13 @@ export class WgTunnel implements Tunnel {
       peers,
     };
   }
+}
+
+/** The entry of `peers` heard from longest ago. */
+function quietestOf<K>(peers: Map<K, PeerState>): [K, PeerState] | undefined {
+  let quietest: [K, PeerState] | undefined;
+  for (const e of peers) if (!quietest || e[1].lastReceivedAt < quietest[1].lastReceivedAt) quietest = e;
+  return quietest;
 }
 
 function sameKey(a: Uint8Array | null, b: Uint8Array | null): boolean {
