@@ -20,6 +20,7 @@ export const Drop = {
   TunnelSendFailed: 9,
   TunWriteFailed: 10,
   Truncated: 11,
+  WrongPeer: 12,
 } as const;
 export type Drop = (typeof Drop)[keyof typeof Drop];
 
@@ -36,6 +37,7 @@ const DROP_NAMES: Record<Drop, string> = {
   9: 'tunnel send failed',
   10: 'TUN write failed',
   11: 'packet truncated on read',
+  12: 'tunnelled packet from an instance its sender does not host',
 };
 
 /** The counter fields of the data plane's status. */

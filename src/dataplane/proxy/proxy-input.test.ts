@@ -8,7 +8,18 @@ import { buildEcho, createSeededRandom, randomBytes } from '../packet/build.ts';
 import { DecodeError } from '../packet/index.ts';
 import { ENDPOINT_BYTES, OutboundBatch } from '../tunnel/tunnel.ts';
 import { Drop } from './counters.ts';
-import { TUNNEL_PORT, CLI, SERVER, X0, cluster, until, payloadOf, udp, across } from './proxy.fixtures.ts';
+import {
+  TUNNEL_PORT,
+  CLI,
+  SERVER,
+  X0,
+  X1,
+  cluster,
+  until,
+  payloadOf,
+  udp,
+  across,
+} from './proxy.fixtures.ts';
 
 // ---- garbage ------------------------------------------------------------------------------------------------
 
@@ -78,5 +89,34 @@ describe('ProxyTUN and bad input', () => {
     assert.equal(n2.tun.written.length, 0, 'nothing reached the instances');
     const ok = await across(n1, n2, udp(CLI.ns4, 3, SERVER.rr4, 4, 'still fine'));
     assert.equal(payloadOf(ok.delivered), 'still fine');
+  });
+
+  it('a peer speaks only for its own instances: a known source address from another node is dropped', async (t) => {
+    const { n2, n3 } = cluster(t, [X0]);
+    // n3 hosts x1; it claims to be the client on n1, the service's RR_IP, and n2's own x0
+    const forged = [
+      udp(CLI.ip4, 1, X0.ns4, 2, 'as the client'),
+      udp(CLI.ip6, 1, X0.ns6, 2, 'as the client, v6'),
+      udp(SERVER.rr4, 1, X0.ns4, 2, 'as the RR_IP'),
+      udp(X0.ip4, 1, X0.ns4, 2, 'as x0 itself'),
+    ];
+    const own = udp(X1.ip4, 1, X0.ns4, 2, 'as x1');
+    const datagrams = [...forged, own];
+    const out = new OutboundBatch(datagrams.length);
+    out.reset(Buffer.concat(datagrams));
+    let at = 0;
+    for (const d of datagrams) {
+      out.pushTo(at, d.length, n2.tunnel.inner.endpoint);
+      at += d.length;
+    }
+    assert.equal(out.sendThrough(n3.tunnel.inner), datagrams.length);
+    await until(() => n2.proxy.counters.tunnelIn === datagrams.length, 'all received');
+    assert.equal(n2.drops(Drop.WrongPeer), forged.length);
+    assert.deepEqual(
+      n2.tun.written.map((p) => payloadOf(p)),
+      ['as x1'],
+      'only the packet from its own instance reached x0',
+    );
+    assert.equal(n2.proxy.status().drops['tunnelled packet from an instance its sender does not host'], 4);
   });
 });

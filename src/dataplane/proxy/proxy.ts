@@ -201,15 +201,15 @@ export class ProxyTun implements DataPlane {
         }
         this.counters.tunnelIn++;
         if (len === 0) this.counters.drop(Drop.Truncated);
-        else this.inbound(batch.buffer, off, len, 0);
+        else this.inbound(batch.buffer, off, len, 0, sources, i * ENDPOINT_BYTES);
       }
     } finally {
       this.end();
     }
   }
 
-  private inbound(buf: Buffer, off: number, len: number, gso: number): void {
-    if (this.translate.inbound(buf, off, len, gso) !== Verdict.Tun) return;
+  private inbound(buf: Buffer, off: number, len: number, gso: number, from?: Buffer, fromOffset = 0): void {
+    if (this.translate.inbound(buf, off, len, gso, from, fromOffset) !== Verdict.Tun) return;
     // 11. to the TUN
     if (!this.toTun.push(off, len, gso)) {
       this.flushTun();

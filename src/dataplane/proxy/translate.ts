@@ -18,6 +18,7 @@ import {
   writeTcpReset,
 } from '../packet/index.ts';
 import { instanceAddress, ServiceSnapshot } from '../snapshot.ts';
+import { endpointEquals } from '../tunnel/tunnel.ts';
 import type { ConnTracker } from './conntrack.ts';
 import { Drop, type ProxyCounters } from './counters.ts';
 import { type Flow, TcpProgress } from './flow-table.ts';
@@ -180,7 +181,12 @@ export class Translator {
   // ---- inbound: steps 9-10 ------------------------------------------------------------------------------
 
   /** A packet from the tunnel (or a local delivery): buf[off, off + len), with its gso word. */
-  inbound(buf: Buffer, off: number, len: number, gso: number): Verdict {
+  /**
+   * `from` (with `fromOffset`): the tunnel endpoint the packet came from. A source address the snapshot
+   * knows must be an instance on that node (WireGuard's cryptokey routing: a peer speaks only for its own
+   * instances); absent for deliveries on this node and for packets already checked.
+   */
+  inbound(buf: Buffer, off: number, len: number, gso: number, from?: Buffer, fromOffset = 0): Verdict {
     const p = this.p;
     // 9. decode and check that it belongs here
     if (!p.decode(buf, off, len)) {
@@ -195,6 +201,16 @@ export class Translator {
     if (!this.semantic.contains(buf, p.srcOffset, p.addrLength)) {
       this.counters.drop(Drop.FromOutsideOverlay);
       return Verdict.Drop;
+    }
+    if (from) {
+      const known = this.snapshot.target(buf, p.srcOffset, p.addrLength);
+      const source = known?.instance;
+      // a known source: an instance IP (ServiceIPs are never a source on the wire) of a remote instance
+      // behind exactly this endpoint; an unknown one is asked about below, and answers to it go to its owner
+      if (known && (!source || source.local || !endpointEquals(source.endpoint, 0, from, fromOffset))) {
+        this.counters.drop(Drop.WrongPeer);
+        return Verdict.Drop;
+      }
     }
     // 10. replies of flows opened here get the dialed address back as source
     if (p.isFragment && !p.isFirstFragment) {
