@@ -12,6 +12,7 @@ import { decodeEndpoint, endpoint, OutboundBatch } from '../tunnel/tunnel.ts';
 import { ServiceSnapshot } from '../snapshot.ts';
 import { REJECT_AFTER_TIME, REKEY_AFTER_TIME } from './constants.ts';
 import { KeyPair } from './keys.ts';
+import { INITIATIONS_BURST } from './ratelimit.ts';
 import { JsTransportSessions } from './transport-js.ts';
 import { WgTunnel } from './wg-tunnel.ts';
 
@@ -36,10 +37,10 @@ function side(
   net: MemorySwitch,
   host: string,
   clock: { now: number },
-  opts: { key?: boolean; underLoad?: number; ask?: (a: IpAddress) => void } = {},
+  opts: { key?: boolean; underLoad?: number; ask?: (a: IpAddress) => void; port?: number } = {},
 ): Side {
   const sessions = new JsTransportSessions(64);
-  const raw = net.open(host, 50103, { sessions });
+  const raw = net.open(host, opts.port ?? 50103, { sessions });
   const keys = KeyPair.generate();
   const wg = new WgTunnel(raw, {
     identity: opts.key === false ? null : keys,
@@ -231,6 +232,35 @@ describe('WgTunnel', () => {
     }
   });
 
+  it('one source address gets at most 8 provisional peers', async () => {
+    const clock = { now: 5_000 };
+    const net = new MemorySwitch();
+    const b = side(net, '10.255.0.2', clock, { ask: () => undefined });
+    const attackers = Array.from({ length: 9 }, (_, i) =>
+      side(net, '10.255.0.66', clock, { port: 40000 + i }),
+    );
+    const other = side(net, '10.255.0.67', clock);
+    try {
+      for (const x of [...attackers, other]) {
+        x.wg.setPeers([{ endpoint: endpoint('10.255.0.2', 50103), key: b.keys.publicKey }]);
+        sendTo(x, '10.255.0.2', packet(100, 1));
+        await settle();
+      }
+      assert.equal(b.wg.status().drops['unknown_key'], 1, 'the ninth from 10.255.0.66 is refused');
+      // the ones admitted (and the other address) completed their handshakes: their probes are answered
+      const probe = Buffer.alloc(24);
+      Buffer.from([0, 0x4f, 0x41, 0x4b, 0x50, 1]).copy(probe);
+      for (const x of [...attackers, other]) sendTo(x, '10.255.0.2', probe);
+      await settle();
+      assert.deepEqual(
+        [...attackers, other].map((x) => x.got.length),
+        [1, 1, 1, 1, 1, 1, 1, 1, 0, 1],
+      );
+    } finally {
+      for (const x of [b, ...attackers, other]) x.wg.close();
+    }
+  });
+
   it('a snapshot whose records give one endpoint two keys, or one key two endpoints, names neither peer', () => {
     const k1 = KeyPair.generate().publicKey;
     const k2 = KeyPair.generate().publicKey;
@@ -379,6 +409,34 @@ describe('WgTunnel', () => {
       await new Promise((r) => setTimeout(r, 300));
       await settle();
       assert.equal(b.got.length, 1, 'the retried initiation carried the cookie');
+    } finally {
+      close();
+    }
+  });
+
+  it('under load, a source whose MAC2 is valid gets INITIATIONS_BURST handshakes, the rest are rate limited', async () => {
+    const { net, a, b, clock, close } = pair({ underLoad: 0 });
+    const wire: Array<{ d: Buffer; from: Buffer }> = [];
+    const carry = net.carry.bind(net);
+    net.carry = (d, to, off, from) => {
+      wire.push({ d: Buffer.from(d), from: Buffer.from(from) });
+      return carry(d, to, off, from);
+    };
+    try {
+      sendTo(a, '10.255.0.2', packet(100, 1));
+      await settle();
+      clock.now += 6_000;
+      await new Promise((r) => setTimeout(r, 300));
+      await settle();
+      assert.equal(b.got.length, 1, 'handshake with the cookie done');
+      // the initiation that carried the cookie (a valid MAC2 from a's address), replayed 50 times at once
+      const initiations = wire.filter((w) => w.d.length === 148 && w.d[0] === 1);
+      const withCookie = initiations.at(-1)!;
+      for (let i = 0; i < 50; i++) b.raw.receive(withCookie.d, withCookie.from);
+      await settle();
+      const drops = b.wg.status().drops;
+      assert.equal(drops['rate_limited'], 50 - (INITIATIONS_BURST - 1), 'the rest never reach the DH work');
+      assert.equal(drops['handshake_replayed'], INITIATIONS_BURST - 1, 'the burst is caught as replays');
     } finally {
       close();
     }

@@ -50,6 +50,7 @@ import {
   type InitiatorState,
 } from './handshake.ts';
 import type { KeyPair } from './keys.ts';
+import { SourceRateLimiter } from './ratelimit.ts';
 import {
   OpenVerdict,
   REKEY_AFTER_MESSAGES,
@@ -69,6 +70,8 @@ const DEFAULT_UNDER_LOAD_PER_SECOND = 200;
 const PROVISIONAL_MAX = 64;
 const PROVISIONAL_MS = 10_000;
 const PROVISIONAL_HELD_MAX = 256;
+/** Provisional peers from one source address at most (nodes behind one NAT share an address). */
+const PROVISIONAL_PER_SOURCE = 8;
 /** A provisional peer's source address is asked about again after this while its packets wait. */
 const ASK_AGAIN_MS = 1000;
 /**
@@ -101,6 +104,7 @@ export type TunnelDrop =
   | 'handshake_replayed'
   | 'handshake_timeout'
   | 'staged_overflow'
+  | 'rate_limited'
   | 'no_key';
 
 const VERDICT_DROP: Record<number, TunnelDrop> = {
@@ -265,6 +269,8 @@ export class WgTunnel implements Tunnel {
   /** Bytes held for provisional peers, all of them. */
   private heldBytes = 0;
   private readonly ask: ((address: IpAddress) => void) | undefined;
+  /** Handshake messages per source address under load. */
+  private readonly limiter = new SourceRateLimiter();
   private closed = false;
 
   constructor(
@@ -713,6 +719,11 @@ export class WgTunnel implements Tunnel {
     if (!this.ask) return undefined;
     const seen = this.provisional.get(keyText);
     if (seen) return seen;
+    // one address gets a share of the provisional peers (an attacker with one host cannot take them all)
+    let fromSource = 0;
+    for (const p of this.provisional.values())
+      if (p.endpoint.compare(source, 0, 16, 0, 16) === 0 && ++fromSource >= PROVISIONAL_PER_SOURCE)
+        return undefined;
     if (this.provisional.size >= PROVISIONAL_MAX) {
       // full: the one that has been quiet longest makes room, if it has been quiet for a while
       const quietest = quietestOf(this.provisional);
@@ -818,12 +829,19 @@ export class WgTunnel implements Tunnel {
       return;
     }
     const source = sources.subarray(srcOff, srcOff + ENDPOINT_BYTES);
-    if (this.underLoad(now) && !this.cookies.checkMac2(msg, source, now)) {
-      const senderIndex = msg.readUInt32LE(4);
-      const mac1 = msg.subarray(msg.length - 32, msg.length - 16);
-      this.sendOne(this.cookies.createReply(senderIndex, mac1, source, now), source, 0, -1);
-      this.cookiesSent++;
-      return;
+    if (this.underLoad(now)) {
+      if (!this.cookies.checkMac2(msg, source, now)) {
+        const senderIndex = msg.readUInt32LE(4);
+        const mac1 = msg.subarray(msg.length - 32, msg.length - 16);
+        this.sendOne(this.cookies.createReply(senderIndex, mac1, source, now), source, 0, -1);
+        this.cookiesSent++;
+        return;
+      }
+      // the source proved it receives at its address; it still gets only its share of the DH work
+      if (!this.limiter.allow(sources.toString('latin1', srcOff, srcOff + 16), now)) {
+        this.count('rate_limited');
+        return;
+      }
     }
     if (type === 1) this.initiation(msg, source, now);
     else this.response(msg, now);
@@ -968,6 +986,7 @@ export class WgTunnel implements Tunnel {
 
   private tick(): void {
     const now = this.now();
+    this.limiter.sweep(now);
     for (const [keyText, peer] of this.provisional) {
       // held packets wait PROVISIONAL_MS for the tables to name the key; the peer itself stays while it
       // keeps talking (its probes: it may never send us data) and its session lives
