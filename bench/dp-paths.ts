@@ -14,6 +14,7 @@
  * Everything is named after the platform id; pods are deleted by name, socat processes stopped by PID.
  * Devices made inside the node namespaces go when the platform removes those.
  */
+import { waitWireguardGo, wireguardGoArgv } from '../test/support/wireguard-go.ts';
 import { onCleanup, run, spawnOwned, type OwnedProcess } from './cleanup.ts';
 import { inNs } from './dp-measure.ts';
 
@@ -183,8 +184,9 @@ async function waitLink(ns: string, dev: string, p: OwnedProcess): Promise<void>
 
 /**
  * wireguard: Debian's wireguard-go (a userspace WireGuard anyone would pick instead) in each node: TUN
- * bench-wg with 10.249.0.K/24, UDP port 4791 to the other node, keys from `wg genkey`; pods 10.250.{1,2}.2 at
- * MTU 1420 (WireGuard's default: 1500 - 80).
+ * bench-wgK with 10.249.0.K/24, UDP port 4791 to the other node, keys from `wg genkey`; pods 10.250.{1,2}.2 at
+ * MTU 1420 (WireGuard's default: 1500 - 80). wireguard-go is started and awaited (until its UAPI socket
+ * answers) as in the interop tests, by test/support/wireguard-go.ts.
  */
 export async function setUpWireguardGo(
   id: string,
@@ -207,13 +209,15 @@ export async function setUpWireguardGo(
   ] as const) {
     // wireguard-go's control socket (/var/run/wireguard/<name>.sock) is shared by all namespaces: one name each
     const dev = `bench-wg${k}`;
-    const p = spawnOwned(
-      `wireguard-go-${me.name}`,
-      inNs(me.netns, ['env', 'WG_PROCESS_FOREGROUND=1', 'wireguard-go', '-f', dev]),
-      { env },
-    );
+    const p = spawnOwned(`wireguard-go-${me.name}`, wireguardGoArgv(me.netns, dev), { env });
     forwarders.push(p);
-    await waitLink(me.netns, dev, p);
+    // its TUN appears before its UAPI socket does: `wg set` needs the socket
+    await waitWireguardGo(
+      me.netns,
+      dev,
+      () => p.child.exitCode !== null || p.child.signalCode !== null,
+      () => p.output().trim().slice(-300),
+    );
     const keyFile = `/tmp/${id}-wg${k}.key`;
     await run(['sh', '-c', `umask 077; cat > ${keyFile}`], 10_000, `${keys[k - 1]!.priv}\n`);
     onCleanup(`delete ${keyFile}`, () => run(['rm', '-f', keyFile]).catch(() => undefined));

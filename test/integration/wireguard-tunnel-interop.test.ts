@@ -18,30 +18,20 @@
  * (c) 200 UDP packets of 1,300 bytes in one wg.send batch (one sealed GSO run per 64 KiB) reach a socket on
  *     10.99.0.1 through wireguard-go's TUN.
  * Needs root, /usr/bin/wireguard-go, /usr/bin/wg and python3 (it enlarges wireguard-go's socket buffer, see
- * RCVBUF_PY); fails (not skips) when they are missing. Everything it
- * starts it stops by PID; the namespace goes by name, also after a failure.
+ * RCVBUF_PY); fails (not skips) when they are missing. The namespace, wireguard-go and the child are
+ * test/support/wireguard-go.ts's: everything it starts it stops by PID; the namespace goes by name, also after
+ * a failure.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import fs from 'node:fs';
-import os from 'node:os';
 import { dirname, join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { after, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import { KeyPair } from '../../src/dataplane/wireguard/keys.ts';
+import { type Peer, WireguardGoNetns } from '../support/wireguard-go.ts';
 
-const execFileAsync = promisify(execFile);
 const HERE = dirname(fileURLToPath(import.meta.url));
-const NS = `oaknet-wgt-${process.pid}`;
-// the UAPI socket lives in /var/run/wireguard, shared by every namespace: the interface name must be unique too
-const IFACE = `wgt${process.pid}`;
 const WG_PORT = 51820;
 const SINK_PORT = 40001;
-const WIREGUARD_GO = '/usr/bin/wireguard-go';
-const WG = '/usr/bin/wg';
-const SOCKET = `/var/run/wireguard/${IFACE}.sock`;
 const BURST_PACKETS = 200;
 /** wireguard-go >= 0.0.20230223 sets its sockets' buffers to 7 MiB itself (SO_RCVBUFFORCE); see RCVBUF_PY. */
 const WG_GO_RCVBUF = 7 << 20;
@@ -84,8 +74,8 @@ sys.exit(0 if done else 'no socket on UDP port %d' % port)
 `;
 
 /** The namespace's UDP RcvbufErrors counter (datagrams the kernel dropped at a full socket buffer). */
-async function rcvbufErrors(): Promise<number> {
-  const lines = (await inNs('cat', ['/proc/net/snmp'])).split('\n').filter((l) => l.startsWith('Udp:'));
+async function rcvbufErrors(wg: WireguardGoNetns): Promise<number> {
+  const lines = (await wg.exec(['cat', '/proc/net/snmp'])).split('\n').filter((l) => l.startsWith('Udp:'));
   const names = lines[0]?.split(/\s+/) ?? [];
   const values = lines[1]?.split(/\s+/) ?? [];
   const at = names.indexOf('RcvbufErrors');
@@ -93,97 +83,6 @@ async function rcvbufErrors(): Promise<number> {
   return Number(values[at]);
 }
 const BURST_BYTES = 1300;
-
-async function run(file: string, args: readonly string[]): Promise<string> {
-  return (await execFileAsync(file, args, { timeout: 15_000 })).stdout;
-}
-
-async function inNs(file: string, args: readonly string[]): Promise<string> {
-  return run('ip', ['netns', 'exec', NS, file, ...args]);
-}
-
-/** Polls `probe` until it resolves true, failing after `ms`. */
-async function until(what: string, ms: number, probe: () => Promise<boolean>): Promise<void> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    if (await probe()) return;
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
-}
-
-/** Lines of JSON from the peer process, each awaited by its event name. */
-class PeerEvents {
-  private readonly seen: Record<string, unknown>[] = [];
-  private readonly waiters: { event: string; resolve: (e: Record<string, unknown>) => void }[] = [];
-
-  constructor(child: ChildProcess) {
-    if (!child.stdout) throw new Error('the peer has no stdout');
-    createInterface({ input: child.stdout }).on('line', (line) => {
-      let e: Record<string, unknown>;
-      try {
-        e = JSON.parse(line) as Record<string, unknown>;
-      } catch {
-        e = { event: 'stdout', line };
-      }
-      this.seen.push(e);
-      for (const w of this.waiters.filter((x) => x.event === e.event)) {
-        this.waiters.splice(this.waiters.indexOf(w), 1);
-        w.resolve(e);
-      }
-    });
-  }
-
-  /** Every event so far (for failure messages). */
-  get all(): readonly Record<string, unknown>[] {
-    return this.seen;
-  }
-
-  /** The first event named `event` after `from` events (already seen or still to come); rejects after `ms`. */
-  next(event: string, ms: number, from = 0): Promise<Record<string, unknown>> {
-    const found = this.seen.slice(from).find((e) => e.event === event);
-    if (found) return Promise.resolve(found);
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        reject(
-          new Error(`no "${event}" from the peer within ${ms} ms; it said ${JSON.stringify(this.seen)}`),
-        );
-      }, ms);
-      this.waiters.push({
-        event,
-        resolve: (e) => {
-          clearTimeout(timer);
-          resolve(e);
-        },
-      });
-    });
-  }
-}
-
-async function stop(child: ChildProcess | undefined): Promise<void> {
-  if (!child || child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  child.kill('SIGTERM');
-  const timer = setTimeout(() => child.kill('SIGKILL'), 3000);
-  await exited;
-  clearTimeout(timer);
-}
-
-function collect(child: ChildProcess): () => string {
-  let text = '';
-  child.stderr?.on('data', (d: Buffer) => (text += d.toString()));
-  return () => text.slice(-4000);
-}
-
-/** `wg show IFACE <what>` for the one peer: the fields after its key. */
-async function wgShow(what: string, peer: string): Promise<string[]> {
-  const line = (await inNs(WG, ['show', IFACE, what]))
-    .trim()
-    .split('\n')
-    .find((l) => l.startsWith(peer + '\t'));
-  assert.ok(line, `wg show ${what} lists the oaknet peer`);
-  return line.split('\t').slice(1);
-}
 
 interface PeerStatus {
   node: string;
@@ -197,128 +96,61 @@ interface PeerStatus {
 }
 
 describe("WireGuard interoperability of oaknet's tunnel stack (UdpTunnel + WgTunnel) with wireguard-go", () => {
-  let wgGo: ChildProcess | undefined;
-  let peer: ChildProcess | undefined;
-  let events: PeerEvents | undefined;
-  const peerEvents = (): PeerEvents => {
-    if (!events) throw new Error('setup failed: the oaknet tunnel is not running');
-    return events;
+  const wg = new WireguardGoNetns('wgt');
+  const IFACE = wg.iface;
+  let peer: Peer | undefined;
+  const thePeer = (): Peer => {
+    if (!peer) throw new Error('setup failed: the oaknet tunnel is not running');
+    return peer;
   };
-  let wgGoLog: () => string = () => '';
-  let peerLog: () => string = () => '';
-  let peerPublic = '';
-  let peerPort = 0;
-  let tmp = '';
+  const peerLog = (): string => peer?.log() ?? '';
   const started = Math.floor(Date.now() / 1000);
 
   const noErrors = (): void =>
     assert.deepEqual(
-      peerEvents().all.filter((e) => e.event === 'error'),
+      thePeer().events.all.filter((e) => e.event === 'error'),
       [],
       `oaknet child: ${peerLog()}`,
     );
 
   const status = async (): Promise<{ peer: PeerStatus; all: Record<string, unknown> }> => {
-    const events = peerEvents();
+    const { events, send } = thePeer();
     const from = events.all.length;
-    peer?.stdin?.write('status\n');
+    send('status');
     const e = await events.next('status', 5_000, from);
     const s = e.status as { peers: PeerStatus[] };
     assert.equal(s.peers.length, 1, 'WgTunnel has exactly the one peer');
     return { peer: s.peers[0]!, all: e };
   };
 
-  after(async () => {
-    peer?.stdin?.end();
-    await stop(peer);
-    await stop(wgGo);
-    await run('ip', ['netns', 'del', NS]).catch(() => undefined);
-    fs.rmSync(SOCKET, { force: true });
-    if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
-  });
+  after(() => wg.stop());
 
   // setup is a test of its own, so that a missing wireguard-go or wg is a failure (a failed hook would only cancel)
   it('runs wireguard-go in a namespace and oaknet UdpTunnel + WgTunnel beside it, each knowing the other', async () => {
-    assert.ok(fs.existsSync(WIREGUARD_GO), `${WIREGUARD_GO} is missing: apt-get install wireguard-go`);
-    assert.ok(fs.existsSync(WG), `${WG} is missing: apt-get install wireguard-tools`);
-    assert.equal(process.getuid?.(), 0, 'this test needs root (network namespaces, a TUN device)');
-
-    await run('ip', ['netns', 'add', NS]);
-    await inNs('ip', ['link', 'set', 'lo', 'up']);
-    wgGo = spawn('ip', ['netns', 'exec', NS, 'env', 'WG_PROCESS_FOREGROUND=1', WIREGUARD_GO, '-f', IFACE], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    const goErr = collect(wgGo);
-    let goStdout = '';
-    wgGo.stdout?.on('data', (d: Buffer) => (goStdout += d.toString()));
-    wgGoLog = () => `${goStdout.slice(-2000)}\n${goErr()}`;
-    await until('wireguard-go to open its UAPI socket', 10_000, async () => {
-      if (wgGo?.exitCode !== null) throw new Error(`wireguard-go exited: ${wgGoLog()}`);
-      return inNs(WG, ['show', IFACE]).then(
-        () => true,
-        () => false,
-      );
-    });
-
-    tmp = fs.mkdtempSync(join(os.tmpdir(), 'oaknet-wgt-'));
-    const privateKey = (await run(WG, ['genkey'])).trim();
-    fs.writeFileSync(join(tmp, 'private.key'), privateKey + '\n', { mode: 0o600 });
+    await wg.start();
+    const privateKey = await wg.setPrivateKey(WG_PORT);
     const goPublic = KeyPair.fromText(privateKey).publicText();
-    await inNs(WG, ['set', IFACE, 'private-key', join(tmp, 'private.key'), 'listen-port', String(WG_PORT)]);
-    assert.equal((await inNs(WG, ['show', IFACE, 'public-key'])).trim(), goPublic);
-    assert.ok(wgGo.pid !== undefined);
-    const buffers = await inNs('python3', [
+    assert.equal((await wg.wg(['show', IFACE, 'public-key'])).trim(), goPublic);
+    const buffers = await wg.exec([
+      'python3',
       '-c',
       RCVBUF_PY,
-      String(wgGo.pid),
+      String(wg.pid),
       String(WG_PORT),
       String(WG_GO_RCVBUF),
     ]);
     for (const size of buffers.trim().split('\n'))
       assert.ok(Number(size) >= WG_GO_RCVBUF, `wireguard-go's receive buffer: ${size}`);
-    await inNs('ip', ['address', 'add', '10.99.0.1/24', 'dev', IFACE]);
-    await inNs('ip', ['link', 'set', IFACE, 'up']);
+    await wg.up('10.99.0.1/24');
 
-    peer = spawn(
-      'ip',
-      [
-        'netns',
-        'exec',
-        NS,
-        process.execPath,
-        '--import',
-        'tsx',
-        join(HERE, 'wireguard-tunnel-interop.peer.ts'),
-      ],
-      {
-        stdio: ['pipe', 'pipe', 'pipe'],
-        env: {
-          ...process.env,
-          WG_PEER_PUBLIC: goPublic,
-          WG_PEER_PORT: String(WG_PORT),
-          WG_SINK_PORT: String(SINK_PORT),
-        },
-      },
+    peer = await wg.startPeer(
+      join(HERE, 'wireguard-tunnel-interop.peer.ts'),
+      { WG_PEER_PUBLIC: goPublic, WG_PEER_PORT: String(WG_PORT), WG_SINK_PORT: String(SINK_PORT) },
+      'oaknet child',
     );
-    peerLog = collect(peer);
-    events = new PeerEvents(peer);
-    const ready = await events.next('ready', 20_000).catch((err: Error) => {
-      throw new Error(`${err.message}\noaknet child stderr: ${peerLog()}`);
-    });
-    peerPublic = String(ready.publicKey);
-    peerPort = Number(ready.port);
-    assert.ok(peerPort > 0);
-    await inNs(WG, [
-      'set',
-      IFACE,
-      'peer',
-      peerPublic,
-      'endpoint',
-      `127.0.0.1:${peerPort}`,
-      'allowed-ips',
-      '10.99.0.2/32',
-    ]);
-    assert.equal((await inNs(WG, ['show', IFACE, 'peers'])).trim(), peerPublic);
+    assert.ok(peer.port > 0);
+    await wg.setPeer(peer.publicKey, `127.0.0.1:${peer.port}`, '10.99.0.2/32');
+    assert.equal((await wg.wg(['show', IFACE, 'peers'])).trim(), peer.publicKey);
     const { peer: before } = await status();
     assert.equal(before.node, `127.0.0.1:${WG_PORT}`);
     assert.equal(before.public_key, goPublic);
@@ -326,14 +158,14 @@ describe("WireGuard interoperability of oaknet's tunnel stack (UdpTunnel + WgTun
   });
 
   it('(a) oaknet initiates: its echo request waits for the handshake, and the reply comes back through onBatch', async () => {
-    const events = peerEvents();
+    const { events, send, publicKey } = thePeer();
     const from = events.all.length;
-    peer?.stdin?.write('ping\n');
+    send('ping');
     const sent = await events.next('sent', 5_000, from);
     // no session yet: WgTunnel holds the packet (neither sent nor failed) and initiates
     assert.deepEqual({ sent: sent.sent, failed: sent.failed }, { sent: 0, failed: 0 });
     const reply = await events.next('echo-reply', 10_000, from).catch((err: Error) => {
-      throw new Error(`${err.message}\nwireguard-go: ${wgGoLog()}\noaknet child: ${peerLog()}`);
+      throw new Error(`${err.message}\nwireguard-go: ${wg.log()}\noaknet child: ${peerLog()}`);
     });
     assert.equal(reply.src, '10.99.0.1');
     assert.equal(reply.dst, '10.99.0.2');
@@ -345,29 +177,20 @@ describe("WireGuard interoperability of oaknet's tunnel stack (UdpTunnel + WgTun
     assert.equal(s.handshakes, 1, 'one handshake, the one oaknet initiated');
     assert.equal(s.waiting_packets, 0, 'the held echo request went out after the handshake');
     assert.ok(s.bytes_in > 0 && s.bytes_out > 0, `bytes in ${s.bytes_in} out ${s.bytes_out}`);
-    const [when] = await wgShow('latest-handshakes', peerPublic);
+    const [when] = await wg.show('latest-handshakes', publicKey);
     assert.ok(Number(when) >= started - 1, `wireguard-go's latest handshake at ${when}`);
     noErrors();
   });
 
   it('(b) wireguard-go initiates: `ping` reaches onBatch and the replies oaknet sends through wg.send reach ping', async () => {
-    const events = peerEvents();
+    const { events, publicKey, port } = thePeer();
     // forget wireguard-go's session, so that its next packet to oaknet starts a handshake of its own
-    await inNs(WG, ['set', IFACE, 'peer', peerPublic, 'remove']);
-    await inNs(WG, [
-      'set',
-      IFACE,
-      'peer',
-      peerPublic,
-      'endpoint',
-      `127.0.0.1:${peerPort}`,
-      'allowed-ips',
-      '10.99.0.2/32',
-    ]);
-    assert.equal((await wgShow('latest-handshakes', peerPublic))[0], '0', 'wireguard-go has no session');
+    await wg.removePeer(publicKey);
+    await wg.setPeer(publicKey, `127.0.0.1:${port}`, '10.99.0.2/32');
+    assert.equal((await wg.show('latest-handshakes', publicKey))[0], '0', 'wireguard-go has no session');
     const from = events.all.length;
-    const ping = await inNs('ping', ['-c', '3', '-W', '1', '10.99.0.2']).catch((err: Error) => {
-      throw new Error(`ping failed: ${err.message}\nwireguard-go: ${wgGoLog()}\noaknet child: ${peerLog()}`);
+    const ping = await wg.exec(['ping', '-c', '3', '-W', '1', '10.99.0.2']).catch((err: Error) => {
+      throw new Error(`ping failed: ${err.message}\nwireguard-go: ${wg.log()}\noaknet child: ${peerLog()}`);
     });
     assert.match(ping, /3 packets transmitted, 3 received/, ping);
     const requests = events.all.slice(from).filter((e) => e.event === 'echo-request');
@@ -385,16 +208,16 @@ describe("WireGuard interoperability of oaknet's tunnel stack (UdpTunnel + WgTun
     const { peer: s } = await status();
     assert.equal(s.state, 'established');
     assert.equal(s.handshakes, 2, 'a second handshake: the one wireguard-go initiated and oaknet answered');
-    assert.ok(Number((await wgShow('latest-handshakes', peerPublic))[0]) >= started - 1);
+    assert.ok(Number((await wg.show('latest-handshakes', publicKey))[0]) >= started - 1);
     noErrors();
   });
 
   it('(c) a batch of 200 sealed 1,300-byte UDP packets (GSO runs) reaches a socket behind wireguard-go', async () => {
-    const events = peerEvents();
-    const [rxBefore] = await wgShow('transfer', peerPublic);
-    const overflowBefore = await rcvbufErrors();
+    const { events, send, publicKey } = thePeer();
+    const [rxBefore] = await wg.show('transfer', publicKey);
+    const overflowBefore = await rcvbufErrors(wg);
     const from = events.all.length;
-    peer?.stdin?.write(`burst ${BURST_PACKETS} ${BURST_BYTES}\n`);
+    send(`burst ${BURST_PACKETS} ${BURST_BYTES}`);
     const sent = await events.next('burst-sent', 5_000, from);
     assert.equal(sent.failed, 0, `burst: ${JSON.stringify(sent)}`);
     assert.equal(sent.sent, BURST_PACKETS, `burst: ${JSON.stringify(sent)}`);
@@ -403,7 +226,7 @@ describe("WireGuard interoperability of oaknet's tunnel stack (UdpTunnel + WgTun
     const received = await events.next('burst-received', 10_000, from);
     assert.equal(received.bad, 0);
     // every datagram is accounted for: it reached the sink, or the kernel dropped it at a full socket buffer
-    const overflowed = (await rcvbufErrors()) - overflowBefore;
+    const overflowed = (await rcvbufErrors(wg)) - overflowBefore;
     assert.ok(
       Number(received.count) + overflowed >= BURST_PACKETS,
       `${String(received.count)} arrived and ${overflowed} overflowed a socket buffer, of ${BURST_PACKETS}`,
@@ -412,7 +235,7 @@ describe("WireGuard interoperability of oaknet's tunnel stack (UdpTunnel + WgTun
       Number(received.count) >= BURST_PACKETS * 0.95,
       `${String(received.count)} of ${BURST_PACKETS} arrived (${overflowed} overflowed a socket buffer); sent ${JSON.stringify(sent)}`,
     );
-    const [rxAfter] = await wgShow('transfer', peerPublic);
+    const [rxAfter] = await wg.show('transfer', publicKey);
     assert.ok(
       Number(rxAfter) - Number(rxBefore) >= Number(received.count) * BURST_BYTES,
       `wireguard-go received ${Number(rxAfter) - Number(rxBefore)} bytes for the burst`,
@@ -421,9 +244,10 @@ describe("WireGuard interoperability of oaknet's tunnel stack (UdpTunnel + WgTun
   });
 
   it('wg show and WgTunnel.status() report the handshakes and the traffic', async () => {
-    const [when] = await wgShow('latest-handshakes', peerPublic);
+    const { publicKey } = thePeer();
+    const [when] = await wg.show('latest-handshakes', publicKey);
     assert.ok(Number(when) >= started - 1, `latest handshake at ${when}, test started at ${started}`);
-    const [rx, tx] = await wgShow('transfer', peerPublic);
+    const [rx, tx] = await wg.show('transfer', publicKey);
     assert.ok(
       Number(rx) > BURST_PACKETS * BURST_BYTES * 0.95 && Number(tx) > 0,
       `transfer rx ${rx} tx ${tx}`,
