@@ -103,6 +103,36 @@ describe('Prober', () => {
     assert.equal(queue.length, 0);
   });
 
+  it('counts only replies to its own outstanding requests, timed by its own clock (forged and replayed replies do nothing)', () => {
+    const { a, b, bEnd, queue, advance } = pair();
+    a.want(bEnd);
+    const req = queue.shift()!;
+    // a forged reply, made up without the request: a fresh nonce, a send time that claims 1 ms
+    advance(50);
+    const forged = Buffer.from(req.packet);
+    forged[5] = 2;
+    forged.writeDoubleBE(1000 + 49, 8);
+    forged.fill(0xaa, 16);
+    a.onProbe(forged, 0, bEnd, 0);
+    assert.equal(a.rtt(bEnd), undefined, 'a reply with no outstanding nonce is not a sample');
+    assert.equal(a.unmatched, 1);
+    // the real reply, with its send time rewritten to claim a short round trip: timed by a's record
+    b.onProbe(req.packet, 0, req.from, 0);
+    const rep = queue.shift()!;
+    rep.packet.writeDoubleBE(1000 + 49, 8);
+    a.onProbe(rep.packet, 0, bEnd, 0);
+    assert.equal(a.rtt(bEnd), 50);
+    // the same reply again (replayed) later, while b is silent: no sample, and b turns unreachable
+    for (let round = 0; round < 4; round++) {
+      a.probeAll();
+      queue.length = 0;
+      advance(1000);
+      a.onProbe(rep.packet, 0, bEnd, 0);
+    }
+    assert.equal(a.list()[0]?.samples, 1);
+    assert.equal(a.reachable(bEnd), false, 'replayed replies do not keep a silent peer reachable');
+  });
+
   it('does nothing with an interval of 0', () => {
     const { a, bEnd, queue } = pair();
     const off = new Prober({ send: () => ({ sent: 0, failed: 0 }) }, { intervalMs: 0 });

@@ -17,8 +17,13 @@
  * which does not speak probes) is never called unreachable.
  *
  * Layout (24 bytes): 0x00, "OAKP", kind (1 request, 2 reply), 2 reserved bytes, the sender's send time as a
- * float64 (ms, its own monotonic clock: only the sender reads it), then 8 bytes the sender chooses (unused).
+ * float64 (ms, its own monotonic clock; informational), then an 8-byte random nonce. A reply echoes the request.
+ * A reply counts only if it carries the nonce of one of the peer's last few requests, and its sample is taken
+ * from this node's own record of when that request left: a reply made up without seeing the request (a forged
+ * one, or an old one replayed) changes neither liveness nor the RTT, and no answer can claim a shorter round
+ * trip than the request's own.
  */
+import { randomFillSync } from 'node:crypto';
 import type { PeerStatus } from '../../protocol/dataplane-status.ts';
 import { decodeEndpoint, endpointKey, OutboundBatch, type Tunnel } from '../tunnel/tunnel.ts';
 
@@ -45,6 +50,8 @@ export interface PeerRtt {
   wantedAt: number;
   /** Probes sent since its last answer. */
   unanswered: number;
+  /** The requests an answer may still come for, oldest first: nonce (hex) and when it left (ms). */
+  outstanding: Array<{ nonce: string; at: number }>;
 }
 
 export interface ProberOptions {
@@ -87,6 +94,8 @@ export class Prober {
   /** Probes sent and answers received, for status. */
   sent = 0;
   answered = 0;
+  /** Replies that matched no outstanding request (forged, replayed or too late). */
+  unmatched = 0;
 
   constructor(
     private readonly tunnel: Pick<Tunnel, 'send'>,
@@ -128,6 +137,7 @@ export class Prober {
       last: undefined,
       wantedAt: this.now(),
       unanswered: 0,
+      outstanding: [],
     };
     this.peers.set(key, peer);
     this.send([peer]);
@@ -190,7 +200,14 @@ export class Prober {
     if (buf[off + 5] !== REPLY) return;
     const peer = this.peers.get(endpointKey(sources, sourceOff));
     if (!peer) return;
-    const sample = this.now() - buf.readDoubleBE(off + 8);
+    const nonce = buf.toString('hex', off + 16, off + PROBE_BYTES);
+    const k = peer.outstanding.findIndex((o) => o.nonce === nonce);
+    if (k < 0) {
+      this.unmatched++;
+      return;
+    }
+    const sample = this.now() - peer.outstanding[k]!.at;
+    peer.outstanding.splice(0, k + 1); // this one and every older one are answered or lost
     if (!(sample >= 0 && sample < 60_000)) return;
     peer.last = sample;
     peer.unanswered = 0;
@@ -217,8 +234,12 @@ export class Prober {
         this.scratch[at] = 0;
         for (let m = 0; m < 4; m++) this.scratch[at + 1 + m] = MAGIC[m]!;
         this.scratch[at + 5] = REQUEST;
-        this.scratch.writeDoubleBE(this.now(), at + 8);
+        const sentAt = this.now();
+        this.scratch.writeDoubleBE(sentAt, at + 8);
+        randomFillSync(this.scratch, at + 16, 8);
         this.out.pushTo(at, PROBE_BYTES, peer.endpoint);
+        peer.outstanding.push({ nonce: this.scratch.toString('hex', at + 16, at + PROBE_BYTES), at: sentAt });
+        if (peer.outstanding.length > this.missedProbes + 2) peer.outstanding.shift();
         peer.unanswered++;
       });
       this.flush();
