@@ -85,7 +85,8 @@ export function startDataPlane(
 ): DataPlane {
   const wg = new WgTunnel(devices.tunnel, {
     identity: config.wireguard?.identity ?? null,
-    ask: (address) => lookup.ask(address),
+    // through the proxy: only semantic addresses, within its question budget
+    ask: (address) => proxy.askAbout(address),
     sessions: config.wireguard?.sessions ?? null,
     ...(config.wireguard?.persistentKeepaliveSeconds !== undefined
       ? { persistentKeepaliveSeconds: config.wireguard.persistentKeepaliveSeconds }

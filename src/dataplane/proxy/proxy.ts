@@ -40,6 +40,7 @@
  * the tunnel with its gso word, and one that waits is held whole.
  */
 import type { Logger } from 'pino';
+import type { IpAddress } from '../../addressing/ip.ts';
 import type { DataPlaneStatus } from '../../protocol/dataplane-status.ts';
 import type { AddressLookup, DataPlane, DataPlaneConfig, DataPlaneDevices } from '../dataplane.ts';
 import { ServiceSnapshot } from '../snapshot.ts';
@@ -124,6 +125,12 @@ export class ProxyTun implements DataPlane {
     this.next = snapshot;
     // a microtask runs when the current batch (if any) has returned, and before the next one starts
     queueMicrotask(() => this.swapIn());
+  }
+
+  /** See Translator.askAbout: the WireGuard tunnel's questions about the sources of provisional peers. */
+  askAbout(address: IpAddress): void {
+    const b = address.toBytes();
+    this.translate.askAbout(b, 0, b.length, Date.now());
   }
 
   status(): DataPlaneStatus {

@@ -242,6 +242,15 @@ export class Translator {
     return Verdict.Tun;
   }
 
+  /**
+   * Asks the control plane about a source address the tunnel saw before the tables named its sender (the
+   * WireGuard tunnel's provisional peers): only a semantic address is asked about, within the same question
+   * budget as the proxy's own misses.
+   */
+  askAbout(buf: Uint8Array, off: number, len: number, now: number): void {
+    if (this.semantic.contains(buf, off, len)) this.misses.ask(buf, off, len, now, this.snapshot.generation);
+  }
+
   // ---- resets -------------------------------------------------------------------------------------------
 
   /** Answers the client's TCP segment in p with a RST|ACK that appears to come from the dialed address. */
