@@ -13,25 +13,32 @@ import { RootLink } from './root-link.ts';
 const log = pino({ level: 'silent' });
 const JOB = 'app.ns.svc.v1';
 
-function doc(): JobDocument {
+function doc(instances = 1): JobDocument {
   return {
     _id: 'job-1',
     system_job_id: 'job-1',
     job_name: JOB,
     service_ip_list: [{ IpType: 'RR', Address: '10.30.0.1', Address_v6: 'fdff:2000::1' }],
-    instance_list: [
-      { instance_number: 0, instance_ip: '10.30.0.2', instance_ip_v6: 'fdff::1', cluster_id: 'c1' },
-    ],
+    instance_list: Array.from({ length: instances }, (_, n) => ({
+      instance_number: n,
+      instance_ip: `10.30.0.${n + 2}`,
+      instance_ip_v6: `fdff::${n + 1}`,
+      cluster_id: 'c1',
+    })),
   };
 }
 
 /** A root that is down until `up` is set, and records what it is told. */
-function fakeRoot() {
+function fakeRoot(instances = 1) {
   const state = { up: false, statuses: [] as NetDeployStatus[] };
   const down = () => Promise.reject(new UnavailableError('root down'));
   const root = {
     jobByName: (name: string) =>
-      !state.up ? down() : name === JOB ? Promise.resolve(doc()) : Promise.reject(new NotFoundError('no')),
+      !state.up
+        ? down()
+        : name === JOB
+          ? Promise.resolve(doc(instances))
+          : Promise.reject(new NotFoundError('no')),
     jobByIp: () => (!state.up ? down() : Promise.reject(new NotFoundError('no'))),
     deployStatus: (s: NetDeployStatus) => {
       if (!state.up) return down();
@@ -46,8 +53,8 @@ function fakeRoot() {
   return { state, root: root as unknown as RootClient };
 }
 
-function channel(admits?: (worker: string) => boolean) {
-  const { state, root } = fakeRoot();
+function channel(admits?: (worker: string) => boolean, instances = 1) {
+  const { state, root } = fakeRoot(instances);
   const cache = new ClusterCache(new MemoryStore());
   const published: Array<[string, string]> = [];
   let kicked = 0;
@@ -190,5 +197,43 @@ describe('NodeChannel and tunnel endpoints and keys', () => {
     assert.equal(ch.counters.conflicting, 2);
     assert.equal(own()?.wg_public_key, key1, 'the record still names w1 and its key');
     assert.equal(own()?.host_ip, '192.168.1.10');
+  });
+
+  it("refuses an address change to another worker's endpoint or key, and a low-order key anywhere", async () => {
+    const { ch, cache, state } = channel(undefined, 3);
+    state.up = true;
+    const key1 = Buffer.alloc(32, 1).toString('base64');
+    const key2 = Buffer.alloc(32, 2).toString('base64');
+    const lowOrder = Buffer.alloc(32, 0).toString('base64'); // the identity point: every DH with it is zero
+    const report = (n: number, ns: string, host: string, key: string) =>
+      Buffer.from(
+        `{"appname":"${JOB}","status":"DEPLOYED","instance_number":${n},"nsip":"${ns}","nsipv6":"","host_port":"50103","host_ip":"${host}","wg_public_key":"${key}"}`,
+      );
+    const moved = (host: string, key: string) =>
+      Buffer.from(
+        `{"appname":"${JOB}","status":"DEPLOYED","instance_number":0,"nsip":"","nsipv6":"","host_port":"50103","host_ip":"${host}","wg_public_key":"${key}"}`,
+      );
+    await ch.handle('nodes/w1/net/service/deployed', report(0, '10.16.0.2', '192.168.1.10', key1));
+    await ch.handle('nodes/w2/net/service/deployed', report(1, '10.16.0.66', '192.168.1.20', key2));
+    await ch.handle('nodes/w3/net/service/deployed', report(2, '10.16.0.130', '192.168.1.30', lowOrder));
+    const of = (w: string) => cache.jobs().flatMap((d) => d.instance_list.filter((i) => i.worker_id === w));
+    assert.equal(of('w3').length, 0, 'a low-order key is not recorded');
+    assert.equal(ch.counters.conflicting, 1);
+    // w2 moves onto w1's endpoint, then keeps its endpoint and takes w1's key, then a low-order key
+    await ch.handle('nodes/w2/net/service/address-changed', moved('192.168.1.10', key2));
+    await ch.handle('nodes/w2/net/service/address-changed', moved('192.168.1.20', key1));
+    await ch.handle('nodes/w2/net/service/address-changed', moved('192.168.1.20', lowOrder));
+    assert.equal(ch.counters.conflicting, 4);
+    assert.deepEqual(
+      of('w2').map((i) => [i.host_ip, i.wg_public_key]),
+      [['192.168.1.20', key2]],
+      "w2's record is unchanged",
+    );
+    // its own new address is taken
+    await ch.handle('nodes/w2/net/service/address-changed', moved('192.168.1.21', key2));
+    assert.deepEqual(
+      of('w2').map((i) => i.host_ip),
+      ['192.168.1.21'],
+    );
   });
 });

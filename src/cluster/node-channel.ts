@@ -12,6 +12,7 @@ import { isId, isJobName, requireJobName } from '../protocol/names.ts';
 import type { JobDocument } from '../protocol/root-api.ts';
 import type { RootClient } from '../protocol/root-client.ts';
 import { parseJson } from '../protocol/validate.ts';
+import { isUsablePublicKey } from '../dataplane/wireguard/keys.ts';
 import type { ClusterCache } from './cache.ts';
 import { toTableResult, type Resolver } from './resolver.ts';
 
@@ -185,7 +186,9 @@ export class NodeChannel {
       ...(msg.wg_public_key !== undefined ? { wg_public_key: msg.wg_public_key } : {}),
       worker_id: worker,
     };
-    const conflict = this.claimedByAnother(worker, report.host_ip, report.host_port, msg.wg_public_key);
+    const conflict =
+      unusableKey(msg.wg_public_key) ??
+      this.claimedByAnother(worker, report.host_ip, report.host_port, msg.wg_public_key);
     if (conflict) {
       // a node may announce only its own endpoint and key: another's would take that node's traffic
       this.counters.conflicting++;
@@ -258,6 +261,13 @@ export class NodeChannel {
     const hostIp = canonicalIp(msg.host_ip);
     const hostPort = Number(msg.host_port);
     const key = msg.wg_public_key;
+    const conflict = unusableKey(key) ?? this.claimedByAnother(worker, hostIp, hostPort, key);
+    if (conflict) {
+      // the same rule as for deployment reports: only the node's own endpoint and key
+      this.counters.conflicting++;
+      log.warn({ hostIp, hostPort, conflict }, 'address change refused');
+      return;
+    }
     const changed: JobDocument[] = [];
     for (const doc of this.deps.cache.jobs()) {
       const mine = doc.instance_list.filter((i) => i.worker_id === worker);
@@ -305,4 +315,10 @@ export class NodeChannel {
     if (this.deps.cache.interestedNodes(msg.appname).length > 0)
       await this.deps.resolver.refresh(msg.appname);
   }
+}
+
+/** Why an announced WireGuard key cannot be used (a low-order X25519 point), or undefined. */
+function unusableKey(key: string | undefined): string | undefined {
+  if (key === undefined || isUsablePublicKey(Buffer.from(key, 'base64'))) return undefined;
+  return `key ${key} is a low-order point`;
 }

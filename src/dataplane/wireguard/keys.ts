@@ -7,7 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import { InvalidInputError } from '../../errors.ts';
 import { KEY_BYTES } from './constants.ts';
-import { privateKeyObject, publicKeyOf } from './primitives.ts';
+import { dh, privateKeyObject, publicKeyOf } from './primitives.ts';
 import type { KeyObject } from 'node:crypto';
 
 const BASE64_KEY = /^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$/;
@@ -77,4 +77,16 @@ export class KeyPair {
   publicText(): string {
     return formatKey(this.publicKey);
   }
+}
+
+let probe: KeyPair | undefined;
+
+/**
+ * Whether a 32-byte key is a usable X25519 public key: not a low-order point (DH with one gives all zeros for
+ * every private key, so one probe key finds them all). WireGuard refuses such keys; a table must not hand one
+ * to the tunnel.
+ */
+export function isUsablePublicKey(key: Uint8Array): boolean {
+  probe ??= KeyPair.generate();
+  return dh(probe.privateKeyObject, key) !== null;
 }

@@ -172,6 +172,26 @@ describe('WgTunnel', () => {
     }
   });
 
+  it('a low-order key in the tables is left out and counted once; sending to its endpoint sends nothing', async () => {
+    const clock = { now: 5_000 };
+    const net = new MemorySwitch();
+    const a = side(net, '10.255.0.1', clock);
+    const wire: Buffer[] = [];
+    net.onDatagram = (d) => wire.push(Buffer.from(d));
+    try {
+      const peer = [{ endpoint: endpoint('10.255.0.2', 50103), key: new Uint8Array(32) }];
+      a.wg.setPeers(peer);
+      a.wg.setPeers(peer);
+      assert.doesNotThrow(() => sendTo(a, '10.255.0.2', packet(100, 1)));
+      await settle();
+      assert.deepEqual(wire, [], 'no handshake with a key that gives no shared secret');
+      assert.equal(a.wg.status().drops['bad_key'], 1);
+      assert.equal(a.wg.status().peers.length, 0);
+    } finally {
+      a.wg.close();
+    }
+  });
+
   it('refuses handshakes from keys its tables do not know', async () => {
     const clock = { now: 5_000 };
     const net = new MemorySwitch();

@@ -49,7 +49,7 @@ import {
   createResponse,
   type InitiatorState,
 } from './handshake.ts';
-import type { KeyPair } from './keys.ts';
+import { isUsablePublicKey, type KeyPair } from './keys.ts';
 import { SourceRateLimiter } from './ratelimit.ts';
 import {
   OpenVerdict,
@@ -105,6 +105,7 @@ export type TunnelDrop =
   | 'handshake_timeout'
   | 'staged_overflow'
   | 'rate_limited'
+  | 'bad_key'
   | 'no_key';
 
 const VERDICT_DROP: Record<number, TunnelDrop> = {
@@ -262,13 +263,16 @@ export class WgTunnel implements Tunnel {
   /** Endpoints not in the tables that sent plaintext (allowed by the cluster), by endpoint key. */
   private readonly provisionalPlain = new Map<number | string, PeerState>();
   /**
-   * The last initiation timestamp accepted per key, kept while peer entries come and go (a replayed
-   * initiation must not pass because the tables dropped and re-added its peer); bounded, oldest out.
+   * The last initiation timestamp accepted per key the tables named, kept while peer entries come and go (a
+   * replayed initiation must not pass because the tables dropped and re-added its peer); bounded, oldest out.
+   * Provisional peers keep theirs in their own entry only: keys anyone can make up must not push out these.
    */
   private readonly timestamps = new Map<string, Uint8Array>();
   /** Bytes held for provisional peers, all of them. */
   private heldBytes = 0;
   private readonly ask: ((address: IpAddress) => void) | undefined;
+  /** Unusable keys the tables named (each counted once). */
+  private readonly badKeys = new Set<string>();
   /** Handshake messages per source address under load. */
   private readonly limiter = new SourceRateLimiter();
   private closed = false;
@@ -313,9 +317,21 @@ export class WgTunnel implements Tunnel {
     const seen = new Set<number | string>();
     for (const p of peers) {
       const k = endpointKey(p.endpoint);
-      seen.add(k);
       const old = this.peers.get(k);
-      if (old && sameKey(old.key, p.key)) continue;
+      if (old && sameKey(old.key, p.key)) {
+        seen.add(k);
+        continue;
+      }
+      if (p.key && !isUsablePublicKey(p.key)) {
+        // a low-order point: no handshake can be made with it (a broken or hostile record); left out
+        const text = Buffer.from(p.key).toString('base64');
+        if (!this.badKeys.has(text) && this.badKeys.size < 1024) {
+          this.badKeys.add(text);
+          this.count('bad_key');
+        }
+        continue;
+      }
+      seen.add(k);
       if (old) this.forget(k, old);
       const state = new PeerState(p.endpoint, p.key);
       this.peers.set(k, state);
@@ -736,6 +752,12 @@ export class WgTunnel implements Tunnel {
     return peer;
   }
 
+  private rememberTimestamp(keyText: string, timestamp: Uint8Array): void {
+    this.timestamps.delete(keyText);
+    this.timestamps.set(keyText, timestamp);
+    if (this.timestamps.size > TIMESTAMPS_MAX) this.timestamps.delete(this.timestamps.keys().next().value!);
+  }
+
   /** The tables now name a provisional peer's key: its sessions and held packets go to the known peer. */
   private adopt(from: PeerState, to: PeerState): void {
     this.provisional.delete(from.keyText!);
@@ -748,6 +770,7 @@ export class WgTunnel implements Tunnel {
     to.previous = from.previous;
     to.next = from.next;
     to.lastTimestamp = from.lastTimestamp;
+    if (from.lastTimestamp) this.rememberTimestamp(from.keyText!, from.lastTimestamp);
     to.lastInitiationAt = from.lastInitiationAt;
     to.lastHandshakeAt = from.lastHandshakeAt;
     to.handshakes = from.handshakes;
@@ -859,7 +882,11 @@ export class WgTunnel implements Tunnel {
       this.count('unknown_key');
       return;
     }
-    const lastTimestamp = this.timestamps.get(keyText);
+    const known = this.timestamps.get(keyText);
+    const lastTimestamp =
+      known && peer.lastTimestamp && Buffer.compare(known, peer.lastTimestamp) < 0
+        ? peer.lastTimestamp
+        : (known ?? peer.lastTimestamp);
     if (
       (lastTimestamp && Buffer.compare(got.timestamp, lastTimestamp) <= 0) ||
       now - peer.lastInitiationAt < INITIATION_MIN_INTERVAL_MS
@@ -877,9 +904,7 @@ export class WgTunnel implements Tunnel {
       return;
     }
     peer.lastTimestamp = got.timestamp;
-    this.timestamps.delete(keyText);
-    this.timestamps.set(keyText, got.timestamp);
-    if (this.timestamps.size > TIMESTAMPS_MAX) this.timestamps.delete(this.timestamps.keys().next().value!);
+    if (peer.provisionalSince === undefined) this.rememberTimestamp(keyText, got.timestamp);
     peer.lastInitiationAt = now;
     this.sessions!.install(slot, res.keys.send, res.keys.recv, localIndex, res.remoteIndex);
     const s: Session = { slot, localIndex, created: now, initiator: false, peer };
@@ -958,14 +983,15 @@ export class WgTunnel implements Tunnel {
     const slot = this.takeSlot(peer);
     if (slot < 0) return;
     const localIndex = this.indexFor(slot);
-    const init = createInitiation(
-      this.identity,
-      peer.key,
-      undefined,
-      localIndex,
-      now,
-      this.cookieOf(peer, now),
-    );
+    let init: ReturnType<typeof createInitiation>;
+    try {
+      init = createInitiation(this.identity, peer.key, undefined, localIndex, now, this.cookieOf(peer, now));
+    } catch {
+      // setPeers leaves out keys no handshake can use; this is only a backstop for the data path
+      this.releaseSlot(slot);
+      peer.drop('handshake_failed');
+      return;
+    }
     const pending: PendingHandshake = {
       state: init.state,
       slot,
@@ -1029,11 +1055,7 @@ export class WgTunnel implements Tunnel {
       }
       if (s && this.sessions) {
         this.sessions.stats(s.slot, this.stats);
-        if (
-          s.initiator &&
-          this.stats[SessionStat.SendCounter]! >= Number(REKEY_AFTER_MESSAGES) &&
-          !peer.pending
-        )
+        if (this.stats[SessionStat.SendCounter]! >= Number(REKEY_AFTER_MESSAGES) && !peer.pending)
           this.want(peer);
         const quiet = now - peer.lastSentAt;
         if (peer.lastDataReceivedAt > peer.lastSentAt && now - peer.lastDataReceivedAt >= KEEPALIVE_TIMEOUT)
