@@ -155,6 +155,8 @@ export class ParsedPacket {
   fragmentOffset = 0;
   /** The more-fragments flag. */
   moreFragments = false;
+  /** Bytes of the datagram this fragment carries (after the IP header and any Fragment header); 0 when not a fragment. */
+  fragmentDataLength = 0;
   /** IPv4 identification (16 bits) or IPv6 Fragment header identification (32 bits); 0 for IPv6 without one. */
   fragmentId = 0;
   /**
@@ -191,6 +193,7 @@ export class ParsedPacket {
     this.isFirstFragment = false;
     this.fragmentOffset = 0;
     this.moreFragments = false;
+    this.fragmentDataLength = 0;
     this.fragmentId = 0;
     this.l4ChecksumPartial = false;
 
@@ -311,6 +314,7 @@ export class ParsedPacket {
       this.fragmentOffset = fragOffset;
       this.moreFragments = more;
       const data = total - ihl;
+      this.fragmentDataLength = data;
       if (fragOffset + data > IP_MAX_DATAGRAM_BYTES || (more && (data & 7) !== 0)) {
         return this.fail(DecodeError.BadFragment);
       }
@@ -353,6 +357,7 @@ export class ParsedPacket {
           this.fragmentOffset = fragOffset;
           this.moreFragments = more;
           const data = end - pos;
+          this.fragmentDataLength = data;
           if (fragOffset + data > IP_MAX_DATAGRAM_BYTES || (more && (data & 7) !== 0)) {
             this.ipHeaderLength = pos - off;
             return this.fail(DecodeError.BadFragment);

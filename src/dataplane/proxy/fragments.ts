@@ -7,7 +7,9 @@
  *
  * A datagram is (src, dst, protocol, id) in IPv4 but (src, dst, id) in IPv6 (RFC 8200 4.5), where a later
  * fragment may not name the transport at all. Datagrams are found by their ID first and then compared byte
- * by byte: no key strings per fragment.
+ * by byte: no key strings per fragment. A datagram is forgotten as soon as all of its bytes have passed (the
+ * last fragment gives its length), else after REMEMBER_MS: a flow of fragmented datagrams (UDP larger than
+ * the overlay MTU) keeps only the datagrams in flight in the table, not the last 5 s of them.
  */
 import type { ParsedPacket } from '../packet/index.ts';
 import type { Flow } from './flow-table.ts';
@@ -34,6 +36,9 @@ interface Datagram {
   readonly src: Uint8Array;
   readonly dst: Uint8Array;
   record: FragmentRecord | undefined;
+  /** Data bytes of the datagram that have passed, and its length once its last fragment passed (-1 before). */
+  seen: number;
+  total: number;
 }
 
 export class Fragments {
@@ -84,7 +89,25 @@ export class Fragments {
         : this.datagram(b, p.srcOffset, b, p.dstOffset, p.addrLength, p.proto, p.fragmentId, true);
     if (!d) return []; // too many datagrams in flight: its later fragments will wait, and expire counted
     d.record = { flow, outbound, at: now };
-    return this.waiting.take(d.key);
+    const held = this.waiting.take(d.key);
+    this.account(d, p);
+    return held;
+  }
+
+  /**
+   * Records that the later fragment in p (found by `find`, not yet rewritten) passed; the datagram is forgotten
+   * once every byte of it has.
+   */
+  passed(p: ParsedPacket): void {
+    const b = p.buffer;
+    const d = this.datagram(b, p.srcOffset, b, p.dstOffset, p.addrLength, p.proto, p.fragmentId, false);
+    if (d) this.account(d, p);
+  }
+
+  private account(d: Datagram, p: ParsedPacket): void {
+    d.seen += p.fragmentDataLength;
+    if (!p.moreFragments) d.total = p.fragmentOffset + p.fragmentDataLength;
+    if (d.total >= 0 && d.seen >= d.total && !this.waiting.has(d.key)) this.forget(d);
   }
 
   /** Forgets old records and drops later fragments that waited too long; returns how many were dropped. */
@@ -135,6 +158,8 @@ export class Fragments {
       src: Uint8Array.prototype.slice.call(src, srcOff, srcOff + len),
       dst: Uint8Array.prototype.slice.call(dst, dstOff, dstOff + len),
       record: undefined,
+      seen: 0,
+      total: -1,
     };
     if (list) list.push(d);
     else this.byId.set(id, [d]);

@@ -155,6 +155,7 @@ export class Translator {
       if (!this.fragments.hold(p, off, len, this.now)) this.counters.drop(Drop.FragmentUnmatched);
       return Verdict.Held;
     }
+    this.fragments.passed(p);
     setSrcAddress(p, p.buffer, rec.flow.ownIp);
     setDstAddress(p, p.buffer, rec.flow.targetNs);
     return this.deliver(rec.flow);
@@ -220,6 +221,7 @@ export class Translator {
         if (!this.fragments.hold(p, off, len, this.now)) this.counters.drop(Drop.FragmentUnmatched);
         return Verdict.Held;
       }
+      this.fragments.passed(p);
       if (!rec.outbound && rec.flow && !rec.flow.dead) setSrcAddress(p, buf, rec.flow.dialed);
     } else if (p.proto === IpProto.Tcp || p.proto === IpProto.Udp || p.isEcho) {
       const flow = this.conntrack.reply(p);
