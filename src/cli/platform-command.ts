@@ -163,20 +163,28 @@ export function registerPlatformCommands(program: Command, out: (text: string) =
     });
 }
 
-/** The namespace of a node or workload name. */
-export function netnsOf(platform: Platform, target: string): string {
+/** The namespace of a node or workload name, and whether it is a workload's. */
+export function netnsOf(platform: Platform, target: string): { netns: string; workload: boolean } {
   const node = platform.state.nodes.find((n) => n.name === target);
-  if (node) return node.netns;
+  if (node) return { netns: node.netns, workload: false };
   const w = platform.workloads.find((x) => x.name === target);
-  if (w) return w.netns;
+  if (w) return { netns: w.netns, workload: true };
   const names = [...platform.state.nodes.map((n) => n.name), ...platform.workloads.map((x) => x.name)];
   throw new NotFoundError(`no node or workload ${JSON.stringify(target)} (there are: ${names.join(', ')})`);
 }
 
-/** Runs a command in a namespace with the terminal attached; resolves with its exit code. */
-export function execIn(netns: string, command: string[]): Promise<number> {
+/**
+ * Runs a command in a namespace with the terminal attached; resolves with its exit code. A workload's command
+ * runs as `oaknet run` started the workload (`ip netns exec`: with the workload's resolv.conf, from
+ * /etc/netns/<netns>/); a node's through nsenter, which keeps the host's mount namespace (and with it the
+ * named namespaces, for `oaknet run` inside the node).
+ */
+export function execIn(target: { netns: string; workload: boolean }, command: string[]): Promise<number> {
+  const { netns, workload } = target;
   return new Promise((resolve) => {
-    const child = spawn('nsenter', [`--net=/run/netns/${netns}`, '--', ...command], { stdio: 'inherit' });
+    const child = workload
+      ? spawn('ip', ['netns', 'exec', netns, ...command], { stdio: 'inherit' })
+      : spawn('nsenter', [`--net=/run/netns/${netns}`, '--', ...command], { stdio: 'inherit' });
     child.once('error', (err) => {
       process.stderr.write(`oaknet exec: ${err.message}\n`);
       resolve(127);
@@ -323,6 +331,26 @@ function renderStatus(v: StatusView): string {
       ]),
     ];
   });
+  const dnsRows = p.nodes.flatMap((n) => {
+    const d = n.netmanager?.dns;
+    if (!d) return [];
+    const c = (k: string) => String(d.counters[k] ?? 0);
+    const failed =
+      (d.counters['formerr'] ?? 0) + (d.counters['dropped'] ?? 0) + (d.counters['refused_source'] ?? 0);
+    return [
+      [
+        n.name,
+        d.servers.join(' '),
+        c('queries'),
+        c('answered'),
+        c('nxdomain'),
+        c('forwarded'),
+        c('stale_answers'),
+        c('servfail'),
+        String(failed),
+      ],
+    ];
+  });
   const plaintextAllowed = p.nodes.some(
     (n) => n.netmanager?.proxy?.wireguard?.allow_plaintext_peers === true,
   );
@@ -382,6 +410,26 @@ function renderStatus(v: StatusView): string {
           renderTable(
             ['NODE', 'PEER', 'LINK', 'STATE', 'HANDSHAKE', 'BYTES IN', 'BYTES OUT', 'DROPS'],
             links,
+          ),
+        ]
+      : []),
+    ...(dnsRows.length
+      ? [
+          '',
+          'DNS on the nodes (names: <service>.<servicens>.<app>.<appns>[.rr|.closest].oakestra):',
+          renderTable(
+            [
+              'NODE',
+              'SERVER',
+              'QUERIES',
+              'ANSWERED',
+              'NXDOMAIN',
+              'FORWARDED',
+              'STALE',
+              'SERVFAIL',
+              'BAD/REFUSED',
+            ],
+            dnsRows,
           ),
         ]
       : []),

@@ -23,7 +23,7 @@ import { JsTransportSessions } from '../dataplane/wireguard/transport-js.ts';
 import { IP_TYPE } from '../protocol/mqtt.ts';
 import type { AttachSpec, HostNetwork } from './host-network.ts';
 import { MemoryCluster } from './memory-cluster.ts';
-import { createNetManager, type NetManager } from './netmanager.ts';
+import { createNetManager, type NetManager, type NodeDnsStart, type StartDns } from './netmanager.ts';
 import type { ProcessFacts } from './process-inspector.ts';
 import { StateFile } from './state.ts';
 
@@ -84,7 +84,13 @@ const processes = new Map<number, ProcessFacts>([
   [2001, { start: 'boot/2001', netns: 2001 }],
 ]);
 
-function node(t: TestContext, host: string, cluster: MemoryCluster, net: MemorySwitch): TestNode {
+function node(
+  t: TestContext,
+  host: string,
+  cluster: MemoryCluster,
+  net: MemorySwitch,
+  startDns?: StartDns,
+): TestNode {
   const dir = mkdtempSync(join(tmpdir(), 'oaknet-nm-'));
   const tun = new FakeTun({ name: `tun-${host}` });
   const written = new Collector<Buffer>();
@@ -102,8 +108,10 @@ function node(t: TestContext, host: string, cluster: MemoryCluster, net: MemoryS
       stateFile: new StateFile(dir),
       processes: { identity: (pid) => processes.get(pid) },
       log: pino({ level: 'silent' }),
+      ...(startDns ? { startDns } : {}),
     },
     {
+      ...(startDns ? { dns: { port: 53, upstreams: ['192.0.2.53'] } } : {}),
       clusterHost: '10.255.0.254',
       clusterMqttPort: 10003,
       publicAddress: host,
@@ -250,5 +258,54 @@ describe('two NetManagers in one process', () => {
       });
     assert.equal(a.nm.status().registered, false);
     assert.deepEqual(a.host.calls, [], 'nothing was set up');
+  });
+
+  it('starts the DNS server on the bridge gateways for its subnets, feeds it the tables and answers its questions', async (t) => {
+    const plan = new AddressPlan();
+    const cluster = new MemoryCluster(plan);
+    cluster.createService(CLIENT, [
+      { IpType: IP_TYPE.roundRobin, Address: '10.30.0.9', Address_v6: 'fdff:2000::9' },
+    ]);
+    cluster.scheduleInstance(CLIENT, 0, CLIENT_IP.v4, CLIENT_IP.v6);
+    let started: NodeDnsStart | undefined;
+    const zones: string[][] = [];
+    let closed = 0;
+    const a = node(t, '10.255.0.1', cluster, new MemorySwitch(), (o) => {
+      started = o;
+      return Promise.resolve({
+        update: (services) => zones.push(services.map((x) => `${x.job}/${x.instances.length}`)),
+        counters: () => Promise.resolve({ queries: 3 }),
+        close: () => {
+          closed++;
+          return Promise.resolve();
+        },
+      });
+    });
+    await a.nm.register('64a000000000000000000001');
+    const subnet = cluster.subnetOf('64a000000000000000000001');
+    assert.ok(started, 'the DNS server is started at registration');
+    const gw4 = subnet.v4.replace(/\.(\d+)$/, (_, x: string) => `.${Number(x) + 1}`);
+    assert.deepEqual(started.listen[0], { host: gw4, port: 53 }, 'on the IPv4 gateway');
+    assert.equal(started.listen.length, 2, 'and the IPv6 one');
+    assert.deepEqual(started.allowedSources, [`${subnet.v4}/26`, `${subnet.v6}/120`]);
+    await a.nm.deploy({ pid: 1001, serviceName: CLIENT, instanceNumber: 0 });
+    assert.deepEqual(zones.at(-1), [`${CLIENT}/1`], 'the zone follows the tables');
+    // a name of a job nobody deployed: the cluster says so, and the table does not keep it
+    assert.equal(await started.ask('app.ns.nope.ns'), 'unknown');
+    assert.ok(!a.nm.status().services.some((x) => x.job === 'app.ns.nope.ns'));
+    assert.equal(await started.ask(CLIENT), 'known');
+    assert.deepEqual(a.nm.status().dns, {
+      servers: [gw4, started.listen[1]!.host],
+      port: 53,
+      upstreams: ['192.0.2.53'],
+      counters: {},
+    });
+    assert.deepEqual(
+      (await a.nm.statusWithHost()).dns?.counters,
+      { queries: 3 },
+      'GET /status reads the counters',
+    );
+    await a.nm.close();
+    assert.equal(closed, 1, 'closed with the NetManager');
   });
 });

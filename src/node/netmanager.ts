@@ -20,10 +20,11 @@ import {
   type DataPlaneDevices,
   startDataPlane,
 } from '../dataplane/dataplane.ts';
+import type { Instance, ServiceAddress } from '../dataplane/snapshot.ts';
 import { ConflictError, errorMessage, InvalidInputError, NotRegisteredError } from '../errors.ts';
 import { localAddressTowards } from '../protocol/local-address.ts';
 import { requireId } from '../protocol/names.ts';
-import type { NodeStatus } from '../protocol/node-api.ts';
+import type { NodeDnsStatus, NodeStatus } from '../protocol/node-api.ts';
 import { hostForUrl, requireHostOrIp } from '../protocol/url.ts';
 import type { ClusterChannel } from './cluster-channel.ts';
 import type { HostNetwork } from './host-network.ts';
@@ -35,6 +36,36 @@ import { SlotAllocator } from './slots.ts';
 import type { NodeState, StateFile } from './state.ts';
 
 export type { DeployRequest } from './instances.ts';
+
+/** What the node's DNS server is built with (node/dns/server.ts; a fake in tests). */
+export interface NodeDnsStart {
+  /** The bridge's gateway addresses, at the configured port. */
+  listen: Array<{ host: string; port: number }>;
+  /** The node's instance subnets: the only clients (and loopback). */
+  allowedSources: string[];
+  /** A name of a job the zone does not hold: the node's table query by name (NodeResolver.lookupJob). */
+  ask: (job: string) => Promise<'known' | 'unknown' | 'unreachable'>;
+  /** Jobs whose names were answered (lower-cased): their interests stay alive. */
+  used: (jobs: string[]) => void;
+  log: Logger;
+}
+
+/** The node's DNS server as the NetManager drives it. */
+export interface NodeDns {
+  /** The service tables changed: the zone is rebuilt from them. */
+  update(
+    services: ReadonlyArray<{
+      job: string;
+      instances: readonly Instance[];
+      addresses: readonly ServiceAddress[];
+    }>,
+    generation: number,
+  ): void;
+  counters(): Promise<Record<string, number>>;
+  close(): Promise<void>;
+}
+
+export type StartDns = (options: NodeDnsStart) => Promise<NodeDns>;
 
 /** How the NetManager is reached and what it announces. */
 export interface NetManagerConfig {
@@ -50,6 +81,8 @@ export interface NetManagerConfig {
   plan: AddressPlan;
   /** How long deploy waits for the instance's own table entry (ms, default 3000). */
   ownEntryTimeoutMs?: number;
+  /** The DNS server on the bridge's gateways (absent: none); upstreams only for status. */
+  dns?: { port: number; upstreams: string[] };
 }
 
 /** What the NetManager is built from. */
@@ -63,6 +96,8 @@ export interface NetManagerParts {
   stateFile: StateFile;
   processes: ProcessInspector;
   log: Logger;
+  /** Starts the DNS server once the bridge exists (with config.dns). */
+  startDns?: StartDns;
 }
 
 /** The collaborators from outside the node's control plane (real ones in production, fakes in tests). */
@@ -75,6 +110,7 @@ export interface NetManagerEnvironment {
   log: Logger;
   /** Data-plane tuning (the semantic ranges come from the plan). */
   dataPlane?: Omit<DataPlaneConfig, 'semanticRanges'>;
+  startDns?: StartDns;
 }
 
 /** Builds a NetManager with the node's own parts (service table, resolver, data plane) over `env`. */
@@ -104,6 +140,7 @@ interface Registered {
   subnetV6: Cidr;
   hostIp: string;
   clusterUrl: string;
+  dns: { server: NodeDns; servers: string[] } | undefined;
 }
 
 /** How often the NetManager checks that its own instances are in its table (ms). */
@@ -121,6 +158,8 @@ export class NetManager {
   /** Aborts waits (for a subnetwork, for an own entry) when the NetManager stops. */
   private readonly abort = new AbortController();
   private readonly timers: NodeJS.Timeout[] = [];
+  /** The table's servicesVersion the DNS zone was built from. */
+  private zoneVersion = -1;
 
   constructor(
     private readonly parts: NetManagerParts,
@@ -129,7 +168,10 @@ export class NetManager {
     const port = config.tunnelPort;
     if (!Number.isInteger(port) || port < 1 || port > 65535)
       throw new InvalidInputError(`the tunnel port must be 1-65535, got ${port}`);
-    parts.table.onChange((snapshot) => parts.dataPlane.apply(snapshot));
+    parts.table.onChange((snapshot) => {
+      parts.dataPlane.apply(snapshot);
+      this.updateZone();
+    });
     parts.cluster.onClusterInfo((info) => parts.table.setPlaintextPeers(info.allow_plaintext_peers === true));
     // after a reconnect the cluster may have lost what it knew (a restart): tell it again
     parts.cluster.onReconnect(() => this.registered?.instances.announceAll());
@@ -211,6 +253,8 @@ export class NetManager {
       undo.push(() => net.tearDown());
       await net.setUp();
       await net.addTunRoutes();
+      const dns = await this.startDns(subnetV4, subnetV6);
+      if (dns) undo.push(() => dns.server.close());
       this.parts.table.setIdentity({
         workerId,
         hostIp,
@@ -240,7 +284,9 @@ export class NetManager {
         ownEntryTimeoutMs: this.config.ownEntryTimeoutMs ?? 3000,
         signal: this.abort.signal,
       });
-      this.registered = { workerId, net, instances, subnetV4, subnetV6, hostIp, clusterUrl };
+      this.registered = { workerId, net, instances, subnetV4, subnetV6, hostIp, clusterUrl, dns };
+      this.zoneVersion = -1;
+      this.updateZone();
       await instances.restore();
       this.every(SELF_CHECK_MS, () => instances.checkOwnEntries());
       this.every(INTEREST_CHECK_MS, () => void this.parts.resolver.expireInterests(this.jobsInUse()));
@@ -311,7 +357,45 @@ export class NetManager {
           }))
         : [],
       proxy: r ? this.parts.dataPlane.status() : null,
+      dns: r?.dns ? this.dnsStatus(r.dns.servers, {}) : null,
     };
+  }
+
+  private dnsStatus(servers: string[], counters: Record<string, number>): NodeDnsStatus {
+    return {
+      servers,
+      port: this.config.dns?.port ?? 53,
+      upstreams: this.config.dns?.upstreams ?? [],
+      counters,
+    };
+  }
+
+  /** Starts the DNS server on the bridge's gateways (when configured). */
+  private async startDns(
+    subnetV4: Cidr,
+    subnetV6: Cidr,
+  ): Promise<{ server: NodeDns; servers: string[] } | undefined> {
+    const { dns } = this.config;
+    if (!dns || !this.parts.startDns) return undefined;
+    const servers = [subnetV4.at(1).toString(), subnetV6.at(1).toString()];
+    const server = await this.parts.startDns({
+      listen: servers.map((host) => ({ host, port: dns.port })),
+      allowedSources: [subnetV4.toString(), subnetV6.toString()],
+      ask: (job) => this.parts.resolver.lookupJob(job),
+      used: (jobs) => this.parts.resolver.touch(jobs),
+      log: this.parts.log.child({ component: 'dns' }),
+    });
+    this.parts.log.info({ servers, port: dns.port, upstreams: dns.upstreams }, 'DNS server listening');
+    return { server, servers };
+  }
+
+  /** Rebuilds the DNS zone when the services in the table changed. */
+  private updateZone(): void {
+    const dns = this.registered?.dns;
+    const table = this.parts.table;
+    if (!dns || table.servicesVersion === this.zoneVersion) return;
+    this.zoneVersion = table.servicesVersion;
+    dns.server.update(table.services(), table.servicesVersion);
   }
 
   /** status() with what only the host network can tell, read now (GET /status): forward_dropped. */
@@ -324,6 +408,14 @@ export class NetManager {
         this.parts.log.debug({ err }, 'could not read the forward boundary counter');
         return null;
       });
+    }
+    const dns = this.registered?.dns;
+    if (dns) {
+      const counters = await dns.server.counters().catch((err: unknown) => {
+        this.parts.log.debug({ err }, 'could not read the DNS counters');
+        return {};
+      });
+      status.dns = this.dnsStatus(dns.servers, counters);
     }
     return { ...status, forward_dropped: forwardDropped };
   }
@@ -338,6 +430,9 @@ export class NetManager {
     this.registered = undefined;
     this.parts.dataPlane.close();
     if (r) {
+      await r.dns?.server.close().catch((err: unknown) => {
+        this.parts.log.warn({ err: errorMessage(err) }, 'closing the DNS server failed');
+      });
       await r.instances.detachAll();
       await r.net.tearDown();
     }

@@ -71,6 +71,31 @@ export class NodeResolver implements AddressLookup {
     return p;
   }
 
+  /**
+   * The node's DNS server asks about a job whose names it does not know: its table is fetched by name and
+   * applied (and watched, as any job queried), 'known' once it has instances; 'unknown' when the cluster
+   * says it has none (a job the table did not hold is then not kept: a scan of made-up names leaves no
+   * interests behind); 'unreachable' without an answer (the cluster or its link is down).
+   */
+  async lookupJob(job: string): Promise<'known' | 'unknown' | 'unreachable'> {
+    if (!isJobName(job)) return 'unknown';
+    const answer = await this.o.cluster.query({ sname: job });
+    if (!answer) return 'unreachable';
+    if (answer.app_name && answer.app_name !== job) return 'unreachable';
+    if (answer.instance_list.length === 0 && !this.o.table.jobNames().includes(job)) return 'unknown';
+    this.o.table.apply(job, answer.instance_list);
+    await this.watch(job);
+    return this.o.table.instancesOf(job).length ? 'known' : 'unknown';
+  }
+
+  /** Jobs the DNS server answered names of (lower-cased): their interests count as used now. */
+  touch(jobs: readonly string[]): void {
+    if (jobs.length === 0) return;
+    const names = new Set(jobs);
+    const now = this.now();
+    for (const job of this.lastUse.keys()) if (names.has(job.toLowerCase())) this.lastUse.set(job, now);
+  }
+
   /** Watches a job's updates from now on (its interest counts as used now). */
   async watch(job: string): Promise<void> {
     if (!this.lastUse.has(job)) this.lastUse.set(job, this.now());

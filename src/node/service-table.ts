@@ -64,6 +64,7 @@ export class ServiceTable {
   /** The last cluster ID seen on this node's own instances. */
   private seenCluster = '';
   private notifying = false;
+  private version = 0;
   private readonly listeners = new Set<(snapshot: ServiceSnapshot) => void>();
 
   constructor(
@@ -115,6 +116,20 @@ export class ServiceTable {
       this.servicesChanged = false;
     }
     return this.current;
+  }
+
+  /** Bumped whenever the services change (not for negative answers alone): whoever derives from them rebuilds. */
+  get servicesVersion(): number {
+    return this.version;
+  }
+
+  /** Every job with its instances and semantic addresses, oldest answer first (the DNS zone is built from it). */
+  services(): Array<{ job: string; instances: readonly Instance[]; addresses: readonly ServiceAddress[] }> {
+    return [...this.jobs.values()].map((e) => ({
+      job: e.service.job,
+      instances: e.service.instances,
+      addresses: e.addresses,
+    }));
   }
 
   jobNames(): string[] {
@@ -231,7 +246,10 @@ export class ServiceTable {
 
   private changed(services: boolean): void {
     this.dirty = true;
-    if (services) this.servicesChanged = true;
+    if (services) {
+      this.servicesChanged = true;
+      this.version++;
+    }
     if (this.notifying) return;
     this.notifying = true;
     queueMicrotask(() => {

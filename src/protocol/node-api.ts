@@ -36,6 +36,18 @@ export const ContainerUndeploy = Type.Object({
 });
 export type ContainerUndeploy = Static<typeof ContainerUndeploy>;
 
+/** The node's DNS server (issue 13). */
+export const NodeDnsStatus = Type.Object({
+  /** The addresses it answers on (the bridge's gateways): the nameservers of the instances' resolv.conf. */
+  servers: Type.Array(Type.String()),
+  port: Type.Integer(),
+  /** The node's own resolvers, where names outside oakestra. are forwarded. */
+  upstreams: Type.Array(Type.String()),
+  /** Queries, answers by kind, forwarding and drops (GET /status reads them from the server). */
+  counters: Type.Record(Type.String(), Type.Integer()),
+});
+export type NodeDnsStatus = Static<typeof NodeDnsStatus>;
+
 export const NodeStatus = Type.Object({
   registered: Type.Boolean(),
   worker_id: Type.Union([Type.String(), Type.Null()]),
@@ -79,6 +91,8 @@ export const NodeStatus = Type.Object({
    * registration or when the host network cannot say; absent from NetManager.status(), filled by GET /status.
    */
   forward_dropped: Type.Optional(Type.Union([Type.Integer(), Type.Null()])),
+  /** The DNS server; null when it is off (--no-dns) or before registration. */
+  dns: Type.Optional(Type.Union([NodeDnsStatus, Type.Null()])),
 });
 export type NodeStatus = Static<typeof NodeStatus>;
 

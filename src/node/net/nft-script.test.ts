@@ -9,6 +9,7 @@ import {
   addElementsScript,
   deleteElementsScript,
   BOUNDARY_COUNTER,
+  DNS_GUARD_COUNTER,
   elementsFor,
   parseCounter,
   parseMapElements,
@@ -62,6 +63,20 @@ describe('nft-script', () => {
     const other = tableScript({ ...config, table: 'nm2', bridge: 'br9', tun: 'tun9' });
     assert.match(other, /oifname "br9" jump into_bridge/);
     assert.match(other, /chain into_bridge \{\n {4}iifname \{ "br9", "tun9" \} accept/);
+  });
+
+  it("drops DNS to the bridge's gateways that did not come from the bridge or the node, counted", () => {
+    const script = tableScript({ ...config, table: 'oaknet' });
+    const m = /\n {2}chain input \{\n([\s\S]*?)\n {2}\}/.exec(script);
+    assert.deepEqual(
+      m?.[1]?.split('\n').map((l) => l.trim()),
+      [
+        'type filter hook input priority filter; policy accept;',
+        `iifname != { "lo", "okbr0" } ip daddr 10.18.0.1 meta l4proto { tcp, udp } th dport 53 counter name ${DNS_GUARD_COUNTER} drop`,
+        `iifname != { "lo", "okbr0" } ip6 daddr fc00::1 meta l4proto { tcp, udp } th dport 53 counter name ${DNS_GUARD_COUNTER} drop`,
+      ],
+    );
+    assert.ok(script.includes(`  counter ${DNS_GUARD_COUNTER} {\n  }\n`));
   });
 
   it('reads the named counter from an nft listing', () => {

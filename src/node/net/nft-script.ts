@@ -20,6 +20,11 @@
  * (`nft list counter inet <table> bridge_in_dropped`). Packets the node itself sends to an instance take the
  * output hook, not forward, so they are not affected. One rule set for IPv4 and IPv6 (family inet).
  *
+ * The node's DNS server (issue 13) listens on the bridge's gateway addresses for the instances only. A host
+ * accepts packets for any of its addresses on any interface, so the input hook drops DNS to the gateways that
+ * did not come from the bridge (or the node itself, lo), counted in `dns_refused`: the server is no resolver
+ * for the underlay.
+ *
  * Scripts are native nft syntax for `nft -f -`: nft 1.0.6 crashes on JSON input with concatenated maps.
  * nft identifiers cannot be quoted, so the table name must not be an nft keyword (e.g. `fwd`); `oaknet` is fine.
  */
@@ -44,6 +49,8 @@ export interface NftTableSpec {
 
 /** The named counter of packets dropped at the forward boundary into the bridge. */
 export const BOUNDARY_COUNTER = 'bridge_in_dropped';
+/** The named counter of DNS packets to the gateways from outside the bridge. */
+export const DNS_GUARD_COUNTER = 'dns_refused';
 
 /** Name of the port-mapping map of a family. */
 export function mapName(family: IpFamily): string {
@@ -61,6 +68,9 @@ export function tableScript(spec: NftTableSpec): string {
   const v4 = spec.subnetV4.toString();
   const v6 = spec.subnetV6.toString();
   const ours = `{ "${bridge}", "${tun}" }`;
+  const inside = `{ "lo", "${bridge}" }`;
+  const gw4 = spec.subnetV4.at(1).toString();
+  const gw6 = spec.subnetV6.at(1).toString();
   return `${deleteTableScript(table)}table inet ${table} {
   map pm4 {
     type inet_proto . inet_service : ipv4_addr . inet_service;
@@ -69,6 +79,13 @@ export function tableScript(spec: NftTableSpec): string {
     type inet_proto . inet_service : ipv6_addr . inet_service;
   }
   counter ${BOUNDARY_COUNTER} {
+  }
+  counter ${DNS_GUARD_COUNTER} {
+  }
+  chain input {
+    type filter hook input priority filter; policy accept;
+    iifname != ${inside} ip daddr ${gw4} meta l4proto { tcp, udp } th dport 53 counter name ${DNS_GUARD_COUNTER} drop
+    iifname != ${inside} ip6 daddr ${gw6} meta l4proto { tcp, udp } th dport 53 counter name ${DNS_GUARD_COUNTER} drop
   }
   chain forward {
     type filter hook forward priority filter; policy accept;
