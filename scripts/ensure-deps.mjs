@@ -31,6 +31,7 @@ const SYSTEM = {
   'wireguard-go': 'wireguard-go', // the interoperability peer of the WireGuard tunnel (tests, bench)
   wg: 'wireguard-tools',
   nc: 'netcat-openbsd',
+  dig: 'bind9-dnsutils', // the DNS server's tests ask it as a user would (issue 13)
   python3: 'python3',
   make: 'make',
   gcc: 'gcc', // the addon, and its sanitizer harnesses (native/test/fuzz_*.c: ASan and UBSan come with gcc)

@@ -1,0 +1,231 @@
+/**
+ * The node's DNS server on loopback, asked by Debian's dig (UDP and TCP) and by raw datagrams: every name
+ * form, NXDOMAIN with the SOA, NODATA, PTR, the ask path (known after a zone update, unknown, unreachable ->
+ * the stale copy), truncation and the TCP retry, malformed input, and sources outside the allowed prefixes.
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { createSocket } from 'node:dgram';
+import { after, before, describe, it } from 'node:test';
+import { promisify } from 'node:util';
+import dnsPacket from 'dns-packet';
+import { pino } from 'pino';
+import { IpAddress } from '../../addressing/ip.ts';
+import type { Instance, ServiceAddress } from '../../dataplane/snapshot.ts';
+import { endpoint } from '../../dataplane/tunnel/tunnel.ts';
+import { DnsServer } from './server.ts';
+import { buildZone, type ZoneService } from './zone.ts';
+
+const exec = promisify(execFile);
+const b = (t: string) => IpAddress.parse(t).toBytes();
+const inst = (job: string, n: number, ip4: string, ip6: string): Instance => ({
+  job,
+  number: n,
+  nsip4: b(`10.16.0.${n + 2}`),
+  nsip6: b(`fc00::${n + 2}`),
+  instanceIp4: b(ip4),
+  instanceIp6: b(ip6),
+  endpoint: endpoint('192.0.2.1', 50103),
+  key: null,
+  local: false,
+  cluster: 'c1',
+});
+const WEB = 'demo.oaknet.web.v1';
+const rr: ServiceAddress[] = [
+  { kind: 'rr', address: b('10.30.0.1') },
+  { kind: 'rr', address: b('fdff:2000::1') },
+  { kind: 'closest', address: b('10.30.0.4') },
+];
+const web: ZoneService = { job: WEB, instances: [inst(WEB, 0, '10.30.0.2', 'fdff::2')], addresses: rr };
+/** A job with many instances: its instance-IP PTRs are many, its names' answers big (for truncation). */
+const LATE = 'demo.oaknet.late.v1';
+const late: ZoneService = {
+  job: LATE,
+  instances: [inst(LATE, 0, '10.30.1.2', 'fdff::102')],
+  addresses: Array.from({ length: 60 }, (_, i) => ({
+    kind: 'rr' as const,
+    address: b(`fdff:2001::${i + 1}`),
+  })),
+};
+
+describe('the node DNS server', () => {
+  let server: DnsServer;
+  let port = 0;
+  let asked: string[] = [];
+  let outcome: 'known' | 'unknown' | 'unreachable' = 'unknown';
+  const used: string[] = [];
+  const services: ZoneService[] = [web];
+
+  before(async () => {
+    server = await DnsServer.start({
+      listen: [{ host: '127.0.0.1', port: 0 }],
+      allowedSources: [],
+      ask: (job) => {
+        asked.push(job);
+        if (outcome === 'known') {
+          services.push(late);
+          server.setZone(buildZone(services, 2));
+        }
+        return Promise.resolve(outcome);
+      },
+      used: (jobs) => used.push(...jobs),
+      log: pino({ level: 'silent' }),
+    });
+    server.setZone(buildZone(services, 1));
+    port = server.addresses()[0]!.port;
+  });
+  after(() => server.close());
+
+  const dig = async (...args: string[]) =>
+    (await exec('dig', ['@127.0.0.1', '-p', String(port), '+time=2', '+tries=1', ...args])).stdout.trim();
+  const short = async (...args: string[]) => (await dig('+short', ...args)).split('\n').filter(Boolean);
+  const status = async (...args: string[]) => /status: ([A-Z]+)/.exec(await dig(...args))?.[1];
+
+  it('answers every name form, A and AAAA, over UDP and TCP, in the case asked', async () => {
+    for (const tcp of [[], ['+tcp']]) {
+      assert.deepEqual(await short(...tcp, 'web.v1.demo.oaknet.oakestra', 'A'), ['10.30.0.1']);
+      assert.deepEqual(await short(...tcp, 'web.v1.demo.oaknet.oakestra', 'AAAA'), ['fdff:2000::1']);
+      assert.deepEqual(await short(...tcp, 'web.v1.demo.oaknet.rr.oakestra', 'A'), ['10.30.0.1']);
+      assert.deepEqual(await short(...tcp, 'web.v1.demo.oaknet.closest.oakestra', 'A'), ['10.30.0.4']);
+      assert.deepEqual(await short(...tcp, '0.instance.web.v1.demo.oaknet.oakestra', 'AAAA'), ['fdff::2']);
+    }
+    const mixed = await dig('+noall', '+answer', 'WEB.v1.Demo.oaknet.oakestra', 'A');
+    assert.match(mixed, /^WEB\.v1\.Demo\.oaknet\.oakestra\.\s+30\s+IN\s+A\s+10\.30\.0\.1$/);
+  });
+
+  it('PTR for ServiceIPs, instance IPs and namespace addresses', async () => {
+    assert.deepEqual(await short('-x', '10.30.0.1'), ['web.v1.demo.oaknet.rr.oakestra.']);
+    assert.deepEqual(await short('-x', 'fdff::2'), ['0.instance.web.v1.demo.oaknet.oakestra.']);
+    assert.deepEqual(await short('-x', '10.16.0.2'), ['0.instance.web.v1.demo.oaknet.oakestra.']);
+  });
+
+  it('NXDOMAIN with the SOA for names that do not exist; NODATA for a type a name lacks', async () => {
+    const nx = await dig('+noall', '+comments', '+authority', 'x.web.v1.demo.oaknet.oakestra', 'A');
+    assert.match(nx, /status: NXDOMAIN/);
+    assert.match(nx, /^oakestra\.\s+1\s+IN\s+SOA\s+ns\.oakestra\. hostmaster\.oakestra\./m);
+    const nodata = await dig(
+      '+noall',
+      '+comments',
+      '+authority',
+      'web.v1.demo.oaknet.closest.oakestra',
+      'AAAA',
+    );
+    assert.match(nodata, /status: NOERROR/);
+    assert.match(nodata, /ANSWER: 0/);
+    assert.match(nodata, /IN\s+SOA/);
+    assert.equal(await status('2.instance.web.v1.demo.oaknet.oakestra', 'A'), 'NXDOMAIN');
+  });
+
+  it('asks about a job it does not hold: answered once the tables have it, NXDOMAIN when the cluster says no', async () => {
+    asked = [];
+    outcome = 'known';
+    assert.deepEqual(await short('0.instance.late.v1.demo.oaknet.oakestra', 'A'), ['10.30.1.2']);
+    assert.deepEqual(asked, [LATE]);
+    outcome = 'unknown';
+    assert.equal(await status('nope.v1.demo.oaknet.oakestra', 'A'), 'NXDOMAIN');
+    assert.equal(await status('nope.v1.demo.oaknet.rr.oakestra', 'A'), 'NXDOMAIN', 'remembered for 1 s');
+    assert.deepEqual(asked, [LATE, 'demo.oaknet.nope.v1'], 'each job asked once');
+    assert.equal(await status('x.nope.v1.demo.oaknet.oakestra', 'A'), 'NXDOMAIN', 'no job shape: not asked');
+    assert.equal(asked.length, 2);
+  });
+
+  it('truncates an answer too big for UDP; dig retries over TCP and gets it whole', async () => {
+    server.setZone(buildZone([web, late], 3));
+    const out = await dig(
+      '+noall',
+      '+answer',
+      '+comments',
+      '+noedns',
+      'late.v1.demo.oaknet.oakestra',
+      'AAAA',
+    );
+    assert.match(out, /Truncated, retrying in TCP mode/);
+    assert.equal(out.split('\n').filter((l) => /\sAAAA\s/.test(l)).length, 60);
+    assert.ok(server.counters.truncated >= 1);
+  });
+
+  it('answers from its stale copy when the cluster cannot be reached', async () => {
+    server.setZone(buildZone([web], 4)); // the tables forgot late (its interest expired)
+    outcome = 'unreachable';
+    assert.deepEqual(await short('0.instance.late.v1.demo.oaknet.oakestra', 'A'), ['10.30.1.2']);
+    assert.ok(server.counters.stale_answers >= 1);
+    outcome = 'unknown';
+    assert.equal(
+      await status('0.instance.late.v1.demo.oaknet.oakestra', 'A'),
+      'NXDOMAIN',
+      'the cluster says: gone',
+    );
+  });
+
+  it('refuses other names (no forwarding yet) and other classes; FORMERR, NOTIMP and drops for bad input', async () => {
+    assert.equal(await status('example.com', 'A'), 'REFUSED');
+    assert.equal(await status('-c', 'CH', 'version.bind', 'TXT'), 'REFUSED');
+    const sock = createSocket('udp4');
+    const replies: Buffer[] = [];
+    sock.on('message', (m) => replies.push(m));
+    const send = (m: Buffer) => new Promise((r) => sock.send(m, port, '127.0.0.1', r));
+    const query = dnsPacket.encode({
+      type: 'query',
+      id: 7,
+      questions: [{ type: 'A', name: 'web.v1.demo.oaknet.oakestra' }],
+    });
+    const garbage = Buffer.from(query);
+    garbage[5] = 2; // two questions announced, one present
+    await send(garbage);
+    const notimp = Buffer.from(query);
+    notimp[2] = 0x28; // opcode 5 (UPDATE)
+    await send(notimp);
+    for (let i = 0; i < 2000; i++) {
+      const r = Buffer.from(query);
+      for (let k = 0; k < 3; k++) r[Math.floor(Math.random() * r.length)] = Math.floor(Math.random() * 256);
+      await send(
+        i % 2 ? r : Buffer.from(Array.from({ length: i % 40 }, () => Math.floor(Math.random() * 256))),
+      );
+      // sender and server share one process: let the server drain its socket before the buffer overflows
+      if (i % 50 === 49)
+        while (server.counters.queries + server.counters.refused_source < i - 10)
+          await new Promise((r) => setImmediate(r));
+    }
+    await send(query);
+    const deadline = Date.now() + 5000;
+    while (!replies.some((m) => m.readUInt16BE(0) === 7 && (m[3]! & 0xf) === 0) && Date.now() < deadline)
+      await new Promise((r) => setTimeout(r, 20));
+    sock.close();
+    const rcodes = replies.filter((m) => m.readUInt16BE(0) === 7).map((m) => m[3]! & 0xf);
+    assert.ok(rcodes.includes(1), 'FORMERR');
+    assert.ok(rcodes.includes(4), 'NOTIMP');
+    assert.ok(
+      rcodes.includes(0),
+      `still answering after 2,000 bad packets: ${JSON.stringify([replies.length, server.counters])}`,
+    );
+    assert.ok(server.counters.formerr > 0 && server.counters.dropped > 0);
+  });
+
+  it('keeps the interests of the jobs it answered alive', async () => {
+    await short('web.v1.demo.oaknet.oakestra', 'A');
+    const deadline = Date.now() + 3000;
+    while (!used.includes(WEB) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    assert.ok(used.includes(WEB));
+  });
+});
+
+describe('the node DNS server and its clients', () => {
+  it('answers no source outside its prefixes', async () => {
+    const server = await DnsServer.start({
+      listen: [{ host: '127.0.0.1', port: 0 }],
+      allowedSources: ['10.16.0.0/26'],
+      loopback: false,
+      ask: () => Promise.resolve('unknown'),
+      log: pino({ level: 'silent' }),
+    });
+    try {
+      const port = server.addresses()[0]!.port;
+      await assert.rejects(
+        exec('dig', ['@127.0.0.1', '-p', String(port), '+time=1', '+tries=1', 'web.v1.demo.oaknet.oakestra']),
+      );
+      assert.ok(server.counters.refused_source >= 1);
+    } finally {
+      await server.close();
+    }
+  });
+});
