@@ -229,3 +229,106 @@ describe('the node DNS server and its clients', () => {
     }
   });
 });
+
+describe('the node DNS server forwarding to the node resolvers', () => {
+  /** A resolver on loopback: example.test has one A; big.test 60 AAAA (truncated over UDP); slow.test never. */
+  async function upstream() {
+    const { createServer } = await import('node:net');
+    const queries: string[] = [];
+    const answer = (m: Buffer, tcp: boolean): Buffer | undefined => {
+      const q = dnsPacket.decode(m);
+      const question = q.questions![0]!;
+      queries.push(`${tcp ? 'tcp' : 'udp'} ${question.name} ${question.type}`);
+      if (question.name === 'slow.test') return undefined;
+      const answers =
+        question.name === 'big.test'
+          ? Array.from({ length: 60 }, (_, i) => ({
+              type: 'AAAA' as const,
+              name: 'big.test',
+              ttl: 60,
+              data: `2001:db8::${i + 1}`,
+            }))
+          : question.name === 'example.test'
+            ? [{ type: 'A' as const, name: 'example.test', ttl: 60, data: '192.0.2.7' }]
+            : [];
+      const full = dnsPacket.encode({
+        type: 'response',
+        id: q.id ?? 0,
+        flags: answers.length ? 0 : 3,
+        questions: [question],
+        answers,
+      });
+      if (!tcp && full.length > 512)
+        return dnsPacket.encode({
+          type: 'response',
+          id: q.id ?? 0,
+          flags: dnsPacket.TRUNCATED_RESPONSE,
+          questions: [question],
+        });
+      return full;
+    };
+    const udp = createSocket('udp4');
+    udp.on('message', (m, r) => {
+      const a = answer(m, false);
+      if (a) udp.send(a, r.port, r.address);
+    });
+    await new Promise<void>((r) => udp.bind(0, '127.0.0.1', () => r()));
+    const port = udp.address().port;
+    const tcp = createServer((c) => {
+      c.on('data', (d: Buffer) => {
+        const a = answer(d.subarray(2), true);
+        if (!a) return;
+        const len = Buffer.alloc(2);
+        len.writeUInt16BE(a.length);
+        c.end(Buffer.concat([len, a]));
+      });
+    });
+    await new Promise<void>((r) => tcp.listen(port, '127.0.0.1', () => r()));
+    return { port, queries, close: () => (udp.close(), new Promise((r) => tcp.close(r))) };
+  }
+
+  it('forwards other names, caches the answers, retries truncated ones over TCP, SERVFAIL when nobody answers, ANY minimally', async () => {
+    const up = await upstream();
+    const server = await DnsServer.start({
+      listen: [{ host: '127.0.0.1', port: 0 }],
+      allowedSources: [],
+      ask: () => Promise.resolve('unknown'),
+      log: pino({ level: 'silent' }),
+      upstreams: [{ host: '127.0.0.1', port: up.port }],
+      forwardTimeoutMs: 300,
+    });
+    try {
+      const port = server.addresses()[0]!.port;
+      const dig = async (...args: string[]) =>
+        (await exec('dig', ['@127.0.0.1', '-p', String(port), '+time=3', '+tries=1', ...args])).stdout.trim();
+      assert.equal(await dig('+short', 'example.test', 'A'), '192.0.2.7');
+      assert.equal(await dig('+short', 'EXAMPLE.test', 'A'), '192.0.2.7', 'from the cache');
+      assert.equal(
+        up.queries.filter((q) => q.startsWith('udp example.test')).length,
+        1,
+        'asked upstream once',
+      );
+      const big = await dig('+short', '+noedns', 'big.test', 'AAAA');
+      assert.equal(
+        big.split('\n').length,
+        60,
+        'the whole answer, through two TCP retries (upstream, then dig)',
+      );
+      assert.ok(
+        up.queries.includes('tcp big.test AAAA'),
+        'the truncated upstream answer was asked again over TCP',
+      );
+      assert.match(await dig('+noall', '+comments', 'slow.test', 'A'), /status: SERVFAIL/);
+      assert.match(await dig('+noall', '+comments', 'nothing.test', 'A'), /status: NXDOMAIN/);
+      assert.match(await dig('+noall', '+answer', 'example.test', 'ANY'), /HINFO\s+"RFC8482"/);
+      assert.ok(!up.queries.some((q) => q.includes('ANY')), 'ANY is never forwarded');
+      // the oakestra zone is never forwarded
+      assert.match(await dig('+noall', '+comments', 'x.oakestra', 'A'), /status: NXDOMAIN/);
+      assert.ok(!up.queries.some((q) => q.includes('oakestra')));
+      assert.ok(server.counters.forwarded >= 3 && server.counters.forward_failed === 1);
+    } finally {
+      await server.close();
+      await up.close();
+    }
+  });
+});

@@ -6,8 +6,9 @@
  * table query by name) and only that query waits; when the cluster cannot be reached, names answered before
  * are answered from a bounded stale copy. Only clients in `allowedSources` (and loopback) get answers. The
  * wire format is dns-packet's; only the 12-byte header is read by hand, to refuse what is no query before
- * decoding. Not here yet: forwarding other names to the node's resolvers (they get REFUSED), the response
- * cache and the worker thread the issue's rate needs.
+ * decoding. Other names go to the node's resolvers (forwarder.ts; without upstreams they are REFUSED), and
+ * `ANY` for them is answered minimally (RFC 8482). Not here yet: the response cache and the worker thread the
+ * issue's query rate needs.
  */
 import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
 import { createServer, type Server, type Socket as TcpSocket } from 'node:net';
@@ -15,6 +16,7 @@ import dnsPacket, { type Answer, type DecodedPacket, type Question } from 'dns-p
 import type { Logger } from 'pino';
 import { Cidr } from '../../addressing/cidr.ts';
 import { IpAddress } from '../../addressing/ip.ts';
+import { Forwarder, type Upstream } from './forwarder.ts';
 import { jobOfName, NEGATIVE_TTL, ZONE, type ZoneData, type ZoneRecord } from './zone.ts';
 
 export interface DnsServerOptions {
@@ -27,6 +29,10 @@ export interface DnsServerOptions {
   log: Logger;
   /** How long a query waits for its ask (ms, default 2000). */
   askTimeoutMs?: number;
+  /** Where other names go (the node's resolvers); none: they are refused. */
+  upstreams?: Upstream[];
+  /** How long an upstream has to answer (ms, default 2000). */
+  forwardTimeoutMs?: number;
 }
 
 export interface DnsCounters {
@@ -46,6 +52,9 @@ export interface DnsCounters {
   asked: number;
   ask_throttled: number;
   stale_answers: number;
+  forwarded: number;
+  forward_cache_hits: number;
+  forward_failed: number;
 }
 
 const RCODE = { NOERROR: 0, FORMERR: 1, SERVFAIL: 2, NXDOMAIN: 3, NOTIMP: 4, REFUSED: 5 } as const;
@@ -124,11 +133,18 @@ export class DnsServer {
     asked: 0,
     ask_throttled: 0,
     stale_answers: 0,
+    forwarded: 0,
+    forward_cache_hits: 0,
+    forward_failed: 0,
   };
+  private readonly forwarder: Forwarder | undefined;
 
   private constructor(private readonly o: DnsServerOptions) {
     this.allowed = o.allowedSources.map((c) => Cidr.parse(c));
     if (o.loopback !== false) this.allowed.push(Cidr.parse('127.0.0.0/8'), Cidr.parse('::1/128'));
+    this.forwarder = o.upstreams?.length
+      ? new Forwarder(o.upstreams, o.forwardTimeoutMs !== undefined ? { timeoutMs: o.forwardTimeoutMs } : {})
+      : undefined;
     this.timer = setInterval(() => this.report(), 1000);
     this.timer.unref();
   }
@@ -159,6 +175,7 @@ export class DnsServer {
 
   async close(): Promise<void> {
     clearInterval(this.timer);
+    this.forwarder?.close();
     for (const c of this.connections) c.destroy();
     for (const u of this.udp) u.close();
     await Promise.all(this.tcp.map((t) => new Promise((r) => t.close(r))));
@@ -277,6 +294,28 @@ export class DnsServer {
       return bare(RCODE.FORMERR);
     }
     const opt = q.additionals?.find((a) => a.type === 'OPT');
+    const limit = opt && 'udpPayloadSize' in opt ? Math.max(512, Math.min(UDP_MAX, opt.udpPayloadSize)) : 512;
+    if (this.forwarder && this.forwardable(question)) {
+      const type: string = question.type;
+      if (type !== 'ANY') {
+        const answer = await this.forwarder.forward(msg, question);
+        this.counters.forwarded = this.forwarder.counters.forwarded;
+        this.counters.forward_cache_hits = this.forwarder.counters.cache_hits;
+        if (!answer) {
+          this.counters.forward_failed++;
+          this.counters.servfail++;
+          return bare(RCODE.SERVFAIL);
+        }
+        if (!udp || answer.length <= limit) return answer;
+        this.counters.truncated++;
+        return dnsPacket.encode({
+          type: 'response',
+          id,
+          flags: dnsPacket.TRUNCATED_RESPONSE | (rd ? dnsPacket.RECURSION_DESIRED : 0),
+          questions: [question],
+        });
+      }
+    }
     const reply = await this.resolve(question);
     this.count(reply);
     const packet = (answers: Answer[], authorities: Answer[], tc: boolean) =>
@@ -307,12 +346,23 @@ export class DnsServer {
           : [],
       });
     const out = packet(reply.answers, reply.authorities, false);
-    const limit = opt && 'udpPayloadSize' in opt ? Math.max(512, Math.min(UDP_MAX, opt.udpPayloadSize)) : 512;
     if (udp && out.length > limit) {
       this.counters.truncated++;
       return packet([], [], true);
     }
     return out;
+  }
+
+  /** A question for the node's resolvers: not under oakestra., not the PTR of an address the zone holds. */
+  private forwardable(question: Question): boolean {
+    const name = question.name.toLowerCase().replace(/\.$/, '');
+    if (name === ZONE || name.endsWith(`.${ZONE}`)) return false;
+    const type: string = question.type;
+    if (type === 'PTR') {
+      const address = reverseAddress(name);
+      if (address !== undefined && this.ptr.has(address)) return false;
+    }
+    return (question.class ?? 'IN') === 'IN';
   }
 
   private count(r: Reply): void {
@@ -339,7 +389,13 @@ export class DnsServer {
         };
     }
     if (name !== ZONE && !name.endsWith(`.${ZONE}`)) {
-      // forwarding is not here yet: other names (and PTRs of addresses the zone does not hold) are refused
+      // ANY is answered minimally (RFC 8482), never forwarded; without upstreams other names are refused
+      if (type === 'ANY' && this.forwarder)
+        return {
+          rcode: 0,
+          answers: [{ type: 'HINFO', name: question.name, ttl: 3600, data: { cpu: 'RFC8482', os: '' } }],
+          authorities: [],
+        };
       return { rcode: RCODE.REFUSED, answers: [], authorities: [] };
     }
     const nx: Reply = { rcode: RCODE.NXDOMAIN, answers: [], authorities: [SOA] };
