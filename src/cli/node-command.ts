@@ -10,6 +10,8 @@ import { AddressPlan } from '../addressing/plan.ts';
 import { LinuxTun } from '../dataplane/tun/linux.ts';
 import { UdpTunnel } from '../dataplane/tunnel/udp.ts';
 import { InvalidInputError } from '../errors.ts';
+import { IpAddress } from '../addressing/ip.ts';
+import type { StartDns } from '../node/netmanager.ts';
 import { DEFAULT_NODE_SOCKET } from '../protocol/node-api.ts';
 import { createLogger, LOG_LEVELS } from './log.ts';
 import {
@@ -120,9 +122,16 @@ export function registerNodeCommands(program: Command): void {
       '--no-offload',
       'no TUN TSO/coalescing and no UDP GSO/GRO (they are on where the kernel has them; OAKNET_OFFLOAD=0 also turns them off)',
     )
+    .option('--no-dns', "no DNS server for the instances (names: see the README's Names)")
+    .option(
+      '--dns-upstream <addresses>',
+      "where the DNS server forwards names outside oakestra., comma-separated (default: this host's resolv.conf)",
+    )
     .addOption(new Option('--log-level <level>', 'log level').choices(LOG_LEVELS).default('info'))
     .action(
       async (opts: {
+        dns: boolean;
+        dnsUpstream?: string;
         offload: boolean;
         cluster: string;
         apiSocket: string;
@@ -184,6 +193,26 @@ export function registerNodeCommands(program: Command): void {
           );
         const plan = new AddressPlan();
         const runner = new ExecRunner();
+        const { systemResolvers } = await import('../node/dns/forwarder.ts');
+        const upstreams = opts.dnsUpstream
+          ? opts.dnsUpstream.split(',').map((t) => {
+              const u = parseHostPort(t.trim(), 53);
+              const ip = IpAddress.tryParse(u.host);
+              if (!ip)
+                throw new InvalidInputError(`--dns-upstream takes addresses, not ${JSON.stringify(u.host)}`);
+              return { host: ip.toString(), port: u.port };
+            })
+          : systemResolvers();
+        const startDns: StartDns = async (o) => {
+          const { DnsServer } = await import('../node/dns/server.ts');
+          const { buildZone } = await import('../node/dns/zone.ts');
+          const server = await DnsServer.start({ ...o, upstreams });
+          return {
+            update: (services, generation) => server.setZone(buildZone(services, generation)),
+            counters: () => Promise.resolve({ ...server.counters }),
+            close: () => server.close(),
+          };
+        };
         const names = { bridge: opts.bridge, tun: opts.tun, nftTable: 'oaknet' };
         // with offloads a read slot holds a 64 KiB super-packet: fewer of them per batch
         const tun = await LinuxTun.open({
@@ -229,6 +258,7 @@ export function registerNodeCommands(program: Command): void {
             stateFile: new StateFile(opts.stateDir, log),
             processes: procInspector,
             log,
+            ...(opts.dns ? { startDns } : {}),
             dataPlane: {
               wireguard: {
                 identity: key ?? null,
@@ -243,6 +273,9 @@ export function registerNodeCommands(program: Command): void {
             ...(opts.publicAddress !== undefined ? { publicAddress: opts.publicAddress } : {}),
             tunnelPort: opts.tunnelPort,
             ...(key ? { publicKey: key.publicText() } : {}),
+            ...(opts.dns
+              ? { dns: { port: 53, upstreams: upstreams.map((u) => `${u.host}:${u.port}`) } }
+              : {}),
             plan,
           },
         );

@@ -19,6 +19,9 @@ import { renderTable } from './table.ts';
 
 const DEMO_WEB = 'demo.oaknet.web.v1';
 const DEMO_CLIENT = 'demo.oaknet.client.v1';
+/** The demo web service's names as its client calls them (see the README's Names). */
+const DEMO_WEB_NAME = 'web';
+const DEMO_WEB_CLOSEST_NAME = 'web.v1.demo.oaknet.closest.oakestra';
 const DEMO_DIR = fileURLToPath(new URL('../platform/demo/', import.meta.url));
 
 /** The platform's state directory: the flag, else $OAKNET_STATE_DIR, else <state dir>/platform. */
@@ -209,14 +212,13 @@ async function deployDemo(platform: Platform, progress: Progress): Promise<void>
       readyLine: `demo web ${DEMO_WEB}.${i} ready`,
     });
   }
-  const doc = await platform.rootClient().jobByName(DEMO_WEB);
-  const ip = (t: string) => doc.service_ip_list.find((s) => s.IpType === t)?.Address ?? '';
   await platform.startWorkload({
     name: 'demo-client',
     node: nodes[0]!,
     service: DEMO_CLIENT,
     instance: 0,
-    command: ['python3', join(DEMO_DIR, 'client.py'), ip('RR'), ip('Closest'), '5'],
+    // by name, through the node's DNS server (the search list makes `web` the sibling service's RR_IP)
+    command: ['python3', join(DEMO_DIR, 'client.py'), DEMO_WEB_NAME, DEMO_WEB_CLOSEST_NAME, '5'],
     readyLine: 'demo client ready',
   });
   progress.step(`demo: ${DEMO_WEB} with ${instances} instances, a client on ${nodes[0]}`, true);
@@ -474,8 +476,12 @@ async function summary(platform: Platform, seconds: number, demo: boolean): Prom
     ...(demo
       ? [
           [
-            `${self} exec${dirFlag} demo-client -- curl -s http://${rr}/`,
-            'a request through the RR_IP (round robin over the instances)',
+            `${self} exec${dirFlag} demo-client -- curl -s http://${DEMO_WEB_NAME}/`,
+            `a request by name (the node's DNS answers ${rr}, the RR_IP: round robin over the instances)`,
+          ],
+          [
+            `${self} exec${dirFlag} demo-client -- dig +short ${DEMO_WEB_CLOSEST_NAME} AAAA`,
+            "the Closest_IP's IPv6 address, from the node's DNS server",
           ],
           [`${self} exec${dirFlag} demo-client -- curl -s http://${closest}/`, 'through the Closest_IP'],
           [`${self} exec${dirFlag} demo-client -- ping -c 3 ${rr}`, 'ping a ServiceIP'],

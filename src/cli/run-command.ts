@@ -2,12 +2,14 @@
  * @module cli/run-command
  * `oaknet run`: starts a command in a fresh network namespace and does what an orchestrator does for it:
  * makes sure the service exists at the root, schedules the instance there (instance IPs), tells the cluster,
- * deploys it on the node through the NetManager's socket, streams the command's output, and undoes all of it
- * when the command exits or the user interrupts it.
+ * deploys it on the node through the NetManager's socket, gives it a resolv.conf naming the node's DNS server,
+ * streams the command's output, and undoes all of it when the command exits or the user interrupts it.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { statSync } from 'node:fs';
+import { mkdirSync, statSync, writeFileSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { ConflictError, errorMessage, NotFoundError, SystemError } from '../errors.ts';
@@ -15,6 +17,7 @@ import { ClusterClient } from '../protocol/cluster-client.ts';
 import { NodeClient } from '../protocol/node-client.ts';
 import type { JobDocument } from '../protocol/root-api.ts';
 import { RootClient } from '../protocol/root-client.ts';
+import { searchDomains } from '../node/dns/zone.ts';
 import { credentialsFor } from './credentials.ts';
 
 const exec = promisify(execFile);
@@ -135,6 +138,15 @@ export async function runWorkload(o: RunOptions, cmd: readonly string[]): Promis
         `Closest_IP ${ip('Closest')?.Address ?? '?'} ${ip('Closest')?.Address_v6 ?? ''}`,
     );
 
+    if (status.dns) {
+      // `ip netns exec` mounts /etc/netns/<ns>/resolv.conf over /etc/resolv.conf: the command (and
+      // `oaknet exec` into it) resolves through the node's DNS server, names of its own application first
+      const dir = `/etc/netns/${ns}`;
+      mkdirSync(dir, { recursive: true });
+      undo.push(() => rm(dir, { recursive: true, force: true }));
+      writeFileSync(join(dir, 'resolv.conf'), resolvConf(status.dns.servers, o.service));
+    }
+
     if (stopping) return 130;
     child = spawn('ip', ['netns', 'exec', ns, ...cmd], { stdio: 'inherit' });
     const code = await new Promise<number>((resolve) => {
@@ -150,6 +162,21 @@ export async function runWorkload(o: RunOptions, cmd: readonly string[]): Promis
     process.off('SIGTERM', onSignal);
     await cleanup();
   }
+}
+
+/**
+ * The resolv.conf of an instance of `job`: the node's DNS server, and its application's domains to search, so
+ * `curl http://web/` reaches the sibling service `web` (in the instance's own service namespace, then by
+ * `web.<servicens>` in any). ndots:2 sends `web.ns` through the search list before asking it as it is.
+ */
+export function resolvConf(servers: readonly string[], job: string): string {
+  return [
+    `# written by oaknet run for ${job}: the NetManager's DNS server`,
+    ...servers.map((s) => `nameserver ${s}`),
+    `search ${searchDomains(job).join(' ')}`,
+    'options ndots:2 timeout:1 attempts:2',
+    '',
+  ].join('\n');
 }
 
 /** The job named `name`, created (with fresh ServiceIPs) when it does not exist yet. */

@@ -378,13 +378,20 @@ export class NetManager {
     const { dns } = this.config;
     if (!dns || !this.parts.startDns) return undefined;
     const servers = [subnetV4.at(1).toString(), subnetV6.at(1).toString()];
-    const server = await this.parts.startDns({
-      listen: servers.map((host) => ({ host, port: dns.port })),
-      allowedSources: [subnetV4.toString(), subnetV6.toString()],
-      ask: (job) => this.parts.resolver.lookupJob(job),
-      used: (jobs) => this.parts.resolver.touch(jobs),
-      log: this.parts.log.child({ component: 'dns' }),
-    });
+    let server: NodeDns;
+    try {
+      server = await this.parts.startDns({
+        listen: servers.map((host) => ({ host, port: dns.port })),
+        allowedSources: [subnetV4.toString(), subnetV6.toString()],
+        ask: (job) => this.parts.resolver.lookupJob(job),
+        used: (jobs) => this.parts.resolver.touch(jobs),
+        log: this.parts.log.child({ component: 'dns' }),
+      });
+    } catch (err) {
+      // names are a convenience: the node forwards without them (its instances keep their own resolv.conf)
+      this.parts.log.error({ err: errorMessage(err) }, 'DNS server not started; instances get no names');
+      return undefined;
+    }
     this.parts.log.info({ servers, port: dns.port, upstreams: dns.upstreams }, 'DNS server listening');
     return { server, servers };
   }

@@ -8,6 +8,7 @@
  * Why named namespaces (not unshare'd ones held by a process): a name survives the process that made it, so
  * `oaknet down` or a test can remove a platform after its creator crashed, by name alone.
  */
+import { rmSync } from 'node:fs';
 import { isAlreadyGone, type CommandRunner } from '../node/net/runner.ts';
 import { InvalidInputError } from '../errors.ts';
 
@@ -57,6 +58,8 @@ export async function createNetns(runner: CommandRunner, name: string): Promise<
 /** Deletes namespace `name` (its interfaces go with it); true if it existed. Processes still inside keep it alive unnamed. */
 export async function deleteNetns(runner: CommandRunner, name: string): Promise<boolean> {
   checkNetnsName(name);
+  // what `oaknet run` left for `ip netns exec` (its resolv.conf), when it could not clean up itself
+  rmSync(`/etc/netns/${name}`, { recursive: true, force: true });
   try {
     await runner.run('ip', ['netns', 'del', name]);
     return true;

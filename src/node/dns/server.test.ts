@@ -150,14 +150,19 @@ describe('the node DNS server', () => {
     assert.deepEqual(await short('0.instance.late.v1.demo.oaknet.oakestra', 'A'), ['10.30.1.2']);
     assert.ok(server.counters.stale_answers >= 1);
     outcome = 'unknown';
+    assert.deepEqual(await short('0.instance.late.v1.demo.oaknet.oakestra', 'A'), ['10.30.1.2'], 'at once');
     assert.equal(
       await status('0.instance.late.v1.demo.oaknet.oakestra', 'A'),
       'NXDOMAIN',
-      'the cluster says: gone',
+      'the cluster said: gone',
     );
+    // a job the tables list without instances (undeployed) leaves no stale copy either
+    server.setZone(buildZone([web, late], 5));
+    server.setZone(buildZone([web, { ...late, instances: [] }], 6));
+    assert.equal(await status('0.instance.late.v1.demo.oaknet.oakestra', 'A'), 'NXDOMAIN');
   });
 
-  it('refuses other names (no forwarding yet) and other classes; FORMERR, NOTIMP and drops for bad input', async () => {
+  it('refuses other names without upstreams, and other classes; FORMERR, NOTIMP and drops for bad input', async () => {
     assert.equal(await status('example.com', 'A'), 'REFUSED');
     assert.equal(await status('-c', 'CH', 'version.bind', 'TXT'), 'REFUSED');
     const sock = createSocket('udp4');

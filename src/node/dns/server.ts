@@ -3,8 +3,9 @@
  * The node's DNS server (issue 13), first cut: UDP and TCP on the given addresses, authoritative for
  * `oakestra.` and for the PTR names of the addresses its zone holds, answering from the zone (zone.ts) the
  * NetManager hands it. A name with a job's shape that the zone does not hold is asked about (`ask`: the
- * table query by name) and only that query waits; when the cluster cannot be reached, names answered before
- * are answered from a bounded stale copy. Only clients in `allowedSources` (and loopback) get answers. The
+ * table query by name) and only that query waits. Names answered before that the zone no longer holds (an
+ * expired interest, a cluster out of reach) are answered at once from a bounded stale copy while the cluster
+ * is asked; its "no such job", or the tables listing the job without instances, ends the copy. Only clients in `allowedSources` (and loopback) get answers. The
  * wire format is dns-packet's; only the 12-byte header is read by hand, to refuse what is no query before
  * decoding. Other names go to the node's resolvers (forwarder.ts; without upstreams they are REFUSED), and
  * `ANY` for them is answered minimally (RFC 8482). Not here yet: the response cache and the worker thread the
@@ -166,6 +167,13 @@ export class DnsServer {
     this.jobs = new Set(zone.jobs);
     this.ptr = new Map(zone.ptr.map(([a, name, ttl]) => [a, { name, ttl }]));
     for (const [name, rec] of zone.names) this.remember(name, rec);
+    // a job the tables hold without instances is undeployed: none of its names stays
+    const named = new Set(zone.names.map(([, rec]) => rec.job));
+    for (const job of zone.jobs) if (!named.has(job)) this.forgetStale(job);
+  }
+
+  private forgetStale(job: string): void {
+    for (const [n, rec] of this.stale) if (rec.job === job) this.stale.delete(n);
   }
 
   /** Bound UDP addresses (for tests that listen on port 0). */
@@ -409,16 +417,18 @@ export class DnsServer {
     if (job === undefined) return nx;
     let rec = this.names.get(name);
     if (!rec && !this.jobs.has(job)) {
-      const outcome = await this.askAbout(job);
-      rec = this.names.get(name);
-      if (!rec && outcome === 'unreachable') {
-        rec = this.stale.get(name);
-        if (!rec) return { rcode: RCODE.SERVFAIL, answers: [], authorities: [] };
+      const stale = this.stale.get(name);
+      if (stale) {
+        // answered before (the tables dropped it, or the cluster is out of reach): at once from the stale
+        // copy, with a short TTL, while the cluster is asked; its "no such job" takes the copy away
         this.counters.stale_answers++;
-        rec = { ...rec, ttl: Math.min(rec.ttl, 5) };
+        rec = { ...stale, ttl: Math.min(stale.ttl, 5) };
+        void this.askAbout(job).then((outcome) => outcome === 'unknown' && this.forgetStale(job));
+      } else {
+        const outcome = await this.askAbout(job);
+        rec = this.names.get(name);
+        if (!rec && outcome === 'unreachable') return { rcode: RCODE.SERVFAIL, answers: [], authorities: [] };
       }
-      if (outcome === 'unknown')
-        for (const n of this.stale.keys()) if (this.stale.get(n)!.job === job) this.stale.delete(n);
     }
     if (!rec) return nx;
     this.usedJobs.add(job);
