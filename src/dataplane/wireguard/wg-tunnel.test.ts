@@ -252,6 +252,45 @@ describe('WgTunnel', () => {
     }
   });
 
+  it('a peer the tables stop naming keeps its live session as a provisional peer: what it sends on it is held, asked about and delivered once it is named again', async () => {
+    const clock = { now: 5_000 };
+    const net = new MemorySwitch();
+    const asked: string[] = [];
+    const a = side(net, '10.255.0.1', clock);
+    const b = side(net, '10.255.0.2', clock, { ask: (x) => asked.push(x.toString()) });
+    try {
+      a.wg.setPeers([{ endpoint: endpoint('10.255.0.2', 50103), key: b.keys.publicKey }]);
+      b.wg.setPeers([{ endpoint: endpoint('10.255.0.1', 50103), key: a.keys.publicKey }]);
+      sendTo(a, '10.255.0.2', packet(60, 1));
+      await settle();
+      assert.equal(b.got.length, 1);
+      // b's interest in a's instances expired while a was idle: the tables no longer name a
+      b.wg.setPeers([]);
+      assert.deepEqual(b.wg.status().peers, []);
+      const sentBefore = a.raw.counters.sent;
+      const p = packet(100, 3);
+      Buffer.from([10, 30, 0, 10]).copy(p, 12);
+      sendTo(a, '10.255.0.2', p);
+      await settle();
+      assert.equal(a.raw.counters.sent, sentBefore + 1, 'a sent it on its session, no new handshake');
+      assert.equal(b.got.length, 1, 'held');
+      assert.deepEqual(asked, ['10.30.0.10']);
+      b.wg.setPeers([{ endpoint: endpoint('10.255.0.1', 50103), key: a.keys.publicKey }]);
+      await settle();
+      assert.deepEqual(b.got[1], p, 'delivered once named again');
+      sendTo(b, '10.255.0.1', packet(80, 2));
+      await settle();
+      assert.equal(a.got.length, 1, 'the reply goes back on the same session');
+      assert.equal(b.wg.status().peers[0]?.handshakes, 1, 'no handshake since');
+      // a peer that is named again under another endpoint (it moved) is not kept twice
+      b.wg.setPeers([{ endpoint: endpoint('10.255.0.9', 50103), key: a.keys.publicKey }]);
+      assert.equal(b.wg.status().peers.length, 1);
+    } finally {
+      a.wg.close();
+      b.wg.close();
+    }
+  });
+
   it('one source address gets at most 8 provisional peers', async () => {
     const clock = { now: 5_000 };
     const net = new MemorySwitch();

@@ -312,7 +312,14 @@ export class WgTunnel implements Tunnel {
     this.setPeers(snapshot.peers());
   }
 
-  /** Replaces the known peers: a peer whose key changed starts over (its sessions end); gone peers are forgotten. */
+  /**
+   * Replaces the known peers: a peer whose key changed starts over (its sessions end). A peer the tables no
+   * longer name (its instances left them, e.g. an interest that expired while it was idle) becomes a
+   * provisional peer if it has a live session: the session stays, so a peer that talks again on it is not
+   * met with silence (it would keep sending into a session this node forgot until its own timer gave up);
+   * its packets are held and their sources asked about, as for any key the tables do not name, until the
+   * tables name it again. Others are forgotten.
+   */
   setPeers(peers: readonly Peer[]): void {
     const seen = new Set<number | string>();
     for (const p of peers) {
@@ -348,7 +355,7 @@ export class WgTunnel implements Tunnel {
         } else this.dropHeld(plain, 'plaintext_refused');
       }
     }
-    for (const [k, old] of this.peers) if (!seen.has(k)) this.forget(k, old);
+    for (const [k, old] of this.peers) if (!seen.has(k)) this.leave(k, old);
     this.byKey.clear();
     for (const peer of this.peers.values()) if (peer.keyText) this.byKey.set(peer.keyText, peer);
   }
@@ -1127,6 +1134,33 @@ export class WgTunnel implements Tunnel {
     this.bySlot[p.slot] = undefined;
     this.slotPeer[p.slot] = undefined;
     this.freeSlots.push(p.slot);
+  }
+
+  /** A peer the tables stopped naming: kept as a provisional peer with its live session, or forgotten. */
+  private leave(k: number | string, peer: PeerState): void {
+    const now = this.now();
+    const s = peer.current;
+    const keyText = peer.keyText;
+    if (
+      !keyText ||
+      !this.ask ||
+      !s ||
+      now - s.created >= REJECT_AFTER_TIME ||
+      this.provisional.has(keyText) ||
+      this.provisional.size >= PROVISIONAL_MAX ||
+      [...this.peers.values()].some((p) => p !== peer && p.keyText === keyText) // it moved: named elsewhere
+    ) {
+      this.forget(k, peer);
+      return;
+    }
+    this.releasePending(peer);
+    if (peer.staged.length) peer.drop('handshake_timeout', peer.staged.length);
+    peer.staged = [];
+    peer.stagedBytes = 0;
+    this.peers.delete(k);
+    if (this.byKey.get(keyText) === peer) this.byKey.delete(keyText);
+    peer.provisionalSince = now;
+    this.provisional.set(keyText, peer);
   }
 
   private forget(k: number | string, peer: PeerState): void {
