@@ -9,6 +9,7 @@
  * The JS-side contract (types and docs) is in src/dataplane/tun/native.ts.
  */
 #define OAKNET_NODE_API
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -290,18 +291,26 @@ static napi_value js_write_vnet_packets(napi_env env, napi_callback_info info) {
 
 /* udpOpen(bindPort, offload?) -> { fd, port, family, gso, gro } */
 static napi_value js_udp_open(napi_env env, napi_callback_info info) {
-  napi_value argv[2];
+  napi_value argv[3];
   size_t argc;
   int64_t port;
   bool offload;
-  if (!get_argc(env, info, 2, argv, &argc)) return NULL;
+  char address[INET6_ADDRSTRLEN + 1];
+  const char *bind_address = NULL;
+  if (!get_argc(env, info, 3, argv, &argc)) return NULL;
   if (argc < 1) return arg_error(env, false, "too few arguments"), NULL;
   if (!get_int(env, argv[0], "bindPort", (int_range){0, 65535}, &port) ||
       !get_optional_bool(env, argv[1], "offload", &offload))
     return NULL;
+  if (!is_nullish(env, argv[2])) {
+    size_t n;
+    if (napi_get_value_string_utf8(env, argv[2], address, sizeof address, &n) != napi_ok || n >= sizeof address - 1)
+      return arg_error(env, false, "bindAddress must be an IPv4 or IPv6 address"), NULL;
+    bind_address = address;
+  }
   udp_socket s;
   os_error e;
-  if (!udp_open((uint16_t)port, offload, &s, &e)) return throw_os(env, &e);
+  if (!udp_open((uint16_t)port, offload, bind_address, &s, &e)) return throw_os(env, &e);
   napi_value values[5], result = NULL;
   if ((values[0] = make_int(env, s.fd)) && (values[1] = make_int(env, s.port)) &&
       (values[2] = make_int(env, s.family == AF_INET6 ? 6 : 4)) &&

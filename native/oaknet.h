@@ -254,7 +254,7 @@ typedef struct {
                           * too big once sealed (more than UDP_GSO_MAX_BYTES) */
 } udp_send_result;
 
-bool udp_open(uint16_t port, bool offload, udp_socket *out, os_error *e);
+bool udp_open(uint16_t port, bool offload, const char *bind_address, udp_socket *out, os_error *e);
 bool udp_ring_init(read_ring *r);
 void udp_ring_free(read_ring *r);
 uint32_t udp_recv_batch(read_ring *r, int *err, uint32_t *slots);

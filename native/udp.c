@@ -19,6 +19,7 @@
  * Endpoints are 18 bytes: a 16-byte IPv6 address (IPv4 as ::ffff:a.b.c.d) and a 2-byte big-endian port.
  * System calls only: failures that make the socket unusable come back in an os_error, for glue.c to throw.
  */
+#include <arpa/inet.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -80,14 +81,14 @@ static void raise_buffer(int fd, int force_option, int option) {
   setsockopt(fd, SOL_SOCKET, option, &bytes, sizeof bytes);
 }
 
-/* A bound, non-blocking IPv6 dual-stack socket, or -1 with errno set. */
-static int open_udp6(uint16_t port) {
-  int fd = socket(AF_INET6, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+/* A bound, non-blocking UDP socket of `family` on `addr`, or -1 with errno set. An IPv6 socket on [::] is dual
+ * stack; one on a given IPv6 address takes only IPv6. */
+static int open_bound(int family, const sockaddr_any *addr, socklen_t len, bool dual_stack) {
+  int fd = socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return -1;
-  int off = 0;
-  struct sockaddr_in6 addr = {.sin6_family = AF_INET6, .sin6_port = htons(port), .sin6_addr = IN6ADDR_ANY_INIT};
-  if (setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof off) < 0 ||
-      bind(fd, (struct sockaddr *)&addr, sizeof addr) < 0) {
+  int v6only = dual_stack ? 0 : 1;
+  if ((family == AF_INET6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof v6only) < 0) ||
+      bind(fd, &addr->sa, len) < 0) {
     int err = errno;
     close(fd);
     errno = err;
@@ -96,23 +97,43 @@ static int open_udp6(uint16_t port) {
   return fd;
 }
 
-/* Opens a non-blocking UDP socket bound to `port` (0: ephemeral) on [::], or on 0.0.0.0 when the host has no
- * IPv6. With offload, out->gso says sendmsg takes UDP_SEGMENT and out->gro that UDP_GRO is on. */
-bool udp_open(uint16_t port, bool offload, udp_socket *out, os_error *e) {
+/* Opens a non-blocking UDP socket bound to `port` (0: ephemeral) on `bind_address` (an IPv4 or IPv6 literal)
+ * or, when it is NULL, on [::] (dual stack), or on 0.0.0.0 when the host has no IPv6. With offload, out->gso
+ * says sendmsg takes UDP_SEGMENT and out->gro that UDP_GRO is on. */
+bool udp_open(uint16_t port, bool offload, const char *bind_address, udp_socket *out, os_error *e) {
+  sockaddr_any addr;
+  memset(&addr, 0, sizeof addr);
   int family = AF_INET6;
-  int fd = open_udp6(port);
-  if (fd < 0) {
-    /* Fall back to IPv4 only when the host has no IPv6; any other failure (EADDRINUSE...) is the answer. */
-    if (errno != EAFNOSUPPORT && errno != EPROTONOSUPPORT && errno != EADDRNOTAVAIL)
-      return os_fail(e, errno, "bind", "udp [::]");
-    family = AF_INET;
-    fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) return os_fail(e, errno, "socket", "udp4");
-    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons(port), .sin_addr = {INADDR_ANY}};
-    if (bind(fd, (struct sockaddr *)&addr, sizeof addr) < 0) {
-      int err = errno;
-      close(fd);
-      return os_fail(e, err, "bind", "udp 0.0.0.0");
+  int fd;
+  if (bind_address) {
+    if (inet_pton(AF_INET, bind_address, &addr.v4.sin_addr) == 1) {
+      family = addr.v4.sin_family = AF_INET;
+      addr.v4.sin_port = htons(port);
+      fd = open_bound(AF_INET, &addr, sizeof addr.v4, false);
+    } else if (inet_pton(AF_INET6, bind_address, &addr.v6.sin6_addr) == 1) {
+      addr.v6.sin6_family = AF_INET6;
+      addr.v6.sin6_port = htons(port);
+      fd = open_bound(AF_INET6, &addr, sizeof addr.v6, false);
+    } else {
+      return os_fail(e, EINVAL, "inet_pton", "udp bind address");
+    }
+    if (fd < 0) return os_fail(e, errno, "bind", "udp");
+  } else {
+    addr.v6.sin6_family = AF_INET6;
+    addr.v6.sin6_port = htons(port);
+    addr.v6.sin6_addr = in6addr_any;
+    fd = open_bound(AF_INET6, &addr, sizeof addr.v6, true);
+    if (fd < 0) {
+      /* Fall back to IPv4 only when the host has no IPv6; any other failure (EADDRINUSE...) is the answer. */
+      if (errno != EAFNOSUPPORT && errno != EPROTONOSUPPORT && errno != EADDRNOTAVAIL)
+        return os_fail(e, errno, "bind", "udp [::]");
+      family = AF_INET;
+      memset(&addr, 0, sizeof addr);
+      addr.v4.sin_family = AF_INET;
+      addr.v4.sin_port = htons(port);
+      addr.v4.sin_addr.s_addr = htonl(INADDR_ANY);
+      fd = open_bound(AF_INET, &addr, sizeof addr.v4, false);
+      if (fd < 0) return os_fail(e, errno, "bind", "udp 0.0.0.0");
     }
   }
   raise_buffer(fd, SO_RCVBUFFORCE, SO_RCVBUF);

@@ -201,7 +201,7 @@ typedef struct {
 
 static void receiver_open(receiver *rx, bool gro) {
   os_error e;
-  CHECK(udp_open(0, gro, &rx->s, &e), "udp_open: %s: %s", e.syscall, strerror(e.err));
+  CHECK(udp_open(0, gro, NULL, &rx->s, &e), "udp_open: %s: %s", e.syscall, strerror(e.err));
   CHECK(rx->s.family == AF_INET6, "a dual-stack receiver (the host needs IPv6 on loopback)");
   gro = gro && rx->s.gro;
   size_t slot = gro ? GRO_SLOT : IP_MAX_BYTES + 1, entries = RECV_SLOTS * (gro ? GRO_MAX_SEGMENTS : 1);
@@ -601,7 +601,7 @@ int main(int argc, char **argv) {
   packet_room = must_malloc(IP_MAX_BYTES + 40);
   harness h;
   os_error e;
-  CHECK(udp_open(0, true, &h.tx6, &e), "udp_open: %s: %s", e.syscall, strerror(e.err));
+  CHECK(udp_open(0, true, NULL, &h.tx6, &e), "udp_open: %s: %s", e.syscall, strerror(e.err));
   h.tx4 = open_udp4(h.tx6.gso);
   receiver_open(&h.rx[0], true);
   receiver_open(&h.rx[1], false);

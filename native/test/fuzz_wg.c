@@ -316,7 +316,7 @@ static void sealed_sends(uint32_t rounds, send_totals *t) {
   /* slot 2 of stx has no keys */
   udp_socket sock;
   os_error e;
-  CHECK(udp_open(0, true, &sock, &e), "udp_open: %s", strerror(e.err));
+  CHECK(udp_open(0, true, NULL, &sock, &e), "udp_open: %s", strerror(e.err));
   int rx = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
   struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr = {htonl(INADDR_LOOPBACK)}};
   socklen_t alen = sizeof a;

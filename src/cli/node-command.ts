@@ -206,7 +206,9 @@ export function registerNodeCommands(program: Command): void {
         const startDns: StartDns = async (o) => {
           const { DnsServer } = await import('../node/dns/server.ts');
           const { buildZone } = await import('../node/dns/zone.ts');
-          const server = await DnsServer.start({ ...o, upstreams });
+          const { loadNativeIo } = await import('../dataplane/tun/native.ts');
+          // UDP through the addon (recvmmsg/sendmmsg, a batch of queries per system call)
+          const server = await DnsServer.start({ ...o, upstreams, io: loadNativeIo() });
           return {
             update: (services, generation) => server.setZone(buildZone(services, generation)),
             counters: () => Promise.resolve({ ...server.counters }),

@@ -101,6 +101,8 @@ export interface NativeIo {
   udpOpen(
     bindPort: number,
     offload?: boolean,
+    /** An IPv4 or IPv6 literal to bind to (IPv6: that family only); default [::], dual stack. */
+    bindAddress?: string,
   ): { fd: number; port: number; family: 4 | 6; gso: boolean; gro: boolean };
   /**
    * Watches `fd` for readability. Per wake-up it reads up to ring.maxBatch packets into `ring` (PollRing) and

@@ -40,6 +40,11 @@ import {
 export interface UdpTunnelOptions {
   /** UDP port to bind (default 0: the kernel picks one; see `port`). */
   port?: number;
+  /**
+   * Address to bind (an IPv4 or IPv6 literal; the socket is then of that family only). Default [::], dual
+   * stack (0.0.0.0 on hosts without IPv6).
+   */
+  address?: string;
   /** Most datagrams per receive batch (default 64, at most 1024). */
   batchSize?: number;
   /**
@@ -159,9 +164,10 @@ export class UdpTunnel implements Tunnel {
     // UDP_GRO on must be read in GRO mode: with headroom the socket gets no offloads at all, GSO included
     const offload = options.offload === true;
     try {
-      opened = io.udpOpen(options.port ?? 0, offload && headroom === 0);
+      opened = io.udpOpen(options.port ?? 0, offload && headroom === 0, options.address);
     } catch (cause) {
-      throw new SystemError(`open UDP tunnel on port ${options.port ?? 0}: ${errorMessage(cause)}`, {
+      const where = options.address !== undefined ? `${options.address} port` : 'port';
+      throw new SystemError(`open UDP socket on ${where} ${options.port ?? 0}: ${errorMessage(cause)}`, {
         cause,
       });
     }

@@ -8,14 +8,23 @@
  * is asked; its "no such job", or the tables listing the job without instances, ends the copy. Only clients in `allowedSources` (and loopback) get answers. The
  * wire format is dns-packet's; only the 12-byte header is read by hand, to refuse what is no query before
  * decoding. Other names go to the node's resolvers (forwarder.ts; without upstreams they are REFUSED), and
- * `ANY` for them is answered minimally (RFC 8482). Not here yet: the response cache and the worker thread the
- * issue's query rate needs.
+ * `ANY` for them is answered minimally (RFC 8482).
+ *
+ * The hot path: answers that follow from the zone alone are kept as encoded responses, keyed by the query's
+ * question (its name lowercased) and its EDNS payload size, until the zone changes. A query that hits is
+ * answered from its bytes (its ID, RD bit and the question as the client spelled it written over a copy)
+ * without decoding. With the native addon, UDP is read with recvmmsg and answered with sendmmsg, a batch at a
+ * time (the tunnel's UdpTunnel, bound to the address); without it, through node:dgram.
  */
 import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
 import { createServer, type Server, type Socket as TcpSocket } from 'node:net';
 import dnsPacket, { type Answer, type DecodedPacket, type Question } from 'dns-packet';
 import type { Logger } from 'pino';
 import { Cidr } from '../../addressing/cidr.ts';
+import { ENDPOINT_BYTES } from '../../dataplane/tunnel/tunnel.ts';
+import { UdpTunnel } from '../../dataplane/tunnel/udp.ts';
+import type { NativeIo } from '../../dataplane/tun/native.ts';
+import type { PacketBatch } from '../../dataplane/tun/tun.ts';
 import { IpAddress } from '../../addressing/ip.ts';
 import { Forwarder, type Upstream } from './forwarder.ts';
 import { jobOfName, NEGATIVE_TTL, ZONE, type ZoneData, type ZoneRecord } from './zone.ts';
@@ -34,6 +43,8 @@ export interface DnsServerOptions {
   upstreams?: Upstream[];
   /** How long an upstream has to answer (ms, default 2000). */
   forwardTimeoutMs?: number;
+  /** The native addon, for batched UDP (recvmmsg/sendmmsg); without it UDP goes through node:dgram. */
+  io?: NativeIo;
 }
 
 export interface DnsCounters {
@@ -56,6 +67,8 @@ export interface DnsCounters {
   forwarded: number;
   forward_cache_hits: number;
   forward_failed: number;
+  /** Queries answered from the response cache. */
+  cache_hits: number;
 }
 
 const RCODE = { NOERROR: 0, FORMERR: 1, SERVFAIL: 2, NXDOMAIN: 3, NOTIMP: 4, REFUSED: 5 } as const;
@@ -84,6 +97,106 @@ interface Reply {
   rcode: number;
   answers: Answer[];
   authorities: Answer[];
+  /** The answer follows from the zone alone (no ask, no stale copy): it may be kept until the zone changes. */
+  cacheable?: boolean;
+  job?: string;
+}
+
+/** Which counter an answer adds to. */
+type Outcome = 'answered' | 'nxdomain' | 'nodata' | 'servfail' | 'refused';
+
+/**
+ * A kept response: its bytes as encoded for the first asker, where the question's name stands in it (the
+ * question and the owner names that are the question's: each answered in the case of the query), what it
+ * counts as, and the job it names.
+ */
+interface Cached {
+  response: Buffer;
+  names: number[];
+  outcome: Outcome;
+  job: string | undefined;
+}
+
+/** The end of the (uncompressed) name at `at`, or -1 for a compressed or malformed one. */
+function nameEnd(b: Buffer, at: number): number {
+  for (let i = at; i < b.length;) {
+    const len = b[i]!;
+    if (len === 0) return i + 1;
+    if (len > 63) return -1;
+    i += len + 1;
+  }
+  return -1;
+}
+
+/** Where the question's name (at 12, `n` bytes) is an owner name in the response's records. */
+function ownerNames(r: Buffer, n: number): number[] | undefined {
+  const names = [12];
+  let at = 12 + n + 4;
+  const records = r.readUInt16BE(6) + r.readUInt16BE(8) + r.readUInt16BE(10);
+  for (let k = 0; k < records; k++) {
+    const end = nameEnd(r, at);
+    if (end < 0 || end + 10 > r.length) return undefined;
+    if (
+      end - at === n &&
+      r.toString('latin1', 12, 12 + n).toLowerCase() === r.toString('latin1', at, end).toLowerCase()
+    )
+      names.push(at);
+    at = end + 10 + r.readUInt16BE(end + 8);
+  }
+  return at === r.length ? names : undefined;
+}
+
+const CACHE_MAX = 16_384;
+const SOURCES_MAX = 4096;
+const BATCH = 64;
+const SLOT = 1280;
+
+/**
+ * The cache key of a plain query (one question, no answers or authorities, at most an OPT record, nothing
+ * after it): its question with the name in lowercase, and the UDP payload size it can take; with the end of
+ * its question. Undefined for anything else (those take the full path).
+ */
+function questionKey(msg: Buffer, scratch: Buffer): { key: string; end: number } | undefined {
+  if (msg.length < 17 || msg.length > 512 + 64) return undefined;
+  // QR 0, opcode 0, QDCOUNT 1, ANCOUNT 0, NSCOUNT 0, ARCOUNT 0 or 1
+  if ((msg[2]! & 0xf8) !== 0 || msg.readUInt16BE(4) !== 1 || msg.readUInt32BE(6) !== 0) return undefined;
+  const arcount = msg.readUInt16BE(10);
+  if (arcount > 1) return undefined;
+  let i = 12;
+  for (;;) {
+    const len = msg[i];
+    if (len === undefined || len > 63) return undefined;
+    if (len === 0) break;
+    i += len + 1;
+    if (i - 12 > 254) return undefined;
+  }
+  const end = i + 5; // the root label, QTYPE, QCLASS
+  if (end > msg.length) return undefined;
+  let limit = 512;
+  if (arcount === 1) {
+    // the OPT record: root name, type 41, class = payload size, TTL (extended RCODE, version 0, flags), RDLEN
+    if (end + 11 > msg.length || msg[end] !== 0 || msg.readUInt16BE(end + 1) !== 41 || msg[end + 6] !== 0)
+      return undefined;
+    if (end + 11 + msg.readUInt16BE(end + 9) !== msg.length) return undefined;
+    limit = Math.max(512, Math.min(UDP_MAX, msg.readUInt16BE(end + 3)));
+  } else if (end !== msg.length) return undefined;
+  const n = end - 12;
+  for (let j = 0; j < n; j++) {
+    const c = msg[12 + j]!;
+    // only the name's bytes are lowered; a label length is at most 63, below 'A'
+    scratch[j] = j < n - 4 && c >= 0x41 && c <= 0x5a ? c | 0x20 : c;
+  }
+  return { key: `${scratch.toString('latin1', 0, n)}${arcount === 1 ? limit : 0}`, end };
+}
+
+/** The text of an endpoint's address (IPv4 for a v4-mapped one). */
+function endpointAddress(e: Buffer, at: number): string {
+  const mapped =
+    e.readUInt32BE(at) === 0 && e.readUInt32BE(at + 4) === 0 && e.readUInt32BE(at + 8) === 0xffff;
+  if (mapped) return `${e[at + 12]}.${e[at + 13]}.${e[at + 14]}.${e[at + 15]}`;
+  const groups: string[] = [];
+  for (let g = 0; g < 8; g++) groups.push(e.readUInt16BE(at + 2 * g).toString(16));
+  return groups.join(':');
 }
 
 /** The address a reverse name stands for, or undefined. */
@@ -102,6 +215,13 @@ function reverseAddress(name: string): string | undefined {
   return undefined;
 }
 
+function outcomeOf(r: Reply): Outcome {
+  if (r.rcode === RCODE.NXDOMAIN) return 'nxdomain';
+  if (r.rcode === RCODE.SERVFAIL) return 'servfail';
+  if (r.rcode === RCODE.REFUSED) return 'refused';
+  return r.answers.length === 0 ? 'nodata' : 'answered';
+}
+
 export class DnsServer {
   private names = new Map<string, ZoneRecord>();
   private jobs = new Set<string>();
@@ -114,7 +234,19 @@ export class DnsServer {
   private tokensAt = Date.now();
   private readonly allowed: Cidr[];
   private readonly udp: Socket[] = [];
+  private readonly batched: UdpTunnel[] = [];
+  private readonly bound: Array<{ host: string; port: number }> = [];
   private readonly tcp: Server[] = [];
+  private readonly cache = new Map<string, Cached>();
+  private readonly sourceAllowed = new Map<string, boolean>();
+  private readonly scratch = Buffer.alloc(512);
+  private readonly out: PacketBatch & { endpoints: Buffer } = {
+    buffer: Buffer.alloc(BATCH * SLOT),
+    offsets: Uint32Array.from({ length: BATCH }, (_, i) => i * SLOT),
+    lengths: new Uint32Array(BATCH),
+    count: 0,
+    endpoints: Buffer.alloc(BATCH * ENDPOINT_BYTES),
+  };
   private readonly connections = new Set<TcpSocket>();
   private readonly timer: NodeJS.Timeout;
   readonly counters: DnsCounters = {
@@ -137,6 +269,7 @@ export class DnsServer {
     forwarded: 0,
     forward_cache_hits: 0,
     forward_failed: 0,
+    cache_hits: 0,
   };
   private readonly forwarder: Forwarder | undefined;
 
@@ -166,6 +299,7 @@ export class DnsServer {
     this.names = new Map(zone.names);
     this.jobs = new Set(zone.jobs);
     this.ptr = new Map(zone.ptr.map(([a, name, ttl]) => [a, { name, ttl }]));
+    this.cache.clear();
     for (const [name, rec] of zone.names) this.remember(name, rec);
     // a job the tables hold without instances is undeployed: none of its names stays
     const named = new Set(zone.names.map(([, rec]) => rec.job));
@@ -178,7 +312,7 @@ export class DnsServer {
 
   /** Bound UDP addresses (for tests that listen on port 0). */
   addresses(): Array<{ host: string; port: number }> {
-    return this.udp.map((u) => ({ host: u.address().address, port: u.address().port }));
+    return [...this.bound];
   }
 
   async close(): Promise<void> {
@@ -186,30 +320,129 @@ export class DnsServer {
     this.forwarder?.close();
     for (const c of this.connections) c.destroy();
     for (const u of this.udp) u.close();
+    for (const u of this.batched) u.close();
     await Promise.all(this.tcp.map((t) => new Promise((r) => t.close(r))));
   }
 
   private async bind(host: string, port: number): Promise<void> {
     const v6 = host.includes(':');
-    const udp = createSocket(v6 ? { type: 'udp6', ipv6Only: true } : { type: 'udp4' });
-    await new Promise<void>((resolve, reject) => {
-      udp.once('error', (err) =>
-        reject(new Error(`DNS: cannot listen on udp ${host}:${port}: ${err.message}`)),
+    let udpPort: number;
+    if (this.o.io) {
+      let sock: UdpTunnel;
+      try {
+        sock = UdpTunnel.open({ port, address: host, batchSize: BATCH, maxDatagramBytes: 4096 }, this.o.io);
+      } catch (err) {
+        throw new Error(`DNS: cannot listen on udp ${host}:${port}: ${(err as Error).message}`);
+      }
+      this.batched.push(sock);
+      sock.start(
+        (batch, sources) => this.onBatch(sock, batch, sources),
+        (err) => this.o.log.warn({ err: err.message }, 'DNS UDP socket failed'),
       );
-      udp.bind({ address: host, port }, () => resolve());
-    });
-    udp.on('error', (err) => this.o.log.warn({ err: err.message }, 'DNS UDP socket error'));
-    udp.on('message', (msg, rinfo) => void this.onUdp(udp, msg, rinfo));
-    this.udp.push(udp);
+      udpPort = sock.port;
+    } else {
+      const udp = createSocket(v6 ? { type: 'udp6', ipv6Only: true } : { type: 'udp4' });
+      await new Promise<void>((resolve, reject) => {
+        udp.once('error', (err) =>
+          reject(new Error(`DNS: cannot listen on udp ${host}:${port}: ${err.message}`)),
+        );
+        udp.bind({ address: host, port }, () => resolve());
+      });
+      udp.on('error', (err) => this.o.log.warn({ err: err.message }, 'DNS UDP socket error'));
+      udp.on('message', (msg, rinfo) => void this.onUdp(udp, msg, rinfo));
+      this.udp.push(udp);
+      udpPort = udp.address().port;
+    }
+    this.bound.push({ host, port: udpPort });
     const tcp = createServer((c) => this.onTcp(c));
     await new Promise<void>((resolve, reject) => {
       tcp.once('error', (err) =>
         reject(new Error(`DNS: cannot listen on tcp ${host}:${port}: ${err.message}`)),
       );
       // the TCP port is the UDP one (port 0 in tests: the one the UDP socket got)
-      tcp.listen({ host, port: udp.address().port, ...(v6 ? { ipv6Only: true } : {}) }, () => resolve());
+      tcp.listen({ host, port: udpPort, ...(v6 ? { ipv6Only: true } : {}) }, () => resolve());
     });
     this.tcp.push(tcp);
+  }
+
+  /** A batch from a native socket: cached answers go back in one send, the rest each when it is ready. */
+  private onBatch(sock: UdpTunnel, batch: PacketBatch, sources: Buffer): void {
+    const out = this.out;
+    out.count = 0;
+    for (let i = 0; i < batch.count; i++) {
+      const len = batch.lengths[i]!;
+      if (len === 0) {
+        // empty, or larger than a slot
+        this.counters.queries++;
+        this.counters.dropped++;
+        continue;
+      }
+      const at = i * ENDPOINT_BYTES;
+      const src = sources.toString('latin1', at, at + 16);
+      let ok = this.sourceAllowed.get(src);
+      if (ok === undefined) {
+        ok = this.permitted(endpointAddress(sources, at));
+        if (this.sourceAllowed.size >= SOURCES_MAX) this.sourceAllowed.clear();
+        this.sourceAllowed.set(src, ok);
+      }
+      if (!ok) {
+        this.counters.refused_source++;
+        continue;
+      }
+      this.counters.udp++;
+      const off = batch.offsets[i]!;
+      const msg = batch.buffer.subarray(off, off + len);
+      const slot = out.count * SLOT;
+      const n = this.fromCache(msg, out.buffer, slot);
+      if (n > 0) {
+        out.lengths[out.count] = n;
+        sources.copy(out.endpoints, out.count * ENDPOINT_BYTES, at, at + ENDPOINT_BYTES);
+        out.count++;
+        continue;
+      }
+      // the full path may wait (an ask, an upstream): the batch's buffers are reused by the next read
+      const query = Buffer.from(msg);
+      const to = Buffer.from(sources.subarray(at, at + ENDPOINT_BYTES));
+      void this.handle(query, true)
+        .then((answer) => {
+          if (!answer) return;
+          sock.send({
+            buffer: answer,
+            offsets: Uint32Array.of(0),
+            lengths: Uint32Array.of(answer.length),
+            count: 1,
+            endpoints: to,
+          });
+        })
+        .catch((err: unknown) => {
+          this.counters.dropped++;
+          this.o.log.debug({ err }, 'DNS query failed');
+        });
+    }
+    if (out.count > 0) sock.send(out);
+  }
+
+  /**
+   * Answers a query from the response cache into `into` at `at`: the answer's length, or 0 when the query is
+   * not a plain one or its answer is not kept.
+   */
+  private fromCache(msg: Buffer, into: Buffer, at: number): number {
+    const q = questionKey(msg, this.scratch);
+    if (!q) return 0;
+    const hit = this.cache.get(q.key);
+    if (!hit || hit.response.length > into.length - at) return 0;
+    const r = hit.response;
+    r.copy(into, at);
+    into[at] = msg[0]!;
+    into[at + 1] = msg[1]!;
+    into[at + 2] = (r[2]! & 0xfe) | (msg[2]! & 1);
+    // the question's name as this client spelled it, wherever it stands
+    for (const n of hit.names) msg.copy(into, at + n, 12, q.end - 4);
+    this.counters.queries++;
+    this.counters.cache_hits++;
+    this.counters[hit.outcome]++;
+    if (hit.job !== undefined) this.usedJobs.add(hit.job);
+    return r.length;
   }
 
   private permitted(address: string): boolean {
@@ -224,6 +457,12 @@ export class DnsServer {
         return;
       }
       this.counters.udp++;
+      const answer = Buffer.allocUnsafe(SLOT);
+      const n = this.fromCache(msg, answer, 0);
+      if (n > 0) {
+        sock.send(answer.subarray(0, n), rinfo.port, rinfo.address);
+        return;
+      }
       const out = await this.handle(msg, true);
       if (out) sock.send(out, rinfo.port, rinfo.address);
     } catch (err) {
@@ -358,6 +597,7 @@ export class DnsServer {
       this.counters.truncated++;
       return packet([], [], true);
     }
+    if (udp && reply.cacheable && out.length <= SLOT) this.keep(msg, out, reply);
     return out;
   }
 
@@ -374,14 +614,32 @@ export class DnsServer {
   }
 
   private count(r: Reply): void {
-    if (r.rcode === RCODE.NXDOMAIN) this.counters.nxdomain++;
-    else if (r.rcode === RCODE.SERVFAIL) this.counters.servfail++;
-    else if (r.rcode === RCODE.REFUSED) this.counters.refused++;
-    else if (r.answers.length === 0) this.counters.nodata++;
-    else this.counters.answered++;
+    this.counters[outcomeOf(r)]++;
+  }
+
+  /** Keeps a response that follows from the zone alone, for the queries with the same question. */
+  private keep(msg: Buffer, response: Buffer, reply: Reply): void {
+    const q = questionKey(msg, this.scratch);
+    if (!q) return;
+    const names = ownerNames(response, q.end - 4 - 12);
+    if (!names) return;
+    if (this.cache.size >= CACHE_MAX) this.cache.delete(this.cache.keys().next().value!);
+    this.cache.set(q.key, {
+      response: Buffer.from(response),
+      names,
+      outcome: outcomeOf(reply),
+      job: reply.job,
+    });
   }
 
   private async resolve(question: Question): Promise<Reply> {
+    const reply = await this.lookup(question);
+    if (reply.cacheable === undefined) reply.cacheable = true;
+    return reply;
+  }
+
+  /** The answer to a question; cacheable false when it took an ask or a stale copy. */
+  private async lookup(question: Question): Promise<Reply> {
     const name = question.name.toLowerCase().replace(/\.$/, '');
     // dns-packet decodes type 255 as 'ANY', which its type list leaves out
     const type: string = question.type;
@@ -416,28 +674,32 @@ export class DnsServer {
     const job = jobOfName(name);
     if (job === undefined) return nx;
     let rec = this.names.get(name);
+    let cacheable = true;
     if (!rec && !this.jobs.has(job)) {
       const stale = this.stale.get(name);
       if (stale) {
         // answered before (the tables dropped it, or the cluster is out of reach): at once from the stale
         // copy, with a short TTL, while the cluster is asked; its "no such job" takes the copy away
         this.counters.stale_answers++;
+        cacheable = false;
         rec = { ...stale, ttl: Math.min(stale.ttl, 5) };
         void this.askAbout(job).then((outcome) => outcome === 'unknown' && this.forgetStale(job));
       } else {
+        cacheable = false;
         const outcome = await this.askAbout(job);
         rec = this.names.get(name);
-        if (!rec && outcome === 'unreachable') return { rcode: RCODE.SERVFAIL, answers: [], authorities: [] };
+        if (!rec && outcome === 'unreachable')
+          return { rcode: RCODE.SERVFAIL, answers: [], authorities: [], cacheable };
       }
     }
-    if (!rec) return nx;
+    if (!rec) return { ...nx, cacheable };
     this.usedJobs.add(job);
     const answers: Answer[] = [];
     if (type === 'A' || type === 'ANY')
       for (const a of rec.a) answers.push({ type: 'A', name: question.name, ttl: rec.ttl, data: a });
     if (type === 'AAAA')
       for (const a of rec.aaaa) answers.push({ type: 'AAAA', name: question.name, ttl: rec.ttl, data: a });
-    return { rcode: 0, answers, authorities: answers.length ? [] : [SOA] };
+    return { rcode: 0, answers, authorities: answers.length ? [] : [SOA], cacheable, job };
   }
 
   /** Asks about a job once at a time, within the question budget and the negative memory. */
