@@ -91,6 +91,16 @@ function pair(opts: { underLoad?: number } = {}) {
   return { clock, net, a, b, close };
 }
 
+/** a and b, where b asks about the sources of packets from keys its tables do not name (none named yet). */
+function askingPair() {
+  const clock = { now: 5_000 };
+  const net = new MemorySwitch();
+  const asked: string[] = [];
+  const a = side(net, '10.255.0.1', clock);
+  const b = side(net, '10.255.0.2', clock, { ask: (x) => asked.push(x.toString()) });
+  return { a, b, asked };
+}
+
 describe('WgTunnel', () => {
   it('holds packets for the handshake, then delivers them in order, encrypted on the wire', async () => {
     const { net, a, b, close } = pair();
@@ -217,11 +227,7 @@ describe('WgTunnel', () => {
   });
 
   it('a key the tables do not name yet: packets are held and their source asked about, delivered once it is named', async () => {
-    const clock = { now: 5_000 };
-    const net = new MemorySwitch();
-    const asked: string[] = [];
-    const a = side(net, '10.255.0.1', clock);
-    const b = side(net, '10.255.0.2', clock, { ask: (x) => asked.push(x.toString()) });
+    const { a, b, asked } = askingPair();
     try {
       a.wg.setPeers([{ endpoint: endpoint('10.255.0.2', 50103), key: b.keys.publicKey }]);
       const p = packet(100, 1);
@@ -253,11 +259,7 @@ describe('WgTunnel', () => {
   });
 
   it('a peer the tables stop naming keeps its live session as a provisional peer: what it sends on it is held, asked about and delivered once it is named again', async () => {
-    const clock = { now: 5_000 };
-    const net = new MemorySwitch();
-    const asked: string[] = [];
-    const a = side(net, '10.255.0.1', clock);
-    const b = side(net, '10.255.0.2', clock, { ask: (x) => asked.push(x.toString()) });
+    const { a, b, asked } = askingPair();
     try {
       a.wg.setPeers([{ endpoint: endpoint('10.255.0.2', 50103), key: b.keys.publicKey }]);
       b.wg.setPeers([{ endpoint: endpoint('10.255.0.1', 50103), key: a.keys.publicKey }]);

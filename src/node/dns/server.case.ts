@@ -11,27 +11,15 @@ import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import dnsPacket from 'dns-packet';
 import { pino } from 'pino';
-import { IpAddress } from '../../addressing/ip.ts';
-import type { Instance, ServiceAddress } from '../../dataplane/snapshot.ts';
-import { endpoint } from '../../dataplane/tunnel/tunnel.ts';
+import type { ServiceAddress } from '../../dataplane/snapshot.ts';
 import type { NativeIo } from '../../dataplane/tun/native.ts';
+import { bytes as b, remoteInstance } from './fixtures.ts';
 import { DnsServer } from './server.ts';
 import { buildZone, type ZoneService } from './zone.ts';
 
 const exec = promisify(execFile);
-const b = (t: string) => IpAddress.parse(t).toBytes();
-const inst = (job: string, n: number, ip4: string, ip6: string): Instance => ({
-  job,
-  number: n,
-  nsip4: b(`10.16.0.${n + 2}`),
-  nsip6: b(`fc00::${n + 2}`),
-  instanceIp4: b(ip4),
-  instanceIp6: b(ip6),
-  endpoint: endpoint('192.0.2.1', 50103),
-  key: null,
-  local: false,
-  cluster: 'c1',
-});
+const inst = (job: string, n: number, ip4: string, ip6: string) =>
+  remoteInstance(job, n, ip4, ip6, `10.16.0.${n + 2}`, `fc00::${n + 2}`);
 const WEB = 'demo.oaknet.web.v1';
 const rr: ServiceAddress[] = [
   { kind: 'rr', address: b('10.30.0.1') },

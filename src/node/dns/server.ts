@@ -21,7 +21,7 @@ import { createServer, type Server, type Socket as TcpSocket } from 'node:net';
 import dnsPacket, { type Answer, type DecodedPacket, type Question } from 'dns-packet';
 import type { Logger } from 'pino';
 import { Cidr } from '../../addressing/cidr.ts';
-import { ENDPOINT_BYTES } from '../../dataplane/tunnel/tunnel.ts';
+import { decodeEndpoint, ENDPOINT_BYTES } from '../../dataplane/tunnel/tunnel.ts';
 import { UdpTunnel } from '../../dataplane/tunnel/udp.ts';
 import type { NativeIo } from '../../dataplane/tun/native.ts';
 import type { PacketBatch } from '../../dataplane/tun/tun.ts';
@@ -97,7 +97,7 @@ interface Reply {
   rcode: number;
   answers: Answer[];
   authorities: Answer[];
-  /** The answer follows from the zone alone (no ask, no stale copy): it may be kept until the zone changes. */
+  /** False when the answer took an ask or a stale copy; otherwise it follows from the zone alone and may be kept until the zone changes. */
   cacheable?: boolean;
   job?: string;
 }
@@ -187,16 +187,6 @@ function questionKey(msg: Buffer, scratch: Buffer): { key: string; end: number }
     scratch[j] = j < n - 4 && c >= 0x41 && c <= 0x5a ? c | 0x20 : c;
   }
   return { key: `${scratch.toString('latin1', 0, n)}${arcount === 1 ? limit : 0}`, end };
-}
-
-/** The text of an endpoint's address (IPv4 for a v4-mapped one). */
-function endpointAddress(e: Buffer, at: number): string {
-  const mapped =
-    e.readUInt32BE(at) === 0 && e.readUInt32BE(at + 4) === 0 && e.readUInt32BE(at + 8) === 0xffff;
-  if (mapped) return `${e[at + 12]}.${e[at + 13]}.${e[at + 14]}.${e[at + 15]}`;
-  const groups: string[] = [];
-  for (let g = 0; g < 8; g++) groups.push(e.readUInt16BE(at + 2 * g).toString(16));
-  return groups.join(':');
 }
 
 /** The address a reverse name stands for, or undefined. */
@@ -379,13 +369,7 @@ export class DnsServer {
       }
       const at = i * ENDPOINT_BYTES;
       const src = sources.toString('latin1', at, at + 16);
-      let ok = this.sourceAllowed.get(src);
-      if (ok === undefined) {
-        ok = this.permitted(endpointAddress(sources, at));
-        if (this.sourceAllowed.size >= SOURCES_MAX) this.sourceAllowed.clear();
-        this.sourceAllowed.set(src, ok);
-      }
-      if (!ok) {
+      if (!this.permittedSource(src, () => decodeEndpoint(sources, at).host)) {
         this.counters.refused_source++;
         continue;
       }
@@ -445,6 +429,17 @@ export class DnsServer {
     return r.length;
   }
 
+  /** Whether the source `key` stands for may ask (remembered per source, bounded). */
+  private permittedSource(key: string, address: () => string): boolean {
+    let ok = this.sourceAllowed.get(key);
+    if (ok === undefined) {
+      ok = this.permitted(address());
+      if (this.sourceAllowed.size >= SOURCES_MAX) this.sourceAllowed.clear();
+      this.sourceAllowed.set(key, ok);
+    }
+    return ok;
+  }
+
   private permitted(address: string): boolean {
     const ip = IpAddress.tryParse(address.replace(/^::ffff:(?=\d+\.)/, ''));
     return ip !== undefined && this.allowed.some((c) => c.family === ip.family && c.contains(ip));
@@ -452,7 +447,7 @@ export class DnsServer {
 
   private async onUdp(sock: Socket, msg: Buffer, rinfo: RemoteInfo): Promise<void> {
     try {
-      if (!this.permitted(rinfo.address)) {
+      if (!this.permittedSource(rinfo.address, () => rinfo.address)) {
         this.counters.refused_source++;
         return;
       }
@@ -597,7 +592,7 @@ export class DnsServer {
       this.counters.truncated++;
       return packet([], [], true);
     }
-    if (udp && reply.cacheable && out.length <= SLOT) this.keep(msg, out, reply);
+    if (udp && reply.cacheable !== false && out.length <= SLOT) this.keep(msg, out, reply);
     return out;
   }
 
@@ -632,14 +627,8 @@ export class DnsServer {
     });
   }
 
-  private async resolve(question: Question): Promise<Reply> {
-    const reply = await this.lookup(question);
-    if (reply.cacheable === undefined) reply.cacheable = true;
-    return reply;
-  }
-
   /** The answer to a question; cacheable false when it took an ask or a stale copy. */
-  private async lookup(question: Question): Promise<Reply> {
+  private async resolve(question: Question): Promise<Reply> {
     const name = question.name.toLowerCase().replace(/\.$/, '');
     // dns-packet decodes type 255 as 'ANY', which its type list leaves out
     const type: string = question.type;

@@ -1,8 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { IpAddress } from '../../addressing/ip.ts';
-import type { Instance, ServiceAddress } from '../../dataplane/snapshot.ts';
-import { endpoint } from '../../dataplane/tunnel/tunnel.ts';
+import type { ServiceAddress } from '../../dataplane/snapshot.ts';
+import { bytes as b, remoteInstance as instance } from './fixtures.ts';
 import {
   buildZone,
   instanceName,
@@ -14,23 +13,6 @@ import {
   serviceName,
   type ZoneService,
 } from './zone.ts';
-
-const b = (text: string) => IpAddress.parse(text).toBytes();
-
-function instance(job: string, n: number, ip4: string, ip6: string, ns4: string, ns6: string): Instance {
-  return {
-    job,
-    number: n,
-    nsip4: b(ns4),
-    nsip6: b(ns6),
-    instanceIp4: b(ip4),
-    instanceIp6: b(ip6),
-    endpoint: endpoint('192.0.2.1', 50103),
-    key: null,
-    local: false,
-    cluster: 'c1',
-  };
-}
 
 const JOB = 'Demo.oaknet.Web.v1';
 const i0 = instance(JOB, 0, '10.30.0.2', 'fdff::2', '10.16.0.2', 'fc00::2');
