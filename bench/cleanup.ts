@@ -147,3 +147,14 @@ export async function run(argv: readonly string[], timeoutMs = 60_000, input?: s
     throw new Error(`${argv.join(' ')}: ${(e.stderr ?? '').trim() || e.message}`);
   }
 }
+
+/** Resolves once p printed `text`; rejects when it exits first or after timeoutMs. */
+export async function waitOutput(p: OwnedProcess, text: string, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!p.output().includes(text)) {
+    if (p.child.exitCode !== null || p.child.signalCode !== null)
+      throw new Error(`${p.name} exited: ${p.output().trim().slice(-300)}`);
+    if (Date.now() > deadline) throw new Error(`${p.name}: no "${text}" within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}

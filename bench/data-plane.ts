@@ -28,7 +28,15 @@ import { createPlatform, type Platform } from '../src/platform/platform.ts';
 import { destroyPlatform } from '../src/platform/teardown.ts';
 import type { JobDocument } from '../src/protocol/root-api.ts';
 import { runWorkload, type Workload } from '../test/support/workloads.ts';
-import { onCleanup, run, runCleanups, spawnOwned, wasInterrupted, type OwnedProcess } from './cleanup.ts';
+import {
+  onCleanup,
+  run,
+  runCleanups,
+  spawnOwned,
+  waitOutput,
+  wasInterrupted,
+  type OwnedProcess,
+} from './cleanup.ts';
 import {
   capture,
   firstConnections,
@@ -798,16 +806,6 @@ async function firstPacket(
 
 async function jobDoc(platform: Platform, name: string): Promise<JobDocument> {
   return platform.rootClient().jobByName(name);
-}
-
-async function waitOutput(p: OwnedProcess, text: string, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!p.output().includes(text)) {
-    if (p.child.exitCode !== null || p.child.signalCode !== null)
-      throw new Error(`${p.name} exited: ${p.output().trim().slice(-300)}`);
-    if (Date.now() > deadline) throw new Error(`${p.name}: no "${text}" within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 async function checkTools(): Promise<void> {

@@ -1,6 +1,6 @@
 /**
  * `npm run bench`: every benchmark section in one run, printed as a table and saved as JSON under
- * bench/results/ (with each section's raw numbers). `--only control|closest|data` runs one section;
+ * bench/results/ (with each section's raw numbers). `--only control|closest|data|dns` runs one section;
  * the data section's knobs (BENCH_ROUNDS, BENCH_PATHS, ...) are described in data-plane.ts.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -10,11 +10,13 @@ import { installSignalCleanup } from './cleanup.ts';
 import { runClosestBench } from './closest.ts';
 import { runControlPlaneBench } from './control-plane.ts';
 import { runDataPlaneBench } from './data-plane.ts';
+import { runDnsBench } from './dns.ts';
 import { renderResults, type BenchResult } from './report.ts';
 
 const only = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1] : undefined;
-if (only !== undefined && only !== 'control' && only !== 'data' && only !== 'closest') {
-  process.stderr.write(`bench: --only takes control, data or closest, not ${only}\n`);
+const SECTIONS = ['control', 'closest', 'data', 'dns'];
+if (only !== undefined && !SECTIONS.includes(only)) {
+  process.stderr.write(`bench: --only takes ${SECTIONS.join(', ')}, not ${only}\n`);
   process.exit(2);
 }
 // SIGINT/SIGTERM: remove the namespaces and processes the bench made, then exit
@@ -53,6 +55,15 @@ if (!only || only === 'data') {
     raw['dataPlane'] = data.raw;
   } catch (err) {
     results.push(failed('data plane', err));
+  }
+}
+if (!only || only === 'dns') {
+  try {
+    const dns = await runDnsBench();
+    results.push(...dns.results);
+    raw['dns'] = dns.raw;
+  } catch (err) {
+    results.push(failed('DNS', err));
   }
 }
 

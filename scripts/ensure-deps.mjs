@@ -32,6 +32,8 @@ const SYSTEM = {
   wg: 'wireguard-tools',
   nc: 'netcat-openbsd',
   dig: 'bind9-dnsutils', // the DNS server's tests ask it as a user would (issue 13)
+  dnsperf: 'dnsperf', // the DNS bench's load generator (bench/dns.ts)
+  dnsmasq: 'dnsmasq-base', // the DNS bench's reference server, serving the same names from a hosts file
   python3: 'python3',
   make: 'make',
   gcc: 'gcc', // the addon, and its sanitizer harnesses (native/test/fuzz_*.c: ASan and UBSan come with gcc)
