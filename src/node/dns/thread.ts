@@ -8,35 +8,25 @@
  */
 import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
-import type { DnsCounters } from './server.ts';
-import type { Upstream } from './forwarder.ts';
+import type { AskResult, DnsCounters, DnsServerOptions } from './server.ts';
 import type { ZoneData } from './zone.ts';
 
-/** What the thread starts its server with (DnsServerOptions without the callbacks, the logger and the addon). */
-export interface DnsThreadConfig {
-  listen: Array<{ host: string; port: number }>;
-  allowedSources: string[];
-  loopback?: boolean;
-  askTimeoutMs?: number;
-  upstreams?: Upstream[];
-  forwardTimeoutMs?: number;
+/** What the thread starts its server with: the server's options that are plain values, and how to log and read UDP. */
+export type DnsThreadConfig = Omit<DnsServerOptions, 'ask' | 'used' | 'log' | 'io'> & {
   /** UDP through the native addon (loaded by the thread itself). */
   native: boolean;
   /** The logger's level: records below it are not sent over. */
   level: string;
-}
+};
 
-export interface DnsThreadOptions extends Omit<DnsThreadConfig, 'level'> {
-  ask: (job: string) => Promise<'known' | 'unknown' | 'unreachable'>;
-  used?: (jobs: string[]) => void;
-  log: Logger;
-}
+export type DnsThreadOptions = Omit<DnsThreadConfig, 'level'> &
+  Pick<DnsServerOptions, 'ask' | 'used' | 'log'>;
 
 /** Messages to the thread. */
 export type ToThread =
   | { t: 'zone'; zone: ZoneData }
   | { t: 'counters'; id: number }
-  | { t: 'asked'; id: number; result: 'known' | 'unknown' | 'unreachable' }
+  | { t: 'asked'; id: number; result: AskResult }
   | { t: 'close' };
 
 /** Messages from the thread. */
@@ -46,8 +36,7 @@ export type FromThread =
   | { t: 'ask'; id: number; job: string }
   | { t: 'used'; jobs: string[] }
   | { t: 'counters'; id: number; counters: DnsCounters }
-  | { t: 'log'; line: string }
-  | { t: 'closed' };
+  | { t: 'log'; line: string };
 
 const FROM_SOURCE = import.meta.url.endsWith('.ts');
 const WORKER = new URL(FROM_SOURCE ? './worker.ts' : './worker.js', import.meta.url);

@@ -4,20 +4,20 @@
  * given, asks the NetManager's thread what only it knows (jobs the zone does not hold, names in use), and
  * sends its log records there.
  */
-import { parentPort, workerData } from 'node:worker_threads';
+import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
 import { pino } from 'pino';
-import { DnsServer } from './server.ts';
+import { DnsServer, type AskResult } from './server.ts';
 import type { DnsThreadConfig, FromThread, ToThread } from './thread.ts';
 
-const port = parentPort;
-if (!port) throw new Error('node/dns/worker runs as a worker thread (node/dns/thread.ts starts it)');
+if (!parentPort) throw new Error('node/dns/worker runs as a worker thread (node/dns/thread.ts starts it)');
+const port: MessagePort = parentPort;
 const config = workerData as DnsThreadConfig;
 const send = (m: FromThread) => port.postMessage(m);
 const log = pino(
   { level: config.level, base: null, timestamp: false },
   { write: (line: string) => send({ t: 'log', line }) },
 );
-const asks = new Map<number, (r: 'known' | 'unknown' | 'unreachable') => void>();
+const asks = new Map<number, (r: AskResult) => void>();
 let nextAsk = 1;
 
 async function main(): Promise<void> {
@@ -41,7 +41,7 @@ async function main(): Promise<void> {
     send({ t: 'failed', message: err instanceof Error ? err.message : String(err) });
     return;
   }
-  port!.on('message', (m: ToThread) => {
+  port.on('message', (m: ToThread) => {
     switch (m.t) {
       case 'zone':
         server.setZone(m.zone);
@@ -54,7 +54,7 @@ async function main(): Promise<void> {
         send({ t: 'counters', id: m.id, counters: { ...server.counters } });
         break;
       case 'close':
-        void server.close().then(() => port!.close());
+        void server.close().then(() => port.close());
         break;
     }
   });
