@@ -158,3 +158,11 @@ export async function waitOutput(p: OwnedProcess, text: string, timeoutMs: numbe
     await new Promise((r) => setTimeout(r, 50));
   }
 }
+
+/** Rejects naming the first of `tools` that is not installed (sbin directories included, for dnsmasq). */
+export async function requireTools(tools: readonly string[]): Promise<void> {
+  for (const tool of tools)
+    await run(['sh', '-c', `PATH=$PATH:/usr/sbin:/sbin command -v ${tool}`]).catch(() => {
+      throw new Error(`${tool} is not installed (scripts/ensure-deps.mjs installs it)`);
+    });
+}

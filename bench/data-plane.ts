@@ -30,7 +30,7 @@ import type { JobDocument } from '../src/protocol/root-api.ts';
 import { runWorkload, type Workload } from '../test/support/workloads.ts';
 import {
   onCleanup,
-  run,
+  requireTools,
   runCleanups,
   spawnOwned,
   waitOutput,
@@ -137,7 +137,7 @@ export async function runDataPlaneBench(): Promise<DataPlaneOutput> {
   };
   const paths: Path[] = [];
   try {
-    await checkTools();
+    await requireTools(['iperf3', 'python3', 'ip']);
     // ---- platform and paths ---------------------------------------------------------------------------
     // extra NODE_OPTIONS for the platform's oaknet processes (NetManagers, root, cluster), e.g.
     // --perf-basic-prof for `perf record`; Node 20 refuses --cpu-prof in NODE_OPTIONS
@@ -806,14 +806,6 @@ async function firstPacket(
 
 async function jobDoc(platform: Platform, name: string): Promise<JobDocument> {
   return platform.rootClient().jobByName(name);
-}
-
-async function checkTools(): Promise<void> {
-  for (const tool of ['iperf3', 'python3', 'ip']) {
-    await run(['sh', '-c', `command -v ${tool}`]).catch(() => {
-      throw new Error(`${tool} is not installed (scripts/ensure-deps.mjs installs it)`);
-    });
-  }
 }
 
 function message(err: unknown): string {

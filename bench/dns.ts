@@ -22,7 +22,7 @@ import { PLATFORM_ENV } from '../src/platform/plan.ts';
 import { createPlatform } from '../src/platform/platform.ts';
 import { destroyPlatform } from '../src/platform/teardown.ts';
 import { runWorkload } from '../test/support/workloads.ts';
-import { onCleanup, run, spawnOwned, waitOutput } from './cleanup.ts';
+import { onCleanup, requireTools, run, spawnOwned, waitOutput } from './cleanup.ts';
 import { capture, inNs, pingpong, PINGPONG, processCpuSeconds, type LatencyStats } from './dp-measure.ts';
 import { median, percentile, type BenchResult } from './report.ts';
 
@@ -55,6 +55,19 @@ interface PerfRun {
 }
 
 type Server = 'oaknet' | 'dnsmasq';
+type Timed = PerfRun & { cpu: number };
+interface UnderLoad {
+  rr: LatencyStats;
+  perf: PerfRun;
+}
+/** One round's measurements. */
+interface Round {
+  rrIdle: LatencyStats;
+  flood: Record<Server, Timed>;
+  paced: Record<Server, Timed>;
+  rrFlood: Record<Server, UnderLoad>;
+  rrPaced: UnderLoad;
+}
 
 export async function runDnsBench(): Promise<{ results: BenchResult[]; raw: unknown }> {
   const log = pino({ level: 'warn' });
@@ -64,10 +77,7 @@ export async function runDnsBench(): Promise<{ results: BenchResult[]; raw: unkn
   const removeDir = onCleanup(`remove ${stateDir}`, () => rmSync(stateDir, { recursive: true, force: true }));
   const destroy = onCleanup(`destroy platform ${id}`, () => destroyPlatform(stateDir, log));
   try {
-    for (const tool of ['dnsperf', 'dnsmasq', 'dig', 'python3'])
-      await run(['sh', '-c', `PATH=$PATH:/usr/sbin:/sbin command -v ${tool}`]).catch(() => {
-        throw new Error(`${tool} is not installed (scripts/ensure-deps.mjs installs it)`);
-      });
+    await requireTools(['dnsperf', 'dnsmasq', 'dig', 'python3']);
     const platform = await createPlatform({ stateDir, nodes: 2, clusters: 1, logLevel: 'warn', id }, log);
     const start = async (
       node: string,
@@ -174,13 +184,13 @@ export async function runDnsBench(): Promise<{ results: BenchResult[]; raw: unkn
         '1',
         ...extra,
       ]);
-    const flood = ['-c', '4', '-q', '400'];
-    const paced = ['-Q', String(PACED_QPS)];
+    const floodLoad = ['-c', '4', '-q', '400'];
+    const pacedLoad = ['-Q', String(PACED_QPS)];
     const rr = () => pingpong(client, 'rr', target, RR_COUNT, MSG);
     await rr(); // the tunnel's handshake and the flow, before timing
 
     /** dnsperf to its end, with the server's CPU time over the run. */
-    const perf = async (s: Server, extra: string[]) => {
+    const perf = async (s: Server, extra: string[]): Promise<Timed> => {
       const pid = pidOf(s);
       const cpu0 = pid ? processCpuSeconds(pid) : NaN;
       const t0 = Date.now();
@@ -191,7 +201,7 @@ export async function runDnsBench(): Promise<{ results: BenchResult[]; raw: unkn
       return { ...parsePerf(r.stdout), cpu };
     };
     /** Round trips while dnsperf runs against s (its time limit far off; interrupted when they are done). */
-    const rrUnder = async (s: Server, load: string[]) => {
+    const rrUnder = async (s: Server, load: string[]): Promise<UnderLoad> => {
       const p = spawnOwned(`dnsperf to ${s}`, dnsperfArgv(s, [...load, '-l', '300']), { env });
       await waitOutput(p, 'Sending queries', 10_000);
       const stats = await rr();
@@ -203,41 +213,39 @@ export async function runDnsBench(): Promise<{ results: BenchResult[]; raw: unkn
       return { rr: stats, perf: parsePerf(p.output()) };
     };
 
-    const rounds: Array<Record<string, unknown>> = [];
-    const take = <T>(key: string, pick: (r: Record<string, unknown>) => T): T[] =>
-      rounds.map((r) => pick(r[key] as Record<string, unknown>));
+    const rounds: Round[] = [];
     for (let round = 0; round < ROUNDS; round++) {
       const order: Server[] = round % 2 === 0 ? ['oaknet', 'dnsmasq'] : ['dnsmasq', 'oaknet'];
-      const r: Record<string, unknown> = {};
-      r['rrIdle'] = await rr();
-      for (const s of order) r[`flood-${s}`] = await perf(s, [...flood, '-l', String(FLOOD_SECONDS)]);
-      for (const s of order) r[`paced-${s}`] = await perf(s, [...paced, '-l', String(PACED_SECONDS), '-v']);
-      for (const s of order) r[`rrFlood-${s}`] = await rrUnder(s, flood);
-      r['rrPaced-oaknet'] = await rrUnder('oaknet', paced);
-      rounds.push(r);
+      const each = async <T>(measure: (s: Server) => Promise<T>) => {
+        const out = {} as Record<Server, T>;
+        for (const s of order) out[s] = await measure(s);
+        return out;
+      };
+      const rrIdle = await rr();
+      const flood = await each((s) => perf(s, [...floodLoad, '-l', String(FLOOD_SECONDS)]));
+      const paced = await each((s) => perf(s, [...pacedLoad, '-l', String(PACED_SECONDS), '-v']));
+      const rrFlood = await each((s) => rrUnder(s, floodLoad));
+      rounds.push({ rrIdle, flood, paced, rrFlood, rrPaced: await rrUnder('oaknet', pacedLoad) });
     }
 
-    const qps = (s: Server) => take(`flood-${s}`, (x) => (x as unknown as PerfRun).qps);
-    const cpu = (s: Server) => take(`flood-${s}`, (x) => x['cpu'] as number);
-    const lat = (s: Server, k: 'p50' | 'p99') =>
-      take(`paced-${s}`, (x) => (x as unknown as PerfRun).latency?.[k] ?? NaN);
-    const lostPct = (s: Server) =>
-      take(`paced-${s}`, (x) => {
-        const p = x as unknown as PerfRun;
-        return (100 * p.lost) / Math.max(1, p.sent);
-      });
-    const rrStat = (key: string, k: 'p50' | 'p99') =>
-      take(key, (x) => ((key === 'rrIdle' ? x : x['rr']) as LatencyStats)[k]);
+    const qps = (s: Server) => rounds.map((r) => r.flood[s].qps);
+    const cpu = (s: Server) => rounds.map((r) => r.flood[s].cpu);
+    const lat = (s: Server, k: 'p50' | 'p99') => rounds.map((r) => r.paced[s].latency?.[k] ?? NaN);
+    const lostPct = (s: Server) => rounds.map((r) => (100 * r.paced[s].lost) / Math.max(1, r.paced[s].sent));
+    const rrStat = (pick: (r: Round) => LatencyStats, k: 'p50' | 'p99') => rounds.map((r) => pick(r)[k]);
+    const idle = (r: Round) => r.rrIdle;
+    const underFlood = (s: Server) => (r: Round) => r.rrFlood[s].rr;
+    const underPaced = (r: Round) => r.rrPaced.rr;
     const ours = median(qps('oaknet'));
     const theirs = median(qps('dnsmasq'));
     const p99 = median(lat('oaknet', 'p99'));
     const p99Theirs = median(lat('dnsmasq', 'p99'));
-    const idle99 = median(rrStat('rrIdle', 'p99'));
-    const idle50 = median(rrStat('rrIdle', 'p50'));
-    const flood99 = median(rrStat('rrFlood-oaknet', 'p99'));
-    const floodTheirs99 = median(rrStat('rrFlood-dnsmasq', 'p99'));
-    const paced99 = median(rrStat('rrPaced-oaknet', 'p99'));
-    const paced50 = median(rrStat('rrPaced-oaknet', 'p50'));
+    const idle99 = median(rrStat(idle, 'p99'));
+    const idle50 = median(rrStat(idle, 'p50'));
+    const flood99 = median(rrStat(underFlood('oaknet'), 'p99'));
+    const floodTheirs99 = median(rrStat(underFlood('dnsmasq'), 'p99'));
+    const paced99 = median(rrStat(underPaced, 'p99'));
+    const paced50 = median(rrStat(underPaced, 'p50'));
     const x = (a: number, b: number) => `${(a / b).toFixed(2)}x`;
     const results: BenchResult[] = [
       {
@@ -279,7 +287,7 @@ export async function runDnsBench(): Promise<{ results: BenchResult[]; raw: unkn
         name: 'TCP round trip through ProxyTUN (WireGuard), idle, p99',
         value: idle99,
         unit: 'us',
-        samples: rrStat('rrIdle', 'p99'),
+        samples: rrStat(idle, 'p99'),
         note: `p50 ${idle50} us; ${RR_COUNT} round trips of ${MSG} B from the DNS clients' instance to the echo instance on the other node`,
       },
       {
@@ -289,7 +297,7 @@ export async function runDnsBench(): Promise<{ results: BenchResult[]; raw: unkn
         unit: 'us',
         target: 'no effect (~1x idle)',
         ratio: `${x(paced99, idle99)} idle`,
-        samples: rrStat('rrPaced-oaknet', 'p99'),
+        samples: rrStat(underPaced, 'p99'),
         note: `p50 ${paced50} us (${x(paced50, idle50)} idle)`,
       },
       {
@@ -299,7 +307,7 @@ export async function runDnsBench(): Promise<{ results: BenchResult[]; raw: unkn
         unit: 'us',
         target: '~1x flooding dnsmasq',
         ratio: `${x(flood99, floodTheirs99)} dnsmasq flood`,
-        samples: rrStat('rrFlood-oaknet', 'p99'),
+        samples: rrStat(underFlood('oaknet'), 'p99'),
         note: 'a flood takes both cores (dnsperf and the server); flooding dnsmasq instead gives the same contention without the NetManager doing DNS work',
       },
       {
@@ -307,7 +315,7 @@ export async function runDnsBench(): Promise<{ results: BenchResult[]; raw: unkn
         name: 'TCP round trip p99 while dnsperf floods dnsmasq',
         value: floodTheirs99,
         unit: 'us',
-        samples: rrStat('rrFlood-dnsmasq', 'p99'),
+        samples: rrStat(underFlood('dnsmasq'), 'p99'),
       },
     ];
     await dnsmasq.stop();

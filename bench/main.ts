@@ -13,10 +13,21 @@ import { runDataPlaneBench } from './data-plane.ts';
 import { runDnsBench } from './dns.ts';
 import { renderResults, type BenchResult } from './report.ts';
 
+/** The sections in the order they run: the --only key, the label of a failure, the key of its raw numbers. */
+const SECTIONS: Array<{
+  key: string;
+  label: string;
+  raw?: string;
+  run: () => Promise<{ results: BenchResult[]; raw?: unknown }>;
+}> = [
+  { key: 'control', label: 'control plane', run: async () => ({ results: await runControlPlaneBench() }) },
+  { key: 'closest', label: 'Closest_IP', raw: 'closest', run: runClosestBench },
+  { key: 'data', label: 'data plane', raw: 'dataPlane', run: runDataPlaneBench },
+  { key: 'dns', label: 'DNS', raw: 'dns', run: runDnsBench },
+];
 const only = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1] : undefined;
-const SECTIONS = ['control', 'closest', 'data', 'dns'];
-if (only !== undefined && !SECTIONS.includes(only)) {
-  process.stderr.write(`bench: --only takes ${SECTIONS.join(', ')}, not ${only}\n`);
+if (only !== undefined && !SECTIONS.some((s) => s.key === only)) {
+  process.stderr.write(`bench: --only takes ${SECTIONS.map((s) => s.key).join(', ')}, not ${only}\n`);
   process.exit(2);
 }
 // SIGINT/SIGTERM: remove the namespaces and processes the bench made, then exit
@@ -24,46 +35,20 @@ installSignalCleanup();
 const started = new Date();
 const results: BenchResult[] = [];
 const raw: Record<string, unknown> = {};
-// a section that fails is reported as failed; the other still runs
-const failed = (section: string, err: unknown): BenchResult => ({
-  section,
-  name: `${section} bench`,
-  value: NaN,
-  unit: '',
-  error: err instanceof Error ? err.message : String(err),
-});
-if (!only || only === 'control') {
+for (const section of SECTIONS.filter((s) => !only || s.key === only)) {
+  // a section that fails is reported as failed; the others still run
   try {
-    results.push(...(await runControlPlaneBench()));
+    const out = await section.run();
+    results.push(...out.results);
+    if (section.raw) raw[section.raw] = out.raw;
   } catch (err) {
-    results.push(failed('control plane', err));
-  }
-}
-if (!only || only === 'closest') {
-  try {
-    const closest = await runClosestBench();
-    results.push(...closest.results);
-    raw['closest'] = closest.raw;
-  } catch (err) {
-    results.push(failed('Closest_IP', err));
-  }
-}
-if (!only || only === 'data') {
-  try {
-    const data = await runDataPlaneBench();
-    results.push(...data.results);
-    raw['dataPlane'] = data.raw;
-  } catch (err) {
-    results.push(failed('data plane', err));
-  }
-}
-if (!only || only === 'dns') {
-  try {
-    const dns = await runDnsBench();
-    results.push(...dns.results);
-    raw['dns'] = dns.raw;
-  } catch (err) {
-    results.push(failed('DNS', err));
+    results.push({
+      section: section.label,
+      name: `${section.label} bench`,
+      value: NaN,
+      unit: '',
+      error: err instanceof Error ? err.message : String(err),
+    });
   }
 }
 
