@@ -204,13 +204,14 @@ export function registerNodeCommands(program: Command): void {
             })
           : systemResolvers();
         const startDns: StartDns = async (o) => {
-          const { DnsThread } = await import('../node/dns/thread.ts');
+          const { DnsServer } = await import('../node/dns/server.ts');
           const { buildZone } = await import('../node/dns/zone.ts');
-          // a thread of its own, UDP through the addon (recvmmsg/sendmmsg, a batch of queries per system call)
-          const server = await DnsThread.start({ ...o, upstreams, native: true });
+          const { loadNativeIo } = await import('../dataplane/tun/native.ts');
+          // UDP through the addon (recvmmsg/sendmmsg, a batch of queries per system call)
+          const server = await DnsServer.start({ ...o, upstreams, io: loadNativeIo() });
           return {
             update: (services, generation) => server.setZone(buildZone(services, generation)),
-            counters: async () => ({ ...(await server.counters()) }),
+            counters: () => Promise.resolve({ ...server.counters }),
             close: () => server.close(),
           };
         };
