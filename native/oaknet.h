@@ -10,12 +10,13 @@
  *   wg.c            WireGuard transport data messages: a sessions table, sealing (for udp.c's send) and
  *                   opening whole received batches in place (OpenSSL EVP ChaCha20-Poly1305)
  *   poller.c        the uv_poll watcher that reads batches on Node's event loop and calls onBatch
+ *   inroot.c        openat2 inside another root (a container's /proc/<pid>/root), which Node cannot do
  *   glue.c          N-API: JS arguments into the structs below, errors, the exported functions, module init
  *   test_exports.c  segmentPackets / coalescePackets: only in the test build (oaknet_native_test.node)
  * "Pure C" files use neither N-API nor libuv, only bytes: native/test/fuzz_offload.c compiles them alone under
  * ASan/UBSan. tun.c and udp.c make system calls but do not know N-API either: they report failures in an
  * os_error that glue.c turns into a JS Error, and native/test/fuzz_tun.c and fuzz_udp.c compile each with the
- * pure C alone (over a socketpair and loopback sockets). Only glue.c, poller.c and test_exports.c see the
+ * pure C alone (over a socketpair and loopback sockets). Only glue.c, poller.c, inroot.c and test_exports.c see the
  * part of this header under OAKNET_NODE_API.
  *
  * The JS-side contract (types and docs) is in src/dataplane/tun/native.ts.
@@ -349,6 +350,9 @@ napi_value make_int(napi_env env, int64_t v);
 
 enum batch_needs { BATCH_PLAIN = 0, BATCH_GSO = 1, BATCH_ENDPOINTS = 2 };
 bool get_batch(napi_env env, napi_value obj, int needs, packet_batch *out);
+
+/* inroot.c */
+napi_value js_open_in_root(napi_env env, napi_callback_info info);
 
 /* poller.c */
 napi_value js_start_poll(napi_env env, napi_callback_info info);

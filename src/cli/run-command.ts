@@ -17,7 +17,7 @@ import { ClusterClient } from '../protocol/cluster-client.ts';
 import { NodeClient } from '../protocol/node-client.ts';
 import type { JobDocument } from '../protocol/root-api.ts';
 import { RootClient } from '../protocol/root-client.ts';
-import { searchDomains } from '../node/dns/zone.ts';
+import { resolvConf } from '../node/dns/resolv-conf.ts';
 import { credentialsFor } from './credentials.ts';
 
 const exec = promisify(execFile);
@@ -144,7 +144,7 @@ export async function runWorkload(o: RunOptions, cmd: readonly string[]): Promis
       const dir = `/etc/netns/${ns}`;
       mkdirSync(dir, { recursive: true });
       undo.push(() => rm(dir, { recursive: true, force: true }));
-      writeFileSync(join(dir, 'resolv.conf'), resolvConf(status.dns.servers, o.service));
+      writeFileSync(join(dir, 'resolv.conf'), resolvConf(status.dns.servers, o.service, 'oaknet run'));
     }
 
     if (stopping) return 130;
@@ -162,21 +162,6 @@ export async function runWorkload(o: RunOptions, cmd: readonly string[]): Promis
     process.off('SIGTERM', onSignal);
     await cleanup();
   }
-}
-
-/**
- * The resolv.conf of an instance of `job`: the node's DNS server, and its application's domains to search, so
- * `curl http://web/` reaches the sibling service `web` (in the instance's own service namespace, then by
- * `web.<servicens>` in any). ndots:2 sends `web.ns` through the search list before asking it as it is.
- */
-export function resolvConf(servers: readonly string[], job: string): string {
-  return [
-    `# written by oaknet run for ${job}: the NetManager's DNS server`,
-    ...servers.map((s) => `nameserver ${s}`),
-    `search ${searchDomains(job).join(' ')}`,
-    'options ndots:2 timeout:1 attempts:2',
-    '',
-  ].join('\n');
 }
 
 /** The job named `name`, created (with fresh ServiceIPs) when it does not exist yet. */

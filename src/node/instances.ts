@@ -12,6 +12,7 @@ import { IpAddress } from '../addressing/ip.ts';
 import { ConflictError, errorMessage, InvalidInputError } from '../errors.ts';
 import { requireJobName } from '../protocol/names.ts';
 import type { ClusterChannel } from './cluster-channel.ts';
+import type { ResolvConfOutcome } from './dns/resolv-conf.ts';
 import type { Attachment, HostNetwork } from './host-network.ts';
 import { parsePortMappings } from './net/port-mappings.ts';
 import type { ProcessInspector } from './process-inspector.ts';
@@ -55,6 +56,8 @@ export interface InstanceContext {
   ownEntryTimeoutMs: number;
   /** Aborts waits when the NetManager stops. */
   signal: AbortSignal;
+  /** Gives a container with a root of its own a resolv.conf naming the node's DNS server (with DNS on). */
+  resolvConf?: (pid: number, job: string) => ResolvConfOutcome;
 }
 
 export class Instances {
@@ -138,8 +141,38 @@ export class Instances {
         { job, instance: record.instance },
         'own table entry not there yet; its first packets will wait for it',
       );
-    c.log.info({ job, instance: req.instanceNumber, nsip: record.nsip, pid: req.pid }, 'instance deployed');
-    return { serviceName: job, nsAddress: record.nsip, nsAddressv6: record.nsipv6 };
+    const names = this.giveResolvConf(req.pid, job);
+    c.log.info(
+      {
+        job,
+        instance: req.instanceNumber,
+        nsip: record.nsip,
+        pid: req.pid,
+        ...(names ? { resolvConf: names } : {}),
+      },
+      'instance deployed',
+    );
+    return {
+      serviceName: job,
+      nsAddress: record.nsip,
+      nsAddressv6: record.nsipv6,
+      ...(names ? { resolvConf: names } : {}),
+    };
+  }
+
+  /**
+   * The container's resolv.conf (upstream's node engine deploys before it starts the task, so nothing in it
+   * reads the file yet). Names are a convenience: a failure is logged, never fails the deploy.
+   */
+  private giveResolvConf(pid: number, job: string): ResolvConfOutcome | 'failed' | undefined {
+    const c = this.c;
+    if (!c.resolvConf) return undefined;
+    try {
+      return c.resolvConf(pid, job);
+    } catch (err) {
+      c.log.warn({ job, pid, err: errorMessage(err) }, 'resolv.conf not given to the container');
+      return 'failed';
+    }
   }
 
   /**

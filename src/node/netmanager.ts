@@ -31,6 +31,7 @@ import type { HostNetwork } from './host-network.ts';
 import { type DeployReply, type DeployRequest, Instances } from './instances.ts';
 import type { ProcessInspector } from './process-inspector.ts';
 import { NodeResolver } from './resolver.ts';
+import { resolvConf, type ResolvConfOutcome } from './dns/resolv-conf.ts';
 import { ServiceTable } from './service-table.ts';
 import { SlotAllocator } from './slots.ts';
 import type { NodeState, StateFile } from './state.ts';
@@ -62,6 +63,8 @@ export interface NodeDns {
     generation: number,
   ): void;
   counters(): Promise<Record<string, number>>;
+  /** Writes `text` as the /etc/resolv.conf of a container's own root (node/dns/resolv-conf.ts). */
+  installResolvConf?(pid: number, text: string): ResolvConfOutcome;
   close(): Promise<void>;
 }
 
@@ -283,6 +286,12 @@ export class NetManager {
         log,
         ownEntryTimeoutMs: this.config.ownEntryTimeoutMs ?? 3000,
         signal: this.abort.signal,
+        ...(dns?.server.installResolvConf
+          ? {
+              resolvConf: (pid: number, job: string) =>
+                dns.server.installResolvConf!(pid, resolvConf(dns.servers, job, 'the NetManager')),
+            }
+          : {}),
       });
       this.registered = { workerId, net, instances, subnetV4, subnetV6, hostIp, clusterUrl, dns };
       this.zoneVersion = -1;

@@ -26,6 +26,19 @@ export const ContainerDeployReply = Type.Object({
   serviceName: Type.String(),
   nsAddress: Type.String(),
   nsAddressv6: Type.String(),
+  /**
+   * oaknet's addition (upstream's node engine reads only the status): what became of the container's
+   * /etc/resolv.conf with the node's DNS server on (node/dns/resolv-conf.ts); absent without it.
+   */
+  resolvConf: Type.Optional(
+    Type.Union([
+      Type.Literal('written'),
+      Type.Literal('shared-root'),
+      Type.Literal('runtime-mounted'),
+      Type.Literal('read-only'),
+      Type.Literal('failed'),
+    ]),
+  ),
 });
 export type ContainerDeployReply = Static<typeof ContainerDeployReply>;
 

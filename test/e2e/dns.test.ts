@@ -7,12 +7,13 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { pino } from 'pino';
+import { sleepImage, startContainer } from '../../src/node/dns/fixtures.ts';
 import { createPlatform, type Platform } from '../../src/platform/platform.ts';
 import type { JobDocument } from '../../src/protocol/root-api.ts';
 import { FIXTURES, inNetns } from '../support/workloads.ts';
@@ -106,6 +107,46 @@ describe('names from the node DNS server', { timeout: 600_000 }, () => {
       '/etc/resolv.conf',
     ]);
     assert.equal(stdout, conf);
+  });
+
+  it("gives a container deployed through /container/deploy (upstream's node engine) a resolv.conf in its own root", async () => {
+    // what an Oakestra node engine does: schedule at the root, tell the cluster, create the container (its own
+    // root and namespaces), call /container/deploy with its pid before starting it
+    const job = 'e2e.dns.ctr.v1';
+    const root = platform.rootClient('orchestrator');
+    await root.createService(job);
+    const ctr = await root.jobByName(job);
+    const cluster = platform.clusterClient(platform.node('n1').cluster, 'orchestrator');
+    await root.deployInstance(ctr._id, 0, (await cluster.status()).cluster_id);
+    await cluster.announceDeployment(job);
+    const image = join(stateDir, 'ctr-image');
+    const { child, pid } = await startContainer(image, sleepImage(image));
+    const node = platform.nodeClient('n1');
+    try {
+      const reply = await node.deploy({ pid, serviceName: job, instanceNumber: 0, portMappings: '' });
+      assert.equal(reply.resolvConf, 'written');
+      const conf = readFileSync(join(image, 'etc', 'resolv.conf'), 'utf8');
+      const n1 = await node.status();
+      for (const s of n1.dns!.servers)
+        assert.match(conf, new RegExp(`^nameserver ${s.replace(/\./g, '\\.')}$`, 'm'));
+      assert.match(conf, /^search v1\.e2e\.dns\.oakestra e2e\.dns\.oakestra$/m);
+      // from the container's network namespace, the server its resolv.conf names answers W's name
+      const server = /^nameserver (\S+)$/m.exec(conf)![1]!;
+      const { stdout } = await execFileP('nsenter', [
+        `--net=/proc/${pid}/ns/net`,
+        'dig',
+        '+short',
+        '+time=2',
+        '+tries=1',
+        `@${server}`,
+        NAMES.default,
+      ]);
+      assert.equal(stdout.trim(), sip('RR'));
+    } finally {
+      await node.undeploy(job, 0);
+      child.kill('SIGKILL');
+      await root.removeInstance(ctr._id, 0);
+    }
   });
 
   it('answers every name form with A and AAAA, over UDP and TCP, on both clients (two clusters)', async () => {

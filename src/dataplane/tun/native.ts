@@ -114,6 +114,12 @@ export interface NativeIo {
    * Returns a handle for stopPoll.
    */
   startPoll(fd: number, mode: PollMode, ring: PollRing, onBatch: (count: number) => void): number;
+  /**
+   * Opens `path` inside the directory `root` as that root sees it (openat2 RESOLVE_IN_ROOT: symlinks and ..
+   * stay inside; RESOLVE_NO_XDEV: no mount point crossed, EXDEV; no magic links) for writing, created 0644 if
+   * missing, non-blocking, never through a symlink at its end. Returns the fd (close it with fs.closeSync).
+   */
+  openInRoot(root: string, path: string): number;
   /** Stops a poller (safe inside its onBatch); it no longer keeps the process alive. False if it had already stopped. */
   stopPoll(handle: number): boolean;
   /** write()s packets 0..count-1 of `batch` to a TUN fd in order (its gso words are not read); returns how many were accepted. Rejected packets are skipped (stats[0] = how many, stats[1] = last errno); EAGAIN stops early. */
