@@ -1,6 +1,6 @@
 {
   "variables": {
-    "oaknet_sources": ["checksum.c", "offload.c", "tun.c", "udp.c", "wg.c", "poller.c", "inroot.c", "glue.c"],
+    "oaknet_sources": ["checksum.c", "offload.c", "tun.c", "udp.c", "wg.c", "poller.c", "inroot.c", "sched.c", "glue.c"],
     "oaknet_cflags": ["-std=gnu11", "-O2", "-fvisibility=hidden", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Werror=implicit-function-declaration"]
   },
   "targets": [

@@ -624,6 +624,7 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
       {"sendPackets", NULL, js_send_packets, NULL, NULL, NULL, napi_enumerable, NULL},
       {"closeFd", NULL, js_close_fd, NULL, NULL, NULL, napi_enumerable, NULL},
       {"openInRoot", NULL, js_open_in_root, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"setThreadNice", NULL, js_set_thread_nice, NULL, NULL, NULL, napi_enumerable, NULL},
       {"wgSessionsCreate", NULL, js_wg_create, NULL, NULL, NULL, napi_enumerable, NULL},
       {"wgClose", NULL, js_wg_close, NULL, NULL, NULL, napi_enumerable, NULL},
       {"wgInstall", NULL, js_wg_install, NULL, NULL, NULL, napi_enumerable, NULL},

@@ -11,12 +11,13 @@
  *                   opening whole received batches in place (OpenSSL EVP ChaCha20-Poly1305)
  *   poller.c        the uv_poll watcher that reads batches on Node's event loop and calls onBatch
  *   inroot.c        openat2 inside another root (a container's /proc/<pid>/root), which Node cannot do
+ *   sched.c         one thread's nice value (setpriority on its thread ID), for the DNS thread
  *   glue.c          N-API: JS arguments into the structs below, errors, the exported functions, module init
  *   test_exports.c  segmentPackets / coalescePackets: only in the test build (oaknet_native_test.node)
  * "Pure C" files use neither N-API nor libuv, only bytes: native/test/fuzz_offload.c compiles them alone under
  * ASan/UBSan. tun.c and udp.c make system calls but do not know N-API either: they report failures in an
  * os_error that glue.c turns into a JS Error, and native/test/fuzz_tun.c and fuzz_udp.c compile each with the
- * pure C alone (over a socketpair and loopback sockets). Only glue.c, poller.c, inroot.c and test_exports.c see the
+ * pure C alone (over a socketpair and loopback sockets). Only glue.c, poller.c, inroot.c, sched.c and test_exports.c see the
  * part of this header under OAKNET_NODE_API.
  *
  * The JS-side contract (types and docs) is in src/dataplane/tun/native.ts.
@@ -353,6 +354,9 @@ bool get_batch(napi_env env, napi_value obj, int needs, packet_batch *out);
 
 /* inroot.c */
 napi_value js_open_in_root(napi_env env, napi_callback_info info);
+
+/* sched.c */
+napi_value js_set_thread_nice(napi_env env, napi_callback_info info);
 
 /* poller.c */
 napi_value js_start_poll(napi_env env, napi_callback_info info);

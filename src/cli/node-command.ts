@@ -204,16 +204,16 @@ export function registerNodeCommands(program: Command): void {
             })
           : systemResolvers();
         const startDns: StartDns = async (o) => {
-          const { DnsServer } = await import('../node/dns/server.ts');
+          const { DnsThread } = await import('../node/dns/thread.ts');
           const { buildZone } = await import('../node/dns/zone.ts');
           const { installResolvConf } = await import('../node/dns/resolv-conf.ts');
           const { loadNativeIo } = await import('../dataplane/tun/native.ts');
           const io = loadNativeIo();
-          // UDP through the addon (recvmmsg/sendmmsg, a batch of queries per system call)
-          const server = await DnsServer.start({ ...o, upstreams, io });
+          // a thread of its own, UDP through the addon (recvmmsg/sendmmsg, a batch of queries per system call)
+          const server = await DnsThread.start({ ...o, upstreams, native: true });
           return {
             update: (services, generation) => server.setZone(buildZone(services, generation)),
-            counters: () => Promise.resolve({ ...server.counters }),
+            counters: async () => ({ ...(await server.counters()) }),
             installResolvConf: (pid, text) =>
               installResolvConf((root, path) => io.openInRoot(root, path), `/proc/${pid}/root`, text),
             close: () => server.close(),

@@ -120,6 +120,8 @@ export interface NativeIo {
    * missing, non-blocking, never through a symlink at its end. Returns the fd (close it with fs.closeSync).
    */
   openInRoot(root: string, path: string): number;
+  /** Sets the calling thread's nice value (-20..19): setpriority on its thread ID. */
+  setThreadNice(nice: number): void;
   /** Stops a poller (safe inside its onBatch); it no longer keeps the process alive. False if it had already stopped. */
   stopPoll(handle: number): boolean;
   /** write()s packets 0..count-1 of `batch` to a TUN fd in order (its gso words are not read); returns how many were accepted. Rejected packets are skipped (stats[0] = how many, stats[1] = last errno); EAGAIN stops early. */

@@ -1,5 +1,5 @@
-/** The node's DNS server with UDP through the addon's batched sockets (recvmmsg/sendmmsg), as oaknet node runs it. */
+/** The node's DNS server with UDP through the addon's batched sockets (recvmmsg/sendmmsg). */
 import { loadNativeIo } from '../../dataplane/tun/native.ts';
-import { dnsServerCases } from './server.case.ts';
+import { dnsServerCases, inProcess } from './server.case.ts';
 
-dnsServerCases(loadNativeIo());
+dnsServerCases('batched UDP', inProcess(loadNativeIo()));

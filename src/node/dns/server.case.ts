@@ -1,6 +1,6 @@
 /**
- * The cases the node's DNS server passes with each UDP path (node:dgram in server.test.ts, the addon's batched
- * sockets in server-native.test.ts): on loopback, asked by Debian's dig (UDP and TCP) and by raw datagrams: every name
+ * The cases the node's DNS server passes however it runs: in the process with node:dgram (server.test.ts) or
+ * the addon's batched sockets (server-native.test.ts), and in its own thread (thread-native.test.ts): on loopback, asked by Debian's dig (UDP and TCP) and by raw datagrams: every name
  * form, NXDOMAIN with the SOA, NODATA, PTR, the ask path (known after a zone update, unknown, unreachable ->
  * the stale copy), truncation and the TCP retry, malformed input, and sources outside the allowed prefixes.
  */
@@ -14,8 +14,31 @@ import { pino } from 'pino';
 import type { ServiceAddress } from '../../dataplane/snapshot.ts';
 import type { NativeIo } from '../../dataplane/tun/native.ts';
 import { bytes as b, remoteInstance } from './fixtures.ts';
-import { DnsServer } from './server.ts';
-import { buildZone, type ZoneService } from './zone.ts';
+import { DnsServer, type DnsCounters, type DnsServerOptions } from './server.ts';
+import { buildZone, type ZoneData, type ZoneService } from './zone.ts';
+
+/** A running server as the cases drive it. */
+export interface ServerUnderTest {
+  setZone(zone: ZoneData): void;
+  counters(): Promise<DnsCounters>;
+  /** Its first bound UDP port. */
+  port: number;
+  close(): Promise<void>;
+}
+export type StartServer = (o: Omit<DnsServerOptions, 'io'>) => Promise<ServerUnderTest>;
+
+/** A server in this process, with UDP through `io`'s batched sockets, or node:dgram without it. */
+export function inProcess(io?: NativeIo): StartServer {
+  return async (o) => {
+    const server = await DnsServer.start({ ...o, ...(io ? { io } : {}) });
+    return {
+      setZone: (zone) => server.setZone(zone),
+      counters: () => Promise.resolve({ ...server.counters }),
+      port: server.addresses()[0]!.port,
+      close: () => server.close(),
+    };
+  };
+}
 
 const exec = promisify(execFile);
 const inst = (job: string, n: number, ip4: string, ip6: string) =>
@@ -38,11 +61,10 @@ const late: ZoneService = {
   })),
 };
 
-/** The suite, with UDP through `io`'s batched sockets, or node:dgram without it. */
-export function dnsServerCases(io?: NativeIo): void {
-  const udp = io ? 'batched UDP' : 'node:dgram';
+/** The suite, against servers that `start` makes (`udp` names how they run). */
+export function dnsServerCases(udp: string, start: StartServer): void {
   describe(`the node DNS server (${udp})`, () => {
-    let server: DnsServer;
+    let server: ServerUnderTest;
     let port = 0;
     let asked: string[] = [];
     let outcome: 'known' | 'unknown' | 'unreachable' = 'unknown';
@@ -50,8 +72,7 @@ export function dnsServerCases(io?: NativeIo): void {
     const services: ZoneService[] = [web];
 
     before(async () => {
-      server = await DnsServer.start({
-        ...(io ? { io } : {}),
+      server = await start({
         listen: [{ host: '127.0.0.1', port: 0 }],
         allowedSources: [],
         ask: (job) => {
@@ -66,7 +87,7 @@ export function dnsServerCases(io?: NativeIo): void {
         log: pino({ level: 'silent' }),
       });
       server.setZone(buildZone(services, 1));
-      port = server.addresses()[0]!.port;
+      port = server.port;
     });
     after(() => server.close());
 
@@ -105,9 +126,9 @@ export function dnsServerCases(io?: NativeIo): void {
         });
       try {
         await ask('web.v1.demo.oaknet.oakestra', 1, true);
-        const hits = server.counters.cache_hits;
+        const hits = (await server.counters()).cache_hits;
         const r = await ask('WEB.v1.Demo.OAKNET.oakestra', 0xbeef, false);
-        assert.equal(server.counters.cache_hits, hits + 1, 'answered from the kept response');
+        assert.equal((await server.counters()).cache_hits, hits + 1, 'answered from the kept response');
         assert.equal(r.id, 0xbeef);
         assert.equal((r.flags ?? 0) & dnsPacket.RECURSION_DESIRED, 0);
         assert.ok((r.flags ?? 0) & dnsPacket.AUTHORITATIVE_ANSWER);
@@ -186,14 +207,14 @@ export function dnsServerCases(io?: NativeIo): void {
       );
       assert.match(out, /Truncated, retrying in TCP mode/);
       assert.equal(out.split('\n').filter((l) => /\sAAAA\s/.test(l)).length, 60);
-      assert.ok(server.counters.truncated >= 1);
+      assert.ok((await server.counters()).truncated >= 1);
     });
 
     it('answers from its stale copy when the cluster cannot be reached', async () => {
       server.setZone(buildZone([web], 4)); // the tables forgot late (its interest expired)
       outcome = 'unreachable';
       assert.deepEqual(await short('0.instance.late.v1.demo.oaknet.oakestra', 'A'), ['10.30.1.2']);
-      assert.ok(server.counters.stale_answers >= 1);
+      assert.ok((await server.counters()).stale_answers >= 1);
       outcome = 'unknown';
       assert.deepEqual(await short('0.instance.late.v1.demo.oaknet.oakestra', 'A'), ['10.30.1.2'], 'at once');
       assert.equal(
@@ -233,7 +254,7 @@ export function dnsServerCases(io?: NativeIo): void {
         );
         // sender and server share one process: let the server drain its socket before the buffer overflows
         if (i % 50 === 49)
-          while (server.counters.queries + server.counters.refused_source < i - 10)
+          while (((c) => c.queries + c.refused_source)(await server.counters()) < i - 10)
             await new Promise((r) => setImmediate(r));
       }
       await send(query);
@@ -246,9 +267,9 @@ export function dnsServerCases(io?: NativeIo): void {
       assert.ok(rcodes.includes(4), 'NOTIMP');
       assert.ok(
         rcodes.includes(0),
-        `still answering after 2,000 bad packets: ${JSON.stringify([replies.length, server.counters])}`,
+        `still answering after 2,000 bad packets: ${JSON.stringify([replies.length, await server.counters()])}`,
       );
-      assert.ok(server.counters.formerr > 0 && server.counters.dropped > 0);
+      assert.ok((await server.counters()).formerr > 0 && (await server.counters()).dropped > 0);
     });
 
     it('keeps the interests of the jobs it answered alive', async () => {
@@ -261,8 +282,7 @@ export function dnsServerCases(io?: NativeIo): void {
 
   describe(`the node DNS server (${udp}) and its clients`, () => {
     it('answers no source outside its prefixes', async () => {
-      const server = await DnsServer.start({
-        ...(io ? { io } : {}),
+      const server = await start({
         listen: [{ host: '127.0.0.1', port: 0 }],
         allowedSources: ['10.16.0.0/26'],
         loopback: false,
@@ -270,7 +290,7 @@ export function dnsServerCases(io?: NativeIo): void {
         log: pino({ level: 'silent' }),
       });
       try {
-        const port = server.addresses()[0]!.port;
+        const port = server.port;
         await assert.rejects(
           exec('dig', [
             '@127.0.0.1',
@@ -281,7 +301,7 @@ export function dnsServerCases(io?: NativeIo): void {
             'web.v1.demo.oaknet.oakestra',
           ]),
         );
-        assert.ok(server.counters.refused_source >= 1);
+        assert.ok((await server.counters()).refused_source >= 1);
       } finally {
         await server.close();
       }
@@ -347,8 +367,7 @@ export function dnsServerCases(io?: NativeIo): void {
 
     it('forwards other names, caches the answers, retries truncated ones over TCP, SERVFAIL when nobody answers, ANY minimally', async () => {
       const up = await upstream();
-      const server = await DnsServer.start({
-        ...(io ? { io } : {}),
+      const server = await start({
         listen: [{ host: '127.0.0.1', port: 0 }],
         allowedSources: [],
         ask: () => Promise.resolve('unknown'),
@@ -357,7 +376,7 @@ export function dnsServerCases(io?: NativeIo): void {
         forwardTimeoutMs: 300,
       });
       try {
-        const port = server.addresses()[0]!.port;
+        const port = server.port;
         const dig = async (...args: string[]) =>
           (
             await exec('dig', ['@127.0.0.1', '-p', String(port), '+time=3', '+tries=1', ...args])
@@ -386,7 +405,7 @@ export function dnsServerCases(io?: NativeIo): void {
         // the oakestra zone is never forwarded
         assert.match(await dig('+noall', '+comments', 'x.oakestra', 'A'), /status: NXDOMAIN/);
         assert.ok(!up.queries.some((q) => q.includes('oakestra')));
-        assert.ok(server.counters.forwarded >= 3 && server.counters.forward_failed === 1);
+        assert.ok((await server.counters()).forwarded >= 3 && (await server.counters()).forward_failed === 1);
       } finally {
         await server.close();
         await up.close();

@@ -1,4 +1,4 @@
 /** The node's DNS server with UDP through node:dgram (the path without the addon; runs in test:unit). */
-import { dnsServerCases } from './server.case.ts';
+import { dnsServerCases, inProcess } from './server.case.ts';
 
-dnsServerCases();
+dnsServerCases('node:dgram', inProcess());

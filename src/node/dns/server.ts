@@ -29,12 +29,15 @@ import { IpAddress } from '../../addressing/ip.ts';
 import { Forwarder, type Upstream } from './forwarder.ts';
 import { jobOfName, NEGATIVE_TTL, ZONE, type ZoneData, type ZoneRecord } from './zone.ts';
 
+/** What the cluster said of a job the zone does not hold. */
+export type AskResult = 'known' | 'unknown' | 'unreachable';
+
 export interface DnsServerOptions {
   listen: Array<{ host: string; port: number }>;
   /** Client prefixes answered (loopback always is, unless `loopback: false`). */
   allowedSources: string[];
   loopback?: boolean;
-  ask: (job: string) => Promise<'known' | 'unknown' | 'unreachable'>;
+  ask: (job: string) => Promise<AskResult>;
   used?: (jobs: string[]) => void;
   log: Logger;
   /** How long a query waits for its ask (ms, default 2000). */
