@@ -6,6 +6,8 @@
  */
 import { execFile, spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { promisify } from 'node:util';
+import type { Platform } from '../src/platform/platform.ts';
+import { runWorkload, type Workload } from '../test/support/workloads.ts';
 
 const exec = promisify(execFile);
 
@@ -165,4 +167,16 @@ export async function requireTools(tools: readonly string[]): Promise<void> {
     await run(['sh', '-c', `PATH=$PATH:/usr/sbin:/sbin command -v ${tool}`]).catch(() => {
       throw new Error(`${tool} is not installed (scripts/ensure-deps.mjs installs it)`);
     });
+}
+
+/** A workload started as a user runs it (test/support/workloads.ts), stopped by the cleanup. */
+export async function ownedWorkload(
+  platform: Platform,
+  node: string,
+  spec: Parameters<typeof runWorkload>[2],
+  timeoutMs = 60_000,
+): Promise<Workload> {
+  const w = await runWorkload(platform, node, spec, timeoutMs);
+  onCleanup(`stop workload ${spec.service}.${spec.instance}`, () => w.stop());
+  return w;
 }

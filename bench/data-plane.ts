@@ -27,9 +27,10 @@ import { PLATFORM_ENV } from '../src/platform/plan.ts';
 import { createPlatform, type Platform } from '../src/platform/platform.ts';
 import { destroyPlatform } from '../src/platform/teardown.ts';
 import type { JobDocument } from '../src/protocol/root-api.ts';
-import { runWorkload, type Workload } from '../test/support/workloads.ts';
+import type { runWorkload, Workload } from '../test/support/workloads.ts';
 import {
   onCleanup,
+  ownedWorkload,
   requireTools,
   runCleanups,
   spawnOwned,
@@ -205,9 +206,8 @@ export async function runDataPlaneBench(): Promise<DataPlaneOutput> {
     // oaknet: a server instance on n2, a client instance on n1, as a user runs them
     const workloads: Workload[] = [];
     const startWorkload = async (nodeName: string, spec: Parameters<typeof runWorkload>[2]) => {
-      const w = await runWorkload(platform, nodeName, spec, 60_000);
+      const w = await ownedWorkload(platform, nodeName, spec);
       workloads.push(w);
-      onCleanup(`stop workload ${spec.service}.${spec.instance}`, () => w.stop());
       return w;
     };
     if (wanted('oaknet-rr') || wanted('oaknet-inst') || wanted('oaknet-plain'))
@@ -720,22 +720,15 @@ async function firstPacket(
   try {
     for (let i = 0; i < services.length; i += 5) {
       const batch = await Promise.all(
-        services.slice(i, i + 5).map(async (service, k) => {
-          const w = await runWorkload(
-            platform,
-            'n2',
-            {
-              service,
-              instance: 0,
-              netns: `${id}-f${i + k}`,
-              command: ['python3', PINGPONG, 'server', String(PINGPONG_PORT)],
-              readyLine: 'ready',
-            },
-            60_000,
-          );
-          onCleanup(`stop workload ${service}`, () => w.stop());
-          return w;
-        }),
+        services.slice(i, i + 5).map((service, k) =>
+          ownedWorkload(platform, 'n2', {
+            service,
+            instance: 0,
+            netns: `${id}-f${i + k}`,
+            command: ['python3', PINGPONG, 'server', String(PINGPONG_PORT)],
+            readyLine: 'ready',
+          }),
+        ),
       );
       workloads.push(...batch);
     }

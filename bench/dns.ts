@@ -21,8 +21,7 @@ import { pino } from 'pino';
 import { PLATFORM_ENV } from '../src/platform/plan.ts';
 import { createPlatform } from '../src/platform/platform.ts';
 import { destroyPlatform } from '../src/platform/teardown.ts';
-import { runWorkload } from '../test/support/workloads.ts';
-import { onCleanup, requireTools, run, spawnOwned, waitOutput } from './cleanup.ts';
+import { onCleanup, ownedWorkload, requireTools, run, spawnOwned, waitOutput } from './cleanup.ts';
 import { capture, inNs, pingpong, PINGPONG, processCpuSeconds, type LatencyStats } from './dp-measure.ts';
 import { median, percentile, type BenchResult } from './report.ts';
 
@@ -79,28 +78,14 @@ export async function runDnsBench(): Promise<{ results: BenchResult[]; raw: unkn
   try {
     await requireTools(['dnsperf', 'dnsmasq', 'dig', 'python3']);
     const platform = await createPlatform({ stateDir, nodes: 2, clusters: 1, logLevel: 'warn', id }, log);
-    const start = async (
-      node: string,
-      service: string,
-      instance: number,
-      command: string[],
-      ready?: string,
-    ) => {
-      const w = await runWorkload(
-        platform,
-        node,
-        {
-          service,
-          instance,
-          netns: `${id}-${node}${instance}`,
-          command,
-          ...(ready ? { readyLine: ready } : {}),
-        },
-        60_000,
-      );
-      onCleanup(`stop workload ${service}.${instance}`, () => w.stop());
-      return w;
-    };
+    const start = (node: string, service: string, instance: number, command: string[], ready?: string) =>
+      ownedWorkload(platform, node, {
+        service,
+        instance,
+        netns: `${id}-${node}${instance}`,
+        command,
+        ...(ready ? { readyLine: ready } : {}),
+      });
     // the echo service: instance 0 across the tunnel on n2 (the round trips go there), instance 1 on n1
     const echo = ['python3', PINGPONG, 'server', '7000'];
     await start('n2', ECHO_SERVICE, 0, echo, 'ready');
