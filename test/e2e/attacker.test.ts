@@ -413,7 +413,7 @@ describe('the attacker on the underlay of a secure platform', { timeout: 300_000
     log.warn({ ms: Date.now() - started, created: SERVICES - services }, 'service flood');
   });
 
-  it("8. afterwards the demo's traffic reaches the real instances; a paged list of 30,000 is fast under load", async () => {
+  it("8. afterwards the demo's traffic reaches the real instances; a paged list of 30,000 stays fast under load", async () => {
     const rr = (await job()).service_ip_list.find((s) => s.IpType === 'RR')!.Address!;
     const cli = platform.workloads.find((w) => w.name === 'cli')!.netns;
     const seen = new Set<string>();
@@ -484,6 +484,9 @@ describe('the attacker on the underlay of a secure platform', { timeout: 300_000
       { samples: times.length, p50: p(50).toFixed(1), p99: p(99).toFixed(1), walkMs: Date.now() - started },
       'first page of 100 while 40 clients walk 30,000 services',
     );
-    assert.ok(p(99) < 100, `p99 ${p(99).toFixed(1)} ms`);
+    // The figure itself is the bench's (npm run bench -- --only control: paging.ts); this bound only catches a
+    // list that reads or sorts what lies before the page (seconds under this load), not this machine's speed:
+    // 100 ms here measured 76-136 ms with the same code, depending on what else the 2 cores ran.
+    assert.ok(p(99) < 500, `p99 ${p(99).toFixed(1)} ms`);
   });
 });
