@@ -38,6 +38,7 @@ const SYSTEM = {
   make: 'make',
   gcc: 'gcc', // the addon, and its sanitizer harnesses (native/test/fuzz_*.c: ASan and UBSan come with gcc)
   'g++': 'g++',
+  'aarch64-linux-gnu-gcc': 'gcc-aarch64-linux-gnu', // the addon cross-compiled for ARM boxes (cross-arm64.test.ts)
 };
 
 function have(cmd) {
